@@ -1,0 +1,45 @@
+# make search SPACE=lr_wd   |   make test   |   make ui   |   make bench
+# The first target run creates .venv and installs the project; nothing else is needed.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# CPU wheel on this machine; a GPU host keeps the torch it has (any 2.x satisfies the project).
+TORCH ?= torch==2.13.0
+
+SPACE ?= lr_wd
+HOST ?= 127.0.0.1
+PORT ?= 5000
+
+SEARCH_ARGS := $(if $(STRATEGY),--strategy $(STRATEGY)) $(if $(TRIALS),--trials $(TRIALS)) \
+	$(if $(OBJECTIVE),--objective $(OBJECTIVE)) $(if $(PRUNER),--pruner $(PRUNER)) \
+	$(if $(DRIVER),--driver $(DRIVER)) $(if $(SEED),--seed $(SEED)) \
+	$(if $(STORAGE),--storage $(STORAGE)) $(if $(TRACKING_URI),--tracking-uri $(TRACKING_URI))
+
+.PHONY: install search test ui bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check $(TORCH)
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[test]'
+	touch $@
+
+search: $(STAMP)
+	$(BIN)/hpo search $(SPACE) $(SEARCH_ARGS)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+ui: $(STAMP)
+	mkdir -p .hpo
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/.hpo/mlflow.db \
+		--default-artifact-root $(CURDIR)/.hpo/mlartifacts --host $(HOST) --port $(PORT)
+
+bench: $(STAMP)
+	$(BIN)/python bench/overhead.py
+
+clean:
+	rm -rf .hpo

@@ -1,0 +1,43 @@
+"""Finding the objective a user names: a built-in, ``module:function`` or ``file.py:function``."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from hpo._errors import HpoError
+
+
+def resolve_objective(spec: str | Callable[..., Any] | None, default: str | None) -> tuple[Callable[..., Any], str]:
+    """The objective and the name it is recorded under."""
+    if callable(spec):
+        return spec, getattr(spec, "__name__", type(spec).__name__)
+    name = spec or default
+    if not name:
+        raise HpoError("--objective: none given and the space names no default 'objective'")
+    if ":" not in name:
+        from objectives import OBJECTIVES
+
+        if name not in OBJECTIVES:
+            raise HpoError(f"--objective: unknown objective {name!r} (built-in: {', '.join(OBJECTIVES)})")
+        return OBJECTIVES[name], name
+    where, _, attr = name.rpartition(":")
+    try:
+        if where.endswith(".py"):
+            path = Path(where)
+            if not path.is_file():
+                raise HpoError(f"--objective: {where}: file not found")
+            module_spec = importlib.util.spec_from_file_location(path.stem, path)
+            module = importlib.util.module_from_spec(module_spec)  # type: ignore[arg-type]
+            module_spec.loader.exec_module(module)  # type: ignore[union-attr]
+        else:
+            module = importlib.import_module(where)
+    except ImportError as error:
+        raise HpoError(f"--objective: cannot import {where!r}: {error}") from None
+    objective = getattr(module, attr, None)
+    if not callable(objective):
+        raise HpoError(f"--objective: {where!r} has no callable {attr!r}")
+    return objective, name

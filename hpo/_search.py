@@ -1,0 +1,213 @@
+"""``hpo.search``: validate everything, run the driver, record the result, test the best once."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hpo._errors import HpoError
+from hpo._objectives import resolve_objective
+from hpo._trial import Trial, TrialRecord, TrialState, trial_seed
+from hpo.drivers import PRUNERS, BaseDriver, OptunaDriver, SearchListener
+from hpo.spaces import SearchSpace, load_space, resolve_space_path
+from hpo.strategies import BaseStrategy, EngineStrategy, make_strategy
+from hpo.tracking import MlflowTracker
+
+DRIVERS = ("optuna",)
+
+
+@dataclass(frozen=True)
+class SearchPlan:
+    """Everything a driver needs to know about what to search, validated up front."""
+
+    space: SearchSpace
+    strategy: BaseStrategy | EngineStrategy
+    n_trials: int
+    study_name: str
+    objective_name: str
+    driver_name: str = "optuna"
+    pruner: str = "none"
+    seed: int = 0
+    divergence_guard: bool = True
+
+    def __post_init__(self) -> None:
+        if self.n_trials < 1:
+            raise HpoError(f"--trials: must be at least 1, got {self.n_trials}")
+        if self.pruner not in PRUNERS:
+            raise HpoError(f"--pruner: unknown pruner {self.pruner!r} (choose from {', '.join(PRUNERS)})")
+
+    @property
+    def strategy_name(self) -> str:
+        return self.strategy.name
+
+
+@dataclass
+class SearchResult:
+    """Every trial of a search, its best one, and the best one's test score."""
+
+    space: SearchSpace
+    trials: list[TrialRecord]
+    study_name: str
+    tracking_uri: str = ""
+    experiment_id: str = ""
+    parent_run_id: str = ""
+    test_metrics: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def metric(self) -> str:
+        return self.space.metric
+
+    @property
+    def best(self) -> TrialRecord | None:
+        complete = [t for t in self.trials if t.state is TrialState.COMPLETE and t.value is not None]
+        if not complete:
+            return None
+        sign = 1 if self.space.direction == "minimize" else -1
+        return min(complete, key=lambda t: (sign * t.value, t.number))  # type: ignore[operator]
+
+    @property
+    def best_params(self) -> dict[str, Any]:
+        return {**self.space.fixed, **self.best.params} if self.best else {}
+
+    @property
+    def best_value(self) -> float:
+        return self.best.value if self.best and self.best.value is not None else math.nan
+
+    def count(self, state: TrialState) -> int:
+        return sum(t.state is state for t in self.trials)
+
+
+def default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@dataclass(frozen=True)
+class PreparedSearch:
+    """A validated search, ready to run: nothing has been written anywhere yet."""
+
+    plan: SearchPlan
+    objective: Callable[..., Any]
+    driver: BaseDriver
+    tracker: MlflowTracker
+    space_path: Path | None
+    evaluate_test: bool
+
+    def run(self, listener: SearchListener | None = None) -> SearchResult:
+        plan, tracker = self.plan, self.tracker
+        tracker.start_search(plan, self.space_path)
+        result = SearchResult(
+            plan.space, [], plan.study_name, tracker.tracking_uri, tracker.experiment_id, tracker.parent_run_id
+        )
+        try:
+            result.trials = self.driver.run(plan, self.objective, tracker, listener or SearchListener())
+        except BaseException:
+            tracker.finish_search(result, status="KILLED")
+            raise
+        if self.evaluate_test and result.best is not None and hasattr(self.objective, "test"):
+            result.test_metrics = _test_once(self.objective, result.best, tracker, plan)
+        tracker.finish_search(result)
+        return result
+
+
+def prepare(
+    objective: str | Callable[..., Any] | None = None,
+    space: str | Path | SearchSpace = "lr_wd",
+    *,
+    strategy: str = "random",
+    driver: str = "optuna",
+    n_trials: int = 20,
+    pruner: str = "none",
+    seed: int = 0,
+    storage: str | None = None,
+    tracking_uri: str | None = None,
+    experiment: str | None = None,
+    study_name: str | None = None,
+    divergence_guard: bool = True,
+    evaluate_test: bool = True,
+    home: str | Path = ".hpo",
+) -> PreparedSearch:
+    """Check everything a user can get wrong, before anything is written; see ``search``."""
+    home = Path(home)
+    space_path = None
+    if not isinstance(space, SearchSpace):
+        space_path = resolve_space_path(space)
+        space = load_space(space_path)
+    function, objective_name = resolve_objective(objective, space.objective)
+    plan = SearchPlan(
+        space=space,
+        strategy=make_strategy(strategy, seed),
+        n_trials=n_trials,
+        study_name=study_name or f"{space.name}-{objective_name.rpartition(':')[2]}-{strategy}-seed{seed}",
+        objective_name=objective_name,
+        driver_name=driver,
+        pruner=pruner,
+        seed=seed,
+        divergence_guard=divergence_guard,
+    )
+    return PreparedSearch(
+        plan=plan,
+        objective=function,
+        driver=make_driver(driver, storage=storage, home=home),
+        tracker=MlflowTracker(tracking_uri, experiment or space.name, home=home),
+        space_path=space_path,
+        evaluate_test=evaluate_test,
+    )
+
+
+def search(
+    objective: str | Callable[..., Any] | None = None,
+    space: str | Path | SearchSpace = "lr_wd",
+    *,
+    listener: SearchListener | None = None,
+    **options: Any,
+) -> SearchResult:
+    """Search ``space`` for the best configuration of ``objective``; resumes a known study.
+
+    Args:
+        objective: ``f(params, trial)`` returning the metric (or a dict holding it); a
+            built-in name; ``"module:function"``; or ``None`` for the space's default.
+        space: A space name (``"lr_wd"``), a YAML path, or a ``SearchSpace``.
+        strategy: ``grid``, ``random``, ``coarse-to-fine`` or ``tpe``.
+        driver: ``optuna``.
+        n_trials: Trials in the study in all; a rerun adds only what is missing.
+        pruner: ``none``, ``median``, ``successive-halving`` or ``hyperband``.
+        seed: Seeds the strategy and, through it, every trial.
+        storage: Optuna storage URL; ``.hpo/optuna.db`` by default.
+        tracking_uri: MLflow tracking URI; ``.hpo/mlflow.db`` by default.
+        experiment: MLflow experiment; the space's name by default.
+        study_name: Names the study; a search with the same name resumes it.
+        divergence_guard: End a trial whose loss turns NaN or explodes (pruned, "diverged").
+        evaluate_test: Score the best configuration once with the objective's ``test``.
+        listener: Hears of each finished trial (a progress bar).
+
+    Example:
+        >>> def objective(params, trial):
+        ...     for step in range(10):
+        ...         trial.report(step, loss=(params["lr"] - 0.01) ** 2 / (step + 1))
+        ...     return (params["lr"] - 0.01) ** 2
+        >>> result = hpo.search(objective, "lr_wd", n_trials=5)  # doctest: +SKIP
+        >>> result.best_params  # doctest: +SKIP
+    """
+    return prepare(objective, space, **options).run(listener)
+
+
+def make_driver(name: str, *, storage: str | None, home: Path) -> BaseDriver:
+    if name == "optuna":
+        return OptunaDriver(storage, home=home, device=default_device())
+    raise HpoError(f"--driver: unknown driver {name!r} (choose from {', '.join(DRIVERS)})")
+
+
+def _test_once(function: Any, best: TrialRecord, tracker: MlflowTracker, plan: SearchPlan) -> dict[str, float]:
+    """The test-set score of the best configuration, computed once per best trial."""
+    known = tracker.tested_trial()
+    if known is not None and known[0] == best.number:
+        return known[1]
+    trial = Trial(best.number, seed=trial_seed(plan.seed, best.number), device=default_device())
+    scores = {k: float(v) for k, v in function.test({**plan.space.fixed, **best.params}, trial).items()}
+    tracker.record_test(best.number)
+    return scores

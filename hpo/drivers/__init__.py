@@ -1,0 +1,6 @@
+"""Drivers run a search on an engine: Optuna (and Ray Tune)."""
+
+from hpo.drivers._base import PRUNERS, BaseDriver, SearchListener, execute_trial
+from hpo.drivers._optuna import OptunaDriver
+
+__all__ = ["PRUNERS", "BaseDriver", "OptunaDriver", "SearchListener", "execute_trial"]

@@ -1,0 +1,86 @@
+"""The driver interface: an engine that runs a planned search, and the trial step they share."""
+
+from __future__ import annotations
+
+import abc
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from hpo._trial import DivergenceGuard, Trial, TrialRecord, run_objective, trial_seed
+
+if TYPE_CHECKING:
+    from hpo._search import SearchPlan
+    from hpo.tracking import MlflowTracker
+
+PRUNERS = ("none", "median", "successive-halving", "hyperband")
+
+
+class SearchListener:
+    """Hears how a search goes (the CLI's progress bar is one); every method is optional."""
+
+    def resumed(self, trials: list[TrialRecord]) -> None:
+        """The trials already in the study when the search starts."""
+
+    def trial_finished(self, trial: TrialRecord) -> None:
+        """A trial of this run has ended, whatever its state."""
+
+
+class BaseDriver(abc.ABC):
+    """Runs trials on an engine until the budget is spent or the strategy has nothing left."""
+
+    name: ClassVar[str]
+
+    @abc.abstractmethod
+    def run(
+        self,
+        plan: SearchPlan,
+        objective: Callable[..., Any],
+        tracker: MlflowTracker,
+        listener: SearchListener,
+    ) -> list[TrialRecord]:
+        """Run the search (resuming it if it exists) and return every trial, oldest first."""
+
+
+def execute_trial(
+    plan: SearchPlan,
+    objective: Callable[..., Any],
+    tracker: MlflowTracker,
+    *,
+    number: int,
+    params: dict[str, Any],
+    stage: int,
+    device: str,
+    should_prune: Callable[[int, float], str | None] | None,
+    context: Any = None,
+) -> TrialRecord:
+    """One trial, engine-agnostic: the objective runs, MLflow records it from start to end."""
+    seed = trial_seed(plan.seed, number)
+    run = tracker.start_trial(number, params, stage=stage, seed=seed, device=device)
+    trial = Trial(
+        number,
+        seed=seed,
+        device=device,
+        stage=stage,
+        metric=plan.space.metric,
+        on_report=run.log,
+        should_prune=should_prune,
+        guard=DivergenceGuard() if plan.divergence_guard else None,
+        context=context,
+    )
+    started = time.perf_counter()
+    outcome = run_objective(objective, {**plan.space.fixed, **params}, trial, plan.space.metric)
+    record = TrialRecord(
+        number=number,
+        params=params,
+        state=outcome.state,
+        value=outcome.value,
+        stage=stage,
+        reason=outcome.reason,
+        metrics=outcome.metrics,
+        seed=seed,
+        device=device,
+        duration_s=time.perf_counter() - started,
+    )
+    run.finish(record)
+    return record

@@ -1,0 +1,231 @@
+"""The Optuna driver: a persistent study, strategy suggestions enqueued, Optuna's pruners."""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import optuna
+from optuna.storages._heartbeat import get_heartbeat_thread
+from optuna.trial import FrozenTrial
+from optuna.trial import TrialState as OptunaState
+
+from hpo._errors import HpoError
+from hpo._trial import TrialRecord, TrialState
+from hpo.drivers._base import BaseDriver, SearchListener, execute_trial
+from hpo.spaces import CategoricalParam, FloatParam, SearchSpace
+from hpo.strategies import BaseStrategy
+
+if TYPE_CHECKING:
+    from hpo._search import SearchPlan
+    from hpo.tracking import MlflowTracker
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+# Heartbeats are what let a study outlive a dead worker; Optuna flags them as experimental and
+# as meant for Study.optimize, while hpo runs its own ask/tell loop with them on purpose.
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning, module="optuna")
+warnings.filterwarnings("ignore", message="Heartbeat of storage", category=UserWarning)
+
+INTERRUPTED = "interrupted"
+_STATES = {
+    OptunaState.RUNNING: TrialState.RUNNING,
+    OptunaState.COMPLETE: TrialState.COMPLETE,
+    OptunaState.PRUNED: TrialState.PRUNED,
+    OptunaState.FAIL: TrialState.FAILED,
+}
+_TELL = {TrialState.COMPLETE: OptunaState.COMPLETE, TrialState.PRUNED: OptunaState.PRUNED, TrialState.FAILED: OptunaState.FAIL}
+
+
+def default_storage_url(home: Path) -> str:
+    home.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{(home / 'optuna.db').resolve()}"
+
+
+class OptunaDriver(BaseDriver):
+    """Runs a search as an Optuna study in persistent storage; rerunning resumes it.
+
+    Args:
+        storage: An Optuna RDB URL (``sqlite:///...``, ``postgresql://...``); by default
+            ``.hpo/optuna.db`` in the working directory.
+        heartbeat_interval: Seconds between a running trial's heartbeats; a trial silent for
+            ``grace_period`` seconds belonged to a process that died, and is failed as
+            "interrupted" (then planned again, since it never finished).
+    """
+
+    name = "optuna"
+
+    def __init__(
+        self,
+        storage: str | None = None,
+        *,
+        home: Path = Path(".hpo"),
+        device: str = "cpu",
+        heartbeat_interval: int = 5,
+        grace_period: int = 20,
+    ) -> None:
+        if storage is not None and "://" not in storage:
+            raise HpoError(f"--storage: {storage!r} is not a database URL (e.g. sqlite:///study.db)")
+        if grace_period <= heartbeat_interval:
+            raise ValueError(f"{grace_period=} must exceed {heartbeat_interval=}")
+        self.storage_url = storage
+        self.home = home
+        self.device = device
+        self.heartbeat_interval = heartbeat_interval
+        self.grace_period = grace_period
+
+    # -- study ------------------------------------------------------------------------------
+    def open_study(self, plan: SearchPlan) -> optuna.Study:
+        """Create the study, or load it after checking it searches the same space."""
+        url = self.storage_url or default_storage_url(self.home)
+        try:
+            storage = optuna.storages.RDBStorage(
+                url, heartbeat_interval=self.heartbeat_interval, grace_period=self.grace_period
+            )
+        except Exception as error:
+            raise HpoError(f"--storage: cannot open {url}: {type(error).__name__}") from None
+        study = optuna.create_study(
+            storage=storage,
+            study_name=plan.study_name,
+            direction=plan.space.direction,
+            sampler=_sampler(plan),
+            pruner=_pruner(plan.pruner),
+            load_if_exists=True,
+        )
+        fingerprint = study.user_attrs.get("hpo.space_fingerprint")
+        if fingerprint is None:
+            study.set_user_attr("hpo.space_fingerprint", plan.space.fingerprint)
+        elif fingerprint != plan.space.fingerprint:
+            raise HpoError(
+                f"--study: study {plan.study_name!r} was created with a different version of space "
+                f"{plan.space.name!r}; name a new study with --study"
+            )
+        return study
+
+    # -- loop -------------------------------------------------------------------------------
+    def run(
+        self,
+        plan: SearchPlan,
+        objective: Callable[..., Any],
+        tracker: MlflowTracker,
+        listener: SearchListener,
+    ) -> list[TrialRecord]:
+        study = self.open_study(plan)
+        self._fail_stale(study, tracker)
+        listener.resumed([to_record(t) for t in study.get_trials(deepcopy=False) if _counts(t)])
+        while True:
+            self._fail_stale(study, tracker)
+            trials = study.get_trials(deepcopy=False)
+            history = [to_record(t) for t in trials if _counts(t)]
+            waiting = any(t.state is OptunaState.WAITING for t in trials)
+            if len(history) >= plan.n_trials and not waiting:
+                if all(t.finished for t in history):
+                    return history
+                time.sleep(1.0)  # another process is still finishing trials of this budget
+                continue
+            if not waiting and isinstance(plan.strategy, BaseStrategy):
+                suggestion = plan.strategy.suggest(plan.space, history, plan.n_trials)
+                if suggestion is None:
+                    return history
+                study.enqueue_trial(suggestion.params, user_attrs={"hpo.stage": suggestion.stage})
+            otrial = study.ask()
+            listener.trial_finished(self._run_trial(plan, objective, tracker, study, otrial))
+
+    def _run_trial(self, plan, objective, tracker, study, otrial) -> TrialRecord:  # type: ignore[no-untyped-def]
+        params = suggest(otrial, plan.space)
+        stage = int(otrial.user_attrs.get("hpo.stage", 0))
+
+        def should_prune(step: int, value: float) -> str | None:
+            otrial.report(value, step)
+            return plan.pruner if otrial.should_prune() else None
+
+        with get_heartbeat_thread(otrial._trial_id, study._storage):
+            record = execute_trial(
+                plan, objective, tracker, number=otrial.number, params=params, stage=stage,
+                device=self.device, should_prune=should_prune,
+            )
+        for key, value in _attrs(record).items():
+            otrial.set_user_attr(key, value)
+        study.tell(otrial, record.value if record.state is TrialState.COMPLETE else None, state=_TELL[record.state])
+        return record
+
+    def _fail_stale(self, study: optuna.Study, tracker: MlflowTracker) -> None:
+        """Trials whose process died: failed as interrupted, their child runs closed likewise."""
+        storage = study._storage
+        stale = storage._get_stale_trial_ids(study._study_id)
+        if not stale:
+            return
+        runs = tracker.trial_runs()
+        for trial_id in stale:
+            frozen = storage.get_trial(trial_id)
+            storage.set_trial_user_attr(trial_id, "hpo.reason", INTERRUPTED)
+            if not storage.set_trial_state_values(trial_id, OptunaState.FAIL):
+                continue
+            record = to_record(storage.get_trial(trial_id))
+            tracker.record_lost(record, runs.get(frozen.number, []))
+
+
+def suggest(otrial: optuna.Trial, space: SearchSpace) -> dict[str, Any]:
+    """Ask Optuna for each active parameter (the enqueued value when there is one)."""
+    params: dict[str, Any] = {}
+    for name, param in space.params.items():
+        if not param.is_active(params):
+            continue
+        if isinstance(param, CategoricalParam):
+            params[name] = otrial.suggest_categorical(name, param.choices)
+        elif isinstance(param, FloatParam):
+            params[name] = otrial.suggest_float(name, param.low, param.high, log=param.log, step=param.step)
+        else:
+            params[name] = otrial.suggest_int(name, param.low, param.high, step=param.step or 1, log=param.log)
+    return params
+
+
+def to_record(trial: FrozenTrial) -> TrialRecord:
+    attrs = trial.user_attrs
+    return TrialRecord(
+        number=trial.number,
+        params=dict(trial.params),
+        state=_STATES[trial.state],
+        value=trial.value if trial.state is OptunaState.COMPLETE else attrs.get("hpo.value"),
+        stage=int(attrs.get("hpo.stage", 0)),
+        reason=attrs.get("hpo.reason", ""),
+        metrics=attrs.get("hpo.metrics", {}),
+        seed=attrs.get("hpo.seed", 0),
+        device=attrs.get("hpo.device", "cpu"),
+        duration_s=attrs.get("hpo.duration_s", 0.0),
+    )
+
+
+def _attrs(record: TrialRecord) -> dict[str, Any]:
+    return {
+        "hpo.reason": record.reason,
+        "hpo.metrics": record.metrics,
+        "hpo.value": record.value,
+        "hpo.seed": record.seed,
+        "hpo.device": record.device,
+        "hpo.duration_s": record.duration_s,
+    }
+
+
+def _counts(trial: FrozenTrial) -> bool:
+    """Whether a trial takes a place in the budget: started, and not lost to a dead process."""
+    return trial.state is not OptunaState.WAITING and trial.user_attrs.get("hpo.reason") != INTERRUPTED
+
+
+def _sampler(plan: SearchPlan) -> optuna.samplers.BaseSampler:
+    if plan.strategy_name == "tpe":
+        return optuna.samplers.TPESampler(seed=plan.seed)
+    # Planning strategies enqueue every parameter; this only covers nothing-left cases.
+    return optuna.samplers.RandomSampler(seed=plan.seed)
+
+
+def _pruner(name: str) -> optuna.pruners.BasePruner:
+    if name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=2)
+    if name == "successive-halving":
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=2, reduction_factor=3)
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=2, reduction_factor=3)
+    return optuna.pruners.NopPruner()

@@ -1,0 +1,139 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hpo import HpoError, load_space
+from hpo.cli import main
+
+from conftest import ROOT
+
+GOOD = """
+metric: val_loss
+direction: minimize
+objective: mnist1d_mlp
+params:
+  lr: {type: float, low: 1.0e-4, high: 0.1, log: true}
+  optimizer: {type: categorical, choices: [sgd, adam]}
+  momentum: {type: float, low: 0.5, high: 0.99, condition: {optimizer: [sgd]}}
+"""
+
+# (what is wrong, the YAML body, text the one-line error must contain)
+BAD_SPACES = [
+    ("unknown key", GOOD.replace("log: true}", "log: true, scale: 2}"), "parameter 'lr': unknown key 'scale'"),
+    ("unknown type", GOOD.replace("type: categorical", "type: choice"), "parameter 'optimizer': unknown type 'choice'"),
+    ("low >= high", GOOD.replace("low: 1.0e-4, high: 0.1", "low: 0.1, high: 0.01"), "parameter 'lr': low (0.1) must be < high (0.01)"),
+    ("log with low <= 0", GOOD.replace("low: 1.0e-4", "low: 0.0"), "parameter 'lr': log scale needs low > 0"),
+    ("empty choices", GOOD.replace("[sgd, adam]", "[]"), "parameter 'optimizer': choices must list at least one value"),
+    ("grid outside bounds", GOOD.replace("log: true}", "log: true, grid: [0.5]}"), "parameter 'lr': grid value 0.5 is outside"),
+    ("condition on unknown parameter", GOOD.replace("{optimizer: [sgd]}", "{solver: [sgd]}"), "parameter 'momentum': condition on unknown parameter 'solver'"),
+    ("condition on unknown value", GOOD.replace("{optimizer: [sgd]}", "{optimizer: [lbfgs]}"), "parameter 'momentum': condition values ['lbfgs']"),
+    ("unknown top-level key", GOOD + "budget: 3\n", "unknown key 'budget'"),
+    ("bad direction", GOOD.replace("minimize", "minimise"), "field 'direction'"),
+    ("missing type", GOOD.replace("type: float, low: 1.0e-4", "low: 1.0e-4"), "parameter 'lr': missing 'type'"),
+    ("int bounds not integers", GOOD.replace("{type: float, low: 1.0e-4, high: 0.1, log: true}", "{type: int, low: 1.5, high: 4}"), "parameter 'lr'"),
+    ("not yaml", "params: [unclosed", "not valid YAML"),
+    ("not a mapping", "- 1\n- 2\n", "expected a mapping"),
+]
+
+
+def write(tmp_path: Path, body: str) -> Path:
+    path = tmp_path / "space.yaml"
+    path.write_text(body)
+    return path
+
+
+@pytest.mark.parametrize(("case", "body", "message"), BAD_SPACES, ids=[c[0] for c in BAD_SPACES])
+def test_bad_space_is_refused_naming_file_and_parameter(tmp_path, case, body, message):
+    path = write(tmp_path, body)
+    with pytest.raises(HpoError) as error:
+        load_space(path)
+    text = str(error.value)
+    assert text.startswith(f"{path}: ")
+    assert message in text
+    assert "\n" not in text
+
+
+def test_missing_file_is_refused(tmp_path):
+    with pytest.raises(HpoError, match="nowhere.yaml: search space file not found"):
+        load_space(tmp_path / "nowhere.yaml")
+
+
+@pytest.mark.parametrize("name", ["lr_wd", "dropout", "batch_size", "optimizer", "full"])
+def test_bundled_spaces_load_and_their_grids_lie_inside(name):
+    space = load_space(name)
+    assert space.objective
+    grid = space.grid()
+    assert grid and all(space.contains(point) for point in grid)
+    rng = np.random.default_rng(0)
+    assert all(space.contains(space.sample(rng)) for _ in range(200))
+
+
+def test_lr_wd_is_log_scaled_with_the_classic_coarse_grid():
+    space = load_space("lr_wd")
+    assert space.params["lr"].log and space.params["weight_decay"].log
+    assert space.params["lr"].grid == [0.1, 0.05, 0.01, 0.005, 0.001, 0.0005, 0.0001]
+
+
+def test_optimizer_space_offers_every_optimizer_and_momentum_only_where_it_applies():
+    space = load_space("optimizer")
+    assert set(space.params["optimizer"].choices) == {"sgd", "sgd_momentum", "nesterov", "adam", "adamw", "rmsprop", "adagrad"}
+    for point in space.grid():
+        assert ("momentum" in point) == (point["optimizer"] in ("sgd_momentum", "nesterov"))
+
+
+def test_full_space_searches_all_five_together():
+    assert {"lr", "weight_decay", "dropout", "batch_size", "optimizer"} <= set(load_space("full").params)
+
+
+def test_int_bounds_are_inclusive_and_log_grid_is_spaced_on_log_scale(tmp_path):
+    space = load_space(write(tmp_path, """
+metric: m
+direction: maximize
+params:
+  units: {type: int, low: 1, high: 3}
+  lr: {type: float, low: 1.0e-4, high: 1.0e-2, log: true, grid_points: 3}
+"""))
+    rng = np.random.default_rng(1)
+    assert {space.sample(rng)["units"] for _ in range(300)} == {1, 2, 3}
+    assert sorted({p["lr"] for p in space.grid()}) == [1e-4, 1e-3, 1e-2]
+
+
+def test_cli_refuses_a_bad_space_with_one_line_exit_2_and_writes_nothing(tmp_path):
+    path = write(tmp_path, GOOD.replace("low: 1.0e-4, high: 0.1", "low: 0.1, high: 0.01"))
+    done = subprocess.run(
+        [sys.executable, "-m", "hpo.cli", "search", str(path)], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in done.stderr
+    assert lines[0] == f"hpo: error: {path}: parameter 'lr': low (0.1) must be < high (0.01)"
+    assert not (tmp_path / ".hpo").exists()
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--strategy", "bayes"], "--strategy: unknown strategy 'bayes'"),
+        (["--pruner", "asha2"], "--pruner: unknown pruner 'asha2'"),
+        (["--objective", "resnet"], "--objective: unknown objective 'resnet'"),
+        (["--objective", "nowhere.py:f"], "--objective: nowhere.py: file not found"),
+        (["--trials", "0"], "--trials: must be at least 1"),
+        (["--trials", "many"], "Invalid value for '--trials'"),
+        (["--driver", "dask"], "--driver: unknown driver 'dask'"),
+        (["--storage", "optuna.db"], "--storage: 'optuna.db' is not a database URL"),
+    ],
+)
+def test_cli_refuses_bad_flags_before_writing_anything(tmp_path, monkeypatch, capsys, flags, message):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["hpo", "search", str(ROOT / "search_spaces" / "lr_wd.yaml"), *flags])
+    with pytest.raises(SystemExit) as exit:
+        main()
+    assert exit.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"hpo: error: {message}")
+    assert not (tmp_path / ".hpo").exists()
