@@ -118,7 +118,7 @@ def prepare(
     objective: str | Callable[..., Any] | None = None,
     space: str | Path | SearchSpace = "lr_wd",
     *,
-    strategy: str = "random",
+    strategy: str | BaseStrategy | EngineStrategy = "random",
     driver: str = "optuna",
     n_trials: int = 20,
     pruner: str = "none",
@@ -138,11 +138,12 @@ def prepare(
         space_path = resolve_space_path(space)
         space = load_space(space_path)
     function, objective_name = resolve_objective(objective, space.objective)
+    planner = make_strategy(strategy, seed)
     plan = SearchPlan(
         space=space,
-        strategy=make_strategy(strategy, seed),
+        strategy=planner,
         n_trials=n_trials,
-        study_name=study_name or f"{space.name}-{objective_name.rpartition(':')[2]}-{strategy}-seed{seed}",
+        study_name=study_name or f"{space.name}-{objective_name.rpartition(':')[2]}-{planner.name}-seed{seed}",
         objective_name=objective_name,
         driver_name=driver,
         pruner=pruner,

@@ -76,7 +76,9 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float,
 class ClassifierObjective:
     """Trains ``build(params, splits)`` on a dataset; validation loss and accuracy every epoch.
 
-    Early stopping keeps the epoch with the best validation loss (``patience`` epochs without
+    Step 0 reports the untrained model (its loss near log(classes) is what the divergence
+    guard measures an explosion against); steps 1..epochs report each epoch. Early stopping
+    keeps the epoch with the best validation loss (``patience`` epochs without
     improvement end training). The trial's device, seed and reporting come from ``trial``;
     ``test`` retrains the same configuration with the same seed and scores the test set once.
 
@@ -123,7 +125,11 @@ class ClassifierObjective:
         best: dict[str, float] = {}
         best_state: dict[str, Any] | None = None
         stale = 0
-        for epoch in range(epochs):
+        if report is not None:  # the curve starts at the untrained model, near log(classes)
+            train_loss, _ = evaluate(model, splits.x_train, splits.y_train)
+            val_loss, val_accuracy = evaluate(model, splits.x_val, splits.y_val)
+            report(0, train_loss=train_loss, val_loss=val_loss, val_accuracy=val_accuracy)
+        for epoch in range(1, epochs + 1):
             model.train()
             order = torch.randperm(n, generator=shuffle).to(splits.x_train.device)
             total = torch.zeros((), device=splits.x_train.device)
@@ -150,4 +156,4 @@ class ClassifierObjective:
         if best_state is None:
             return model, {"val_loss": math.nan, "val_accuracy": 0.0, "train_loss": train_loss}
         model.load_state_dict(best_state)
-        return model, {**best, "epochs": epoch + 1}
+        return model, {**best, "epochs": epoch}

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,10 +25,16 @@ if TYPE_CHECKING:
     from hpo.tracking import MlflowTracker
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
-# Heartbeats are what let a study outlive a dead worker; Optuna flags them as experimental and
-# as meant for Study.optimize, while hpo runs its own ask/tell loop with them on purpose.
-warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning, module="optuna")
-warnings.filterwarnings("ignore", message="Heartbeat of storage", category=UserWarning)
+
+
+@contextlib.contextmanager
+def _heartbeats_on_purpose() -> Iterator[None]:
+    """Heartbeats let a study outlive a dead worker; Optuna flags them as experimental and as
+    meant for ``Study.optimize``, while hpo runs its own ask/tell loop with them on purpose."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        warnings.filterwarnings("ignore", message="Heartbeat of storage", category=UserWarning)
+        yield
 
 INTERRUPTED = "interrupted"
 _STATES = {
@@ -81,11 +88,12 @@ class OptunaDriver(BaseDriver):
         """Create the study, or load it after checking it searches the same space."""
         url = self.storage_url or default_storage_url(self.home)
         try:
-            storage = optuna.storages.RDBStorage(
-                url, heartbeat_interval=self.heartbeat_interval, grace_period=self.grace_period
-            )
+            with _heartbeats_on_purpose():
+                storage = optuna.storages.RDBStorage(
+                    url, heartbeat_interval=self.heartbeat_interval, grace_period=self.grace_period
+                )
         except Exception as error:
-            raise HpoError(f"--storage: cannot open {url}: {type(error).__name__}") from None
+            raise HpoError(f"--storage: cannot open {url}: {type(error).__name__}: {error}".splitlines()[0]) from None
         study = optuna.create_study(
             storage=storage,
             study_name=plan.study_name,
@@ -130,7 +138,8 @@ class OptunaDriver(BaseDriver):
                 if suggestion is None:
                     return history
                 study.enqueue_trial(suggestion.params, user_attrs={"hpo.stage": suggestion.stage})
-            otrial = study.ask()
+            with _heartbeats_on_purpose():
+                otrial = study.ask()
             listener.trial_finished(self._run_trial(plan, objective, tracker, study, otrial))
 
     def _run_trial(self, plan, objective, tracker, study, otrial) -> TrialRecord:  # type: ignore[no-untyped-def]

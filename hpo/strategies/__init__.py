@@ -14,8 +14,10 @@ STRATEGIES: dict[str, type[BaseStrategy] | type[EngineStrategy]] = {
 }
 
 
-def make_strategy(name: str, seed: int = 0) -> BaseStrategy | EngineStrategy:
-    """A strategy by its name on the command line; an unknown name is a user error."""
+def make_strategy(name: str | BaseStrategy | EngineStrategy, seed: int = 0) -> BaseStrategy | EngineStrategy:
+    """A strategy by its name on the command line (or one already made); an unknown name is a user error."""
+    if isinstance(name, (BaseStrategy, EngineStrategy)):
+        return name
     try:
         return STRATEGIES[name](seed)
     except KeyError:

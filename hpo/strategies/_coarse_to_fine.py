@@ -120,8 +120,11 @@ class CoarseToFineStrategy(BaseStrategy):
         if hi - best_u <= edge:
             new_hi = min(full_hi, hi + width / 2)
         low, high = param.from_unit(new_lo), param.from_unit(new_hi)
+        step = param.step or (1 if isinstance(param, IntParam) else None)
+        if step is not None:  # keep the region on the space's own lattice of steps
+            low = full.low + math.floor((low - full.low) / step + 1e-9) * step
+            high = full.low + math.ceil((high - full.low) / step - 1e-9) * step
+        low, high = max(full.low, low), min(full.high, high)
         if isinstance(param, IntParam):
-            low, high = max(full.low, math.floor(low)), min(full.high, math.ceil(high))
-        else:
-            low, high = max(full.low, low), min(full.high, high)
+            low, high = int(low), int(high)
         return param.model_copy(update={"low": low, "high": high, "grid": None})

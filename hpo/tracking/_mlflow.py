@@ -62,11 +62,12 @@ class TrialRun:
         self._last_flush = time.monotonic()
 
     def finish(self, record: TrialRecord) -> None:
-        """Final metrics, state, reason and duration; the run status mirrors the state."""
+        """Final metrics (``final_*``, apart from the per-step series), state, reason and
+        duration; the run status mirrors the state."""
         now = _now_ms()
+        final = {f"final_{name}": value for name, value in record.metrics.items()}
         self._pending += [
-            Metric(name, value, now, 0)
-            for name, value in {**record.metrics, "duration_s": record.duration_s}.items()
+            Metric(name, value, now, 0) for name, value in {**final, "duration_s": record.duration_s}.items()
         ]
         self.flush()
         tags = {"hpo.state": record.state.value, "hpo.reason": record.reason}

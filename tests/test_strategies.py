@@ -1,0 +1,217 @@
+"""One suite for every planning strategy, replayed on a simulated objective at no compute cost."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from hpo import SearchSpace, TrialRecord, TrialState
+from hpo.strategies import (
+    BaseStrategy,
+    CoarseToFineStrategy,
+    GridStrategy,
+    RandomStrategy,
+    TpeStrategy,
+    params_key,
+)
+from hpo.spaces import CategoricalParam, IntParam
+
+SPACE = SearchSpace.model_validate(
+    {
+        "name": "suite",
+        "metric": "loss",
+        "direction": "minimize",
+        "params": {
+            "lr": {"type": "float", "low": 1e-5, "high": 1.0, "log": True, "grid_points": 4},
+            "dropout": {"type": "float", "low": 0.0, "high": 0.5, "step": 0.1, "grid_points": 3},
+            "batch_size": {"type": "int", "low": 16, "high": 256, "log": True, "grid": [16, 64, 256]},
+            "optimizer": {"type": "categorical", "choices": ["sgd", "nesterov", "adam"]},
+            "momentum": {"type": "float", "low": 0.5, "high": 0.99, "grid": [0.9], "condition": {"optimizer": ["nesterov"]}},
+        },
+    }
+)
+
+
+def simulated_loss(params: dict) -> float:
+    """A smooth landscape with its optimum at lr = 1e-3, dropout 0.2, adam."""
+    loss = (math.log10(params["lr"]) + 3) ** 2 + (params["dropout"] - 0.2) ** 2
+    return loss + (0 if params["optimizer"] == "adam" else 0.5)
+
+
+def replay(strategy: BaseStrategy, n_trials: int, space: SearchSpace = SPACE) -> list[TrialRecord]:
+    history: list[TrialRecord] = []
+    while len(history) < n_trials:
+        suggestion = strategy.suggest(space, history, n_trials)
+        if suggestion is None:
+            break
+        history.append(
+            TrialRecord(len(history), suggestion.params, TrialState.COMPLETE, simulated_loss(suggestion.params), suggestion.stage)
+        )
+    return history
+
+
+class StrategySuite:
+    """Every planning strategy inherits these tests; subclasses provide ``make``."""
+
+    n_trials = 36
+
+    @pytest.fixture
+    def make(self):
+        raise NotImplementedError
+
+    def test_suggestions_lie_in_the_space_with_the_right_types(self, make):
+        for trial in replay(make(seed=0), self.n_trials):
+            assert SPACE.contains(trial.params), trial.params
+            assert isinstance(trial.params["batch_size"], int)
+            assert isinstance(trial.params["lr"], float)
+            assert trial.params["optimizer"] in ("sgd", "nesterov", "adam")
+
+    def test_conditional_parameter_only_when_its_condition_holds(self, make):
+        trials = replay(make(seed=0), self.n_trials)
+        assert any("momentum" in t.params for t in trials)
+        for trial in trials:
+            assert ("momentum" in trial.params) == (trial.params["optimizer"] == "nesterov")
+
+    def test_steps_are_respected(self, make):
+        for trial in replay(make(seed=0), self.n_trials):
+            assert trial.params["dropout"] == pytest.approx(round(trial.params["dropout"] * 10) / 10)
+
+    def test_same_seed_gives_the_same_trials(self, make):
+        first = [t.params for t in replay(make(seed=7), self.n_trials)]
+        second = [t.params for t in replay(make(seed=7), self.n_trials)]
+        assert first == second
+
+    def test_different_seeds_give_different_trials(self, make):
+        assert [t.params for t in replay(make(seed=1), self.n_trials)] != [t.params for t in replay(make(seed=2), self.n_trials)]
+
+    def test_log_scaled_parameter_spreads_over_decades(self, make):
+        decades = {math.floor(math.log10(t.params["lr"])) for t in replay(make(seed=0), self.n_trials)}
+        assert len(decades) >= 3  # a linear scale would put nearly every draw in [0.1, 1]
+
+    def test_resume_continues_the_same_sequence(self, make):
+        full = replay(make(seed=3), self.n_trials)
+        strategy = make(seed=3)  # a fresh object, as after a restart
+        head = full[: len(full) // 2]
+        suggestion = strategy.suggest(SPACE, head, self.n_trials)
+        assert suggestion is not None and suggestion.params == full[len(head)].params
+
+    def test_stays_within_budget(self, make):
+        assert len(replay(make(seed=0), 5)) <= 5
+
+
+class TestGridStrategy(StrategySuite):
+    n_trials = 1000  # more than the grid: the strategy must stop by itself
+
+    @pytest.fixture
+    def make(self):
+        return lambda seed: GridStrategy(seed=seed)
+
+    def test_every_grid_point_exactly_once(self, make):
+        trials = replay(make(seed=0), self.n_trials)
+        keys = [params_key(t.params) for t in trials]
+        assert len(keys) == len(set(keys))
+        assert sorted(keys) == sorted(params_key(p) for p in SPACE.grid(3))
+        # 4 lr x 3 dropout x 3 batch sizes x (sgd, adam, nesterov with its one momentum)
+        assert len(trials) == 4 * 3 * 3 * 3
+
+    def test_different_seeds_give_different_trials(self, make):
+        first, second = replay(make(seed=1), self.n_trials), replay(make(seed=2), self.n_trials)
+        assert [t.params for t in first] != [t.params for t in second]  # another order
+        assert {params_key(t.params) for t in first} == {params_key(t.params) for t in second}
+
+    def test_a_point_running_elsewhere_is_not_suggested_again(self, make):
+        strategy = make(seed=0)
+        first = strategy.suggest(SPACE, [], 10)
+        running = TrialRecord(0, first.params, TrialState.RUNNING)
+        assert strategy.suggest(SPACE, [running], 10).params != first.params
+
+
+class TestRandomStrategy(StrategySuite):
+    @pytest.fixture
+    def make(self):
+        return lambda seed: RandomStrategy(seed=seed)
+
+    def test_uniform_on_the_log_scale(self, make):
+        trials = replay(make(seed=0), 400)
+        logs = np.log10([t.params["lr"] for t in trials])
+        assert abs(np.median(logs) - (-2.5)) < 0.4  # the middle of 1e-5..1 in log space
+        rng = np.random.default_rng(0)
+        ints = [SPACE.params["batch_size"].sample(rng) for _ in range(5000)]
+        assert min(ints) == 16 and max(ints) == 256  # both integer bounds are inclusive
+
+
+class TestCoarseToFineStrategy(StrategySuite):
+    @pytest.fixture
+    def make(self):
+        return lambda seed: CoarseToFineStrategy(seed=seed, stages=3)
+
+    def test_budget_is_split_across_stages_and_each_trial_tagged(self, make):
+        strategy = make(seed=0)
+        budgets, _ = strategy.stage_budgets(SPACE, 36)
+        trials = replay(strategy, 36)
+        assert sum(budgets) == 36 and len(budgets) == 3
+        assert [sum(t.stage == s for t in trials) for s in range(3)] == budgets
+
+    def test_each_stage_contains_the_best_trials_of_the_stage_before(self, make):
+        strategy = make(seed=0)
+        trials = replay(strategy, 36)
+        for stage in (1, 2):
+            region = strategy.region(SPACE, trials, stage)
+            previous = sorted((t for t in trials if t.stage == stage - 1), key=lambda t: t.value)
+            for best in previous[:2]:
+                assert region.contains(best.params), (stage, best.params)
+            assert all(region.contains(t.params) for t in trials if t.stage == stage)
+
+    def test_stages_narrow_in_log_space_and_move_toward_the_optimum(self, make):
+        strategy = make(seed=0)
+        trials = replay(strategy, 60)
+        widths = []
+        for stage in range(3):
+            lr = strategy.region(SPACE, trials, stage).params["lr"]
+            widths.append(math.log10(lr.high) - math.log10(lr.low))
+        assert widths[0] > widths[1] > widths[2]
+        best = [min((t for t in trials if t.stage == s), key=lambda t: t.value).value for s in range(3)]
+        assert best[2] <= best[0]
+
+    def test_a_best_trial_on_the_edge_widens_that_side_again(self):
+        strategy = CoarseToFineStrategy(seed=0)
+        space = SearchSpace.model_validate(
+            {"name": "edge", "metric": "loss", "direction": "minimize",
+             "params": {"lr": {"type": "float", "low": 1e-5, "high": 1.0, "log": True}}}
+        )
+        region = space.model_copy(update={"params": {"lr": space.params["lr"].model_copy(update={"low": 1e-4, "high": 1e-2})}})
+        at_edge = [TrialRecord(i, {"lr": lr}, TrialState.COMPLETE, v) for i, (lr, v) in enumerate([(1e-2, 0.1), (5e-3, 0.2), (1e-3, 0.9), (1e-4, 1.0)])]
+        narrowed = strategy.narrow(space, region, at_edge).params["lr"]
+        assert narrowed.high > 1e-2  # widened beyond the previous region, toward the space's bound
+        assert narrowed.low > 1e-4  # the other side still narrows
+        assert narrowed.high <= 1.0
+
+    def test_categorical_keeps_the_choices_of_the_best_trials(self, make):
+        strategy = make(seed=0)
+        trials = replay(strategy, 36)
+        choices = strategy.region(SPACE, trials, 2).params["optimizer"]
+        assert isinstance(choices, CategoricalParam) and "adam" in choices.choices
+
+    def test_integer_regions_keep_integer_bounds(self, make):
+        strategy = make(seed=0)
+        region = strategy.region(SPACE, replay(strategy, 36), 2).params["batch_size"]
+        assert isinstance(region, IntParam) and isinstance(region.low, int) and isinstance(region.high, int)
+
+    def test_coarse_stage_is_the_grid_when_it_fits(self):
+        space = SearchSpace.model_validate(
+            {"name": "g", "metric": "loss", "direction": "minimize",
+             "params": {"lr": {"type": "float", "low": 1e-4, "high": 0.1, "log": True, "grid": [0.1, 0.01, 0.001, 0.0001]},
+                        "dropout": {"type": "float", "low": 0.0, "high": 0.5}, "optimizer": {"type": "categorical", "choices": ["adam"]}}}
+        )
+        strategy = CoarseToFineStrategy(seed=0)
+        budgets, use_grid = strategy.stage_budgets(space, 20)
+        assert use_grid and budgets[0] == len(space.grid(3)) == 12
+        coarse = [t for t in replay(strategy, 20, space) if t.stage == 0]
+        assert sorted(params_key(t.params) for t in coarse) == sorted(params_key(p) for p in space.grid(3))
+
+
+def test_tpe_is_delegated_to_the_engine():
+    """TPE is model-based: the engine runs it, so it has no engine-free ``suggest``."""
+    assert not isinstance(TpeStrategy(seed=0), BaseStrategy)

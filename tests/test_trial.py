@@ -1,0 +1,92 @@
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from hpo import Trial, TrialPruned, TrialState
+from hpo._trial import DivergenceGuard, run_objective, trial_seed
+
+
+def test_report_calls_the_sink_then_the_pruner():
+    seen, asked = [], []
+    trial = Trial(3, seed=1, metric="val_loss", on_report=lambda s, m: seen.append((s, m)),
+                  should_prune=lambda s, v: asked.append((s, v)) or None)
+    trial.report(0, val_loss=2.0, val_accuracy=0.1)
+    trial.report(1, train_loss=1.0)  # no metric of the space: the pruner is not asked
+    assert seen == [(0, {"val_loss": 2.0, "val_accuracy": 0.1}), (1, {"train_loss": 1.0})]
+    assert asked == [(0, 2.0)]
+
+
+def test_pruner_decision_ends_the_trial_with_its_reason():
+    trial = Trial(0, seed=0, metric="val_loss", should_prune=lambda s, v: "median" if s >= 2 else None)
+    trial.report(1, val_loss=1.0)
+    with pytest.raises(TrialPruned) as pruned:
+        trial.report(2, val_loss=1.0)
+    assert pruned.value.reason == "median"
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, 25.0])
+def test_divergence_guard_stops_nan_inf_and_exploding_loss(bad):
+    trial = Trial(0, seed=0, metric="val_loss", guard=DivergenceGuard(factor=10))
+    trial.report(0, train_loss=2.3)
+    with pytest.raises(TrialPruned, match="diverged"):
+        trial.report(1, train_loss=bad)
+
+
+def test_divergence_guard_lets_an_overfitting_loss_rise_modestly():
+    guard = DivergenceGuard(factor=10)
+    assert not any(guard.diverged({"val_loss": v}) for v in (2.3, 0.8, 1.5, 3.0))
+
+
+def test_divergence_guard_validates_its_factor():
+    with pytest.raises(ValueError, match="factor=1"):
+        DivergenceGuard(factor=1)
+
+
+def _trial(guard=True):
+    return Trial(0, seed=0, metric="loss", guard=DivergenceGuard() if guard else None)
+
+
+@pytest.mark.parametrize(
+    ("objective", "state", "reason"),
+    [
+        (lambda p, t: 0.5, TrialState.COMPLETE, ""),
+        (lambda p, t: {"loss": 0.5, "accuracy": 0.9}, TrialState.COMPLETE, ""),
+        (lambda p, t: {"accuracy": 0.9}, TrialState.FAILED, "objective returned no 'loss'"),
+        (lambda p, t: 1 / 0, TrialState.FAILED, "ZeroDivisionError: division by zero"),
+        (lambda p, t: "high", TrialState.FAILED, "objective returned a non-number: 'high'"),
+        (lambda p, t: math.nan, TrialState.PRUNED, "diverged"),
+    ],
+)
+def test_run_objective_turns_every_ending_into_an_outcome(objective, state, reason):
+    outcome = run_objective(objective, {}, _trial(), "loss")
+    assert (outcome.state, outcome.reason) == (state, reason)
+
+
+def test_nan_without_the_guard_is_a_failure():
+    assert run_objective(lambda p, t: math.nan, {}, _trial(guard=False), "loss").reason == "non-finite loss"
+
+
+def test_out_of_memory_is_named_cuda_oom():
+    class OutOfMemoryError(RuntimeError):  # the name torch.cuda gives it
+        pass
+
+    def objective(params, trial):
+        raise OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    assert run_objective(objective, {}, _trial(), "loss").reason == "cuda_oom"
+
+
+def test_pruned_outcome_keeps_the_last_reported_value():
+    def objective(params, trial):
+        trial.report(0, loss=3.0)
+        raise TrialPruned("median")
+
+    outcome = run_objective(objective, {}, _trial(), "loss")
+    assert (outcome.state, outcome.value, outcome.reason) == (TrialState.PRUNED, 3.0, "median")
+
+
+def test_trial_seeds_differ_per_trial_and_are_stable():
+    assert trial_seed(0, 1) != trial_seed(0, 2)
+    assert trial_seed(5, 1) == trial_seed(5, 1)
