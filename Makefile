@@ -23,8 +23,8 @@ install: $(STAMP)
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --disable-pip-version-check $(TORCH)
-	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[test]'
+	$(BIN)/python -m pip install -qq --disable-pip-version-check $(TORCH)
+	$(BIN)/python -m pip install -qq --disable-pip-version-check -e '.[test]'
 	touch $@
 
 search: $(STAMP)

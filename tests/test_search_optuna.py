@@ -174,7 +174,7 @@ def test_a_killed_search_resumes_and_its_lost_trial_is_recorded_once(tmp_path, s
     result = dataclasses.replace(prepared, driver=OptunaDriver(stores["storage"], heartbeat_interval=1, grace_period=2)).run()
 
     study = optuna.load_study(study_name=unique, storage=stores["storage"])
-    lost = [t for t in study.trials if t.user_attrs.get("hpo.reason") == "interrupted"]
+    lost = [t for t in study.trials if t.user_attrs.get("hpo.result", {}).get("reason") == "interrupted"]
     assert len(lost) == 1 and lost[0].state.name == "FAIL" and lost[0].number == 1
     assert [t.state for t in result.trials] == [TrialState.COMPLETE] * 3  # the lost point ran again
     assert sorted(t.params["lr"] for t in result.trials) == [1e-3, 3e-3, 1e-2]

@@ -37,6 +37,8 @@ def _heartbeats_on_purpose() -> Iterator[None]:
         yield
 
 INTERRUPTED = "interrupted"
+STAGE = "hpo.stage"  # set when the suggestion is enqueued
+RESULT = "hpo.result"  # reason, metrics, seed, device, duration: set once, when the trial ends
 _STATES = {
     OptunaState.RUNNING: TrialState.RUNNING,
     OptunaState.COMPLETE: TrialState.COMPLETE,
@@ -137,14 +139,14 @@ class OptunaDriver(BaseDriver):
                 suggestion = plan.strategy.suggest(plan.space, history, plan.n_trials)
                 if suggestion is None:
                     return history
-                study.enqueue_trial(suggestion.params, user_attrs={"hpo.stage": suggestion.stage})
+                study.enqueue_trial(suggestion.params, user_attrs={STAGE: suggestion.stage})
             with _heartbeats_on_purpose():
                 otrial = study.ask()
             listener.trial_finished(self._run_trial(plan, objective, tracker, study, otrial))
 
     def _run_trial(self, plan, objective, tracker, study, otrial) -> TrialRecord:  # type: ignore[no-untyped-def]
         params = suggest(otrial, plan.space)
-        stage = int(otrial.user_attrs.get("hpo.stage", 0))
+        stage = int(otrial.user_attrs.get(STAGE, 0))
 
         def should_prune(step: int, value: float) -> str | None:
             otrial.report(value, step)
@@ -155,8 +157,7 @@ class OptunaDriver(BaseDriver):
                 plan, objective, tracker, number=otrial.number, params=params, stage=stage,
                 device=self.device, should_prune=should_prune,
             )
-        for key, value in _attrs(record).items():
-            otrial.set_user_attr(key, value)
+        otrial.set_user_attr(RESULT, _result_attr(record))  # one write: each is a transaction
         study.tell(otrial, record.value if record.state is TrialState.COMPLETE else None, state=_TELL[record.state])
         return record
 
@@ -169,7 +170,7 @@ class OptunaDriver(BaseDriver):
         runs = tracker.trial_runs()
         for trial_id in stale:
             frozen = storage.get_trial(trial_id)
-            storage.set_trial_user_attr(trial_id, "hpo.reason", INTERRUPTED)
+            storage.set_trial_user_attr(trial_id, RESULT, {"reason": INTERRUPTED})
             if not storage.set_trial_state_values(trial_id, OptunaState.FAIL):
                 continue
             record = to_record(storage.get_trial(trial_id))
@@ -192,35 +193,35 @@ def suggest(otrial: optuna.Trial, space: SearchSpace) -> dict[str, Any]:
 
 
 def to_record(trial: FrozenTrial) -> TrialRecord:
-    attrs = trial.user_attrs
+    result = trial.user_attrs.get(RESULT, {})
     return TrialRecord(
         number=trial.number,
         params=dict(trial.params),
         state=_STATES[trial.state],
-        value=trial.value if trial.state is OptunaState.COMPLETE else attrs.get("hpo.value"),
-        stage=int(attrs.get("hpo.stage", 0)),
-        reason=attrs.get("hpo.reason", ""),
-        metrics=attrs.get("hpo.metrics", {}),
-        seed=attrs.get("hpo.seed", 0),
-        device=attrs.get("hpo.device", "cpu"),
-        duration_s=attrs.get("hpo.duration_s", 0.0),
+        value=trial.value if trial.state is OptunaState.COMPLETE else result.get("value"),
+        stage=int(trial.user_attrs.get(STAGE, 0)),
+        reason=result.get("reason", ""),
+        metrics=result.get("metrics", {}),
+        seed=result.get("seed", 0),
+        device=result.get("device", "cpu"),
+        duration_s=result.get("duration_s", 0.0),
     )
 
 
-def _attrs(record: TrialRecord) -> dict[str, Any]:
+def _result_attr(record: TrialRecord) -> dict[str, Any]:
     return {
-        "hpo.reason": record.reason,
-        "hpo.metrics": record.metrics,
-        "hpo.value": record.value,
-        "hpo.seed": record.seed,
-        "hpo.device": record.device,
-        "hpo.duration_s": record.duration_s,
+        "reason": record.reason,
+        "metrics": record.metrics,
+        "value": record.value,
+        "seed": record.seed,
+        "device": record.device,
+        "duration_s": record.duration_s,
     }
 
 
 def _counts(trial: FrozenTrial) -> bool:
     """Whether a trial takes a place in the budget: started, and not lost to a dead process."""
-    return trial.state is not OptunaState.WAITING and trial.user_attrs.get("hpo.reason") != INTERRUPTED
+    return trial.state is not OptunaState.WAITING and trial.user_attrs.get(RESULT, {}).get("reason") != INTERRUPTED
 
 
 def _sampler(plan: SearchPlan) -> optuna.samplers.BaseSampler:

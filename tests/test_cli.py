@@ -1,0 +1,88 @@
+"""The command a user types, end to end in a fresh folder."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+import hpo
+
+from conftest import child_runs, digits_space
+
+SPACE = """
+metric: val_loss
+direction: minimize
+objective: digits_mlp
+params:
+  lr: {type: float, low: 1.0e-4, high: 0.05, log: true, grid: [0.001, 0.003, 0.01]}
+fixed: {epochs: 2}
+"""
+
+
+def test_search_command_prints_progress_leaderboard_best_and_test_score(tmp_path):
+    (tmp_path / "tiny.yaml").write_text(SPACE)
+    hpo_bin = Path(sys.executable).with_name("hpo")
+    done = subprocess.run(
+        [str(hpo_bin), "search", "tiny.yaml", "--strategy", "grid", "--trials", "3"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "3/3" in done.stderr and "3 complete" in done.stderr  # the progress bar
+    assert "Leaderboard (minimize val_loss)" in done.stdout
+    assert "Best trial" in done.stdout and "test (evaluated once): loss" in done.stdout
+    assert (tmp_path / ".hpo" / "mlflow.db").exists() and (tmp_path / ".hpo" / "optuna.db").exists()
+    again = subprocess.run(
+        [str(hpo_bin), "search", "tiny.yaml", "--strategy", "grid", "--trials", "3"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )
+    assert again.returncode == 0 and "tiny-digits_mlp-grid-seed0: 3 trials" in again.stdout  # resumed, nothing added
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory):
+    """A real `mlflow server` over HTTP on loopback."""
+    path = tmp_path_factory.mktemp("server")
+    port = _free_port()
+    server = subprocess.Popen(
+        [str(Path(sys.executable).with_name("mlflow")), "server", "--host", "127.0.0.1", "--port", str(port),
+         "--backend-store-uri", f"sqlite:///{path / 'server.db'}", "--artifacts-destination", str(path / "artifacts"),
+         "--workers", "1"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            urllib.request.urlopen(f"{url}/health", timeout=1)
+            break
+        except OSError:
+            assert server.poll() is None, "mlflow server exited"
+            assert time.monotonic() < deadline, "mlflow server did not start"
+            time.sleep(0.5)
+    yield url
+    server.terminate()
+    server.wait(timeout=30)
+
+
+def test_a_tracking_server_over_http_gets_the_same_layout(mlflow_server, stores, unique):
+    result = hpo.search("digits_mlp", digits_space(epochs=1), strategy="grid", n_trials=2, experiment=unique,
+                        tracking_uri=mlflow_server, storage=stores["storage"], study_name=unique)
+    runs = child_runs(mlflow_server, result.parent_run_id)
+    assert sorted(int(r.data.tags["hpo.trial_number"]) for r in runs) == [0, 1]
+    assert all(r.info.status == "FINISHED" for r in runs)
+    client = MlflowClient(mlflow_server)
+    assert "best_config.json" in {a.path for a in client.list_artifacts(result.parent_run_id)}
