@@ -15,7 +15,9 @@ PORT ?= 5000
 SEARCH_ARGS := $(if $(STRATEGY),--strategy $(STRATEGY)) $(if $(TRIALS),--trials $(TRIALS)) \
 	$(if $(OBJECTIVE),--objective $(OBJECTIVE)) $(if $(PRUNER),--pruner $(PRUNER)) \
 	$(if $(DRIVER),--driver $(DRIVER)) $(if $(SEED),--seed $(SEED)) \
-	$(if $(STORAGE),--storage $(STORAGE)) $(if $(TRACKING_URI),--tracking-uri $(TRACKING_URI))
+	$(if $(STORAGE),--storage $(STORAGE)) $(if $(TRACKING_URI),--tracking-uri $(TRACKING_URI)) \
+	$(if $(RAY_ADDRESS),--ray-address $(RAY_ADDRESS)) $(if $(GPUS_PER_TRIAL),--gpus-per-trial $(GPUS_PER_TRIAL)) \
+	$(if $(CPUS_PER_TRIAL),--cpus-per-trial $(CPUS_PER_TRIAL))
 
 .PHONY: install search test ui bench clean
 

@@ -16,7 +16,7 @@ from hpo.spaces import SearchSpace, load_space, resolve_space_path
 from hpo.strategies import BaseStrategy, EngineStrategy, make_strategy
 from hpo.tracking import MlflowTracker
 
-DRIVERS = ("optuna",)
+DRIVERS = ("optuna", "ray")
 
 
 @dataclass(frozen=True)
@@ -99,6 +99,7 @@ class PreparedSearch:
 
     def run(self, listener: SearchListener | None = None) -> SearchResult:
         plan, tracker = self.plan, self.tracker
+        self.driver.check(plan)
         tracker.start_search(plan, self.space_path)
         result = SearchResult(
             plan.space, [], plan.study_name, tracker.tracking_uri, tracker.experiment_id, tracker.parent_run_id
@@ -130,6 +131,9 @@ def prepare(
     divergence_guard: bool = True,
     evaluate_test: bool = True,
     home: str | Path = ".hpo",
+    ray_address: str | None = None,
+    cpus_per_trial: float = 1.0,
+    gpus_per_trial: float = 0.0,
 ) -> PreparedSearch:
     """Check everything a user can get wrong, before anything is written; see ``search``."""
     home = Path(home)
@@ -153,7 +157,8 @@ def prepare(
     return PreparedSearch(
         plan=plan,
         objective=function,
-        driver=make_driver(driver, storage=storage, home=home),
+        driver=make_driver(driver, storage=storage, home=home, ray_address=ray_address,
+                           cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial),
         tracker=MlflowTracker(tracking_uri, experiment or space.name, home=home),
         space_path=space_path,
         evaluate_test=evaluate_test,
@@ -174,7 +179,7 @@ def search(
             built-in name; ``"module:function"``; or ``None`` for the space's default.
         space: A space name (``"lr_wd"``), a YAML path, or a ``SearchSpace``.
         strategy: ``grid``, ``random``, ``coarse-to-fine`` or ``tpe``.
-        driver: ``optuna``.
+        driver: ``optuna`` or ``ray``.
         n_trials: Trials in the study in all; a rerun adds only what is missing.
         pruner: ``none``, ``median``, ``successive-halving`` or ``hyperband``.
         seed: Seeds the strategy and, through it, every trial.
@@ -184,6 +189,8 @@ def search(
         study_name: Names the study; a search with the same name resumes it.
         divergence_guard: End a trial whose loss turns NaN or explodes (pruned, "diverged").
         evaluate_test: Score the best configuration once with the objective's ``test``.
+        ray_address: An existing Ray cluster for the Ray driver; a local instance by default.
+        cpus_per_trial, gpus_per_trial: Ray resources per trial (0.25 GPU packs four a GPU).
         listener: Hears of each finished trial (a progress bar).
 
     Example:
@@ -197,9 +204,16 @@ def search(
     return prepare(objective, space, **options).run(listener)
 
 
-def make_driver(name: str, *, storage: str | None, home: Path) -> BaseDriver:
+def make_driver(name: str, *, storage: str | None, home: Path, ray_address: str | None = None,
+                cpus_per_trial: float = 1.0, gpus_per_trial: float = 0.0) -> BaseDriver:
     if name == "optuna":
         return OptunaDriver(storage, home=home, device=default_device())
+    if name == "ray":
+        if storage is not None:
+            raise HpoError("--storage: the Ray driver keeps its trial journal under .hpo/ray; drop --storage")
+        from hpo.drivers._ray import RayDriver
+
+        return RayDriver(address=ray_address, cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial, home=home)
     raise HpoError(f"--driver: unknown driver {name!r} (choose from {', '.join(DRIVERS)})")
 
 

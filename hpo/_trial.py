@@ -38,6 +38,8 @@ class TrialRecord:
     seed: int = 0
     device: str = "cpu"
     duration_s: float = 0.0
+    node: str = ""
+    """Where it ran: the host for the Optuna driver, the Ray node for the Ray driver."""
 
     @property
     def finished(self) -> bool:

@@ -62,7 +62,7 @@ def cli() -> None:
 @click.argument("space")
 @click.option("--objective", help="Built-in name, module:function or file.py:function [default: the space's].")
 @click.option("--strategy", default="coarse-to-fine", show_default=True, help=f"One of: {', '.join(STRATEGIES)}.")
-@click.option("--driver", default="optuna", show_default=True, help="Engine: optuna.")
+@click.option("--driver", default="optuna", show_default=True, help="Engine: optuna or ray.")
 @click.option("--trials", "n_trials", default=40, show_default=True, type=int, help="Trials in the study in all.")
 @click.option("--pruner", default="none", show_default=True, help=f"One of: {', '.join(PRUNERS)}.")
 @click.option("--storage", help="Optuna storage URL [default: sqlite:///.hpo/optuna.db].")
@@ -74,6 +74,10 @@ def cli() -> None:
               help="End a trial at once when its loss turns NaN or explodes.")
 @click.option("--test/--no-test", "evaluate_test", default=True, show_default=True,
               help="Score the best configuration once on the test set.")
+@click.option("--ray-address", help="Ray driver: an existing cluster [default: a local Ray instance].")
+@click.option("--cpus-per-trial", default=1.0, show_default=True, type=float, help="Ray driver: CPUs per trial.")
+@click.option("--gpus-per-trial", default=0.0, show_default=True, type=float,
+              help="Ray driver: GPUs per trial; 0.25 packs four trials on a GPU.")
 def search(space: str, **options: object) -> None:
     """Search SPACE (a name in search_spaces/ or a YAML path); rerunning resumes the study."""
     from hpo._report import print_summary

@@ -10,6 +10,8 @@ from mlflow import MlflowClient
 from hpo import SearchSpace
 
 ROOT = Path(__file__).resolve().parents[1]
+# Every Ray instance of the tests (the local one, the two-node cluster) stays on loopback.
+os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
 _names = itertools.count()
 
 

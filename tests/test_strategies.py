@@ -14,6 +14,7 @@ from hpo.strategies import (
     GridStrategy,
     RandomStrategy,
     TpeStrategy,
+    WAIT,
     params_key,
 )
 from hpo.spaces import CategoricalParam, IntParam
@@ -187,6 +188,14 @@ class TestCoarseToFineStrategy(StrategySuite):
         assert narrowed.high > 1e-2  # widened beyond the previous region, toward the space's bound
         assert narrowed.low > 1e-4  # the other side still narrows
         assert narrowed.high <= 1.0
+
+    def test_a_stage_waits_for_the_stage_before_to_finish(self, make):
+        strategy = make(seed=0)
+        trials = replay(strategy, 36)
+        coarse = [t for t in trials if t.stage == 0]
+        still_running = coarse[:-1] + [TrialRecord(coarse[-1].number, coarse[-1].params, TrialState.RUNNING)]
+        assert strategy.suggest(SPACE, still_running, 36) is WAIT
+        assert strategy.suggest(SPACE, coarse, 36).stage == 1
 
     def test_categorical_keeps_the_choices_of_the_best_trials(self, make):
         strategy = make(seed=0)

@@ -1,4 +1,4 @@
-"""Drivers run a search on an engine: Optuna (and Ray Tune)."""
+"""Drivers run a search on an engine: Optuna, or Ray Tune (imported only when used)."""
 
 from hpo.drivers._base import PRUNERS, BaseDriver, SearchListener, execute_trial
 from hpo.drivers._optuna import OptunaDriver

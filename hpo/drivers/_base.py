@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import socket
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -30,6 +31,9 @@ class BaseDriver(abc.ABC):
     """Runs trials on an engine until the budget is spent or the strategy has nothing left."""
 
     name: ClassVar[str]
+
+    def check(self, plan: SearchPlan) -> None:
+        """Refuse a plan that an existing study contradicts, before anything is written."""
 
     @abc.abstractmethod
     def run(
@@ -81,6 +85,7 @@ def execute_trial(
         seed=seed,
         device=device,
         duration_s=time.perf_counter() - started,
+        node=socket.gethostname(),
     )
     run.finish(record)
     return record

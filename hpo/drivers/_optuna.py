@@ -18,7 +18,7 @@ from hpo._errors import HpoError
 from hpo._trial import TrialRecord, TrialState
 from hpo.drivers._base import BaseDriver, SearchListener, execute_trial
 from hpo.spaces import CategoricalParam, FloatParam, SearchSpace
-from hpo.strategies import BaseStrategy
+from hpo.strategies import WAIT, BaseStrategy
 
 if TYPE_CHECKING:
     from hpo._search import SearchPlan
@@ -86,8 +86,19 @@ class OptunaDriver(BaseDriver):
         self.grace_period = grace_period
 
     # -- study ------------------------------------------------------------------------------
-    def open_study(self, plan: SearchPlan) -> optuna.Study:
-        """Create the study, or load it after checking it searches the same space."""
+    def check(self, plan: SearchPlan) -> None:
+        study = self.open_study(plan, create=False)
+        if study is None:
+            return
+        fingerprint = study.user_attrs.get("hpo.space_fingerprint")
+        if fingerprint not in (None, plan.space.fingerprint):
+            raise HpoError(
+                f"--study: study {plan.study_name!r} was created with a different version of space "
+                f"{plan.space.name!r}; name a new study with --study"
+            )
+
+    def open_study(self, plan: SearchPlan, create: bool = True) -> optuna.Study | None:
+        """The study (created if ``create`` and missing); its space is set on creation."""
         url = self.storage_url or default_storage_url(self.home)
         try:
             with _heartbeats_on_purpose():
@@ -96,6 +107,12 @@ class OptunaDriver(BaseDriver):
                 )
         except Exception as error:
             raise HpoError(f"--storage: cannot open {url}: {type(error).__name__}: {error}".splitlines()[0]) from None
+        if not create:
+            try:
+                return optuna.load_study(study_name=plan.study_name, storage=storage,
+                                         sampler=_sampler(plan), pruner=_pruner(plan.pruner))
+            except KeyError:
+                return None
         study = optuna.create_study(
             storage=storage,
             study_name=plan.study_name,
@@ -104,14 +121,8 @@ class OptunaDriver(BaseDriver):
             pruner=_pruner(plan.pruner),
             load_if_exists=True,
         )
-        fingerprint = study.user_attrs.get("hpo.space_fingerprint")
-        if fingerprint is None:
+        if "hpo.space_fingerprint" not in study.user_attrs:
             study.set_user_attr("hpo.space_fingerprint", plan.space.fingerprint)
-        elif fingerprint != plan.space.fingerprint:
-            raise HpoError(
-                f"--study: study {plan.study_name!r} was created with a different version of space "
-                f"{plan.space.name!r}; name a new study with --study"
-            )
         return study
 
     # -- loop -------------------------------------------------------------------------------
@@ -123,6 +134,7 @@ class OptunaDriver(BaseDriver):
         listener: SearchListener,
     ) -> list[TrialRecord]:
         study = self.open_study(plan)
+        assert study is not None
         self._fail_stale(study, tracker)
         listener.resumed([to_record(t) for t in study.get_trials(deepcopy=False) if _counts(t)])
         while True:
@@ -139,6 +151,9 @@ class OptunaDriver(BaseDriver):
                 suggestion = plan.strategy.suggest(plan.space, history, plan.n_trials)
                 if suggestion is None:
                     return history
+                if suggestion is WAIT:
+                    time.sleep(1.0)  # the next stage waits for trials running elsewhere
+                    continue
                 study.enqueue_trial(suggestion.params, user_attrs={STAGE: suggestion.stage})
             with _heartbeats_on_purpose():
                 otrial = study.ask()
@@ -205,6 +220,7 @@ def to_record(trial: FrozenTrial) -> TrialRecord:
         seed=result.get("seed", 0),
         device=result.get("device", "cpu"),
         duration_s=result.get("duration_s", 0.0),
+        node=result.get("node", ""),
     )
 
 
@@ -216,6 +232,7 @@ def _result_attr(record: TrialRecord) -> dict[str, Any]:
         "seed": record.seed,
         "device": record.device,
         "duration_s": record.duration_s,
+        "node": record.node,
     }
 
 

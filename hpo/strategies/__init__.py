@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from hpo._errors import HpoError
-from hpo.strategies._base import BaseStrategy, EngineStrategy, Suggestion, params_key
+from hpo.strategies._base import WAIT, BaseStrategy, EngineStrategy, Suggestion, params_key
 from hpo.strategies._coarse_to_fine import CoarseToFineStrategy
 from hpo.strategies._grid import GridStrategy
 from hpo.strategies._random import RandomStrategy
@@ -33,6 +33,7 @@ __all__ = [
     "STRATEGIES",
     "Suggestion",
     "TpeStrategy",
+    "WAIT",
     "make_strategy",
     "params_key",
 ]

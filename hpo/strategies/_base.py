@@ -20,6 +20,11 @@ class Suggestion:
     stage: int = 0
 
 
+WAIT = Suggestion({}, -1)
+"""Returned by ``suggest`` when the next trial depends on trials still running (a new
+coarse-to-fine stage); the engine asks again once one of them has finished."""
+
+
 class BaseStrategy(abc.ABC):
     """Plans configurations independently of the engine that runs them.
 
@@ -37,7 +42,8 @@ class BaseStrategy(abc.ABC):
     def suggest(
         self, space: SearchSpace, history: Sequence[TrialRecord], n_trials: int
     ) -> Suggestion | None:
-        """The configuration for trial ``len(history)``, or ``None`` when the strategy is done.
+        """The configuration for trial ``len(history)``, ``None`` when the strategy is done, or
+        ``WAIT`` when it cannot decide before running trials finish.
 
         ``history`` holds every trial that counts against the budget, running ones included.
         """

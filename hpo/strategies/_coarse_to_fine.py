@@ -7,7 +7,7 @@ import numpy as np
 
 from hpo._trial import TrialRecord, TrialState
 from hpo.spaces import CategoricalParam, IntParam, SearchSpace
-from hpo.strategies._base import BaseStrategy, Suggestion, params_key
+from hpo.strategies._base import WAIT, BaseStrategy, Suggestion, params_key
 from hpo.strategies._grid import GridStrategy
 
 
@@ -20,7 +20,8 @@ class CoarseToFineStrategy(BaseStrategy):
     scale (log where log-scaled), the span of those trials plus a margin, at least
     ``min_width`` of the previous width. Where the best trial sits on an edge of the
     previous region, that side is widened again instead, as far as the space allows.
-    Categorical parameters keep the choices the top trials used.
+    Categorical parameters keep the choices the top trials used. A stage starts only once
+    every trial of the stage before has finished.
     """
 
     name = "coarse-to-fine"
@@ -70,6 +71,8 @@ class CoarseToFineStrategy(BaseStrategy):
             coarse = [t for t in history if t.stage == 0]
             point = self._grid.suggest(space, coarse, n_trials)
             return Suggestion(point.params, 0) if point else None
+        if any(t.stage == stage - 1 and not t.finished for t in history):
+            return WAIT  # a stage starts when the stage before has finished
         region = self.region(space, history, stage)
         rng = np.random.default_rng([self.seed, index])
         return Suggestion(region.sample(rng), stage)

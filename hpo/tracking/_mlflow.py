@@ -70,7 +70,7 @@ class TrialRun:
             Metric(name, value, now, 0) for name, value in {**final, "duration_s": record.duration_s}.items()
         ]
         self.flush()
-        tags = {"hpo.state": record.state.value, "hpo.reason": record.reason}
+        tags = {"hpo.state": record.state.value, "hpo.reason": record.reason, "hpo.node": record.node}
         self.client.log_batch(self.run_id, tags=[RunTag(k, v) for k, v in tags.items()])
         self.client.set_terminated(self.run_id, RUN_STATUS[record.state])
 

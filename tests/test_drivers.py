@@ -1,0 +1,223 @@
+"""One suite for every driver: the same search on Optuna and on Ray Tune must be recorded alike.
+
+Real parts throughout: training on scikit-learn's digits, an Optuna SQLite storage, a local
+Ray instance (started once for this module), one MLflow SQLite store.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+
+import optuna
+import pytest
+from mlflow import MlflowClient
+
+import hpo
+import hpo.strategies
+from hpo import TrialState
+from hpo.drivers import OptunaDriver
+from hpo.strategies import BaseStrategy, Suggestion, params_key
+from objectives import digits_mlp
+
+from conftest import ROOT, child_runs, digits_space
+
+STATUS = {"complete": "FINISHED", "pruned": "KILLED", "failed": "FAILED"}
+DRIVERS = ["optuna", "ray"]
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    """One local Ray instance for the module; its workers import this folder's modules."""
+    import ray
+
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")])
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(params=DRIVERS)
+def engine(request, stores, tmp_path):
+    """A function that runs ``hpo.prepare(...)`` on this driver, trials one at a time."""
+    name = request.param
+    if name == "ray":
+        request.getfixturevalue("ray_local")
+        from hpo.drivers._ray import RayDriver
+
+        driver = RayDriver(home=tmp_path, max_concurrent=1)
+    else:
+        driver = OptunaDriver(stores["storage"], home=tmp_path)
+
+    def run(objective, space, **options):
+        prepared = hpo.prepare(objective, space, driver=name, tracking_uri=stores["tracking_uri"], home=tmp_path, **options)
+        return dataclasses.replace(prepared, driver=driver).run()
+
+    run.name = name
+    return run
+
+
+class ListStrategy(BaseStrategy):
+    """Suggests the given configurations in order: a strategy whose trials a test can predict."""
+
+    name = "list"
+
+    def __init__(self, configs: list[dict]) -> None:
+        super().__init__(0)
+        self.configs = configs
+
+    def suggest(self, space, history, n_trials):
+        return Suggestion(self.configs[len(history)]) if len(history) < len(self.configs) else None
+
+
+def boom_at_002(params, trial):
+    if params["lr"] == 0.02:
+        raise RuntimeError("boom")
+    return digits_mlp(params, trial)
+
+
+boom_at_002.test = digits_mlp.test
+
+
+def test_every_ending_is_recorded_and_the_search_goes_on(engine, stores, unique):
+    configs = [{"lr": lr} for lr in (1e-2, 5e-3, 3e-3, 2e-3, 1e-3)]  # five that complete
+    configs += [{"lr": 1e-6}, {"lr": 40.0}, {"lr": 0.02}, {"lr": 4e-3}]  # stalls, diverges, raises, completes
+    space = digits_space(epochs=4, lr={"type": "float", "low": 1e-6, "high": 50.0, "log": True})
+    result = engine(boom_at_002, space, strategy=ListStrategy(configs), n_trials=20, pruner="median",
+                    experiment=unique, study_name=unique)
+    states = [(t.state.value, t.reason) for t in result.trials]
+    assert states == [("complete", "")] * 5 + [("pruned", "median"), ("pruned", "diverged"),
+                                               ("failed", "RuntimeError: boom"), ("complete", "")]
+    assert result.best.params["lr"] in (1e-2, 5e-3, 3e-3, 4e-3)
+    assert 0.5 < result.test_metrics["accuracy"] <= 1.0
+
+    runs = {int(r.data.tags["hpo.trial_number"]): r for r in child_runs(stores["tracking_uri"], result.parent_run_id)}
+    assert sorted(runs) == [t.number for t in result.trials]  # child runs = trials, exactly
+    client = MlflowClient(stores["tracking_uri"])
+    for trial in result.trials:
+        run = runs[trial.number]
+        assert run.info.status == STATUS[trial.state.value]
+        assert run.data.tags["hpo.state"] == trial.state.value
+        assert run.data.tags["hpo.reason"] == trial.reason
+        assert run.data.tags["hpo.stage"] == "0" and run.data.tags["hpo.device"] == "cpu"
+        assert run.data.tags["hpo.node"]
+        assert float(run.data.params["lr"]) == trial.params["lr"]
+        assert run.data.metrics["duration_s"] > 0
+        curve = client.get_metric_history(run.info.run_id, "val_loss")
+        if trial.state is TrialState.COMPLETE:
+            assert [m.step for m in curve] == list(range(int(trial.metrics["epochs"]) + 1))
+            assert run.data.metrics["final_val_accuracy"] == trial.metrics["val_accuracy"]
+        elif trial.reason == "median":
+            assert 2 <= len(curve) < 5  # stopped before its last epoch
+    parent = client.get_run(result.parent_run_id)
+    assert parent.info.status == "FINISHED"
+    assert {k: parent.data.params[k] for k in ("strategy", "driver", "n_trials", "seed", "pruner")} == {
+        "strategy": "list", "driver": engine.name, "n_trials": "20", "seed": "0", "pruner": "median"}
+    assert parent.data.metrics["test_accuracy"] == result.test_metrics["accuracy"]
+    assert {"best_config.json", "leaderboard.csv", "space.json"} <= {a.path for a in client.list_artifacts(parent.info.run_id)}
+
+
+def test_a_rerun_resumes_without_repeating_a_trial(engine, stores, unique):
+    space = digits_space(epochs=2, lr={"type": "float", "low": 1e-4, "high": 0.1, "log": True, "grid_points": 6})
+    options = dict(strategy="grid", experiment=unique, study_name=unique)
+    first = engine("digits_mlp", space, n_trials=3, **options)
+    second = engine("digits_mlp", space, n_trials=5, **options)
+    third = engine("digits_mlp", space, n_trials=5, **options)
+
+    assert len(first.trials) == 3 and len(second.trials) == 5
+    assert second.trials[:3] == first.trials  # the same trials, not re-run
+    assert third.trials == second.trials
+    assert len({params_key(t.params) for t in second.trials}) == 5
+    assert first.parent_run_id == second.parent_run_id == third.parent_run_id
+    assert len(child_runs(stores["tracking_uri"], second.parent_run_id)) == 5
+    assert third.test_metrics == second.test_metrics  # tested once for the same best trial
+
+
+def test_grid_stops_when_every_point_has_run(engine, unique):
+    result = engine("digits_mlp", digits_space(epochs=1), strategy="grid", n_trials=10, experiment=unique,
+                    study_name=unique, evaluate_test=False)
+    assert sorted(t.params["lr"] for t in result.trials) == [1e-3, 3e-3, 1e-2]
+
+
+def quadratic(params, trial):
+    for step in range(3):
+        trial.report(step, loss=(params["lr"] - 0.01) ** 2 + 1 / (step + 1))
+    return (params["lr"] - 0.01) ** 2
+
+
+def test_tpe_runs_inside_the_bounds(engine, unique):
+    space = hpo.SearchSpace.model_validate(
+        {"name": "tpe", "metric": "loss", "direction": "minimize",
+         "params": {"lr": {"type": "float", "low": 1e-4, "high": 0.1, "log": True},
+                    "units": {"type": "int", "low": 1, "high": 4}}})
+    result = engine(quadratic, space, strategy="tpe", n_trials=8, experiment=unique, study_name=unique)
+    assert len(result.trials) == 8 and all(space.contains(t.params) for t in result.trials)
+    assert result.count(TrialState.COMPLETE) == 8
+
+
+def test_coarse_to_fine_tags_stages_and_narrows(engine, stores, unique):
+    space = hpo.SearchSpace.model_validate(
+        {"name": "c2f", "metric": "loss", "direction": "minimize",
+         "params": {"lr": {"type": "float", "low": 1e-5, "high": 1.0, "log": True}}})
+    result = engine(quadratic, space, strategy="coarse-to-fine", n_trials=9, experiment=unique, study_name=unique)
+    assert [sum(t.stage == s for t in result.trials) for s in range(3)] == [3, 3, 3]
+    runs = child_runs(stores["tracking_uri"], result.parent_run_id)
+    assert sorted(r.data.tags["hpo.stage"] for r in runs) == ["0"] * 3 + ["1"] * 3 + ["2"] * 3
+
+
+def test_a_changed_space_under_the_same_study_is_refused_before_writing(engine, stores, unique):
+    options = dict(strategy="grid", n_trials=1, study_name=unique, experiment=unique, evaluate_test=False)
+    first = engine("digits_mlp", digits_space(epochs=1), **options)
+    with pytest.raises(hpo.HpoError, match="different version of space"):
+        engine("digits_mlp", digits_space(epochs=2), **options)
+    parent = MlflowClient(stores["tracking_uri"]).get_run(first.parent_run_id)
+    assert parent.info.status == "FINISHED"  # untouched by the refused search
+
+
+def test_both_drivers_find_the_same_trials_and_record_them_alike(stores, unique, tmp_path, request):
+    """Parity: one grid space, one seed, on both drivers."""
+    request.getfixturevalue("ray_local")
+    from hpo.drivers._ray import RayDriver
+
+    space = digits_space(epochs=2)
+    results = {}
+    for driver in (OptunaDriver(stores["storage"], home=tmp_path), RayDriver(home=tmp_path)):
+        prepared = hpo.prepare("digits_mlp", space, driver=driver.name, strategy="grid", n_trials=3, seed=1,
+                               experiment=f"{unique}-{driver.name}",
+                               study_name=f"{unique}-{driver.name}", tracking_uri=stores["tracking_uri"], evaluate_test=False)
+        results[driver.name] = dataclasses.replace(prepared, driver=driver).run()
+    configs = {name: sorted(params_key(t.params) for t in r.trials) for name, r in results.items()}
+    assert configs["optuna"] == configs["ray"]
+    client = MlflowClient(stores["tracking_uri"])
+    layouts = {}
+    for name, result in results.items():
+        runs = child_runs(stores["tracking_uri"], result.parent_run_id)
+        tags = {frozenset(k for k in r.data.tags if k.startswith("hpo.")) for r in runs}
+        metrics = {frozenset(r.data.metrics) for r in runs}
+        series = {len(client.get_metric_history(r.info.run_id, "val_loss")) for r in runs}
+        layouts[name] = (len(runs), tags, metrics, series, {r.info.status for r in runs})
+    assert layouts["optuna"] == layouts["ray"]
+
+
+def test_ray_resume_records_a_trial_lost_with_its_process(stores, unique, tmp_path, request):
+    """The Ray driver's journal: a trial that started and never ended is failed, then planned again."""
+    request.getfixturevalue("ray_local")
+    from hpo.drivers._ray import TrialJournal
+
+    space = digits_space(epochs=1)
+    options = dict(driver="ray", strategy="grid", study_name=unique, experiment=unique, home=tmp_path,
+                   tracking_uri=stores["tracking_uri"], evaluate_test=False)
+    first = hpo.search("digits_mlp", space, n_trials=2, **options)
+    journal = TrialJournal(tmp_path / "ray" / f"{unique}.jsonl")
+    grid = [p for p in hpo.strategies.GridStrategy(0).ordered_grid(space) if p not in [t.params for t in first.trials]]
+    journal.append("start", hpo.TrialRecord(2, grid[0], TrialState.RUNNING))  # its process died here
+
+    result = hpo.search("digits_mlp", space, n_trials=3, **options)
+    assert [(t.number, t.state.value, t.reason) for t in result.trials] == [
+        (0, "complete", ""), (1, "complete", ""), (2, "failed", "interrupted"), (3, "complete", "")]
+    assert result.trials[3].params == grid[0]  # the lost configuration ran again
+    runs = child_runs(stores["tracking_uri"], result.parent_run_id)
+    assert sorted(int(r.data.tags["hpo.trial_number"]) for r in runs) == [0, 1, 2, 3]
+    lost = next(r for r in runs if r.data.tags["hpo.trial_number"] == "2")
+    assert lost.info.status == "FAILED" and lost.data.tags["hpo.reason"] == "interrupted"

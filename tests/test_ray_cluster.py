@@ -1,0 +1,40 @@
+"""The Ray driver attached to an existing two-node cluster on this machine (``--ray-address``)."""
+
+from __future__ import annotations
+
+import pytest
+
+import hpo
+
+from conftest import child_runs, digits_space
+
+
+@pytest.fixture(scope="module")
+def two_node_cluster():
+    """A head node and a second node, one CPU each, all on loopback.
+
+    Ray's own multi-node test cluster; ``ray start --address`` would make the second node join
+    over the machine's network address, which the tests must not use.
+    """
+    import ray
+    from ray.cluster_utils import Cluster
+
+    ray.shutdown()  # a local instance of another module must not be reused
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    cluster.add_node(num_cpus=1)
+    cluster.wait_for_nodes()
+    yield cluster.address
+    ray.shutdown()
+    cluster.shutdown()
+
+
+def test_trials_are_placed_on_both_nodes(two_node_cluster, stores, unique, tmp_path):
+    space = digits_space(epochs=3, lr={"type": "float", "low": 1e-4, "high": 0.05, "log": True, "grid_points": 4})
+    result = hpo.search("digits_mlp", space, driver="ray", ray_address=two_node_cluster, strategy="grid",
+                        n_trials=4, cpus_per_trial=1, experiment=unique, study_name=unique,
+                        tracking_uri=stores["tracking_uri"], home=tmp_path, evaluate_test=False)
+    assert [t.state.value for t in result.trials] == ["complete"] * 4
+    nodes = {t.node for t in result.trials}
+    assert len(nodes) == 2  # one CPU a node, one CPU a trial: both nodes take trials
+    runs = child_runs(stores["tracking_uri"], result.parent_run_id)
+    assert {r.data.tags["hpo.node"] for r in runs} == nodes
