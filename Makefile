@@ -42,6 +42,7 @@ ui: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/overhead.py
+	$(BIN)/python bench/ray_overhead.py
 
 clean:
 	rm -rf .hpo

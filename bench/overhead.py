@@ -90,7 +90,7 @@ def main() -> None:
     for name, values in rows.items():
         median = statistics.median(values)
         table.add_row(name, f"{median:.1f}", f"{min(values):.1f}", f"{max(values):.1f}", f"{median / base:.2f}x")
-    console = Console()
+    console = Console(width=160)
     console.print(table)
     console.print(f"machine: {platform.machine()}, {platform.processor() or platform.platform()}, "
                   f"python {platform.python_version()}, optuna {optuna.__version__}")

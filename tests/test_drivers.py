@@ -7,6 +7,7 @@ Ray instance (started once for this module), one MLflow SQLite store.
 from __future__ import annotations
 
 import dataclasses
+import io
 import logging
 import os
 
@@ -50,9 +51,9 @@ def engine(request, stores, tmp_path):
     else:
         driver = OptunaDriver(stores["storage"], home=tmp_path)
 
-    def run(objective, space, **options):
+    def run(objective, space, listener=None, **options):
         prepared = hpo.prepare(objective, space, driver=name, tracking_uri=stores["tracking_uri"], home=tmp_path, **options)
-        return dataclasses.replace(prepared, driver=driver).run()
+        return dataclasses.replace(prepared, driver=driver).run(listener)
 
     run.name = name
     return run
@@ -221,3 +222,18 @@ def test_ray_resume_records_a_trial_lost_with_its_process(stores, unique, tmp_pa
     assert sorted(int(r.data.tags["hpo.trial_number"]) for r in runs) == [0, 1, 2, 3]
     lost = next(r for r in runs if r.data.tags["hpo.trial_number"] == "2")
     assert lost.info.status == "FAILED" and lost.data.tags["hpo.reason"] == "interrupted"
+
+
+def test_the_cli_progress_bar_hears_every_trial(engine, unique):
+    """The bar holds locks and a console: the Ray driver must keep it out of what Tune pickles."""
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from hpo.cli import ProgressBar
+
+    with Progress(console=Console(file=io.StringIO())) as progress:
+        bar = ProgressBar(progress, 3, "val_loss", "minimize")
+        result = engine("digits_mlp", digits_space(epochs=1), strategy="grid", n_trials=3,
+                        experiment=unique, study_name=unique, evaluate_test=False, listener=bar)
+    assert bar.counts[TrialState.COMPLETE] == 3 == len(result.trials)
+    assert progress.tasks[0].completed == 3

@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from hpo._errors import HpoError
 from hpo._trial import DivergenceGuard, Trial, TrialRecord, run_objective, trial_seed
 
 if TYPE_CHECKING:
@@ -15,6 +16,14 @@ if TYPE_CHECKING:
     from hpo.tracking import MlflowTracker
 
 PRUNERS = ("none", "median", "successive-halving", "hyperband")
+
+
+def space_changed(plan: SearchPlan) -> HpoError:
+    """The error for resuming a study with a space other than the one it was created with."""
+    return HpoError(
+        f"--study: study {plan.study_name!r} was created with a different version of space "
+        f"{plan.space.name!r}; name a new study with --study"
+    )
 
 
 class SearchListener:

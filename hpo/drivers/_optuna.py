@@ -16,7 +16,7 @@ from optuna.trial import TrialState as OptunaState
 
 from hpo._errors import HpoError
 from hpo._trial import TrialRecord, TrialState
-from hpo.drivers._base import BaseDriver, SearchListener, execute_trial
+from hpo.drivers._base import BaseDriver, SearchListener, execute_trial, space_changed
 from hpo.spaces import CategoricalParam, FloatParam, SearchSpace
 from hpo.strategies import WAIT, BaseStrategy
 
@@ -92,10 +92,7 @@ class OptunaDriver(BaseDriver):
             return
         fingerprint = study.user_attrs.get("hpo.space_fingerprint")
         if fingerprint not in (None, plan.space.fingerprint):
-            raise HpoError(
-                f"--study: study {plan.study_name!r} was created with a different version of space "
-                f"{plan.space.name!r}; name a new study with --study"
-            )
+            raise space_changed(plan)
 
     def open_study(self, plan: SearchPlan, create: bool = True) -> optuna.Study | None:
         """The study (created if ``create`` and missing); its space is set on creation."""

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from hpo._errors import HpoError
 from hpo._trial import DivergenceGuard, Trial, TrialRecord, TrialState, run_objective, trial_seed
-from hpo.drivers._base import BaseDriver, SearchListener
+from hpo.drivers._base import BaseDriver, SearchListener, space_changed
 from hpo.strategies import WAIT, BaseStrategy
 
 if TYPE_CHECKING:
@@ -28,6 +28,10 @@ INTERRUPTED = "interrupted"
 # every result (a failed trial's last one too) carries the metric.
 os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
 os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
+# With a searcher other than its own, Tune keeps one trial pending at a time, which runs the
+# trials one after another: hpo's plans need no result to suggest the next one (a new
+# coarse-to-fine stage says WAIT instead), so keep as many pending as Tune does for its own.
+os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", str(max(16, os.cpu_count() or 1)))
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 
@@ -58,10 +62,7 @@ class TrialJournal:
             return
         first = json.loads(self.path.read_text().splitlines()[0])
         if first.get("fingerprint") != plan.space.fingerprint:
-            raise HpoError(
-                f"--study: study {plan.study_name!r} was created with a different version of space "
-                f"{plan.space.name!r}; name a new study with --study"
-            )
+            raise space_changed(plan)
 
     def open(self, plan: SearchPlan) -> None:
         self._write({"event": "study", "fingerprint": plan.space.fingerprint})
@@ -180,9 +181,11 @@ class _RayStudy:
             self.runs[trial_id].log(hpo["step"], hpo["metrics"])
 
     def ended(self, trial_id: str, last: dict[str, Any] | None, error: str | None) -> None:
-        planned = self.live.pop(trial_id, None)
-        if planned is None:
+        if trial_id not in self.live:
             return
+        if trial_id not in self.runs:  # it failed before it started: it still gets its run
+            self.started(trial_id)
+        planned = self.live.pop(trial_id)
         hpo = (last or {}).get("hpo", {})
         if error is not None:
             state, reason, value, metrics = TrialState.FAILED, error.strip().splitlines()[-1][:500], None, {}
@@ -196,8 +199,6 @@ class _RayStudy:
             hpo.get("device", planned.device), hpo.get("duration_s", (last or {}).get("time_total_s", 0.0)),
             node=hpo.get("node", ""),
         )
-        if trial_id not in self.runs:
-            self.started(trial_id)
         self.runs.pop(trial_id).finish(record)
         self.journal.append("end", record)
         self.history.append(record)
@@ -247,6 +248,8 @@ class RayDriver(BaseDriver):
         import ray
         from ray import tune
 
+        from hpo.drivers._ray_tune import StrategySearcher, TrackingCallback
+
         self._connect(ray)
         journal = self.journal(plan)
         if not journal.path.exists():
@@ -271,13 +274,13 @@ class RayDriver(BaseDriver):
         tuner = tune.Tuner(
             trainable,
             tune_config=tune.TuneConfig(
-                metric=plan.space.metric, mode=plan.space.direction[:3], search_alg=_searcher(plan, study),
+                metric=plan.space.metric, mode=plan.space.direction[:3], search_alg=StrategySearcher(study),
                 scheduler=_scheduler(plan), num_samples=-1, max_concurrent_trials=self.max_concurrent,
                 reuse_actors=True,
             ),
             run_config=tune.RunConfig(
                 name=f"{plan.study_name}-{int(time.time())}", storage_path=str((self.home / "ray_results").resolve()),
-                verbose=0, callbacks=[_tracking_callback(study)],
+                verbose=0, callbacks=[TrackingCallback(study)],
             ),
         )
         # Tune's result grid looks for the per-trial log files it was told not to write.
@@ -293,69 +296,6 @@ class RayDriver(BaseDriver):
                      logging_level=logging.ERROR, ignore_reinit_error=True)
         except (ConnectionError, ValueError, RuntimeError) as error:
             raise HpoError(f"--ray-address: cannot reach a Ray cluster at {self.address!r}: {error}".splitlines()[0]) from None
-
-
-def _searcher(plan: SearchPlan, study: _RayStudy) -> Any:
-    """Tune's searcher over hpo's plan: the strategy decides, or Optuna's TPE inside Tune."""
-    from ray.tune.search import Searcher
-
-    inner = _tpe_searcher(plan) if not isinstance(plan.strategy, BaseStrategy) else None
-
-    class StrategySearcher(Searcher):
-        def suggest(self, trial_id: str) -> dict[str, Any] | None | str:
-            params = None
-            if inner is not None:
-                if len(study.history) + len(study.live) >= plan.n_trials:
-                    return Searcher.FINISHED
-                params = inner.suggest(trial_id)
-            return study.plan_next(trial_id, params)
-
-        def save(self, checkpoint_path: str) -> None:
-            """Nothing to save: the trial journal is the state, and resuming reads it."""
-
-        def restore(self, checkpoint_path: str) -> None:
-            """See ``save``."""
-
-        def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-            if inner is not None:
-                inner.on_trial_complete(trial_id, result if result and plan.space.metric in result else None, error)
-
-    return StrategySearcher(metric=plan.space.metric, mode=plan.space.direction[:3])
-
-
-def _tpe_searcher(plan: SearchPlan) -> Any:
-    import optuna
-    from ray.tune.search.optuna import OptunaSearch
-
-    from hpo.drivers._optuna import suggest
-
-    def define_by_run(otrial: optuna.Trial) -> None:
-        suggest(otrial, plan.space)
-
-    return OptunaSearch(space=define_by_run, metric=plan.space.metric, mode=plan.space.direction[:3],
-                        sampler=optuna.samplers.TPESampler(seed=plan.seed))
-
-
-def _tracking_callback(study: _RayStudy) -> Any:
-    from ray.tune import Callback
-
-    class TrackingCallback(Callback):
-        """Writes each trial to MLflow from the driver, as the Optuna driver does."""
-
-        def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-            if trial.trial_id in study.live and trial.trial_id not in study.runs:
-                study.started(trial.trial_id)
-
-        def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
-            study.reported(trial.trial_id, result)
-
-        def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-            study.ended(trial.trial_id, trial.last_result, None)
-
-        def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-            study.ended(trial.trial_id, trial.last_result, getattr(trial, "error_msg", None) or "worker lost")
-
-    return TrackingCallback()
 
 
 def _scheduler(plan: SearchPlan) -> Any:

@@ -1,0 +1,109 @@
+"""The Ray driver against bare Ray Tune, on one local Ray instance (2 CPUs, 1 CPU a trial).
+
+1. Per-trial overhead on a null objective that reports 10 steps.
+2. 200 one-second trials: the wall time against its 100-second minimum on 2 CPUs.
+
+hpo's Ray driver also writes every trial to a SQLite MLflow store. Both runners run with
+Tune's per-trial file loggers off (hpo turns them off; the bare run gets the same setting).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # loopback only
+os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+
+import ray  # noqa: E402
+from ray import tune  # noqa: E402
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+import hpo  # noqa: E402
+from hpo import SearchSpace  # noqa: E402
+
+SPACE = SearchSpace.model_validate(
+    {"name": "null", "metric": "loss", "direction": "minimize",
+     "params": {"lr": {"type": "float", "low": 1e-5, "high": 1.0, "log": True}}}
+)
+
+
+def hpo_null(params, trial):
+    for step in range(10):
+        trial.report(step, loss=params["lr"] / (step + 1))
+    return params["lr"] / 10
+
+
+def hpo_sleep(params, trial):
+    time.sleep(1.0)
+    trial.report(0, loss=params["lr"])
+    return params["lr"]
+
+
+def bare_null(config):
+    for step in range(10):
+        tune.report({"loss": config["lr"] / (step + 1)})
+
+
+def bare_sleep(config):
+    time.sleep(1.0)
+    tune.report({"loss": config["lr"]})
+
+
+def time_hpo(objective, n_trials: int, folder: Path) -> float:
+    started = time.perf_counter()
+    hpo.search(objective, SPACE, driver="ray", strategy="random", n_trials=n_trials, home=folder,
+               study_name=f"bench-{objective.__name__}", evaluate_test=False)
+    return time.perf_counter() - started
+
+
+def time_bare(trainable, n_trials: int, folder: Path) -> float:
+    started = time.perf_counter()
+    tuner = tune.Tuner(
+        tune.with_resources(trainable, {"cpu": 1}),
+        param_space={"lr": tune.loguniform(1e-5, 1.0)},
+        tune_config=tune.TuneConfig(metric="loss", mode="min", num_samples=n_trials, reuse_actors=True),
+        run_config=tune.RunConfig(storage_path=str(folder), name=trainable.__name__, verbose=0),
+    )
+    tuner.fit()
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--null-trials", type=int, default=100)
+    parser.add_argument("--sleep-trials", type=int, default=200)
+    args = parser.parse_args()
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        time_bare(bare_null, 2, root / "warm")  # actors, imports: outside the timed part
+        time_hpo(hpo_null, 2, root / "warm")
+        bare = time_bare(bare_null, args.null_trials, root / "bare")
+        ours = time_hpo(hpo_null, args.null_trials, root / "hpo")
+        rows.append(("null objective, 10 reports", args.null_trials, bare, ours, None))
+        bare = time_bare(bare_sleep, args.sleep_trials, root / "bare")
+        ours = time_hpo(hpo_sleep, args.sleep_trials, root / "hpo")
+        rows.append(("one-second trials", args.sleep_trials, bare, ours, args.sleep_trials / 2))
+    ray.shutdown()
+    table = Table(title="Ray Tune: bare against hpo --driver ray (2 CPUs, 1 CPU a trial)")
+    for column in ("workload", "trials", "bare Tune s", "hpo s", "hpo / bare", "ms/trial bare", "ms/trial hpo",
+                   "bare / minimum", "hpo / minimum"):
+        table.add_column(column, justify="right")
+    for name, n, bare, ours, minimum in rows:
+        table.add_row(name, str(n), f"{bare:.1f}", f"{ours:.1f}", f"{ours / bare:.2f}x", f"{bare / n * 1000:.0f}",
+                      f"{ours / n * 1000:.0f}", f"{bare / minimum:.2f}x" if minimum else "-",
+                      f"{ours / minimum:.2f}x" if minimum else "-")
+    Console(width=160).print(table)
+    Console(width=160).print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, python {platform.python_version()}, "
+                    f"ray {ray.__version__}")
+
+
+if __name__ == "__main__":
+    main()
