@@ -79,7 +79,7 @@ def main() -> None:
         (root / "warm").mkdir()
         warm_up(root)
         for repeat in range(args.repeats):
-            for name, timer in zip(rows, (time_optuna, time_hpo)):
+            for name, timer in zip(rows, (time_optuna, time_hpo), strict=False):
                 folder = root / f"{repeat}-{len(rows[name])}-{timer.__name__}"
                 folder.mkdir()
                 rows[name].append(timer(folder, args.trials) / args.trials * 1000)

@@ -107,7 +107,7 @@ class PreparedSearch:
         try:
             result.trials = self.driver.run(plan, self.objective, tracker, listener or SearchListener())
         except BaseException:
-            tracker.finish_search(result, status="KILLED")
+            tracker.abort_search()
             raise
         if self.evaluate_test and result.best is not None and hasattr(self.objective, "test"):
             result.test_metrics = _test_once(self.objective, result.best, tracker, plan)

@@ -11,7 +11,6 @@ import io
 import logging
 import os
 
-import optuna
 import pytest
 from mlflow import MlflowClient
 

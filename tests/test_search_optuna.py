@@ -10,6 +10,7 @@ import sys
 import time
 
 import optuna
+import pytest
 
 import hpo
 from hpo import TrialState
@@ -71,3 +72,23 @@ def test_a_killed_search_resumes_and_its_lost_trial_is_recorded_once(tmp_path, s
     assert sorted(by_trial) == [t.number for t in study.trials]  # every trial once in MLflow
     assert all(len(r) == 1 for r in by_trial.values())
     assert by_trial[1][0].info.status == "FAILED" and by_trial[1][0].data.tags["hpo.reason"] == "interrupted"
+
+
+def test_ctrl_c_closes_the_running_trial_and_a_rerun_runs_it_again(stores, unique):
+    def interrupted_at_trial_1(params, trial):
+        if trial.number == 1:
+            raise KeyboardInterrupt  # what Ctrl-C raises in the middle of training
+        return 1.0 / params["lr"]
+
+    options = dict(strategy="grid", n_trials=3, study_name=unique, experiment=unique, evaluate_test=False, **stores)
+    with pytest.raises(KeyboardInterrupt):
+        hpo.search(interrupted_at_trial_1, digits_space(epochs=1), **options)
+    study = optuna.load_study(study_name=unique, storage=stores["storage"])
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "FAIL"]
+
+    result = hpo.search(lambda params, trial: 1.0 / params["lr"], digits_space(epochs=1), **options)
+    assert [(t.number, t.state.value) for t in result.trials] == [(0, "complete"), (2, "complete"), (3, "complete")]
+    assert sorted(t.params["lr"] for t in result.trials) == [1e-3, 3e-3, 1e-2]
+    runs = {int(r.data.tags["hpo.trial_number"]): r for r in child_runs(stores["tracking_uri"], result.parent_run_id)}
+    assert sorted(runs) == [0, 1, 2, 3]
+    assert runs[1].info.status == "FAILED" and runs[1].data.tags["hpo.reason"] == "interrupted"

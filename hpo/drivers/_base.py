@@ -9,13 +9,15 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from hpo._errors import HpoError
-from hpo._trial import DivergenceGuard, Trial, TrialRecord, run_objective, trial_seed
+from hpo._trial import DivergenceGuard, Outcome, Trial, TrialRecord, TrialState, run_objective, trial_seed
 
 if TYPE_CHECKING:
     from hpo._search import SearchPlan
     from hpo.tracking import MlflowTracker
 
 PRUNERS = ("none", "median", "successive-halving", "hyperband")
+INTERRUPTED = "interrupted"
+"""The reason of a trial whose search was stopped or whose process died: it runs again."""
 
 
 def space_changed(plan: SearchPlan) -> HpoError:
@@ -82,8 +84,20 @@ def execute_trial(
         context=context,
     )
     started = time.perf_counter()
-    outcome = run_objective(objective, {**plan.space.fixed, **params}, trial, plan.space.metric)
-    record = TrialRecord(
+    try:
+        outcome = run_objective(objective, {**plan.space.fixed, **params}, trial, plan.space.metric)
+    except KeyboardInterrupt:  # the user stopped the search: this trial will run again on resume
+        outcome = Outcome(TrialState.FAILED, reason=INTERRUPTED)
+        run.finish(_record(number, params, stage, outcome, seed, device, time.perf_counter() - started))
+        raise
+    record = _record(number, params, stage, outcome, seed, device, time.perf_counter() - started)
+    run.finish(record)
+    return record
+
+
+def _record(number: int, params: dict[str, Any], stage: int, outcome: Outcome, seed: int, device: str,
+            duration_s: float) -> TrialRecord:
+    return TrialRecord(
         number=number,
         params=params,
         state=outcome.state,
@@ -93,8 +107,6 @@ def execute_trial(
         metrics=outcome.metrics,
         seed=seed,
         device=device,
-        duration_s=time.perf_counter() - started,
+        duration_s=duration_s,
         node=socket.gethostname(),
     )
-    run.finish(record)
-    return record

@@ -16,7 +16,7 @@ from optuna.trial import TrialState as OptunaState
 
 from hpo._errors import HpoError
 from hpo._trial import TrialRecord, TrialState
-from hpo.drivers._base import BaseDriver, SearchListener, execute_trial, space_changed
+from hpo.drivers._base import INTERRUPTED, BaseDriver, SearchListener, execute_trial, space_changed
 from hpo.spaces import CategoricalParam, FloatParam, SearchSpace
 from hpo.strategies import WAIT, BaseStrategy
 
@@ -36,7 +36,6 @@ def _heartbeats_on_purpose() -> Iterator[None]:
         warnings.filterwarnings("ignore", message="Heartbeat of storage", category=UserWarning)
         yield
 
-INTERRUPTED = "interrupted"
 STAGE = "hpo.stage"  # set when the suggestion is enqueued
 RESULT = "hpo.result"  # reason, metrics, seed, device, duration: set once, when the trial ends
 _STATES = {
@@ -164,11 +163,16 @@ class OptunaDriver(BaseDriver):
             otrial.report(value, step)
             return plan.pruner if otrial.should_prune() else None
 
-        with get_heartbeat_thread(otrial._trial_id, study._storage):
-            record = execute_trial(
-                plan, objective, tracker, number=otrial.number, params=params, stage=stage,
-                device=self.device, should_prune=should_prune,
-            )
+        try:
+            with get_heartbeat_thread(otrial._trial_id, study._storage):
+                record = execute_trial(
+                    plan, objective, tracker, number=otrial.number, params=params, stage=stage,
+                    device=self.device, should_prune=should_prune,
+                )
+        except KeyboardInterrupt:
+            otrial.set_user_attr(RESULT, {"reason": INTERRUPTED})
+            study.tell(otrial, state=OptunaState.FAIL)
+            raise
         otrial.set_user_attr(RESULT, _result_attr(record))  # one write: each is a transaction
         study.tell(otrial, record.value if record.state is TrialState.COMPLETE else None, state=_TELL[record.state])
         return record

@@ -16,14 +16,13 @@ from typing import TYPE_CHECKING, Any
 
 from hpo._errors import HpoError
 from hpo._trial import DivergenceGuard, Trial, TrialRecord, TrialState, run_objective, trial_seed
-from hpo.drivers._base import BaseDriver, SearchListener, space_changed
+from hpo.drivers._base import INTERRUPTED, BaseDriver, SearchListener, space_changed
 from hpo.strategies import WAIT, BaseStrategy
 
 if TYPE_CHECKING:
     from hpo._search import SearchPlan
     from hpo.tracking import MlflowTracker, TrialRun
 
-INTERRUPTED = "interrupted"
 # Tune would otherwise write CSV, JSON and TensorBoard logs for every trial, and insist that
 # every result (a failed trial's last one too) carries the metric.
 os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")

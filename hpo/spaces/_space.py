@@ -85,7 +85,7 @@ class SearchSpace(BaseModel):
         axes = [param.grid_values(default_points) for param in self.params.values()]
         points: dict[str, dict[str, Any]] = {}
         for values in itertools.product(*axes):
-            point = self.active(dict(zip(self.params, values)))
+            point = self.active(dict(zip(self.params, values, strict=False)))
             points.setdefault(json.dumps(point, sort_keys=True), point)
         return list(points.values())
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlflow import MlflowClient
-from mlflow.entities import Metric, Param, RunStatus, RunTag
+from mlflow.entities import Metric, Param, RunTag
 
 from hpo._trial import TrialRecord, TrialState
 
@@ -127,7 +127,7 @@ class MlflowTracker:
         else:
             self.client.log_dict(self.parent_run_id, plan.space.model_dump(mode="json"), "space.json")
 
-    def finish_search(self, result: SearchResult, status: str = "FINISHED") -> None:
+    def finish_search(self, result: SearchResult) -> None:
         """Summary metrics and artifacts on the parent run, then close it."""
         run_id = self.parent_run_id
         counts = {state.value: 0 for state in TrialState if state is not TrialState.RUNNING}
@@ -143,7 +143,11 @@ class MlflowTracker:
         now = _now_ms()
         self.client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()])
         self.client.log_text(run_id, _leaderboard_csv(result.trials), "leaderboard.csv")
-        self.client.set_terminated(run_id, status)
+        self.client.set_terminated(run_id, "FINISHED")
+
+    def abort_search(self) -> None:
+        """The search stopped early (interrupted, or an error): the parent run is KILLED."""
+        self.client.set_terminated(self.parent_run_id, "KILLED")
 
     def tested_trial(self) -> tuple[int, dict[str, float]] | None:
         """The trial whose test score is already on the parent run, and that score."""
