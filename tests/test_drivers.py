@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import logging
+import math
 import os
 
 import pytest
@@ -236,3 +237,29 @@ def test_the_cli_progress_bar_hears_every_trial(engine, unique):
                         experiment=unique, study_name=unique, evaluate_test=False, listener=bar)
     assert bar.counts[TrialState.COMPLETE] == 3 == len(result.trials)
     assert progress.tasks[0].completed == 3
+
+
+def plateau(params, trial):
+    """Ten steps toward a plateau set by the learning rate's distance from 1e-2 (in decades)."""
+    gap = abs(math.log10(params["lr"]) + 2)
+    for step in range(10):
+        trial.report(step, loss=gap + 1 / (step + 1))
+    return gap + 0.1
+
+
+@pytest.mark.parametrize("pruner", ["successive-halving", "hyperband"])
+def test_halving_pruners_stop_the_worse_trials_early(engine, stores, unique, pruner):
+    lrs = [1e-2, 2e-2, 5e-3, 3e-2, 1e-1, 1e-3, 3e-1, 1e-4, 1.0, 1e-5, 3.0, 1e-6]  # worse and worse
+    space = hpo.SearchSpace.model_validate(
+        {"name": "halving", "metric": "loss", "direction": "minimize",
+         "params": {"lr": {"type": "float", "low": 1e-6, "high": 3.0, "log": True}}})
+    result = engine(plateau, space, strategy=ListStrategy([{"lr": lr} for lr in lrs]), n_trials=12,
+                    pruner=pruner, experiment=unique, study_name=unique)
+    pruned = [t for t in result.trials if t.state is TrialState.PRUNED]
+    assert pruned and all(t.reason == pruner for t in pruned)
+    assert result.trials[0].state is TrialState.COMPLETE  # the best is never stopped
+    runs = {int(r.data.tags["hpo.trial_number"]): r for r in child_runs(stores["tracking_uri"], result.parent_run_id)}
+    client = MlflowClient(stores["tracking_uri"])
+    for trial in pruned:
+        assert runs[trial.number].info.status == "KILLED"
+        assert len(client.get_metric_history(runs[trial.number].info.run_id, "loss")) < 10

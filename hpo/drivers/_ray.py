@@ -301,13 +301,18 @@ def _scheduler(plan: SearchPlan) -> Any:
     """hpo's pruner names on Tune's schedulers; time is the number of reports. The settings
     mirror the Optuna driver's: no decision before the third report (step 2), and median
     stopping only once five trials can be compared."""
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, HyperBandScheduler, MedianStoppingRule
+    from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, MedianStoppingRule
 
     max_t = int(plan.space.fixed.get("epochs", 100)) + 2  # + the untrained step and the final report
     if plan.pruner == "median":
         return MedianStoppingRule(time_attr="training_iteration", grace_period=3, min_samples_required=5)
+    # Asynchronous successive halving (ASHA) and its HyperBand form (several brackets): unlike
+    # the synchronous HyperBandScheduler they never pause a trial, which a function trainable
+    # without checkpoints would have to restart from its first epoch.
     if plan.pruner == "successive-halving":
-        return ASHAScheduler(time_attr="training_iteration", max_t=max_t, grace_period=3, reduction_factor=3)
+        return AsyncHyperBandScheduler(time_attr="training_iteration", max_t=max_t, grace_period=3,
+                                       reduction_factor=3, brackets=1)
     if plan.pruner == "hyperband":
-        return HyperBandScheduler(time_attr="training_iteration", max_t=max_t, reduction_factor=3)
+        return AsyncHyperBandScheduler(time_attr="training_iteration", max_t=max_t, grace_period=3,
+                                       reduction_factor=3, brackets=3)
     return FIFOScheduler()
