@@ -11,6 +11,7 @@ from typing import Any
 from hpo._errors import HpoError
 from hpo._objectives import resolve_objective
 from hpo._trial import Trial, TrialRecord, TrialState, trial_seed
+from hpo.dispatch import plan_slots
 from hpo.drivers import PRUNERS, BaseDriver, OptunaDriver, SearchListener
 from hpo.spaces import SearchSpace, load_space, resolve_space_path
 from hpo.strategies import BaseStrategy, EngineStrategy, make_strategy
@@ -131,6 +132,9 @@ def prepare(
     divergence_guard: bool = True,
     evaluate_test: bool = True,
     home: str | Path = ".hpo",
+    workers: str | int = "auto",
+    gpus: str | None = None,
+    trials_per_gpu: int = 1,
     ray_address: str | None = None,
     cpus_per_trial: float = 1.0,
     gpus_per_trial: float = 0.0,
@@ -157,7 +161,8 @@ def prepare(
     return PreparedSearch(
         plan=plan,
         objective=function,
-        driver=make_driver(driver, storage=storage, home=home, ray_address=ray_address,
+        driver=make_driver(driver, storage=storage, home=home, workers=workers, gpus=gpus,
+                           trials_per_gpu=trials_per_gpu, ray_address=ray_address,
                            cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial),
         tracker=MlflowTracker(tracking_uri, experiment or space.name, home=home),
         space_path=space_path,
@@ -189,6 +194,10 @@ def search(
         study_name: Names the study; a search with the same name resumes it.
         divergence_guard: End a trial whose loss turns NaN or explodes (pruned, "diverged").
         evaluate_test: Score the best configuration once with the objective's ``test``.
+        workers: Optuna driver: worker processes, or ``"auto"`` (one per GPU slot; half the
+            cores on a CPU-only machine). Each is pinned to a device slot and stays warm.
+        gpus: Optuna driver: ``"all"`` (default when there are GPUs), ``"none"``, or ids ``"0,1"``.
+        trials_per_gpu: Optuna driver: worker slots per GPU, for small models.
         ray_address: An existing Ray cluster for the Ray driver; a local instance by default.
         cpus_per_trial, gpus_per_trial: Ray resources per trial (0.25 GPU packs four a GPU).
         listener: Hears of each finished trial (a progress bar).
@@ -204,13 +213,17 @@ def search(
     return prepare(objective, space, **options).run(listener)
 
 
-def make_driver(name: str, *, storage: str | None, home: Path, ray_address: str | None = None,
-                cpus_per_trial: float = 1.0, gpus_per_trial: float = 0.0) -> BaseDriver:
+def make_driver(name: str, *, storage: str | None, home: Path, workers: str | int = "auto", gpus: str | None = None,
+                trials_per_gpu: int = 1, ray_address: str | None = None, cpus_per_trial: float = 1.0,
+                gpus_per_trial: float = 0.0) -> BaseDriver:
     if name == "optuna":
-        return OptunaDriver(storage, home=home, device=default_device())
+        slots = plan_slots(workers, gpus, trials_per_gpu)
+        return OptunaDriver(storage, home=home, device=slots[0].device, slots=slots)
     if name == "ray":
         if storage is not None:
             raise HpoError("--storage: the Ray driver keeps its trial journal under .hpo/ray; drop --storage")
+        if workers != "auto" or gpus is not None:
+            raise HpoError("--workers/--gpus: the Ray driver places trials by --cpus-per-trial and --gpus-per-trial")
         from hpo.drivers._ray import RayDriver
 
         return RayDriver(address=ray_address, cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial, home=home)

@@ -74,6 +74,11 @@ def cli() -> None:
               help="End a trial at once when its loss turns NaN or explodes.")
 @click.option("--test/--no-test", "evaluate_test", default=True, show_default=True,
               help="Score the best configuration once on the test set.")
+@click.option("--workers", default="auto", show_default=True,
+              help="Optuna driver: worker processes (N or auto: one per GPU slot, or half the cores).")
+@click.option("--gpus", help="Optuna driver: all, none, or ids like 0,1 [default: all there are].")
+@click.option("--trials-per-gpu", default=1, show_default=True, type=int,
+              help="Optuna driver: worker slots per GPU, for small models.")
 @click.option("--ray-address", help="Ray driver: an existing cluster [default: a local Ray instance].")
 @click.option("--cpus-per-trial", default=1.0, show_default=True, type=float, help="Ray driver: CPUs per trial.")
 @click.option("--gpus-per-trial", default=0.0, show_default=True, type=float,

@@ -61,7 +61,7 @@ def test_a_killed_search_resumes_and_its_lost_trial_is_recorded_once(tmp_path, s
     result = dataclasses.replace(prepared, driver=OptunaDriver(stores["storage"], heartbeat_interval=1, grace_period=2)).run()
 
     study = optuna.load_study(study_name=unique, storage=stores["storage"])
-    lost = [t for t in study.trials if t.user_attrs.get("hpo.result", {}).get("reason") == "interrupted"]
+    lost = [t for t in study.trials if t.user_attrs.get("hpo.result", {}).get("reason") == "worker lost"]
     assert len(lost) == 1 and lost[0].state.name == "FAIL" and lost[0].number == 1
     assert [t.state for t in result.trials] == [TrialState.COMPLETE] * 3  # the lost point ran again
     assert sorted(t.params["lr"] for t in result.trials) == [1e-3, 3e-3, 1e-2]
@@ -71,7 +71,7 @@ def test_a_killed_search_resumes_and_its_lost_trial_is_recorded_once(tmp_path, s
         by_trial.setdefault(int(run.data.tags["hpo.trial_number"]), []).append(run)
     assert sorted(by_trial) == [t.number for t in study.trials]  # every trial once in MLflow
     assert all(len(r) == 1 for r in by_trial.values())
-    assert by_trial[1][0].info.status == "FAILED" and by_trial[1][0].data.tags["hpo.reason"] == "interrupted"
+    assert by_trial[1][0].info.status == "FAILED" and by_trial[1][0].data.tags["hpo.reason"] == "worker lost"
 
 
 def test_ctrl_c_closes_the_running_trial_and_a_rerun_runs_it_again(stores, unique):

@@ -17,7 +17,9 @@ if TYPE_CHECKING:
 
 PRUNERS = ("none", "median", "successive-halving", "hyperband")
 INTERRUPTED = "interrupted"
-"""The reason of a trial whose search was stopped or whose process died: it runs again."""
+"""The reason of a trial whose search the user stopped (Ctrl-C): it runs again on resume."""
+WORKER_LOST = "worker lost"
+"""The reason of a trial whose process died (killed, machine gone): it runs again."""
 
 
 def space_changed(plan: SearchPlan) -> HpoError:
@@ -68,10 +70,11 @@ def execute_trial(
     device: str,
     should_prune: Callable[[int, float], str | None] | None,
     context: Any = None,
+    tags: dict[str, str] | None = None,
 ) -> TrialRecord:
     """One trial, engine-agnostic: the objective runs, MLflow records it from start to end."""
     seed = trial_seed(plan.seed, number)
-    run = tracker.start_trial(number, params, stage=stage, seed=seed, device=device)
+    run = tracker.start_trial(number, params, stage=stage, seed=seed, device=device, tags=tags)
     trial = Trial(
         number,
         seed=seed,

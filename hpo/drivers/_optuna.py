@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import os
+import socket
 import time
 import warnings
+from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -16,12 +20,13 @@ from optuna.trial import TrialState as OptunaState
 
 from hpo._errors import HpoError
 from hpo._trial import TrialRecord, TrialState
-from hpo.drivers._base import INTERRUPTED, BaseDriver, SearchListener, execute_trial, space_changed
+from hpo.drivers._base import INTERRUPTED, WORKER_LOST, BaseDriver, SearchListener, execute_trial, space_changed
 from hpo.spaces import CategoricalParam, FloatParam, SearchSpace
-from hpo.strategies import WAIT, BaseStrategy
+from hpo.strategies import WAIT, BaseStrategy, params_key
 
 if TYPE_CHECKING:
     from hpo._search import SearchPlan
+    from hpo.dispatch import DeviceSlot
     from hpo.tracking import MlflowTracker
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -37,7 +42,12 @@ def _heartbeats_on_purpose() -> Iterator[None]:
         yield
 
 STAGE = "hpo.stage"  # set when the suggestion is enqueued
+RETRY_OF = "hpo.retry_of"  # the lost trial whose configuration this one runs again
+WORKER = "hpo.worker"  # host:pid of the process running the trial
 RESULT = "hpo.result"  # reason, metrics, seed, device, duration: set once, when the trial ends
+MAX_RETRIES = 2  # a configuration lost with its worker runs at most 1 + MAX_RETRIES times
+_DONE = object()
+LOST = (INTERRUPTED, WORKER_LOST)
 _STATES = {
     OptunaState.RUNNING: TrialState.RUNNING,
     OptunaState.COMPLETE: TrialState.COMPLETE,
@@ -58,9 +68,11 @@ class OptunaDriver(BaseDriver):
     Args:
         storage: An Optuna RDB URL (``sqlite:///...``, ``postgresql://...``); by default
             ``.hpo/optuna.db`` in the working directory.
+        slots: Device slots for a pool of worker processes (``hpo.dispatch.plan_slots``);
+            with more than one, trials run in that many long-lived workers at once.
         heartbeat_interval: Seconds between a running trial's heartbeats; a trial silent for
             ``grace_period`` seconds belonged to a process that died, and is failed as
-            "interrupted" (then planned again, since it never finished).
+            "worker lost" (then run again, at most ``MAX_RETRIES`` times).
     """
 
     name = "optuna"
@@ -71,6 +83,7 @@ class OptunaDriver(BaseDriver):
         *,
         home: Path = Path(".hpo"),
         device: str = "cpu",
+        slots: list[DeviceSlot] | None = None,
         heartbeat_interval: int = 5,
         grace_period: int = 20,
     ) -> None:
@@ -81,8 +94,11 @@ class OptunaDriver(BaseDriver):
         self.storage_url = storage
         self.home = home
         self.device = device
+        self.slots = slots or []
         self.heartbeat_interval = heartbeat_interval
         self.grace_period = grace_period
+        self.worker_id = f"{socket.gethostname()}:{os.getpid()}"
+        self.context: Any = None  # what the objective's setup returned in this process
 
     # -- study ------------------------------------------------------------------------------
     def check(self, plan: SearchPlan) -> None:
@@ -132,32 +148,69 @@ class OptunaDriver(BaseDriver):
         study = self.open_study(plan)
         assert study is not None
         self._fail_stale(study, tracker)
-        listener.resumed([to_record(t) for t in study.get_trials(deepcopy=False) if _counts(t)])
+        listener.resumed(counted(study.get_trials(deepcopy=False)))
+        if len(self.slots) > 1:
+            from hpo.dispatch import WorkerPool
+
+            WorkerPool(self, plan, objective, tracker).run(study, listener)
+        else:
+            if self.slots:
+                self.device = self.slots[0].device
+            self.context = objective.setup(self.device) if hasattr(objective, "setup") else None
+            self.work(study, plan, objective, tracker, listener, wait_for_others=True)
+        return counted(study.get_trials(deepcopy=False))
+
+    def work(self, study, plan, objective, tracker, listener, *, wait_for_others: bool) -> None:  # type: ignore[no-untyped-def]
+        """Claim and run trials until the budget is claimed (and, if asked, finished)."""
         while True:
             self._fail_stale(study, tracker)
+            claim = self._claim(study, plan)
+            if claim is _DONE:
+                history = counted(study.get_trials(deepcopy=False))
+                if not wait_for_others or all(t.finished for t in history):
+                    return
+                time.sleep(1.0)  # another process is still finishing trials of this budget
+            elif claim is WAIT:
+                time.sleep(0.5)  # the next stage waits for trials running elsewhere
+            else:
+                listener.trial_finished(self._run_trial(plan, objective, tracker, study, claim))
+
+    def _claim(self, study: optuna.Study, plan: SearchPlan) -> Any:
+        """The next trial, started in the study; ``WAIT``; or ``_DONE`` when the budget is
+        claimed. Under a lock, so that workers never claim the same point or one too many."""
+        with self._claim_lock():
             trials = study.get_trials(deepcopy=False)
-            history = [to_record(t) for t in trials if _counts(t)]
+            history = counted(trials)
             waiting = any(t.state is OptunaState.WAITING for t in trials)
             if len(history) >= plan.n_trials and not waiting:
-                if all(t.finished for t in history):
-                    return history
-                time.sleep(1.0)  # another process is still finishing trials of this budget
-                continue
+                return _DONE
             if not waiting and isinstance(plan.strategy, BaseStrategy):
                 suggestion = plan.strategy.suggest(plan.space, history, plan.n_trials)
                 if suggestion is None:
-                    return history
+                    return _DONE
                 if suggestion is WAIT:
-                    time.sleep(1.0)  # the next stage waits for trials running elsewhere
-                    continue
-                study.enqueue_trial(suggestion.params, user_attrs={STAGE: suggestion.stage})
+                    return WAIT
+                attrs: dict[str, Any] = {STAGE: suggestion.stage}
+                lost = [t for t in trials if _lost(t) and t.params == suggestion.params]
+                if lost:
+                    attrs[RETRY_OF] = lost[-1].number
+                study.enqueue_trial(suggestion.params, user_attrs=attrs)
             with _heartbeats_on_purpose():
                 otrial = study.ask()
-            listener.trial_finished(self._run_trial(plan, objective, tracker, study, otrial))
+            otrial.set_user_attr(WORKER, self.worker_id)
+            return otrial
+
+    def _claim_lock(self) -> contextlib.AbstractContextManager[Any]:
+        """A lock file beside an SQLite storage; other storages are claimed without one."""
+        url = self.storage_url or default_storage_url(self.home)
+        if not url.startswith("sqlite:///"):
+            return contextlib.nullcontext()
+        return _FileLock(Path(url.removeprefix("sqlite:///") + ".claim.lock"))
 
     def _run_trial(self, plan, objective, tracker, study, otrial) -> TrialRecord:  # type: ignore[no-untyped-def]
         params = suggest(otrial, plan.space)
         stage = int(otrial.user_attrs.get(STAGE, 0))
+        retry_of = otrial.user_attrs.get(RETRY_OF)
 
         def should_prune(step: int, value: float) -> str | None:
             otrial.report(value, step)
@@ -167,7 +220,8 @@ class OptunaDriver(BaseDriver):
             with get_heartbeat_thread(otrial._trial_id, study._storage):
                 record = execute_trial(
                     plan, objective, tracker, number=otrial.number, params=params, stage=stage,
-                    device=self.device, should_prune=should_prune,
+                    device=self.device, should_prune=should_prune, context=self.context,
+                    tags={"hpo.retry_of": str(retry_of)} if retry_of is not None else None,
                 )
         except KeyboardInterrupt:
             otrial.set_user_attr(RESULT, {"reason": INTERRUPTED})
@@ -178,19 +232,43 @@ class OptunaDriver(BaseDriver):
         return record
 
     def _fail_stale(self, study: optuna.Study, tracker: MlflowTracker) -> None:
-        """Trials whose process died: failed as interrupted, their child runs closed likewise."""
-        storage = study._storage
-        stale = storage._get_stale_trial_ids(study._study_id)
-        if not stale:
+        """Trials whose heartbeat stopped: their process died."""
+        self.fail_lost(study, tracker, study._storage._get_stale_trial_ids(study._study_id))
+
+    def fail_worker(self, study: optuna.Study, tracker: MlflowTracker, worker_id: str) -> None:
+        """The running trials of a worker process known to be dead."""
+        running = study.get_trials(deepcopy=False, states=(OptunaState.RUNNING,))
+        self.fail_lost(study, tracker, [t._trial_id for t in running if t.user_attrs.get(WORKER) == worker_id])
+
+    def fail_lost(self, study: optuna.Study, tracker: MlflowTracker, trial_ids: list[int]) -> None:
+        """Fail trials as "worker lost" and close their child runs likewise (creating a run for
+        a trial that died before it had one): every trial keeps exactly one run."""
+        if not trial_ids:
             return
+        storage = study._storage
         runs = tracker.trial_runs()
-        for trial_id in stale:
-            frozen = storage.get_trial(trial_id)
-            storage.set_trial_user_attr(trial_id, RESULT, {"reason": INTERRUPTED})
+        for trial_id in trial_ids:
+            storage.set_trial_user_attr(trial_id, RESULT, {"reason": WORKER_LOST})
             if not storage.set_trial_state_values(trial_id, OptunaState.FAIL):
-                continue
+                continue  # it ended after all
             record = to_record(storage.get_trial(trial_id))
-            tracker.record_lost(record, runs.get(frozen.number, []))
+            tracker.record_lost(record, runs.get(record.number, []))
+
+
+class _FileLock:
+    """An exclusive ``flock`` on a file: one process at a time on this machine."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __enter__(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = self.path.open("a")
+        fcntl.flock(self._file, fcntl.LOCK_EX)
+
+    def __exit__(self, *exc: object) -> None:
+        fcntl.flock(self._file, fcntl.LOCK_UN)
+        self._file.close()
 
 
 def suggest(otrial: optuna.Trial, space: SearchSpace) -> dict[str, Any]:
@@ -237,9 +315,25 @@ def _result_attr(record: TrialRecord) -> dict[str, Any]:
     }
 
 
-def _counts(trial: FrozenTrial) -> bool:
-    """Whether a trial takes a place in the budget: started, and not lost to a dead process."""
-    return trial.state is not OptunaState.WAITING and trial.user_attrs.get(RESULT, {}).get("reason") != INTERRUPTED
+def _lost(trial: FrozenTrial) -> bool:
+    return trial.state is OptunaState.FAIL and trial.user_attrs.get(RESULT, {}).get("reason") in LOST
+
+
+def counted(trials: list[FrozenTrial]) -> list[TrialRecord]:
+    """The trials that take a place in the budget, oldest first: started ones, except those
+    lost with their process, whose configuration runs again (up to ``MAX_RETRIES`` times; the
+    last loss then stands as that configuration's failure)."""
+    losses: Counter[str] = Counter()
+    records = []
+    for trial in sorted(trials, key=lambda t: t.number):
+        if trial.state is OptunaState.WAITING:
+            continue
+        if _lost(trial):
+            losses[params_key(trial.params)] += 1
+            if losses[params_key(trial.params)] <= MAX_RETRIES:
+                continue
+        records.append(to_record(trial))
+    return records
 
 
 def _sampler(plan: SearchPlan) -> optuna.samplers.BaseSampler:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from hpo._errors import HpoError
 from hpo._trial import DivergenceGuard, Trial, TrialRecord, TrialState, run_objective, trial_seed
-from hpo.drivers._base import INTERRUPTED, BaseDriver, SearchListener, space_changed
+from hpo.drivers._base import WORKER_LOST, BaseDriver, SearchListener, space_changed
 from hpo.strategies import WAIT, BaseStrategy
 
 if TYPE_CHECKING:
@@ -39,7 +39,7 @@ class TrialJournal:
     """The Ray driver's study storage: one JSON line per trial start and end, append-only.
 
     A rerun reads it to resume: ended trials are the history; a trial that started and never
-    ended died with its process, and is recorded as failed ("interrupted") and planned again.
+    ended died with its process, and is recorded as failed ("worker lost") and planned again.
     """
 
     def __init__(self, path: Path) -> None:
@@ -256,11 +256,11 @@ class RayDriver(BaseDriver):
         history, lost = journal.read()
         runs = tracker.trial_runs()
         for record in lost:  # died with the process that ran them
-            failed = dataclasses.replace(record, state=TrialState.FAILED, reason=INTERRUPTED)
+            failed = dataclasses.replace(record, state=TrialState.FAILED, reason=WORKER_LOST)
             tracker.record_lost(failed, runs.get(record.number, []))
             journal.append("end", failed)
             history.append(failed)
-        counted = [t for t in history if t.reason != INTERRUPTED]
+        counted = [t for t in history if t.reason != WORKER_LOST]
         listener.resumed(counted)
         if len(counted) >= plan.n_trials:
             return history

@@ -145,6 +145,12 @@ class MlflowTracker:
         self.client.log_text(run_id, _leaderboard_csv(result.trials), "leaderboard.csv")
         self.client.set_terminated(run_id, "FINISHED")
 
+    def attach(self, experiment_id: str, parent_run_id: str) -> None:
+        """Write into a search another process started (a worker of its pool)."""
+        self.tracking_uri = self.tracking_uri or default_tracking_uri(self.home)
+        self.client = MlflowClient(self.tracking_uri)
+        self.experiment_id, self.parent_run_id = experiment_id, parent_run_id
+
     def abort_search(self) -> None:
         """The search stopped early (interrupted, or an error): the parent run is KILLED."""
         self.client.set_terminated(self.parent_run_id, "KILLED")
@@ -163,9 +169,11 @@ class MlflowTracker:
 
     # -- trials -----------------------------------------------------------------------------
     def start_trial(
-        self, number: int, params: Mapping[str, Any], *, stage: int, seed: int, device: str
+        self, number: int, params: Mapping[str, Any], *, stage: int, seed: int, device: str,
+        tags: Mapping[str, str] | None = None,
     ) -> TrialRun:
         tags = {
+            **(tags or {}),
             "mlflow.parentRunId": self.parent_run_id,
             "hpo.study_run": self.parent_run_id,
             "hpo.trial_number": str(number),

@@ -1,0 +1,115 @@
+"""A pool of long-lived worker processes, each pinned to a device slot, claiming trials from
+one Optuna study. The parent replaces a worker that dies and fails the trial it was running."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import queue
+import socket
+from typing import TYPE_CHECKING, Any
+
+import cloudpickle
+
+from hpo.drivers._base import SearchListener
+from hpo.tracking import MlflowTracker
+
+if TYPE_CHECKING:
+    import optuna
+
+    from hpo._search import SearchPlan
+    from hpo._trial import TrialRecord
+    from hpo.dispatch._slots import DeviceSlot
+    from hpo.drivers._optuna import OptunaDriver
+
+
+class _QueueListener(SearchListener):
+    """A worker's listener: finished trials go to the parent (its progress bar)."""
+
+    def __init__(self, events: Any) -> None:
+        self.events = events
+
+    def trial_finished(self, trial: TrialRecord) -> None:
+        self.events.put(trial)
+
+
+def _worker_main(payload: bytes, slot: DeviceSlot, events: Any) -> None:
+    """A worker process: pin the slot, warm the objective up once, then claim trials."""
+    slot.pin()
+    driver, plan, objective, tracking = cloudpickle.loads(payload)
+    driver.device = slot.device
+    driver.worker_id = f"{socket.gethostname()}:{mp.current_process().pid}"
+    driver.context = objective.setup(slot.device) if hasattr(objective, "setup") else None
+    tracker = MlflowTracker(tracking["uri"], tracking["experiment"])
+    tracker.attach(tracking["experiment_id"], tracking["parent_run_id"])
+    study = driver.open_study(plan)
+    driver.work(study, plan, objective, tracker, _QueueListener(events), wait_for_others=False)
+
+
+class WorkerPool:
+    """Runs ``driver``'s trials in one process per slot until the budget is spent.
+
+    A worker that exits abnormally (killed, crashed) has its running trial failed as
+    "worker lost" at once, in the study and in MLflow, and is replaced; the trial's
+    configuration is planned again, a bounded number of times.
+    """
+
+    def __init__(self, driver: OptunaDriver, plan: SearchPlan, objective: Any, tracker: MlflowTracker,
+                 max_restarts: int | None = None) -> None:
+        self.driver = driver
+        self.plan = plan
+        self.objective = objective
+        self.tracker = tracker
+        self.max_restarts = 2 * len(driver.slots) if max_restarts is None else max_restarts
+        self.context = mp.get_context("spawn")  # no inherited CUDA state, locks or DB connections
+
+    def run(self, study: optuna.Study, listener: SearchListener) -> None:
+        tracking = {"uri": self.tracker.tracking_uri, "experiment": self.tracker.experiment_name,
+                    "experiment_id": self.tracker.experiment_id, "parent_run_id": self.tracker.parent_run_id}
+        slots = self.driver.slots
+        pool_driver = _detached(self.driver)
+        payload = cloudpickle.dumps((pool_driver, self.plan, self.objective, tracking))
+        events = self.context.Queue()
+        workers = {i: self._start(payload, slot, events) for i, slot in enumerate(slots)}
+        restarts = 0
+        try:
+            while workers:
+                try:
+                    listener.trial_finished(events.get(timeout=0.5))
+                    continue
+                except queue.Empty:
+                    pass
+                for index, process in list(workers.items()):
+                    if process.exitcode is None:
+                        continue
+                    del workers[index]
+                    if process.exitcode == 0:
+                        continue
+                    self.driver.fail_worker(study, self.tracker, f"{socket.gethostname()}:{process.pid}")
+                    if restarts >= self.max_restarts:
+                        raise RuntimeError(f"workers keep dying (last exit code {process.exitcode})")
+                    restarts += 1
+                    workers[index] = self._start(payload, slots[index], events)
+        finally:
+            for process in workers.values():
+                process.terminate()
+            for process in workers.values():
+                process.join()
+        while True:  # trials that ended just before their worker did
+            try:
+                listener.trial_finished(events.get_nowait())
+            except queue.Empty:
+                break
+
+    def _start(self, payload: bytes, slot: DeviceSlot, events: Any) -> Any:
+        process = self.context.Process(target=_worker_main, args=(payload, slot, events), name=f"hpo-{slot.name}")
+        process.start()
+        return process
+
+
+def _detached(driver: OptunaDriver) -> OptunaDriver:
+    """A copy of the driver to ship to a worker: one slot, no context of the parent's."""
+    import copy
+
+    clone = copy.copy(driver)
+    clone.slots, clone.context = [], None
+    return clone

@@ -1,0 +1,147 @@
+"""The Optuna driver's pool of warm worker processes, on CPU slots (CI has no GPU)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+
+import hpo
+from hpo import HpoError, TrialState
+from hpo.dispatch import plan_slots
+from hpo.drivers import SearchListener
+from hpo.strategies import params_key
+from objectives import digits_mlp
+
+from conftest import child_runs, digits_space
+
+class Heard(SearchListener):
+    def __init__(self) -> None:
+        self.trials: list = []
+
+    def trial_finished(self, trial) -> None:
+        self.trials.append(trial)
+
+
+class WarmObjective:
+    """digits_mlp with a setup step that leaves a line per call in a file."""
+
+    def __init__(self, log: Path) -> None:
+        self.log = log
+
+    def setup(self, device):
+        with self.log.open("a") as log:
+            log.write(f"{os.getpid()}\n")
+        return digits_mlp.setup(device)
+
+    def __call__(self, params, trial):
+        assert trial.context is not None  # what setup returned, on this worker
+        return digits_mlp(params, trial)
+
+
+def lr_space(points: int) -> hpo.SearchSpace:
+    return digits_space(epochs=1, lr={"type": "float", "low": 1e-4, "high": 0.1, "log": True, "grid_points": points})
+
+
+def test_two_cpu_workers_run_exactly_the_budget_with_warm_setup(stores, unique, tmp_path):
+    log = tmp_path / "setup.log"
+    heard = Heard()
+    result = hpo.search(WarmObjective(log), lr_space(20), strategy="random", n_trials=8, workers=2,
+                        experiment=unique, study_name=unique, evaluate_test=False, listener=heard, **stores)
+    study = optuna.load_study(study_name=unique, storage=stores["storage"])
+    assert len(study.trials) == 8 and len(result.trials) == 8
+    assert {t.state for t in result.trials} == {TrialState.COMPLETE}
+    assert len({t.user_attrs["hpo.worker"] for t in study.trials}) == 2  # both workers took trials
+    assert len(log.read_text().split()) == 2  # the setup ran once per worker, not once per trial
+    assert len(heard.trials) == 8  # every trial reached the parent's progress bar
+    assert len(child_runs(stores["tracking_uri"], result.parent_run_id)) == 8
+
+
+def test_no_grid_point_runs_twice_with_several_workers(stores, unique):
+    result = hpo.search("digits_mlp", lr_space(6), strategy="grid", n_trials=20, workers=2,
+                        experiment=unique, study_name=unique, evaluate_test=False, **stores)
+    keys = [params_key(t.params) for t in result.trials]
+    assert len(keys) == 6 == len(set(keys))
+
+
+def killed_once(params, trial):
+    """Blocks on its first trial until the test kills this worker; later trials just train."""
+    marker = Path(os.environ["HPO_TEST_MARKERS"]) / f"hpo-kill-{os.environ['HPO_TEST_ID']}"
+    if not marker.exists():
+        marker.write_text(str(os.getpid()))
+        time.sleep(600)
+    return digits_mlp(params, trial)
+
+
+def oom_on_small_lr(params, trial):
+    if params["lr"] < 5e-3:
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 8.00 GiB")
+    return digits_mlp(params, trial)
+
+
+def test_a_worker_killed_mid_trial_loses_no_trial(stores, unique, tmp_path, monkeypatch):
+    monkeypatch.setenv("HPO_TEST_ID", unique)
+    monkeypatch.setenv("HPO_TEST_MARKERS", str(tmp_path))  # the workers inherit both
+    marker = tmp_path / f"hpo-kill-{unique}"
+
+    def kill_when_marked() -> None:
+        deadline = time.monotonic() + 120
+        while not marker.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(0.5)
+        os.kill(int(marker.read_text()), signal.SIGKILL)
+
+    killer = threading.Thread(target=kill_when_marked)
+    killer.start()
+    result = hpo.search(killed_once, lr_space(4), strategy="grid", n_trials=4, workers=2,
+                        experiment=unique, study_name=unique, evaluate_test=False, **stores)
+    killer.join()
+
+    study = optuna.load_study(study_name=unique, storage=stores["storage"])
+    lost = [t for t in study.trials if t.user_attrs.get("hpo.result", {}).get("reason") == "worker lost"]
+    assert len(lost) == 1 and lost[0].state.name == "FAIL"
+    retry = [t for t in study.trials if t.user_attrs.get("hpo.retry_of") == lost[0].number]
+    assert len(retry) == 1 and retry[0].params == lost[0].params and retry[0].state.name == "COMPLETE"
+    assert [t.state for t in result.trials] == [TrialState.COMPLETE] * 4  # the budget, all accounted
+    runs = {}
+    for run in child_runs(stores["tracking_uri"], result.parent_run_id):
+        runs.setdefault(int(run.data.tags["hpo.trial_number"]), []).append(run)
+    assert sorted(runs) == sorted(t.number for t in study.trials)  # exactly one run per trial
+    assert all(len(r) == 1 for r in runs.values())
+    assert runs[lost[0].number][0].info.status == "FAILED"
+    assert runs[retry[0].number][0].data.tags["hpo.retry_of"] == str(lost[0].number)
+
+
+def test_out_of_memory_fails_the_trial_and_the_worker_goes_on(stores, unique):
+    result = hpo.search(oom_on_small_lr, lr_space(4), strategy="grid", n_trials=4, workers=2,
+                        experiment=unique, study_name=unique, evaluate_test=False, **stores)
+    reasons = sorted((t.params["lr"] < 5e-3, t.state.value, t.reason) for t in result.trials)
+    assert reasons == [(False, "complete", "")] * 2 + [(True, "failed", "cuda_oom")] * 2
+
+
+def test_cpu_slots_share_the_cores():
+    slots = plan_slots(2, gpus="none")
+    assert [s.device for s in slots] == ["cpu", "cpu"]
+    assert all(s.threads == max(1, (os.cpu_count() or 1) // 2) for s in slots)
+    assert len(plan_slots("auto", gpus="none")) == max(1, (os.cpu_count() or 1) // 2)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"workers": "many"}, "--workers: expected a number or 'auto'"),
+        ({"workers": 0}, "--workers: must be at least 1"),
+        ({"gpus": "x"}, "--gpus: expected 'all', 'none' or GPU ids"),
+        ({"gpus": "7"}, "--gpus: no GPU 7 on this machine"),
+        ({"trials_per_gpu": 0}, "--trials-per-gpu: must be at least 1"),
+    ],
+)
+def test_bad_worker_flags_are_refused(kwargs, message):
+    with pytest.raises(HpoError, match=message):
+        plan_slots(**kwargs)
