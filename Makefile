@@ -20,7 +20,7 @@ SEARCH_ARGS := $(if $(STRATEGY),--strategy $(STRATEGY)) $(if $(TRIALS),--trials 
 	$(if $(CPUS_PER_TRIAL),--cpus-per-trial $(CPUS_PER_TRIAL)) $(if $(WORKERS),--workers $(WORKERS)) \
 	$(if $(GPUS),--gpus $(GPUS)) $(if $(TRIALS_PER_GPU),--trials-per-gpu $(TRIALS_PER_GPU))
 
-.PHONY: install search test ui bench clean
+.PHONY: install postgresql search test ui bench clean
 
 install: $(STAMP)
 
@@ -33,8 +33,14 @@ $(STAMP): pyproject.toml
 search: $(STAMP)
 	$(BIN)/hpo search $(SPACE) $(SEARCH_ARGS)
 
-test: $(STAMP)
+test: $(STAMP) postgresql
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The tests start their own PostgreSQL server on loopback (tests/conftest.py); this only
+# makes sure its programs are installed.
+postgresql:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; }
 
 ui: $(STAMP)
 	mkdir -p .hpo

@@ -14,7 +14,11 @@ from hpo._errors import HpoError
 def resolve_objective(spec: str | Callable[..., Any] | None, default: str | None) -> tuple[Callable[..., Any], str]:
     """The objective and the name it is recorded under."""
     if callable(spec):
-        return spec, getattr(spec, "__name__", type(spec).__name__)
+        name = getattr(spec, "__qualname__", type(spec).__qualname__)
+        module = getattr(spec, "__module__", None) or type(spec).__module__
+        if module != "__main__" and "<locals>" not in name and isinstance(spec, type(resolve_objective)):
+            return spec, f"{module}:{name}"  # importable: a joining worker can find it again
+        return spec, name
     name = spec or default
     if not name:
         raise HpoError("--objective: none given and the space names no default 'objective'")

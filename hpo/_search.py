@@ -239,3 +239,48 @@ def _test_once(function: Any, best: TrialRecord, tracker: MlflowTracker, plan: S
     scores = {k: float(v) for k, v in function.test({**plan.space.fixed, **best.params}, trial).items()}
     tracker.record_test(best.number)
     return scores
+
+
+def join(
+    study_name: str,
+    storage: str,
+    *,
+    workers: str | int = "auto",
+    gpus: str | None = None,
+    trials_per_gpu: int = 1,
+    listener: SearchListener | None = None,
+) -> int:
+    """Join a running search from another machine: claim and run trials of ``study_name`` in
+    ``storage`` until its budget is claimed. Returns how many trials this call ran."""
+    import optuna
+
+    from hpo.drivers._optuna import PLAN
+
+    driver = OptunaDriver(storage, slots=plan_slots(workers, gpus, trials_per_gpu))
+    try:
+        study = optuna.load_study(study_name=study_name, storage=storage)
+    except KeyError:
+        raise HpoError(f"--study: no study {study_name!r} in {storage}") from None
+    stored = study.user_attrs.get(PLAN)
+    if stored is None:
+        raise HpoError(f"--study: {study_name!r} was not started by hpo search")
+    objective, objective_name = resolve_objective(stored["objective"], None)
+    plan = SearchPlan(
+        space=SearchSpace.model_validate(stored["space"]), strategy=make_strategy(stored["strategy"], stored["seed"]),
+        n_trials=stored["n_trials"], study_name=study_name, objective_name=objective_name, pruner=stored["pruner"],
+        seed=stored["seed"], divergence_guard=stored["divergence_guard"],
+    )
+    tracker = MlflowTracker(stored["tracking_uri"], stored["experiment"])
+    tracker.attach(stored["experiment_id"], stored["parent_run_id"])
+    counter = _Counting(listener or SearchListener())
+    driver.join(plan, objective, tracker, counter)
+    return counter.count
+
+
+class _Counting(SearchListener):
+    def __init__(self, inner: SearchListener) -> None:
+        self.inner, self.count = inner, 0
+
+    def trial_finished(self, trial: TrialRecord) -> None:
+        self.count += 1
+        self.inner.trial_finished(trial)

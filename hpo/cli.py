@@ -97,6 +97,20 @@ def search(space: str, **options: object) -> None:
     print_summary(result, Console())
 
 
+@cli.command()
+@click.option("--study", "study_name", required=True, help="The study of a running search (see its summary).")
+@click.option("--storage", required=True, help="The search's Optuna storage URL (postgresql://... for many machines).")
+@click.option("--workers", default="auto", show_default=True, help="Worker processes on this machine (N or auto).")
+@click.option("--gpus", help="all, none, or ids like 0,1 [default: all there are].")
+@click.option("--trials-per-gpu", default=1, show_default=True, type=int, help="Worker slots per GPU.")
+def worker(study_name: str, storage: str, **options: object) -> None:
+    """Join a running search from this machine: draw trials from the same budget."""
+    from hpo._search import join
+
+    ran = join(study_name, storage, **options)  # type: ignore[arg-type]
+    console.print(f"hpo worker: ran {ran} trials of {study_name!r}; the budget is claimed")
+
+
 def main() -> None:
     """Entry point: user errors become one line on stderr and exit code 2, never a traceback."""
     try:

@@ -1,7 +1,12 @@
 from __future__ import annotations
 
+import glob
 import itertools
 import os
+import shutil
+import socket
+import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -28,6 +33,41 @@ def stores(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """One real MLflow SQLite store and one real Optuna SQLite storage for the session."""
     path = tmp_path_factory.mktemp("stores")
     return {"tracking_uri": f"sqlite:///{path / 'mlflow.db'}", "storage": f"sqlite:///{path / 'optuna.db'}"}
+
+
+def _as_postgres(command: list[str]) -> list[str]:
+    """PostgreSQL refuses to run as root: as root, run its tools as the postgres user."""
+    return ["runuser", "-u", "postgres", "--", *command] if os.geteuid() == 0 else command
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """A real PostgreSQL server on loopback for the session (``make test`` installs it when
+    missing); ``HPO_TEST_POSTGRES_URL`` points the tests at one already running instead."""
+    if os.environ.get("HPO_TEST_POSTGRES_URL"):
+        yield os.environ["HPO_TEST_POSTGRES_URL"]
+        return
+    initdb = shutil.which("initdb") or next(iter(sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))), None)
+    if initdb is None:
+        pytest.fail("PostgreSQL is not installed: `make test` installs it (apt-get install postgresql)")
+    bindir = Path(initdb).resolve().parent
+    data = Path(tempfile.mkdtemp(prefix="hpo-pg-"))
+    if os.geteuid() == 0:
+        shutil.chown(data, "postgres", "postgres")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    run = lambda *cmd: subprocess.run(_as_postgres([str(bindir / cmd[0]), *cmd[1:]]), check=True,  # noqa: E731
+                                      capture_output=True, timeout=120)
+    run("initdb", "-D", str(data / "db"), "-A", "trust", "-U", "postgres", "--no-sync")
+    run("pg_ctl", "-D", str(data / "db"), "-l", str(data / "log"), "-w", "start", "-o",
+        f"-p {port} -k {data} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200")
+    try:
+        run("createdb", "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "hpo")
+        yield f"postgresql+psycopg2://postgres@127.0.0.1:{port}/hpo"
+    finally:
+        run("pg_ctl", "-D", str(data / "db"), "-m", "fast", "-w", "stop")
+        shutil.rmtree(data, ignore_errors=True)
 
 
 @pytest.fixture

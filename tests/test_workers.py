@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -145,3 +147,47 @@ def test_cpu_slots_share_the_cores():
 def test_bad_worker_flags_are_refused(kwargs, message):
     with pytest.raises(HpoError, match=message):
         plan_slots(**kwargs)
+
+
+def slow_digits(params, trial):
+    time.sleep(1.5)  # long enough for a second process to join while trials remain
+    return digits_mlp(params, trial)
+
+
+def test_hpo_worker_joins_a_running_search_on_postgresql(postgres_url, stores, unique):
+    results = {}
+    started = threading.Event()
+
+    class Started(SearchListener):
+        def resumed(self, trials) -> None:  # the study exists and holds its plan
+            started.set()
+
+    def search() -> None:
+        results["search"] = hpo.search(slow_digits, lr_space(8), strategy="grid", n_trials=8, workers=1,
+                                       storage=postgres_url, tracking_uri=stores["tracking_uri"], experiment=unique,
+                                       study_name=unique, evaluate_test=False, listener=Started())
+
+    thread = threading.Thread(target=search)
+    thread.start()
+    assert started.wait(timeout=120)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
+    joined = subprocess.run([str(Path(sys.executable).with_name("hpo")), "worker", "--study", unique,
+                             "--storage", postgres_url, "--workers", "1"],
+                            capture_output=True, text=True, timeout=300, env=env)
+    thread.join()
+    assert joined.returncode == 0, joined.stderr
+    ran = int(joined.stderr.split("ran ")[1].split()[0])
+    assert ran >= 1  # the second process drew from the budget
+
+    study = optuna.load_study(study_name=unique, storage=postgres_url)
+    keys = [params_key(t.params) for t in study.trials]
+    assert len(study.trials) == 8 and len(set(keys)) == 8  # the budget exactly, no point twice
+    assert {t.state.name for t in study.trials} == {"COMPLETE"}
+    assert len({t.user_attrs["hpo.worker"] for t in study.trials}) == 2
+    assert len(results["search"].trials) == 8
+    assert len(child_runs(stores["tracking_uri"], results["search"].parent_run_id)) == 8
+
+
+def test_joining_an_unknown_study_is_a_one_line_error(postgres_url):
+    with pytest.raises(HpoError, match="--study: no study 'nowhere'"):
+        hpo.join("nowhere", postgres_url)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import os
 import socket
 import time
@@ -42,6 +43,7 @@ def _heartbeats_on_purpose() -> Iterator[None]:
         yield
 
 STAGE = "hpo.stage"  # set when the suggestion is enqueued
+PLAN = "hpo.plan"  # the plan and its MLflow run, for workers that join from elsewhere
 RETRY_OF = "hpo.retry_of"  # the lost trial whose configuration this one runs again
 WORKER = "hpo.worker"  # host:pid of the process running the trial
 RESULT = "hpo.result"  # reason, metrics, seed, device, duration: set once, when the trial ends
@@ -147,6 +149,7 @@ class OptunaDriver(BaseDriver):
     ) -> list[TrialRecord]:
         study = self.open_study(plan)
         assert study is not None
+        study.set_user_attr(PLAN, plan_attr(plan, tracker))  # what `hpo worker` joins with
         self._fail_stale(study, tracker)
         listener.resumed(counted(study.get_trials(deepcopy=False)))
         if len(self.slots) > 1:
@@ -154,11 +157,24 @@ class OptunaDriver(BaseDriver):
 
             WorkerPool(self, plan, objective, tracker).run(study, listener)
         else:
-            if self.slots:
-                self.device = self.slots[0].device
+            self.device = self.slots[0].device if self.slots else self.device
             self.context = objective.setup(self.device) if hasattr(objective, "setup") else None
             self.work(study, plan, objective, tracker, listener, wait_for_others=True)
         return counted(study.get_trials(deepcopy=False))
+
+    def join(self, plan: SearchPlan, objective: Callable[..., Any], tracker: MlflowTracker,
+             listener: SearchListener) -> None:
+        """Work on a study another process runs (``hpo worker``), until its budget is claimed."""
+        study = self.open_study(plan)
+        assert study is not None
+        if len(self.slots) > 1:
+            from hpo.dispatch import WorkerPool
+
+            WorkerPool(self, plan, objective, tracker).run(study, listener)
+            return
+        self.device = self.slots[0].device if self.slots else self.device
+        self.context = objective.setup(self.device) if hasattr(objective, "setup") else None
+        self.work(study, plan, objective, tracker, listener, wait_for_others=False)
 
     def work(self, study, plan, objective, tracker, listener, *, wait_for_others: bool) -> None:  # type: ignore[no-untyped-def]
         """Claim and run trials until the budget is claimed (and, if asked, finished)."""
@@ -178,7 +194,7 @@ class OptunaDriver(BaseDriver):
     def _claim(self, study: optuna.Study, plan: SearchPlan) -> Any:
         """The next trial, started in the study; ``WAIT``; or ``_DONE`` when the budget is
         claimed. Under a lock, so that workers never claim the same point or one too many."""
-        with self._claim_lock():
+        with self._claim_lock(study):
             trials = study.get_trials(deepcopy=False)
             history = counted(trials)
             waiting = any(t.state is OptunaState.WAITING for t in trials)
@@ -200,12 +216,15 @@ class OptunaDriver(BaseDriver):
             otrial.set_user_attr(WORKER, self.worker_id)
             return otrial
 
-    def _claim_lock(self) -> contextlib.AbstractContextManager[Any]:
-        """A lock file beside an SQLite storage; other storages are claimed without one."""
+    def _claim_lock(self, study: optuna.Study) -> contextlib.AbstractContextManager[Any]:
+        """A lock file beside an SQLite storage (one machine); a PostgreSQL advisory lock
+        (every machine on the database); other databases are claimed without a lock."""
         url = self.storage_url or default_storage_url(self.home)
-        if not url.startswith("sqlite:///"):
-            return contextlib.nullcontext()
-        return _FileLock(Path(url.removeprefix("sqlite:///") + ".claim.lock"))
+        if url.startswith("sqlite:///"):
+            return _FileLock(Path(url.removeprefix("sqlite:///") + ".claim.lock"))
+        if url.startswith("postgresql"):
+            return _advisory_lock(study._storage._backend.engine, study.study_name)
+        return contextlib.nullcontext()
 
     def _run_trial(self, plan, objective, tracker, study, otrial) -> TrialRecord:  # type: ignore[no-untyped-def]
         params = suggest(otrial, plan.space)
@@ -269,6 +288,31 @@ class _FileLock:
     def __exit__(self, *exc: object) -> None:
         fcntl.flock(self._file, fcntl.LOCK_UN)
         self._file.close()
+
+
+@contextlib.contextmanager
+def _advisory_lock(engine: Any, name: str) -> Iterator[None]:
+    """A PostgreSQL session-level advisory lock keyed by the study's name."""
+    from sqlalchemy import text
+
+    key = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+    with engine.connect() as connection:
+        connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": key})
+        try:
+            yield
+        finally:
+            connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": key})
+
+
+def plan_attr(plan: SearchPlan, tracker: MlflowTracker) -> dict[str, Any]:
+    """The plan as data in the study, with where it is tracked: a joining worker rebuilds it."""
+    return {
+        "space": plan.space.model_dump(mode="json"), "strategy": plan.strategy.name, "seed": plan.seed,
+        "n_trials": plan.n_trials, "pruner": plan.pruner, "objective": plan.objective_name,
+        "divergence_guard": plan.divergence_guard, "tracking_uri": tracker.tracking_uri,
+        "experiment": tracker.experiment_name, "experiment_id": tracker.experiment_id,
+        "parent_run_id": tracker.parent_run_id,
+    }
 
 
 def suggest(otrial: optuna.Trial, space: SearchSpace) -> dict[str, Any]:
