@@ -48,6 +48,7 @@ ui: $(STAMP)
 		--default-artifact-root $(CURDIR)/.hpo/mlartifacts --host $(HOST) --port $(PORT)
 
 bench: $(STAMP)
+	$(BIN)/python -m pip install -qq --disable-pip-version-check -e '.[bench]'
 	$(BIN)/python bench/overhead.py
 	$(BIN)/python bench/ray_overhead.py
 

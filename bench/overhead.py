@@ -1,13 +1,17 @@
 """Per-trial overhead of hpo against bare Optuna, on a null objective that reports 10 steps.
 
-Both use a fresh SQLite Optuna storage in the same folder; hpo also writes every trial to a
-SQLite MLflow store (a child run, 10-step curves, params, tags, final metrics). Run with
-``make bench``; the table is what goes into docs/benchmarks.md.
+Every runner uses a fresh SQLite Optuna storage in the same folder, the same median pruner
+and random sampling: bare Optuna (``study.optimize``), bare Optuna with optuna-integration's
+``MLflowCallback`` writing each trial to a SQLite MLflow store, and hpo with its full MLflow
+layout (child run, 10-step curves, params, tags, final metrics, status). With several
+workers, bare Optuna runs one process per worker on the shared storage and hpo its pool;
+both times include starting those processes. Run with ``make bench``.
 """
 
 from __future__ import annotations
 
 import argparse
+import multiprocessing as mp
 import platform
 import statistics
 import tempfile
@@ -45,55 +49,93 @@ def optuna_null(trial: optuna.Trial) -> float:
     return lr / STEPS
 
 
-def time_hpo(folder: Path, n_trials: int) -> float:
+def _optuna_worker(storage: str, n_trials: int, tracking_uri: str | None, seed: int) -> None:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.load_study(study_name="bare", storage=storage,
+                              pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=2),
+                              sampler=optuna.samplers.RandomSampler(seed=seed))
+    callbacks = []
+    if tracking_uri is not None:
+        import warnings
+
+        from optuna_integration.mlflow import MLflowCallback
+
+        warnings.filterwarnings("ignore", "MLflowCallback has been deprecated", FutureWarning)
+        callbacks.append(MLflowCallback(tracking_uri=tracking_uri, metric_name="loss"))
+    study.optimize(optuna_null, n_trials=n_trials, callbacks=callbacks)
+
+
+def time_optuna(folder: Path, n_trials: int, workers: int, with_mlflow: bool) -> float:
+    storage = f"sqlite:///{folder / 'bare.db'}"
+    tracking_uri = f"sqlite:///{folder / 'mlflow.db'}" if with_mlflow else None
+    optuna.create_study(study_name="bare", storage=storage)
+    if with_mlflow:  # create the MLflow store's tables outside the timed part, as for hpo
+        from mlflow import MlflowClient
+
+        MlflowClient(tracking_uri).search_experiments()
+    started = time.perf_counter()
+    if workers == 1:
+        _optuna_worker(storage, n_trials, tracking_uri, 0)
+    else:
+        context = mp.get_context("spawn")
+        processes = [context.Process(target=_optuna_worker, args=(storage, n_trials // workers, tracking_uri, i))
+                     for i in range(workers)]
+        for process in processes:
+            process.start()
+        for process in processes:
+            process.join()
+    return time.perf_counter() - started
+
+
+def time_hpo(folder: Path, n_trials: int, workers: int) -> float:
     prepared = hpo.prepare(hpo_null, SPACE, strategy="random", n_trials=n_trials, pruner="median",
-                           home=folder, evaluate_test=False)
+                           home=folder, evaluate_test=False, workers=workers, gpus="none")
+    from mlflow import MlflowClient
+
+    from hpo.drivers._optuna import default_storage_url
+    from hpo.tracking import default_tracking_uri
+
+    # Both databases' tables are created untimed, as for bare Optuna.
+    optuna.storages.RDBStorage(default_storage_url(folder))
+    MlflowClient(default_tracking_uri(folder)).search_experiments()
     started = time.perf_counter()
     prepared.run()
     return time.perf_counter() - started
-
-
-def time_optuna(folder: Path, n_trials: int) -> float:
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(storage=f"sqlite:///{folder / 'bare.db'}", pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=2),
-                                sampler=optuna.samplers.RandomSampler(seed=0))
-    started = time.perf_counter()
-    study.optimize(optuna_null, n_trials=n_trials)
-    return time.perf_counter() - started
-
-
-def warm_up(folder: Path) -> None:
-    """Create both databases (schema migrations) outside the timed part."""
-    time_hpo(folder / "warm", 1)
-    time_optuna(folder / "warm", 1)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--trials", type=int, default=100)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 4])
     args = parser.parse_args()
-    rows: dict[str, list[float]] = {"bare Optuna (SQLite)": [], "hpo, Optuna driver + MLflow (SQLite)": []}
+    runners = {
+        "bare Optuna": lambda folder, workers: time_optuna(folder, args.trials, workers, False),
+        "bare Optuna + MLflowCallback": lambda folder, workers: time_optuna(folder, args.trials, workers, True),
+        "hpo (Optuna driver, full MLflow)": lambda folder, workers: time_hpo(folder, args.trials, workers),
+    }
+    results: dict[tuple[str, int], list[float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        (root / "warm").mkdir()
-        warm_up(root)
         for repeat in range(args.repeats):
-            for name, timer in zip(rows, (time_optuna, time_hpo), strict=False):
-                folder = root / f"{repeat}-{len(rows[name])}-{timer.__name__}"
-                folder.mkdir()
-                rows[name].append(timer(folder, args.trials) / args.trials * 1000)
-    base = statistics.median(rows["bare Optuna (SQLite)"])
-    table = Table(title=f"Per-trial overhead, null objective, {STEPS} reports/trial, {args.trials} trials x {args.repeats}")
-    for column in ("runner", "ms/trial (median)", "min", "max", "ratio to bare Optuna"):
+            for workers in args.workers:
+                for name, timer in runners.items():
+                    folder = root / f"{repeat}-{workers}-{len(results)}-{hash(name) & 0xffff}"
+                    folder.mkdir()
+                    results.setdefault((name, workers), []).append(timer(folder, workers) / args.trials * 1000)
+    table = Table(title=f"Per-trial overhead: null objective, {STEPS} reports/trial, {args.trials} trials, "
+                        f"median of {args.repeats}")
+    for column in ("runner", "workers", "ms/trial", "min", "max", "ratio to bare Optuna"):
         table.add_column(column, justify="right")
-    for name, values in rows.items():
+    for (name, workers), values in results.items():
+        base = statistics.median(results[("bare Optuna", workers)])
         median = statistics.median(values)
-        table.add_row(name, f"{median:.1f}", f"{min(values):.1f}", f"{max(values):.1f}", f"{median / base:.2f}x")
+        table.add_row(name, str(workers), f"{median:.1f}", f"{min(values):.1f}", f"{max(values):.1f}",
+                      f"{median / base:.2f}x")
     console = Console(width=160)
     console.print(table)
-    console.print(f"machine: {platform.machine()}, {platform.processor() or platform.platform()}, "
-                  f"python {platform.python_version()}, optuna {optuna.__version__}")
+    console.print(f"machine: {platform.machine()}, {mp.cpu_count()} CPUs, python {platform.python_version()}, "
+                  f"optuna {optuna.__version__}")
 
 
 if __name__ == "__main__":
