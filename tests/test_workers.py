@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import subprocess
@@ -191,3 +192,23 @@ def test_hpo_worker_joins_a_running_search_on_postgresql(postgres_url, stores, u
 def test_joining_an_unknown_study_is_a_one_line_error(postgres_url):
     with pytest.raises(HpoError, match="--study: no study 'nowhere'"):
         hpo.join("nowhere", postgres_url)
+
+
+def slow_quadratic(params, trial):
+    time.sleep(0.3)
+    return (math.log10(params["lr"]) + 2) ** 2
+
+
+def test_a_coarse_to_fine_stage_starts_when_the_stage_before_has_finished(stores, unique):
+    space = hpo.SearchSpace.model_validate(
+        {"name": "c2f", "metric": "loss", "direction": "minimize",
+         "params": {"lr": {"type": "float", "low": 1e-5, "high": 1.0, "log": True}}})
+    hpo.search(slow_quadratic, space, strategy="coarse-to-fine", n_trials=9, workers=2, experiment=unique,
+               study_name=unique, evaluate_test=False, **stores)
+    study = optuna.load_study(study_name=unique, storage=stores["storage"])
+    stages = {}
+    for trial in study.trials:
+        stages.setdefault(trial.user_attrs["hpo.stage"], []).append(trial)
+    assert sorted((stage, len(trials)) for stage, trials in stages.items()) == [(0, 3), (1, 3), (2, 3)]
+    for stage in (1, 2):
+        assert min(t.datetime_start for t in stages[stage]) >= max(t.datetime_complete for t in stages[stage - 1])
