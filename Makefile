@@ -20,7 +20,7 @@ SEARCH_ARGS := $(if $(STRATEGY),--strategy $(STRATEGY)) $(if $(TRIALS),--trials 
 	$(if $(CPUS_PER_TRIAL),--cpus-per-trial $(CPUS_PER_TRIAL)) $(if $(WORKERS),--workers $(WORKERS)) \
 	$(if $(GPUS),--gpus $(GPUS)) $(if $(TRIALS_PER_GPU),--trials-per-gpu $(TRIALS_PER_GPU))
 
-.PHONY: install postgresql search test ui bench clean
+.PHONY: install postgresql search test ui bench bench-gpu clean
 
 install: $(STAMP)
 
@@ -51,6 +51,10 @@ bench: $(STAMP)
 	$(BIN)/python -m pip install -qq --disable-pip-version-check -e '.[bench]'
 	$(BIN)/python bench/overhead.py
 	$(BIN)/python bench/ray_overhead.py
+
+bench-gpu: $(STAMP)
+	$(BIN)/python bench/gpu_throughput.py --objective mnist1d_cnn
+	$(BIN)/python bench/gpu_throughput.py --objective mnist1d_mlp
 
 clean:
 	rm -rf .hpo
