@@ -3,6 +3,7 @@ one Optuna study. The parent replaces a worker that dies and fails the trial it 
 
 from __future__ import annotations
 
+import copy
 import multiprocessing as mp
 import queue
 import socket
@@ -36,13 +37,12 @@ def _worker_main(payload: bytes, slot: DeviceSlot, events: Any) -> None:
     """A worker process: pin the slot, warm the objective up once, then claim trials."""
     slot.pin()
     driver, plan, objective, tracking = cloudpickle.loads(payload)
-    driver.device = slot.device
+    driver.slots = [slot]
     driver.worker_id = f"{socket.gethostname()}:{mp.current_process().pid}"
-    driver.context = objective.setup(slot.device) if hasattr(objective, "setup") else None
     tracker = MlflowTracker(tracking["uri"], tracking["experiment"])
     tracker.attach(tracking["experiment_id"], tracking["parent_run_id"])
     study = driver.open_study(plan)
-    driver.work(study, plan, objective, tracker, _QueueListener(events), wait_for_others=False)
+    driver.serve(study, plan, objective, tracker, _QueueListener(events), wait_for_others=False)
 
 
 class WorkerPool:
@@ -107,9 +107,7 @@ class WorkerPool:
 
 
 def _detached(driver: OptunaDriver) -> OptunaDriver:
-    """A copy of the driver to ship to a worker: one slot, no context of the parent's."""
-    import copy
-
+    """A copy of the driver to ship to a worker, without the parent's slots or context."""
     clone = copy.copy(driver)
     clone.slots, clone.context = [], None
     return clone

@@ -152,14 +152,7 @@ class OptunaDriver(BaseDriver):
         study.set_user_attr(PLAN, plan_attr(plan, tracker))  # what `hpo worker` joins with
         self._fail_stale(study, tracker)
         listener.resumed(counted(study.get_trials(deepcopy=False)))
-        if len(self.slots) > 1:
-            from hpo.dispatch import WorkerPool
-
-            WorkerPool(self, plan, objective, tracker).run(study, listener)
-        else:
-            self.device = self.slots[0].device if self.slots else self.device
-            self.context = objective.setup(self.device) if hasattr(objective, "setup") else None
-            self.work(study, plan, objective, tracker, listener, wait_for_others=True)
+        self.serve(study, plan, objective, tracker, listener, wait_for_others=True)
         return counted(study.get_trials(deepcopy=False))
 
     def join(self, plan: SearchPlan, objective: Callable[..., Any], tracker: MlflowTracker,
@@ -167,6 +160,10 @@ class OptunaDriver(BaseDriver):
         """Work on a study another process runs (``hpo worker``), until its budget is claimed."""
         study = self.open_study(plan)
         assert study is not None
+        self.serve(study, plan, objective, tracker, listener, wait_for_others=False)
+
+    def serve(self, study, plan, objective, tracker, listener, *, wait_for_others: bool) -> None:  # type: ignore[no-untyped-def]
+        """Run trials here, warm, or in a pool of worker processes when there are several slots."""
         if len(self.slots) > 1:
             from hpo.dispatch import WorkerPool
 
@@ -174,7 +171,7 @@ class OptunaDriver(BaseDriver):
             return
         self.device = self.slots[0].device if self.slots else self.device
         self.context = objective.setup(self.device) if hasattr(objective, "setup") else None
-        self.work(study, plan, objective, tracker, listener, wait_for_others=False)
+        self.work(study, plan, objective, tracker, listener, wait_for_others=wait_for_others)
 
     def work(self, study, plan, objective, tracker, listener, *, wait_for_others: bool) -> None:  # type: ignore[no-untyped-def]
         """Claim and run trials until the budget is claimed (and, if asked, finished)."""
