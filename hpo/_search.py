@@ -47,7 +47,11 @@ class SearchPlan:
 
 @dataclass
 class SearchResult:
-    """Every trial of a search, its best one, and the best one's test score."""
+    """The trials of a search's budget, its best one, and the best one's test score.
+
+    A trial lost with its process (or to Ctrl-C) is in MLflow, failed, but not here: its
+    configuration ran again, and that retry is.
+    """
 
     space: SearchSpace
     trials: list[TrialRecord]

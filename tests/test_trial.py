@@ -90,3 +90,15 @@ def test_pruned_outcome_keeps_the_last_reported_value():
 def test_trial_seeds_differ_per_trial_and_are_stable():
     assert trial_seed(0, 1) != trial_seed(0, 2)
     assert trial_seed(5, 1) == trial_seed(5, 1)
+
+
+def test_a_lost_configuration_is_retried_a_bounded_number_of_times():
+    from hpo import TrialRecord
+    from hpo.drivers._base import MAX_RETRIES, in_budget
+
+    lost = [TrialRecord(n, {"lr": 0.1}, TrialState.FAILED, reason="worker lost") for n in range(MAX_RETRIES + 1)]
+    done = TrialRecord(9, {"lr": 0.2}, TrialState.COMPLETE, 1.0)
+    stopped = TrialRecord(10, {"lr": 0.3}, TrialState.FAILED, reason="interrupted")
+    kept = in_budget([done, *lost, stopped])
+    # The last loss of lr=0.1 stands as its failure; earlier losses and Ctrl-C make way for a retry.
+    assert [t.number for t in kept] == [MAX_RETRIES, 9]

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import abc
+import json
 import socket
 import time
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from hpo._errors import HpoError
@@ -20,6 +22,26 @@ INTERRUPTED = "interrupted"
 """The reason of a trial whose search the user stopped (Ctrl-C): it runs again on resume."""
 WORKER_LOST = "worker lost"
 """The reason of a trial whose process died (killed, machine gone): it runs again."""
+
+
+MAX_RETRIES = 2
+"""A configuration lost with its process (or to Ctrl-C) runs at most 1 + MAX_RETRIES times."""
+
+
+def in_budget(trials: Iterable[TrialRecord]) -> list[TrialRecord]:
+    """The trials that take a place in the budget, oldest first: all of them, except those
+    lost with their process or to Ctrl-C, whose configuration runs again — up to
+    ``MAX_RETRIES`` times; the last loss then stands as that configuration's failure."""
+    losses: Counter[str] = Counter()
+    kept = []
+    for trial in sorted(trials, key=lambda t: t.number):
+        if trial.state is TrialState.FAILED and trial.reason in (INTERRUPTED, WORKER_LOST):
+            key = json.dumps(trial.params, sort_keys=True)
+            losses[key] += 1
+            if losses[key] <= MAX_RETRIES:
+                continue
+        kept.append(trial)
+    return kept
 
 
 def space_changed(plan: SearchPlan) -> HpoError:

@@ -9,7 +9,6 @@ import os
 import socket
 import time
 import warnings
-from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,9 +20,17 @@ from optuna.trial import TrialState as OptunaState
 
 from hpo._errors import HpoError
 from hpo._trial import TrialRecord, TrialState
-from hpo.drivers._base import INTERRUPTED, WORKER_LOST, BaseDriver, SearchListener, execute_trial, space_changed
+from hpo.drivers._base import (
+    INTERRUPTED,
+    WORKER_LOST,
+    BaseDriver,
+    SearchListener,
+    execute_trial,
+    in_budget,
+    space_changed,
+)
 from hpo.spaces import CategoricalParam, FloatParam, SearchSpace
-from hpo.strategies import WAIT, BaseStrategy, params_key
+from hpo.strategies import WAIT, BaseStrategy
 
 if TYPE_CHECKING:
     from hpo._search import SearchPlan
@@ -47,7 +54,6 @@ PLAN = "hpo.plan"  # the plan and its MLflow run, for workers that join from els
 RETRY_OF = "hpo.retry_of"  # the lost trial whose configuration this one runs again
 WORKER = "hpo.worker"  # host:pid of the process running the trial
 RESULT = "hpo.result"  # reason, metrics, seed, device, duration: set once, when the trial ends
-MAX_RETRIES = 2  # a configuration lost with its worker runs at most 1 + MAX_RETRIES times
 _DONE = object()
 LOST = (INTERRUPTED, WORKER_LOST)
 _STATES = {
@@ -361,20 +367,8 @@ def _lost(trial: FrozenTrial) -> bool:
 
 
 def counted(trials: list[FrozenTrial]) -> list[TrialRecord]:
-    """The trials that take a place in the budget, oldest first: started ones, except those
-    lost with their process, whose configuration runs again (up to ``MAX_RETRIES`` times; the
-    last loss then stands as that configuration's failure)."""
-    losses: Counter[str] = Counter()
-    records = []
-    for trial in sorted(trials, key=lambda t: t.number):
-        if trial.state is OptunaState.WAITING:
-            continue
-        if _lost(trial):
-            losses[params_key(trial.params)] += 1
-            if losses[params_key(trial.params)] <= MAX_RETRIES:
-                continue
-        records.append(to_record(trial))
-    return records
+    """The study's trials that take a place in the budget (see ``in_budget``)."""
+    return in_budget(to_record(t) for t in trials if t.state is not OptunaState.WAITING)
 
 
 def _sampler(plan: SearchPlan) -> optuna.samplers.BaseSampler:

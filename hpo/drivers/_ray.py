@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from hpo._errors import HpoError
 from hpo._trial import DivergenceGuard, Trial, TrialRecord, TrialState, run_objective, trial_seed
-from hpo.drivers._base import WORKER_LOST, BaseDriver, SearchListener, space_changed
+from hpo.drivers._base import WORKER_LOST, BaseDriver, SearchListener, in_budget, space_changed
 from hpo.strategies import WAIT, BaseStrategy
 
 if TYPE_CHECKING:
@@ -260,7 +260,7 @@ class RayDriver(BaseDriver):
             tracker.record_lost(failed, runs.get(record.number, []))
             journal.append("end", failed)
             history.append(failed)
-        counted = [t for t in history if t.reason != WORKER_LOST]
+        counted = in_budget(history)
         listener.resumed(counted)
         if len(counted) >= plan.n_trials:
             return history
@@ -285,7 +285,7 @@ class RayDriver(BaseDriver):
         # Tune's result grid looks for the per-trial log files it was told not to write.
         logging.getLogger("ray.tune").setLevel(logging.ERROR)
         tuner.fit()
-        return sorted([*history, *study.history[len(counted):]], key=lambda t: t.number)
+        return in_budget([*history, *study.history[len(counted):]])
 
     def _connect(self, ray: Any) -> None:
         if ray.is_initialized():
