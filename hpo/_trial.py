@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import math
 from collections.abc import Callable, Mapping
@@ -44,6 +45,14 @@ class TrialRecord:
     @property
     def finished(self) -> bool:
         return self.state is not TrialState.RUNNING
+
+    def to_json(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "state": self.state.value}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> TrialRecord:
+        fields = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in fields and k != "state"}, state=TrialState(data["state"]))
 
 
 class DivergenceGuard:

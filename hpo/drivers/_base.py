@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import abc
-import json
 import socket
 import time
 from collections import Counter
@@ -11,7 +10,16 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from hpo._errors import HpoError
-from hpo._trial import DivergenceGuard, Outcome, Trial, TrialRecord, TrialState, run_objective, trial_seed
+from hpo._trial import (
+    DivergenceGuard,
+    Outcome,
+    Trial,
+    TrialRecord,
+    TrialState,
+    run_objective,
+    trial_seed,
+)
+from hpo.strategies import params_key
 
 if TYPE_CHECKING:
     from hpo._search import SearchPlan
@@ -28,6 +36,11 @@ MAX_RETRIES = 2
 """A configuration lost with its process (or to Ctrl-C) runs at most 1 + MAX_RETRIES times."""
 
 
+def is_lost(trial: TrialRecord) -> bool:
+    """Lost with its process or to Ctrl-C: its configuration is owed another run."""
+    return trial.state is TrialState.FAILED and trial.reason in (INTERRUPTED, WORKER_LOST)
+
+
 def in_budget(trials: Iterable[TrialRecord]) -> list[TrialRecord]:
     """The trials that take a place in the budget, oldest first: all of them, except those
     lost with their process or to Ctrl-C, whose configuration runs again — up to
@@ -35,8 +48,8 @@ def in_budget(trials: Iterable[TrialRecord]) -> list[TrialRecord]:
     losses: Counter[str] = Counter()
     kept = []
     for trial in sorted(trials, key=lambda t: t.number):
-        if trial.state is TrialState.FAILED and trial.reason in (INTERRUPTED, WORKER_LOST):
-            key = json.dumps(trial.params, sort_keys=True)
+        if is_lost(trial):
+            key = params_key(trial.params)
             losses[key] += 1
             if losses[key] <= MAX_RETRIES:
                 continue

@@ -27,6 +27,7 @@ from hpo.drivers._base import (
     SearchListener,
     execute_trial,
     in_budget,
+    is_lost,
     space_changed,
 )
 from hpo.spaces import CategoricalParam, FloatParam, SearchSpace
@@ -55,7 +56,6 @@ RETRY_OF = "hpo.retry_of"  # the lost trial whose configuration this one runs ag
 WORKER = "hpo.worker"  # host:pid of the process running the trial
 RESULT = "hpo.result"  # reason, metrics, seed, device, duration: set once, when the trial ends
 _DONE = object()
-LOST = (INTERRUPTED, WORKER_LOST)
 _STATES = {
     OptunaState.RUNNING: TrialState.RUNNING,
     OptunaState.COMPLETE: TrialState.COMPLETE,
@@ -199,8 +199,9 @@ class OptunaDriver(BaseDriver):
         claimed. Under a lock, so that workers never claim the same point or one too many."""
         with self._claim_lock(study):
             trials = study.get_trials(deepcopy=False)
-            history = counted(trials)
-            waiting = any(t.state is OptunaState.WAITING for t in trials)
+            records = [to_record(t) for t in trials if t.state is not OptunaState.WAITING]
+            history = in_budget(records)
+            waiting = len(records) < len(trials)
             if len(history) >= plan.n_trials and not waiting:
                 return _DONE
             if not waiting and isinstance(plan.strategy, BaseStrategy):
@@ -210,7 +211,7 @@ class OptunaDriver(BaseDriver):
                 if suggestion is WAIT:
                     return WAIT
                 attrs: dict[str, Any] = {STAGE: suggestion.stage}
-                lost = [t for t in trials if _lost(t) and t.params == suggestion.params]
+                lost = [r for r in records if is_lost(r) and r.params == suggestion.params]
                 if lost:
                     attrs[RETRY_OF] = lost[-1].number
                 study.enqueue_trial(suggestion.params, user_attrs=attrs)
@@ -360,10 +361,6 @@ def _result_attr(record: TrialRecord) -> dict[str, Any]:
         "duration_s": record.duration_s,
         "node": record.node,
     }
-
-
-def _lost(trial: FrozenTrial) -> bool:
-    return trial.state is OptunaState.FAIL and trial.user_attrs.get(RESULT, {}).get("reason") in LOST
 
 
 def counted(trials: list[FrozenTrial]) -> list[TrialRecord]:

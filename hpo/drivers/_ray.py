@@ -46,7 +46,7 @@ class TrialJournal:
         self.path = path
 
     def append(self, event: str, record: TrialRecord) -> None:
-        self._write({"event": event, **_record_json(record)})
+        self._write({"event": event, **record.to_json()})
 
     def _write(self, line: dict[str, Any]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -74,26 +74,10 @@ class TrialJournal:
             for line in self.path.read_text().splitlines():
                 data = json.loads(line)
                 if data["event"] in ("start", "end"):
-                    record = _record_from_json(data)
+                    record = TrialRecord.from_json(data)
                     (started if data["event"] == "start" else ended)[record.number] = record
         lost = [r for n, r in sorted(started.items()) if n not in ended]
         return [ended[n] for n in sorted(ended)], lost
-
-
-def _record_json(record: TrialRecord) -> dict[str, Any]:
-    return {
-        "number": record.number, "params": record.params, "state": record.state.value,
-        "value": record.value, "stage": record.stage, "reason": record.reason, "metrics": record.metrics,
-        "seed": record.seed, "device": record.device, "duration_s": record.duration_s, "node": record.node,
-    }
-
-
-def _record_from_json(data: dict[str, Any]) -> TrialRecord:
-    return TrialRecord(
-        number=data["number"], params=data["params"], state=TrialState(data["state"]), value=data["value"],
-        stage=data["stage"], reason=data["reason"], metrics=data["metrics"], seed=data["seed"],
-        device=data["device"], duration_s=data["duration_s"], node=data.get("node", ""),
-    )
 
 
 def _trainable(config: dict[str, Any], *, objective: Callable[..., Any], plan: SearchPlan, device: str) -> None:

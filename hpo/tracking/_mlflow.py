@@ -93,8 +93,7 @@ class MlflowTracker:
     # -- the search -------------------------------------------------------------------------
     def start_search(self, plan: SearchPlan, space_path: Path | None) -> None:
         """Create the parent run, or reopen the one of the same study when resuming."""
-        self.tracking_uri = self.tracking_uri or default_tracking_uri(self.home)
-        self.client = MlflowClient(self.tracking_uri)
+        self._connect()
         self.experiment_id = self._experiment_id()
         runs = self.client.search_runs(
             [self.experiment_id],
@@ -147,9 +146,13 @@ class MlflowTracker:
 
     def attach(self, experiment_id: str, parent_run_id: str) -> None:
         """Write into a search another process started (a worker of its pool)."""
+        self._connect()
+        self.experiment_id, self.parent_run_id = experiment_id, parent_run_id
+
+    def _connect(self) -> None:
+        """The client, on first use: nothing is written before a search starts."""
         self.tracking_uri = self.tracking_uri or default_tracking_uri(self.home)
         self.client = MlflowClient(self.tracking_uri)
-        self.experiment_id, self.parent_run_id = experiment_id, parent_run_id
 
     def abort_search(self) -> None:
         """The search stopped early (interrupted, or an error): the parent run is KILLED."""
