@@ -85,10 +85,11 @@ class SearchResult:
         return sum(t.state is state for t in self.trials)
 
 
-def default_device() -> str:
+def usable_device(device: str) -> str:
+    """``device`` if this process can use it, else the CPU (a Ray trial's GPU may be elsewhere)."""
     import torch
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    return device if device == "cpu" or torch.cuda.is_available() else "cpu"
 
 
 @dataclass(frozen=True)
@@ -115,7 +116,7 @@ class PreparedSearch:
             tracker.abort_search()
             raise
         if self.evaluate_test and result.best is not None and hasattr(self.objective, "test"):
-            result.test_metrics = _test_once(self.objective, result.best, tracker, plan)
+            result.test_metrics = _test_once(self.objective, result.best, tracker, plan, self.driver.device)
         tracker.finish_search(result)
         return result
 
@@ -221,8 +222,7 @@ def make_driver(name: str, *, storage: str | None, home: Path, workers: str | in
                 trials_per_gpu: int = 1, ray_address: str | None = None, cpus_per_trial: float = 1.0,
                 gpus_per_trial: float = 0.0) -> BaseDriver:
     if name == "optuna":
-        slots = plan_slots(workers, gpus, trials_per_gpu)
-        return OptunaDriver(storage, home=home, device=slots[0].device, slots=slots)
+        return OptunaDriver(storage, home=home, slots=plan_slots(workers, gpus, trials_per_gpu))
     if name == "ray":
         if storage is not None:
             raise HpoError("--storage: the Ray driver keeps its trial journal under .hpo/ray; drop --storage")
@@ -234,12 +234,14 @@ def make_driver(name: str, *, storage: str | None, home: Path, workers: str | in
     raise HpoError(f"--driver: unknown driver {name!r} (choose from {', '.join(DRIVERS)})")
 
 
-def _test_once(function: Any, best: TrialRecord, tracker: MlflowTracker, plan: SearchPlan) -> dict[str, float]:
-    """The test-set score of the best configuration, computed once per best trial."""
+def _test_once(function: Any, best: TrialRecord, tracker: MlflowTracker, plan: SearchPlan,
+               device: str) -> dict[str, float]:
+    """The test-set score of the best configuration, computed once per best trial, retrained
+    with its seed on the kind of device its trial ran on."""
     known = tracker.tested_trial()
     if known is not None and known[0] == best.number:
         return known[1]
-    trial = Trial(best.number, seed=trial_seed(plan.seed, best.number), device=default_device())
+    trial = Trial(best.number, seed=trial_seed(plan.seed, best.number), device=usable_device(device))
     scores = {k: float(v) for k, v in function.test({**plan.space.fixed, **best.params}, trial).items()}
     tracker.record_test(best.number)
     return scores

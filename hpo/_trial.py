@@ -9,6 +9,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+CUDA_OOM = "cuda_oom"
+"""The reason of a trial that ran out of GPU memory (a batch too large is a normal outcome)."""
+
 
 class TrialState(str, enum.Enum):
     RUNNING = "running"
@@ -146,6 +149,13 @@ class Outcome:
 def run_objective(objective: Callable[..., Any], params: dict[str, Any], trial: Trial, metric: str) -> Outcome:
     """Call the objective and turn whatever happens into an ``Outcome``; never raises
     except for ``KeyboardInterrupt`` and ``SystemExit``."""
+    outcome = _call(objective, params, trial, metric)
+    if outcome.reason == CUDA_OOM:  # the error's frames, which held the trial's tensors, are gone
+        _release_cuda_cache()
+    return outcome
+
+
+def _call(objective: Callable[..., Any], params: dict[str, Any], trial: Trial, metric: str) -> Outcome:
     try:
         returned = objective(params, trial)
     except TrialPruned as pruned:
@@ -153,7 +163,7 @@ def run_objective(objective: Callable[..., Any], params: dict[str, Any], trial: 
         return Outcome(TrialState.PRUNED, last, reason=pruned.reason)
     except Exception as error:  # a failing trial is information, not a crash of the search
         if type(error).__name__ == "OutOfMemoryError":
-            return Outcome(TrialState.FAILED, reason="cuda_oom")
+            return Outcome(TrialState.FAILED, reason=CUDA_OOM)
         return Outcome(TrialState.FAILED, reason=f"{type(error).__name__}: {error}"[:500])
     metrics = dict(returned) if isinstance(returned, Mapping) else {metric: returned}
     if metric not in metrics:
@@ -168,6 +178,15 @@ def run_objective(objective: Callable[..., Any], params: dict[str, Any], trial: 
             return Outcome(TrialState.PRUNED, None, metrics, reason="diverged")
         return Outcome(TrialState.FAILED, None, metrics, reason=f"non-finite {metric}")
     return Outcome(TrialState.COMPLETE, value, metrics)
+
+
+def _release_cuda_cache() -> None:
+    """Hand the memory a trial that ran out of it left cached back to the GPU, for the next
+    trial here and for the other workers sharing that GPU."""
+    import torch
+
+    if torch.cuda.is_initialized():
+        torch.cuda.empty_cache()
 
 
 def _last_value(trial: Trial, metric: str) -> float | None:

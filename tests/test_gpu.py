@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import optuna
 import pytest
 import torch
 
@@ -12,11 +13,41 @@ from conftest import digits_space
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 
-def test_optuna_driver_trains_on_the_gpu(stores, unique, tmp_path):
-    result = hpo.search("digits_mlp", digits_space(epochs=2), strategy="grid", n_trials=2, experiment=unique,
-                        study_name=unique, home=tmp_path, **stores)
-    assert {t.device for t in result.trials} == {"cuda"}
+def test_optuna_driver_trains_on_the_gpu_in_process(stores, unique, tmp_path):
+    result = hpo.search("digits_mlp", digits_space(epochs=2), strategy="grid", n_trials=2, workers=1,
+                        experiment=unique, study_name=unique, home=tmp_path, **stores)
+    assert {t.device for t in result.trials} == {"cuda:0"}
     assert result.count(hpo.TrialState.COMPLETE) == 2
+
+
+def test_warm_workers_share_one_gpu(stores, unique, tmp_path):
+    result = hpo.search("digits_mlp", digits_space(epochs=2), strategy="grid", n_trials=4, gpus="0",
+                        trials_per_gpu=2, experiment=unique, study_name=unique, home=tmp_path, **stores)
+    assert {t.device for t in result.trials} == {"cuda:0"}  # each worker sees its one GPU as cuda:0
+    workers = {t.user_attrs["hpo.worker"] for t in optuna.load_study(study_name=unique, storage=stores["storage"]).trials}
+    assert len(workers) == 2  # two worker processes on the one GPU
+    assert result.count(hpo.TrialState.COMPLETE) == 4
+
+
+def out_of_memory_on_large_batches(params, trial):
+    if params["batch_size"] > 64:
+        held = torch.empty(256 << 20, dtype=torch.uint8, device=trial.device)  # cached once freed
+        torch.empty(1 << 50, dtype=torch.uint8, device=trial.device)  # a petabyte: a real CUDA OOM
+        del held
+    return {"val_loss": 1.0 / params["batch_size"]}
+
+
+def test_a_real_out_of_memory_error_fails_the_trial_and_frees_the_gpu(stores, unique, tmp_path):
+    space = hpo.SearchSpace.model_validate(
+        {"name": "oom", "metric": "val_loss", "direction": "minimize",
+         "params": {"batch_size": {"type": "int", "low": 32, "high": 128, "grid": [32, 128]}}})
+    torch.cuda.init()
+    reserved = torch.cuda.memory_reserved()
+    result = hpo.search(out_of_memory_on_large_batches, space, strategy="grid", n_trials=2, workers=1,
+                        experiment=unique, study_name=unique, home=tmp_path, evaluate_test=False, **stores)
+    outcomes = sorted((t.params["batch_size"], t.state.value, t.reason) for t in result.trials)
+    assert outcomes == [(32, "complete", ""), (128, "failed", "cuda_oom")]
+    assert torch.cuda.memory_reserved() <= reserved  # the trial's cached blocks went back to the GPU
 
 
 def test_ray_driver_packs_fractional_gpu_trials(stores, unique, tmp_path):

@@ -135,6 +135,27 @@ def test_cpu_slots_share_the_cores():
     assert len(plan_slots("auto", gpus="none")) == max(1, (os.cpu_count() or 1) // 2)
 
 
+def test_gpu_slots_spread_over_the_gpus_and_pin_through_the_inherited_device_list(monkeypatch):
+    """Planning for a machine that shows two GPUs, as CUDA_VISIBLE_DEVICES=4,6 does on a
+    shared server (tests/test_gpu.py runs the slots for real where there is a GPU)."""
+    monkeypatch.setattr("hpo.dispatch._slots.visible_gpus", lambda: 2)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,6")
+    slots = plan_slots("auto", gpus="all", trials_per_gpu=2)
+    assert [(s.name, s.device, s.cuda_visible_devices) for s in slots] == [
+        ("cuda:0/0", "cuda:0", "4"), ("cuda:1/0", "cuda:1", "6"), ("cuda:0/1", "cuda:0", "4"), ("cuda:1/1", "cuda:1", "6"),
+    ]
+    assert {s.threads for s in slots} == {max(1, (os.cpu_count() or 1) // 4)}
+    (second,) = plan_slots("auto", gpus="1")
+    assert second.device == "cuda:1"  # one slot runs in this process, which sees both GPUs
+    threads = torch.get_num_threads()
+    try:
+        pinned = second.pin()  # what a fresh worker process does first
+    finally:
+        torch.set_num_threads(threads)
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "6"
+    assert pinned.device == "cuda:0"  # the only GPU that worker sees
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
@@ -182,7 +203,7 @@ def test_hpo_worker_joins_a_running_search_on_postgresql(postgres_url, stores, u
 
     study = optuna.load_study(study_name=unique, storage=postgres_url)
     keys = [params_key(t.params) for t in study.trials]
-    assert len(study.trials) == 8 and len(set(keys)) == 8  # the budget exactly, no point twice
+    assert len(study.trials) == 8 and len(set(keys)) == 8, [(t.number, t.state.name, t.params, t.user_attrs) for t in study.trials]  # the budget exactly, no point twice
     assert {t.state.name for t in study.trials} == {"COMPLETE"}
     assert len({t.user_attrs["hpo.worker"] for t in study.trials}) == 2
     assert len(results["search"].trials) == 8

@@ -35,9 +35,9 @@ class _QueueListener(SearchListener):
 
 def _worker_main(payload: bytes, slot: DeviceSlot, events: Any) -> None:
     """A worker process: pin the slot, warm the objective up once, then claim trials."""
-    slot.pin()
+    pinned = slot.pin()
     driver, plan, objective, tracking = cloudpickle.loads(payload)
-    driver.slots = [slot]
+    driver.slots, driver.device = [pinned], pinned.device
     driver.worker_id = f"{socket.gethostname()}:{mp.current_process().pid}"
     tracker = MlflowTracker(tracking["uri"], tracking["experiment"])
     tracker.attach(tracking["experiment_id"], tracking["parent_run_id"])

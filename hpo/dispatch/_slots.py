@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 
@@ -10,20 +11,34 @@ from hpo._errors import HpoError
 
 @dataclass(frozen=True)
 class DeviceSlot:
-    """One worker's place: ``CUDA_VISIBLE_DEVICES`` (None on CPU) and its torch threads."""
+    """One worker's place: a GPU (its index among the GPUs this process sees) or the CPU,
+    and the torch threads it may use.
+
+    ``cuda_visible_devices`` is what pins a fresh worker process to that GPU: the GPU's entry
+    in this process's own ``CUDA_VISIBLE_DEVICES`` where one is set, so that ``--gpus 1`` under
+    ``CUDA_VISIBLE_DEVICES=4,5`` runs on GPU 5.
+    """
 
     name: str
-    device: str
+    gpu: int | None
     cuda_visible_devices: str | None
     threads: int
 
-    def pin(self) -> None:
-        """Apply to the current process; call before torch touches CUDA."""
-        if self.cuda_visible_devices is not None:
-            os.environ["CUDA_VISIBLE_DEVICES"] = self.cuda_visible_devices
+    @property
+    def device(self) -> str:
+        """The torch device of this slot, as this process names it."""
+        return "cpu" if self.gpu is None else f"cuda:{self.gpu}"
+
+    def pin(self) -> DeviceSlot:
+        """Pin the current, fresh process to this slot (before torch touches CUDA); returns
+        the slot as the process now sees it: its GPU is the only one, ``cuda:0``."""
         import torch
 
         torch.set_num_threads(self.threads)
+        if self.gpu is None:
+            return self
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(self.cuda_visible_devices)
+        return dataclasses.replace(self, gpu=0)
 
 
 def visible_gpus() -> int:
@@ -38,28 +53,36 @@ def plan_slots(workers: str | int = "auto", gpus: str | None = None, trials_per_
     if trials_per_gpu < 1:
         raise HpoError(f"--trials-per-gpu: must be at least 1, got {trials_per_gpu}")
     count = _workers(workers)
-    available = visible_gpus()
-    if gpus not in (None, "all", "none"):
-        try:
-            ids = [int(part) for part in str(gpus).split(",")]
-        except ValueError:
-            raise HpoError(f"--gpus: expected 'all', 'none' or GPU ids like 0,1, got {gpus!r}") from None
-        missing = [i for i in ids if not 0 <= i < available]
-        if missing:
-            raise HpoError(f"--gpus: no GPU {missing[0]} on this machine ({available} visible)")
-    else:
-        ids = list(range(available)) if gpus != "none" else []
-    if ids:
-        slots = [(gpu, k) for k in range(trials_per_gpu) for gpu in ids]  # spread over GPUs first
-        count = count or len(slots)
-        cores = os.cpu_count() or 1
-        return [
-            DeviceSlot(f"cuda:{gpu}/{k}", "cuda", str(gpu), max(1, cores // count))
-            for gpu, k in (slots[i % len(slots)] for i in range(count))
-        ]
     cores = os.cpu_count() or 1
-    count = count or max(1, cores // 2)
-    return [DeviceSlot(f"cpu/{i}", "cpu", None, max(1, cores // count)) for i in range(count)]
+    ids = _gpu_ids(gpus)
+    if not ids:
+        count = count or max(1, cores // 2)
+        return [DeviceSlot(f"cpu/{i}", None, None, max(1, cores // count)) for i in range(count)]
+    slots = [(gpu, k) for k in range(trials_per_gpu) for gpu in ids]  # spread over GPUs first
+    count = count or len(slots)
+    inherited = os.environ.get("CUDA_VISIBLE_DEVICES")
+    names = inherited.split(",") if inherited else [str(i) for i in range(max(ids) + 1)]
+    return [
+        DeviceSlot(f"cuda:{gpu}/{k}", gpu, names[gpu].strip(), max(1, cores // count))
+        for gpu, k in (slots[i % len(slots)] for i in range(count))
+    ]
+
+
+def _gpu_ids(gpus: str | None) -> list[int]:
+    """The GPUs named by ``--gpus``, as indices among the visible ones."""
+    if gpus == "none":
+        return []
+    available = visible_gpus()
+    if gpus in (None, "all"):
+        return list(range(available))
+    try:
+        ids = list(dict.fromkeys(int(part) for part in str(gpus).split(",")))
+    except ValueError:
+        raise HpoError(f"--gpus: expected 'all', 'none' or GPU ids like 0,1, got {gpus!r}") from None
+    missing = [i for i in ids if not 0 <= i < available]
+    if missing:
+        raise HpoError(f"--gpus: no GPU {missing[0]} on this machine ({available} visible)")
+    return ids
 
 
 def _workers(workers: str | int) -> int:

@@ -79,6 +79,8 @@ class BaseDriver(abc.ABC):
     """Runs trials on an engine until the budget is spent or the strategy has nothing left."""
 
     name: ClassVar[str]
+    device: str
+    """The torch device trials run on (``cpu``, ``cuda``, ``cuda:1``)."""
 
     def check(self, plan: SearchPlan) -> None:
         """Refuse a plan that an existing study contradicts, before anything is written."""

@@ -77,7 +77,8 @@ class OptunaDriver(BaseDriver):
         storage: An Optuna RDB URL (``sqlite:///...``, ``postgresql://...``); by default
             ``.hpo/optuna.db`` in the working directory.
         slots: Device slots for a pool of worker processes (``hpo.dispatch.plan_slots``);
-            with more than one, trials run in that many long-lived workers at once.
+            with more than one, trials run in that many long-lived workers at once; with one
+            (or none: the CPU), in this process.
         heartbeat_interval: Seconds between a running trial's heartbeats; a trial silent for
             ``grace_period`` seconds belonged to a process that died, and is failed as
             "worker lost" (then run again, at most ``MAX_RETRIES`` times).
@@ -90,7 +91,6 @@ class OptunaDriver(BaseDriver):
         storage: str | None = None,
         *,
         home: Path = Path(".hpo"),
-        device: str = "cpu",
         slots: list[DeviceSlot] | None = None,
         heartbeat_interval: int = 5,
         grace_period: int = 20,
@@ -101,8 +101,9 @@ class OptunaDriver(BaseDriver):
             raise ValueError(f"{grace_period=} must exceed {heartbeat_interval=}")
         self.storage_url = storage
         self.home = home
-        self.device = device
         self.slots = slots or []
+        self.device = self.slots[0].device if self.slots else "cpu"
+        """Where trials run in this process."""
         self.heartbeat_interval = heartbeat_interval
         self.grace_period = grace_period
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}"
@@ -175,7 +176,6 @@ class OptunaDriver(BaseDriver):
 
             WorkerPool(self, plan, objective, tracker).run(study, listener)
             return
-        self.device = self.slots[0].device if self.slots else self.device
         self.context = objective.setup(self.device) if hasattr(objective, "setup") else None
         self.work(study, plan, objective, tracker, listener, wait_for_others=wait_for_others)
 
