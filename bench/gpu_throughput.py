@@ -118,7 +118,8 @@ def main() -> None:
             with Utilisation() as util:
                 seconds = hpo_trials(args.objective, args.trials, k, args.device, Path(tmp) / f"k{k}")
             rows.append(("hpo, warm workers", str(k), args.trials, seconds, args.trials / seconds * 3600, util.mean))
-    table = Table(title=f"{args.objective} trials per hour on one {args.device} device, {PARAMS['epochs']} epochs a trial")
+    title = f"{args.objective} trials per hour on one {args.device} device, {PARAMS['epochs']} epochs a trial"
+    table = Table(title=title)
     for column in ("runner", "K", "trials", "seconds", "trials/hour", "x plain", "GPU util"):
         table.add_column(column, justify="right")
     for name, k, n, seconds, rate, utilisation in rows:

@@ -19,13 +19,13 @@ from pathlib import Path
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # loopback only
 os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
 
-import ray  # noqa: E402
-from ray import tune  # noqa: E402
-from rich.console import Console  # noqa: E402
-from rich.table import Table  # noqa: E402
+import ray
+from ray import tune
+from rich.console import Console
+from rich.table import Table
 
-import hpo  # noqa: E402
-from hpo import SearchSpace  # noqa: E402
+import hpo
+from hpo import SearchSpace
 
 SPACE = SearchSpace.model_validate(
     {"name": "null", "metric": "loss", "direction": "minimize",
@@ -101,8 +101,8 @@ def main() -> None:
                       f"{ours / n * 1000:.0f}", f"{bare / minimum:.2f}x" if minimum else "-",
                       f"{ours / minimum:.2f}x" if minimum else "-")
     Console(width=160).print(table)
-    Console(width=160).print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, python {platform.python_version()}, "
-                    f"ray {ray.__version__}")
+    machine = f"{platform.machine()}, {os.cpu_count()} CPUs, python {platform.python_version()}"
+    Console(width=160).print(f"machine: {machine}, ray {ray.__version__}")
 
 
 if __name__ == "__main__":

@@ -34,7 +34,8 @@ def _fmt(value: object) -> str:
 
 def print_summary(result: SearchResult, console: Console) -> None:
     rows = leaderboard(result)
-    counts = ", ".join(f"{result.count(s)} {s.value}" for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAILED))
+    ended = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAILED)
+    counts = ", ".join(f"{result.count(s)} {s.value}" for s in ended)
     console.print(f"\n[bold]{result.study_name}[/]: {len(result.trials)} trials ({counts})")
     if not rows:
         console.print("[red]No trial completed[/]: see the reasons in MLflow (tag hpo.reason).")
@@ -53,11 +54,13 @@ def print_summary(result: SearchResult, console: Console) -> None:
         console.print(table)
         best = result.best
         assert best is not None
-        console.print(f"[bold]Best[/] trial {best.number}: " + ", ".join(f"{k}={_fmt(v)}" for k, v in result.best_params.items()))
+        chosen = ", ".join(f"{k}={_fmt(v)}" for k, v in result.best_params.items())
+        console.print(f"[bold]Best[/] trial {best.number}: {chosen}")
         scores = ", ".join(f"{k} {_fmt(v)}" for k, v in best.metrics.items() if k.startswith("val_"))
         console.print(f"  validation: {scores}")
         if result.test_metrics:
-            console.print("  [bold]test[/] (evaluated once): " + ", ".join(f"{k} {_fmt(v)}" for k, v in result.test_metrics.items()))
+            tested = ", ".join(f"{k} {_fmt(v)}" for k, v in result.test_metrics.items())
+            console.print(f"  [bold]test[/] (evaluated once): {tested}")
     console.print(
         f"MLflow: {result.tracking_uri}  experiment {result.space.name!r} "
         f"(id {result.experiment_id}), search run {result.parent_run_id}; `make ui` opens "

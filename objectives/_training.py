@@ -146,7 +146,9 @@ class ClassifierObjective:
             if report is not None:
                 report(epoch, train_loss=train_loss, val_loss=val_loss, val_accuracy=val_accuracy)
             if math.isfinite(val_loss) and val_loss < best.get("val_loss", math.inf) - 1e-4:
-                best = {"val_loss": val_loss, "val_accuracy": val_accuracy, "train_loss": train_loss, "best_epoch": epoch}
+                best = {
+                    "val_loss": val_loss, "val_accuracy": val_accuracy, "train_loss": train_loss, "best_epoch": epoch,
+                }
                 best_state = copy.deepcopy(model.state_dict())
                 stale = 0
             else:

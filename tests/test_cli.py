@@ -14,7 +14,6 @@ import pytest
 from mlflow import MlflowClient
 
 import hpo
-
 from conftest import child_runs, digits_space
 
 SPACE = """

@@ -17,12 +17,11 @@ from mlflow import MlflowClient
 
 import hpo
 import hpo.strategies
+from conftest import ROOT, child_runs, digits_space
 from hpo import TrialState
 from hpo.drivers import OptunaDriver
 from hpo.strategies import BaseStrategy, Suggestion, params_key
 from objectives import digits_mlp
-
-from conftest import ROOT, child_runs, digits_space
 
 STATUS = {"complete": "FINISHED", "pruned": "KILLED", "failed": "FAILED"}
 DRIVERS = ["optuna", "ray"]

@@ -7,7 +7,6 @@ import pytest
 import torch
 
 import hpo
-
 from conftest import digits_space
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -54,5 +53,5 @@ def test_ray_driver_packs_fractional_gpu_trials(stores, unique, tmp_path):
     result = hpo.search("digits_mlp", digits_space(epochs=2), driver="ray", gpus_per_trial=0.25, strategy="grid",
                         n_trials=3, experiment=unique, study_name=unique, home=tmp_path,
                         tracking_uri=stores["tracking_uri"])
-    assert {t.device for t in result.trials} == {"cuda"}
+    assert {t.device for t in result.trials} == {"cuda:0"}  # Ray pins each actor to its GPU share
     assert result.count(hpo.TrialState.COMPLETE) == 3

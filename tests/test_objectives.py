@@ -7,8 +7,8 @@ import pytest
 
 from hpo import Trial, TrialPruned
 from objectives import OBJECTIVES, digits_mlp
-from objectives._training import OPTIMIZERS, make_optimizer
 from objectives._data import load_splits
+from objectives._training import OPTIMIZERS, make_optimizer
 
 
 @pytest.mark.parametrize("name", sorted(OBJECTIVES))

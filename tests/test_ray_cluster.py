@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 import hpo
-
 from conftest import child_runs, digits_space
 
 

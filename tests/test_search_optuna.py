@@ -13,11 +13,9 @@ import optuna
 import pytest
 
 import hpo
+from conftest import ROOT, child_runs, digits_space
 from hpo import TrialState
 from hpo.drivers import OptunaDriver
-
-from conftest import ROOT, child_runs, digits_space
-
 
 HANGING_SEARCH = """
 import dataclasses, sys, time, pathlib

@@ -7,10 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import ROOT
 from hpo import HpoError, load_space
 from hpo.cli import main
-
-from conftest import ROOT
 
 GOOD = """
 metric: val_loss
@@ -59,7 +58,7 @@ def test_bad_space_is_refused_naming_file_and_parameter(tmp_path, case, body, me
 
 
 def test_missing_file_is_refused(tmp_path):
-    with pytest.raises(HpoError, match="nowhere.yaml: search space file not found"):
+    with pytest.raises(HpoError, match=r"nowhere\.yaml: search space file not found"):
         load_space(tmp_path / "nowhere.yaml")
 
 

@@ -8,16 +8,16 @@ import numpy as np
 import pytest
 
 from hpo import SearchSpace, TrialRecord, TrialState
+from hpo.spaces import CategoricalParam, IntParam
 from hpo.strategies import (
+    WAIT,
     BaseStrategy,
     CoarseToFineStrategy,
     GridStrategy,
     RandomStrategy,
     TpeStrategy,
-    WAIT,
     params_key,
 )
-from hpo.spaces import CategoricalParam, IntParam
 
 SPACE = SearchSpace.model_validate(
     {
@@ -193,7 +193,7 @@ class TestCoarseToFineStrategy(StrategySuite):
         strategy = make(seed=0)
         trials = replay(strategy, 36)
         coarse = [t for t in trials if t.stage == 0]
-        still_running = coarse[:-1] + [TrialRecord(coarse[-1].number, coarse[-1].params, TrialState.RUNNING)]
+        still_running = [*coarse[:-1], TrialRecord(coarse[-1].number, coarse[-1].params, TrialState.RUNNING)]
         assert strategy.suggest(SPACE, still_running, 36) is WAIT
         assert strategy.suggest(SPACE, coarse, 36).stage == 1
 

@@ -16,13 +16,13 @@ import pytest
 import torch
 
 import hpo
+from conftest import child_runs, digits_space
 from hpo import HpoError, TrialState
 from hpo.dispatch import plan_slots
 from hpo.drivers import SearchListener
 from hpo.strategies import params_key
 from objectives import digits_mlp
 
-from conftest import child_runs, digits_space
 
 class Heard(SearchListener):
     def __init__(self) -> None:

@@ -82,7 +82,7 @@ class BaseDriver(abc.ABC):
     device: str
     """The torch device trials run on (``cpu``, ``cuda``, ``cuda:1``)."""
 
-    def check(self, plan: SearchPlan) -> None:
+    def check(self, plan: SearchPlan) -> None:  # noqa: B027 (an optional hook)
         """Refuse a plan that an existing study contradicts, before anything is written."""
 
     @abc.abstractmethod

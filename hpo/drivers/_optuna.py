@@ -62,7 +62,7 @@ _STATES = {
     OptunaState.PRUNED: TrialState.PRUNED,
     OptunaState.FAIL: TrialState.FAILED,
 }
-_TELL = {TrialState.COMPLETE: OptunaState.COMPLETE, TrialState.PRUNED: OptunaState.PRUNED, TrialState.FAILED: OptunaState.FAIL}
+_TELL = {ours: theirs for theirs, ours in _STATES.items() if ours is not TrialState.RUNNING}
 
 
 def default_storage_url(home: Path) -> str:

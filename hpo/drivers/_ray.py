@@ -84,10 +84,10 @@ def _trainable(config: dict[str, Any], *, objective: Callable[..., Any], plan: S
     """Runs in a Tune actor: one trial of the objective, every report forwarded to Tune."""
     from ray import tune
 
-    if device == "cuda":
+    if device != "cpu":
         import torch
 
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+        device = device if torch.cuda.is_available() else "cpu"
     metric = plan.space.metric
     node = _node_id()
 
@@ -128,7 +128,7 @@ class _RayStudy:
         self.live: dict[str, TrialRecord] = {}  # Tune trial id -> the trial as planned
         self.runs: dict[str, TrialRun] = {}
 
-    def plan_next(self, trial_id: str, params: dict[str, Any] | None) -> dict[str, Any] | None | str:
+    def plan_next(self, trial_id: str, params: dict[str, Any] | None) -> dict[str, Any] | str | None:
         from ray.tune.search import Searcher
 
         if len(self.history) + len(self.live) >= self.plan.n_trials:
@@ -220,7 +220,7 @@ class RayDriver(BaseDriver):
 
     @property
     def device(self) -> str:
-        return "cuda" if self.gpus_per_trial > 0 else "cpu"
+        return "cuda:0" if self.gpus_per_trial > 0 else "cpu"  # Ray pins each actor to its GPUs
 
     def run(self, plan: SearchPlan, objective: Callable[..., Any], tracker: MlflowTracker,
             listener: SearchListener) -> list[TrialRecord]:
@@ -278,7 +278,8 @@ class RayDriver(BaseDriver):
             ray.init(address=self.address, include_dashboard=False, log_to_driver=False,
                      logging_level=logging.ERROR, ignore_reinit_error=True)
         except (ConnectionError, ValueError, RuntimeError) as error:
-            raise HpoError(f"--ray-address: cannot reach a Ray cluster at {self.address!r}: {error}".splitlines()[0]) from None
+            message = f"--ray-address: cannot reach a Ray cluster at {self.address!r}: {error}"
+            raise HpoError(message.splitlines()[0]) from None
 
 
 def _scheduler(plan: SearchPlan) -> Any:

@@ -36,7 +36,7 @@ class StrategySearcher(_DriverSide, Searcher):
         self.study = study
         self.inner = None if isinstance(plan.strategy, BaseStrategy) else tpe_searcher(plan)
 
-    def suggest(self, trial_id: str) -> dict[str, Any] | None | str:
+    def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
         params = None
         if self.inner is not None:
             if len(self.study.history) + len(self.study.live) >= self.study.plan.n_trials:

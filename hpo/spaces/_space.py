@@ -52,7 +52,9 @@ class SearchSpace(BaseModel):
                 if isinstance(parent_param, CategoricalParam):
                     unknown = [v for v in values if v not in parent_param.choices]
                     if unknown:
-                        raise ValueError(f"parameter {name!r}: condition values {unknown} are not choices of {parent!r}")
+                        raise ValueError(
+                            f"parameter {name!r}: condition values {unknown} are not choices of {parent!r}"
+                        )
         for name in self.fixed:
             if name in self.params:
                 raise ValueError(f"parameter {name!r}: both searched and fixed")

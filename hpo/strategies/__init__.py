@@ -25,15 +25,15 @@ def make_strategy(name: str | BaseStrategy | EngineStrategy, seed: int = 0) -> B
 
 
 __all__ = [
+    "STRATEGIES",
+    "WAIT",
     "BaseStrategy",
     "CoarseToFineStrategy",
     "EngineStrategy",
     "GridStrategy",
     "RandomStrategy",
-    "STRATEGIES",
     "Suggestion",
     "TpeStrategy",
-    "WAIT",
     "make_strategy",
     "params_key",
 ]
