@@ -20,7 +20,7 @@ SEARCH_ARGS := $(if $(STRATEGY),--strategy $(STRATEGY)) $(if $(TRIALS),--trials 
 	$(if $(CPUS_PER_TRIAL),--cpus-per-trial $(CPUS_PER_TRIAL)) $(if $(WORKERS),--workers $(WORKERS)) \
 	$(if $(GPUS),--gpus $(GPUS)) $(if $(TRIALS_PER_GPU),--trials-per-gpu $(TRIALS_PER_GPU))
 
-.PHONY: install postgresql search test ui bench bench-gpu clean
+.PHONY: install postgresql search test lint ui bench bench-gpu clean
 
 install: $(STAMP)
 
@@ -35,6 +35,9 @@ search: $(STAMP)
 
 test: $(STAMP) postgresql
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check hpo objectives bench tests
 
 # The tests start their own PostgreSQL server on loopback (tests/conftest.py); this only
 # makes sure its programs are installed.
