@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import time
+
 import optuna
 import pytest
 import torch
 
 import hpo
 from conftest import digits_space
+from objectives import digits_mlp
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -19,12 +22,27 @@ def test_optuna_driver_trains_on_the_gpu_in_process(stores, unique, tmp_path):
     assert result.count(hpo.TrialState.COMPLETE) == 2
 
 
+class SlowWarmDigits:
+    """digits_mlp with its data put on the GPU once per worker, and trials long enough for
+    both workers to draw some."""
+
+    def setup(self, device):
+        return digits_mlp.setup(device)
+
+    def __call__(self, params, trial):
+        assert trial.context.x_train.device.type == "cuda"  # warm: the worker's data, on its GPU
+        time.sleep(1.0)
+        return digits_mlp(params, trial)
+
+
 def test_warm_workers_share_one_gpu(stores, unique, tmp_path):
-    result = hpo.search("digits_mlp", digits_space(epochs=2), strategy="grid", n_trials=4, gpus="0",
-                        trials_per_gpu=2, experiment=unique, study_name=unique, home=tmp_path, **stores)
+    space = digits_space(epochs=2, lr={"type": "float", "low": 1e-4, "high": 0.05, "log": True,
+                                       "grid": [1e-3, 3e-3, 1e-2, 3e-2]})
+    result = hpo.search(SlowWarmDigits(), space, strategy="grid", n_trials=4, gpus="0", trials_per_gpu=2,
+                        experiment=unique, study_name=unique, home=tmp_path, evaluate_test=False, **stores)
     assert {t.device for t in result.trials} == {"cuda:0"}  # each worker sees its one GPU as cuda:0
-    workers = {t.user_attrs["hpo.worker"] for t in optuna.load_study(study_name=unique, storage=stores["storage"]).trials}
-    assert len(workers) == 2  # two worker processes on the one GPU
+    study = optuna.load_study(study_name=unique, storage=stores["storage"])
+    assert len({t.user_attrs["hpo.worker"] for t in study.trials}) == 2  # two worker processes on the one GPU
     assert result.count(hpo.TrialState.COMPLETE) == 4
 
 
