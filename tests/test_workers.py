@@ -203,7 +203,8 @@ def test_hpo_worker_joins_a_running_search_on_postgresql(postgres_url, stores, u
 
     study = optuna.load_study(study_name=unique, storage=postgres_url)
     keys = [params_key(t.params) for t in study.trials]
-    assert len(study.trials) == 8 and len(set(keys)) == 8, [(t.number, t.state.name, t.params, t.user_attrs) for t in study.trials]  # the budget exactly, no point twice
+    seen = [(t.number, t.state.name, t.params, t.user_attrs) for t in study.trials]  # what a failure shows
+    assert len(study.trials) == 8 and len(set(keys)) == 8, seen  # the budget exactly, no point twice
     assert {t.state.name for t in study.trials} == {"COMPLETE"}
     assert len({t.user_attrs["hpo.worker"] for t in study.trials}) == 2
     assert len(results["search"].trials) == 8
