@@ -54,6 +54,8 @@ bench: $(STAMP)
 	$(BIN)/python -m pip install -qq --disable-pip-version-check -e '.[bench]'
 	$(BIN)/python bench/overhead.py
 	$(BIN)/python bench/ray_overhead.py
+	@if $(BIN)/python -c "import sys, torch; sys.exit(not torch.cuda.is_available())"; then $(MAKE) bench-gpu; \
+		else echo "no CUDA GPU here: GPU throughput (make bench-gpu) not measured"; fi
 
 bench-gpu: $(STAMP)
 	$(BIN)/python bench/gpu_throughput.py --objective mnist1d_cnn
