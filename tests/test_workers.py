@@ -14,6 +14,7 @@ from pathlib import Path
 import optuna
 import pytest
 import torch
+from mlflow import MlflowClient
 
 import hpo
 from conftest import child_runs, digits_space
@@ -119,6 +120,46 @@ def test_a_worker_killed_mid_trial_loses_no_trial(stores, unique, tmp_path, monk
     assert all(len(r) == 1 for r in runs.values())
     assert runs[lost[0].number][0].info.status == "FAILED"
     assert runs[retry[0].number][0].data.tags["hpo.retry_of"] == str(lost[0].number)
+
+
+SLOW_OBJECTIVE = """
+import pathlib
+import time
+
+from objectives import digits_mlp
+
+
+def objective(params, trial):
+    pathlib.Path(f"started-{trial.number}").touch()
+    time.sleep(60)  # interrupted here, mid-trial
+    return digits_mlp(params, trial)
+"""
+
+
+def test_ctrl_c_ends_every_workers_trial_as_interrupted(tmp_path, unique):
+    (tmp_path / "slow.py").write_text(SLOW_OBJECTIVE)
+    (tmp_path / "space.yaml").write_text(lr_space(4).model_dump_json())
+    search = subprocess.Popen(
+        [str(Path(sys.executable).with_name("hpo")), "search", "space.yaml", "--objective", "slow.py:objective",
+         "--strategy", "grid", "--trials", "4", "--workers", "2", "--study", unique, "--experiment", unique],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )
+    deadline = time.monotonic() + 180
+    while len(list(tmp_path.glob("started-*"))) < 2:  # both workers are inside a trial
+        assert search.poll() is None and time.monotonic() < deadline
+        time.sleep(0.2)
+    os.killpg(search.pid, signal.SIGINT)  # Ctrl-C in the terminal: the whole process group
+    _, stderr = search.communicate(timeout=120)
+
+    assert search.returncode == 130 and "interrupted" in stderr
+    trials = optuna.load_study(study_name=unique, storage=f"sqlite:///{tmp_path / '.hpo' / 'optuna.db'}").trials
+    assert [(t.state.name, t.user_attrs["hpo.result"]["reason"]) for t in trials] == [("FAIL", "interrupted")] * 2
+    tracking_uri = f"sqlite:///{tmp_path / '.hpo' / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri)
+    (parent,) = client.search_runs([client.get_experiment_by_name(unique).experiment_id], "tags.`hpo.role` = 'search'")
+    runs = child_runs(tracking_uri, parent.info.run_id)
+    assert sorted((r.info.status, r.data.tags["hpo.reason"]) for r in runs) == [("FAILED", "interrupted")] * 2
+    assert parent.info.status == "KILLED"
 
 
 def test_out_of_memory_fails_the_trial_and_the_worker_goes_on(stores, unique):

@@ -6,12 +6,15 @@ from __future__ import annotations
 import copy
 import multiprocessing as mp
 import queue
+import signal
 import socket
+import sys
+import time
 from typing import TYPE_CHECKING, Any
 
 import cloudpickle
 
-from hpo.drivers._base import SearchListener
+from hpo.drivers._base import INTERRUPTED, SearchListener
 from hpo.tracking import MlflowTracker
 
 if TYPE_CHECKING:
@@ -21,6 +24,9 @@ if TYPE_CHECKING:
     from hpo._trial import TrialRecord
     from hpo.dispatch._slots import DeviceSlot
     from hpo.drivers._optuna import OptunaDriver
+
+STOP_TIMEOUT_S = 30.0
+"""How long a stopped worker may take to close its running trial before it is killed."""
 
 
 class _QueueListener(SearchListener):
@@ -33,16 +39,35 @@ class _QueueListener(SearchListener):
         self.events.put(trial)
 
 
+def _interrupt(signum: int, frame: Any) -> None:
+    """SIGTERM from the parent: end the running trial as Ctrl-C would, once."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise KeyboardInterrupt
+
+
 def _worker_main(payload: bytes, slot: DeviceSlot, events: Any) -> None:
-    """A worker process: pin the slot, warm the objective up once, then claim trials."""
-    pinned = slot.pin()
-    driver, plan, objective, tracking = cloudpickle.loads(payload)
-    driver.slots, driver.device = [pinned], pinned.device
-    driver.worker_id = f"{socket.gethostname()}:{mp.current_process().pid}"
-    tracker = MlflowTracker(tracking["uri"], tracking["experiment"])
-    tracker.attach(tracking["experiment_id"], tracking["parent_run_id"])
-    study = driver.open_study(plan)
-    driver.serve(study, plan, objective, tracker, _QueueListener(events), wait_for_others=False)
+    """A worker process: pin the slot, warm the objective up once, then claim trials.
+
+    Ctrl-C reaches the whole process group; the parent alone answers it, stopping each worker
+    with SIGTERM, which ends the worker's running trial as "interrupted".
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        pinned = slot.pin()
+        driver, plan, objective, tracking = cloudpickle.loads(payload)
+        driver.slots, driver.device = [pinned], pinned.device
+        driver.worker_id = _worker_id(mp.current_process().pid)
+        tracker = MlflowTracker(tracking["uri"], tracking["experiment"])
+        tracker.attach(tracking["experiment_id"], tracking["parent_run_id"])
+        study = driver.open_study(plan)
+        driver.serve(study, plan, objective, tracker, _QueueListener(events), wait_for_others=False)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+def _worker_id(pid: int | None) -> str:
+    return f"{socket.gethostname()}:{pid}"
 
 
 class WorkerPool:
@@ -50,7 +75,8 @@ class WorkerPool:
 
     A worker that exits abnormally (killed, crashed) has its running trial failed as
     "worker lost" at once, in the study and in MLflow, and is replaced; the trial's
-    configuration is planned again, a bounded number of times.
+    configuration is planned again, a bounded number of times. When the search stops early
+    (Ctrl-C), every worker ends its running trial as "interrupted".
     """
 
     def __init__(self, driver: OptunaDriver, plan: SearchPlan, objective: Any, tracker: MlflowTracker,
@@ -84,16 +110,13 @@ class WorkerPool:
                     del workers[index]
                     if process.exitcode == 0:
                         continue
-                    self.driver.fail_worker(study, self.tracker, f"{socket.gethostname()}:{process.pid}")
+                    self.driver.fail_worker(study, self.tracker, _worker_id(process.pid))
                     if restarts >= self.max_restarts:
                         raise RuntimeError(f"workers keep dying (last exit code {process.exitcode})")
                     restarts += 1
                     workers[index] = self._start(payload, slots[index], events)
         finally:
-            for process in workers.values():
-                process.terminate()
-            for process in workers.values():
-                process.join()
+            self._stop(list(workers.values()), study)
         while True:  # trials that ended just before their worker did
             try:
                 listener.trial_finished(events.get_nowait())
@@ -104,6 +127,20 @@ class WorkerPool:
         process = self.context.Process(target=_worker_main, args=(payload, slot, events), name=f"hpo-{slot.name}")
         process.start()
         return process
+
+    def _stop(self, processes: list[Any], study: optuna.Study) -> None:
+        """Stop workers still running: each closes its trial as "interrupted"; one that takes
+        longer than ``STOP_TIMEOUT_S`` is killed and its trial closed here."""
+        for process in processes:
+            process.terminate()
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        for process in processes:
+            process.join(max(0.0, deadline - time.monotonic()))
+        for process in processes:
+            if process.exitcode is None:
+                process.kill()
+                process.join()
+            self.driver.fail_worker(study, self.tracker, _worker_id(process.pid), reason=INTERRUPTED)
 
 
 def _detached(driver: OptunaDriver) -> OptunaDriver:

@@ -258,20 +258,24 @@ class OptunaDriver(BaseDriver):
         """Trials whose heartbeat stopped: their process died."""
         self.fail_lost(study, tracker, study._storage._get_stale_trial_ids(study._study_id))
 
-    def fail_worker(self, study: optuna.Study, tracker: MlflowTracker, worker_id: str) -> None:
-        """The running trials of a worker process known to be dead."""
+    def fail_worker(self, study: optuna.Study, tracker: MlflowTracker, worker_id: str,
+                    reason: str = WORKER_LOST) -> None:
+        """The running trials of a worker process known to be gone."""
         running = study.get_trials(deepcopy=False, states=(OptunaState.RUNNING,))
-        self.fail_lost(study, tracker, [t._trial_id for t in running if t.user_attrs.get(WORKER) == worker_id])
+        owned = [t._trial_id for t in running if t.user_attrs.get(WORKER) == worker_id]
+        self.fail_lost(study, tracker, owned, reason)
 
-    def fail_lost(self, study: optuna.Study, tracker: MlflowTracker, trial_ids: list[int]) -> None:
-        """Fail trials as "worker lost" and close their child runs likewise (creating a run for
-        a trial that died before it had one): every trial keeps exactly one run."""
+    def fail_lost(self, study: optuna.Study, tracker: MlflowTracker, trial_ids: list[int],
+                  reason: str = WORKER_LOST) -> None:
+        """Fail trials as lost ("worker lost", or "interrupted") and close their child runs
+        likewise (creating a run for a trial that died before it had one): every trial keeps
+        exactly one run."""
         if not trial_ids:
             return
         storage = study._storage
         runs = tracker.trial_runs()
         for trial_id in trial_ids:
-            storage.set_trial_user_attr(trial_id, RESULT, {"reason": WORKER_LOST})
+            storage.set_trial_user_attr(trial_id, RESULT, {"reason": reason})
             if not storage.set_trial_state_values(trial_id, OptunaState.FAIL):
                 continue  # it ended after all
             record = to_record(storage.get_trial(trial_id))
