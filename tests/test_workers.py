@@ -162,6 +162,24 @@ def test_ctrl_c_ends_every_workers_trial_as_interrupted(tmp_path, unique):
     assert parent.info.status == "KILLED"
 
 
+class MissingData:
+    """An objective whose data is not where its setup looks."""
+
+    def setup(self, device):
+        raise FileNotFoundError("data/train.npy")
+
+    def __call__(self, params, trial):
+        return 1.0
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_failing_setup_stops_the_search_with_one_error(stores, unique, workers):
+    with pytest.raises(HpoError, match=r"--objective: its setup on cpu failed: FileNotFoundError: data/train\.npy"):
+        hpo.search(MissingData(), lr_space(4), strategy="grid", n_trials=4, workers=workers, experiment=unique,
+                   study_name=unique, evaluate_test=False, **stores)
+    assert optuna.load_study(study_name=unique, storage=stores["storage"]).trials == []  # nothing ran
+
+
 def test_out_of_memory_fails_the_trial_and_the_worker_goes_on(stores, unique):
     result = hpo.search(oom_on_small_lr, lr_space(4), strategy="grid", n_trials=4, workers=2,
                         experiment=unique, study_name=unique, evaluate_test=False, **stores)

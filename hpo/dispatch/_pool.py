@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import cloudpickle
 
+from hpo._errors import HpoError
 from hpo.drivers._base import INTERRUPTED, SearchListener
 from hpo.tracking import MlflowTracker
 
@@ -27,6 +28,11 @@ if TYPE_CHECKING:
 
 STOP_TIMEOUT_S = 30.0
 """How long a stopped worker may take to close its running trial before it is killed."""
+
+
+class _Refused(str):
+    """A worker's message to the parent: a user error (the objective's setup failed, say) that
+    every worker would meet alike, so the search stops with it instead of replacing workers."""
 
 
 class _QueueListener(SearchListener):
@@ -64,6 +70,11 @@ def _worker_main(payload: bytes, slot: DeviceSlot, events: Any) -> None:
         driver.serve(study, plan, objective, tracker, _QueueListener(events), wait_for_others=False)
     except KeyboardInterrupt:
         sys.exit(130)
+    except HpoError as error:
+        events.put(_Refused(str(error)))
+        sys.exit(2)
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # leaving: nothing left to close
 
 
 def _worker_id(pid: int | None) -> str:
@@ -100,7 +111,7 @@ class WorkerPool:
         try:
             while workers:
                 try:
-                    listener.trial_finished(events.get(timeout=0.5))
+                    _hear(events.get(timeout=0.5), listener)
                     continue
                 except queue.Empty:
                     pass
@@ -108,7 +119,7 @@ class WorkerPool:
                     if process.exitcode is None:
                         continue
                     del workers[index]
-                    if process.exitcode == 0:
+                    if process.exitcode in (0, 2):  # done, or refused: its message is on the way
                         continue
                     self.driver.fail_worker(study, self.tracker, _worker_id(process.pid))
                     if restarts >= self.max_restarts:
@@ -119,7 +130,7 @@ class WorkerPool:
             self._stop(list(workers.values()), study)
         while True:  # trials that ended just before their worker did
             try:
-                listener.trial_finished(events.get_nowait())
+                _hear(events.get(timeout=0.1), listener)
             except queue.Empty:
                 break
 
@@ -141,6 +152,12 @@ class WorkerPool:
                 process.kill()
                 process.join()
             self.driver.fail_worker(study, self.tracker, _worker_id(process.pid), reason=INTERRUPTED)
+
+
+def _hear(event: Any, listener: SearchListener) -> None:
+    if isinstance(event, _Refused):
+        raise HpoError(str(event))
+    listener.trial_finished(event)
 
 
 def _detached(driver: OptunaDriver) -> OptunaDriver:

@@ -176,7 +176,7 @@ class OptunaDriver(BaseDriver):
 
             WorkerPool(self, plan, objective, tracker).run(study, listener)
             return
-        self.context = objective.setup(self.device) if hasattr(objective, "setup") else None
+        self.context = set_up(objective, self.device)
         self.work(study, plan, objective, tracker, listener, wait_for_others=wait_for_others)
 
     def work(self, study, plan, objective, tracker, listener, *, wait_for_others: bool) -> None:  # type: ignore[no-untyped-def]
@@ -310,6 +310,17 @@ def _advisory_lock(engine: Any, name: str) -> Iterator[None]:
             yield
         finally:
             connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": key})
+
+
+def set_up(objective: Callable[..., Any], device: str) -> Any:
+    """What the objective's optional ``setup(device)`` returns. Its failure ends the search:
+    every trial would fail alike."""
+    if not hasattr(objective, "setup"):
+        return None
+    try:
+        return objective.setup(device)
+    except Exception as error:
+        raise HpoError(f"--objective: its setup on {device} failed: {type(error).__name__}: {error}") from error
 
 
 def plan_attr(plan: SearchPlan, tracker: MlflowTracker) -> dict[str, Any]:
