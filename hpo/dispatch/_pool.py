@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
 STOP_TIMEOUT_S = 30.0
 """How long a stopped worker may take to close its running trial before it is killed."""
+_REFUSED = 2  # a worker's exit code after it sent the parent a user error
 
 
 class _Refused(str):
@@ -72,7 +73,7 @@ def _worker_main(payload: bytes, slot: DeviceSlot, events: Any) -> None:
         sys.exit(130)
     except HpoError as error:
         events.put(_Refused(str(error)))
-        sys.exit(2)
+        sys.exit(_REFUSED)
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)  # leaving: nothing left to close
 
@@ -119,7 +120,7 @@ class WorkerPool:
                     if process.exitcode is None:
                         continue
                     del workers[index]
-                    if process.exitcode in (0, 2):  # done, or refused: its message is on the way
+                    if process.exitcode in (0, _REFUSED):  # done, or refused: its message is on the way
                         continue
                     self.driver.fail_worker(study, self.tracker, _worker_id(process.pid))
                     if restarts >= self.max_restarts:
