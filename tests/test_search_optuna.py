@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 
 import optuna
 import pytest
@@ -90,3 +91,28 @@ def test_ctrl_c_closes_the_running_trial_and_a_rerun_runs_it_again(stores, uniqu
     runs = {int(r.data.tags["hpo.trial_number"]): r for r in child_runs(stores["tracking_uri"], result.parent_run_id)}
     assert sorted(runs) == [0, 1, 2, 3]
     assert runs[1].info.status == "FAILED" and runs[1].data.tags["hpo.reason"] == "interrupted"
+
+
+def test_a_trial_that_only_looked_stale_is_not_failed(stores, unique):
+    """A stalled machine, or a clock stepped forward, makes a live trial's heartbeat look old;
+    it beats again before the second look, while a dead trial's never does."""
+    driver = OptunaDriver(stores["storage"], heartbeat_interval=1, grace_period=3)
+    prepared = hpo.prepare(lambda params, trial: 1.0, digits_space(epochs=1), strategy="grid", n_trials=3,
+                           study_name=unique, experiment=unique, evaluate_test=False, **stores)
+    prepared.tracker.start_search(prepared.plan, None)
+    study = driver.open_study(prepared.plan)
+    with warnings.catch_warnings():  # Optuna: heartbeats are meant for Study.optimize; hpo asks itself
+        warnings.simplefilter("ignore")
+        alive, dead = study.ask(), study.ask()
+    for trial in (alive, dead):
+        study._storage.record_heartbeat(trial._trial_id)
+    time.sleep(3.5)  # both silent past the grace period
+
+    driver.fail_stale(study, prepared.tracker)  # first look: both suspected, neither failed
+    assert {t.state.name for t in study.get_trials()} == {"RUNNING"}
+    study._storage.record_heartbeat(alive._trial_id)  # it was alive after all
+    time.sleep(2.1)  # two heartbeat intervals
+    driver.fail_stale(study, prepared.tracker)
+
+    states = {t.number: (t.state.name, t.user_attrs.get("hpo.result", {}).get("reason")) for t in study.get_trials()}
+    assert states == {alive.number: ("RUNNING", None), dead.number: ("FAIL", "worker lost")}

@@ -80,8 +80,9 @@ class OptunaDriver(BaseDriver):
             with more than one, trials run in that many long-lived workers at once; with one
             (or none: the CPU), in this process.
         heartbeat_interval: Seconds between a running trial's heartbeats; a trial silent for
-            ``grace_period`` seconds belonged to a process that died, and is failed as
-            "worker lost" (then run again, at most ``MAX_RETRIES`` times).
+            ``grace_period`` seconds, and still so two heartbeats later, belonged to a process
+            that died, and is failed as "worker lost" (then run again, at most ``MAX_RETRIES``
+            times).
     """
 
     name = "optuna"
@@ -108,6 +109,7 @@ class OptunaDriver(BaseDriver):
         self.grace_period = grace_period
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}"
         self.context: Any = None  # what the objective's setup returned in this process
+        self._stale_since: dict[int, float] = {}  # trial id -> when this process first saw it stale
 
     # -- study ------------------------------------------------------------------------------
     def check(self, plan: SearchPlan) -> None:
@@ -157,7 +159,7 @@ class OptunaDriver(BaseDriver):
         study = self.open_study(plan)
         assert study is not None
         study.set_user_attr(PLAN, plan_attr(plan, tracker))  # what `hpo worker` joins with
-        self._fail_stale(study, tracker)
+        self.fail_stale(study, tracker)
         listener.resumed(counted(study.get_trials(deepcopy=False)))
         self.serve(study, plan, objective, tracker, listener, wait_for_others=True)
         return counted(study.get_trials(deepcopy=False))
@@ -182,7 +184,7 @@ class OptunaDriver(BaseDriver):
     def work(self, study, plan, objective, tracker, listener, *, wait_for_others: bool) -> None:  # type: ignore[no-untyped-def]
         """Claim and run trials until the budget is claimed (and, if asked, finished)."""
         while True:
-            self._fail_stale(study, tracker)
+            self.fail_stale(study, tracker)
             claim = self._claim(study, plan)
             if claim is _DONE:
                 history = counted(study.get_trials(deepcopy=False))
@@ -254,9 +256,16 @@ class OptunaDriver(BaseDriver):
         study.tell(otrial, record.value if record.state is TrialState.COMPLETE else None, state=_TELL[record.state])
         return record
 
-    def _fail_stale(self, study: optuna.Study, tracker: MlflowTracker) -> None:
-        """Trials whose heartbeat stopped: their process died."""
-        self.fail_lost(study, tracker, study._storage._get_stale_trial_ids(study._study_id))
+    def fail_stale(self, study: optuna.Study, tracker: MlflowTracker) -> None:
+        """Trials whose heartbeat stopped: their process died. A trial is failed only when it
+        is still stale two heartbeats after this process first saw it so; a live trial that
+        merely looked stale (its machine stalled, or the clock stepped forward) beats again
+        in between."""
+        now = time.monotonic()
+        stale = study._storage._get_stale_trial_ids(study._study_id)
+        self._stale_since = {trial_id: self._stale_since.get(trial_id, now) for trial_id in stale}
+        dead = [trial_id for trial_id, since in self._stale_since.items() if now - since >= 2 * self.heartbeat_interval]
+        self.fail_lost(study, tracker, dead)
 
     def fail_worker(self, study: optuna.Study, tracker: MlflowTracker, worker_id: str,
                     reason: str = WORKER_LOST) -> None:
