@@ -180,6 +180,29 @@ def test_a_failing_setup_stops_the_search_with_one_error(stores, unique, workers
     assert optuna.load_study(study_name=unique, storage=stores["storage"]).trials == []  # nothing ran
 
 
+def kills_its_worker(params, trial):
+    os.kill(os.getpid(), signal.SIGKILL)  # a crash that takes every worker down, every time
+
+
+def test_workers_that_keep_dying_stop_the_search_with_every_trial_closed(stores, unique):
+    with pytest.raises(HpoError, match=r"--workers: workers keep dying \(5 so far, the last killed by SIGKILL\)"):
+        hpo.search(kills_its_worker, lr_space(4), strategy="grid", n_trials=4, workers=2, experiment=unique,
+                   study_name=unique, evaluate_test=False, **stores)
+    trials = optuna.load_study(study_name=unique, storage=stores["storage"]).trials
+    assert {t.state.name for t in trials} == {"FAIL"}
+    assert {t.user_attrs["hpo.result"]["reason"] for t in trials} <= {"worker lost", "interrupted"}
+    runs = child_runs(stores["tracking_uri"], _parent_run_id(stores, unique))
+    assert sorted(int(r.data.tags["hpo.trial_number"]) for r in runs) == sorted(t.number for t in trials)
+    assert {r.info.status for r in runs} == {"FAILED"}
+
+
+def _parent_run_id(stores, experiment):
+    client = MlflowClient(stores["tracking_uri"])
+    (parent,) = client.search_runs([client.get_experiment_by_name(experiment).experiment_id],
+                                   "tags.`hpo.role` = 'search'")
+    return parent.info.run_id
+
+
 def test_out_of_memory_fails_the_trial_and_the_worker_goes_on(stores, unique):
     result = hpo.search(oom_on_small_lr, lr_space(4), strategy="grid", n_trials=4, workers=2,
                         experiment=unique, study_name=unique, evaluate_test=False, **stores)

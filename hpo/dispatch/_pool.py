@@ -124,7 +124,8 @@ class WorkerPool:
                         continue
                     self.driver.fail_worker(study, self.tracker, _worker_id(process.pid))
                     if restarts >= self.max_restarts:
-                        raise RuntimeError(f"workers keep dying (last exit code {process.exitcode})")
+                        raise HpoError(f"--workers: workers keep dying ({restarts + 1} so far, the last "
+                                       f"{_how(process.exitcode)}); their output above says why")
                     restarts += 1
                     workers[index] = self._start(payload, slots[index], events)
         finally:
@@ -153,6 +154,10 @@ class WorkerPool:
                 process.kill()
                 process.join()
             self.driver.fail_worker(study, self.tracker, _worker_id(process.pid), reason=INTERRUPTED)
+
+
+def _how(exitcode: int) -> str:
+    return f"killed by {signal.Signals(-exitcode).name}" if exitcode < 0 else f"with exit code {exitcode}"
 
 
 def _hear(event: Any, listener: SearchListener) -> None:
