@@ -49,6 +49,14 @@ class WarmObjective:
         return digits_mlp(params, trial)
 
 
+def search_run(tracking_uri: str, experiment: str):
+    """The one parent run of a search, in its experiment."""
+    client = MlflowClient(tracking_uri)
+    (parent,) = client.search_runs([client.get_experiment_by_name(experiment).experiment_id],
+                                   "tags.`hpo.role` = 'search'")
+    return parent
+
+
 def lr_space(points: int) -> hpo.SearchSpace:
     return digits_space(epochs=1, lr={"type": "float", "low": 1e-4, "high": 0.1, "log": True, "grid_points": points})
 
@@ -155,8 +163,7 @@ def test_ctrl_c_ends_every_workers_trial_as_interrupted(tmp_path, unique):
     trials = optuna.load_study(study_name=unique, storage=f"sqlite:///{tmp_path / '.hpo' / 'optuna.db'}").trials
     assert [(t.state.name, t.user_attrs["hpo.result"]["reason"]) for t in trials] == [("FAIL", "interrupted")] * 2
     tracking_uri = f"sqlite:///{tmp_path / '.hpo' / 'mlflow.db'}"
-    client = MlflowClient(tracking_uri)
-    (parent,) = client.search_runs([client.get_experiment_by_name(unique).experiment_id], "tags.`hpo.role` = 'search'")
+    parent = search_run(tracking_uri, unique)
     runs = child_runs(tracking_uri, parent.info.run_id)
     assert sorted((r.info.status, r.data.tags["hpo.reason"]) for r in runs) == [("FAILED", "interrupted")] * 2
     assert parent.info.status == "KILLED"
@@ -191,16 +198,9 @@ def test_workers_that_keep_dying_stop_the_search_with_every_trial_closed(stores,
     trials = optuna.load_study(study_name=unique, storage=stores["storage"]).trials
     assert {t.state.name for t in trials} == {"FAIL"}
     assert {t.user_attrs["hpo.result"]["reason"] for t in trials} <= {"worker lost", "interrupted"}
-    runs = child_runs(stores["tracking_uri"], _parent_run_id(stores, unique))
+    runs = child_runs(stores["tracking_uri"], search_run(stores["tracking_uri"], unique).info.run_id)
     assert sorted(int(r.data.tags["hpo.trial_number"]) for r in runs) == sorted(t.number for t in trials)
     assert {r.info.status for r in runs} == {"FAILED"}
-
-
-def _parent_run_id(stores, experiment):
-    client = MlflowClient(stores["tracking_uri"])
-    (parent,) = client.search_runs([client.get_experiment_by_name(experiment).experiment_id],
-                                   "tags.`hpo.role` = 'search'")
-    return parent.info.run_id
 
 
 def test_out_of_memory_fails_the_trial_and_the_worker_goes_on(stores, unique):
