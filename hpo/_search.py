@@ -12,6 +12,7 @@ from hpo._errors import HpoError
 from hpo._objectives import resolve_objective
 from hpo._trial import Trial, TrialRecord, TrialState, trial_seed
 from hpo.dispatch import plan_slots
+from hpo.dispatch._slots import usable_device
 from hpo.drivers import PRUNERS, BaseDriver, OptunaDriver, SearchListener
 from hpo.spaces import SearchSpace, load_space, resolve_space_path
 from hpo.strategies import BaseStrategy, EngineStrategy, make_strategy
@@ -83,13 +84,6 @@ class SearchResult:
 
     def count(self, state: TrialState) -> int:
         return sum(t.state is state for t in self.trials)
-
-
-def usable_device(device: str) -> str:
-    """``device`` if this process can use it, else the CPU (a Ray trial's GPU may be elsewhere)."""
-    import torch
-
-    return device if device == "cpu" or torch.cuda.is_available() else "cpu"
 
 
 @dataclass(frozen=True)

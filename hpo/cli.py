@@ -38,8 +38,9 @@ class ProgressBar(SearchListener):
 
     def _count(self, trial: TrialRecord) -> None:
         self.counts[trial.state] += 1
-        improved = self.best is None or (trial.value is not None and self.sign * trial.value < self.sign * self.best)
-        if trial.state is TrialState.COMPLETE and trial.value is not None and improved:
+        if trial.state is not TrialState.COMPLETE or trial.value is None:
+            return
+        if self.best is None or self.sign * trial.value < self.sign * self.best:
             self.best = trial.value
 
     def _draw(self) -> None:

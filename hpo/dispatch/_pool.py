@@ -7,7 +7,6 @@ import copy
 import multiprocessing as mp
 import queue
 import signal
-import socket
 import sys
 import time
 from typing import TYPE_CHECKING, Any
@@ -16,6 +15,7 @@ import cloudpickle
 
 from hpo._errors import HpoError
 from hpo.drivers._base import INTERRUPTED, SearchListener
+from hpo.drivers._optuna import worker_name
 from hpo.tracking import MlflowTracker
 
 if TYPE_CHECKING:
@@ -63,8 +63,7 @@ def _worker_main(payload: bytes, slot: DeviceSlot, events: Any) -> None:
     try:
         pinned = slot.pin()
         driver, plan, objective, tracking = cloudpickle.loads(payload)
-        driver.slots, driver.device = [pinned], pinned.device
-        driver.worker_id = _worker_id(mp.current_process().pid)
+        driver.slots = [pinned]
         tracker = MlflowTracker(tracking["uri"], tracking["experiment"])
         tracker.attach(tracking["experiment_id"], tracking["parent_run_id"])
         study = driver.open_study(plan)
@@ -76,10 +75,6 @@ def _worker_main(payload: bytes, slot: DeviceSlot, events: Any) -> None:
         sys.exit(_REFUSED)
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)  # leaving: nothing left to close
-
-
-def _worker_id(pid: int | None) -> str:
-    return f"{socket.gethostname()}:{pid}"
 
 
 class WorkerPool:
@@ -122,7 +117,7 @@ class WorkerPool:
                     del workers[index]
                     if process.exitcode in (0, _REFUSED):  # done, or refused: its message is on the way
                         continue
-                    self.driver.fail_worker(study, self.tracker, _worker_id(process.pid))
+                    self.driver.fail_worker(study, self.tracker, worker_name(process.pid))
                     if restarts >= self.max_restarts:
                         raise HpoError(f"--workers: workers keep dying ({restarts + 1} so far, the last "
                                        f"{_how(process.exitcode)}); their output above says why")
@@ -153,7 +148,7 @@ class WorkerPool:
             if process.exitcode is None:
                 process.kill()
                 process.join()
-            self.driver.fail_worker(study, self.tracker, _worker_id(process.pid), reason=INTERRUPTED)
+            self.driver.fail_worker(study, self.tracker, worker_name(process.pid), reason=INTERRUPTED)
 
 
 def _how(exitcode: int) -> str:

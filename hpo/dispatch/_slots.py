@@ -41,6 +41,16 @@ class DeviceSlot:
         return dataclasses.replace(self, gpu=0)
 
 
+def usable_device(device: str) -> str:
+    """``device`` if this process can use it, else the CPU (a Ray trial's GPU share may be on
+    another node than the driver, or the cluster may have none)."""
+    if device == "cpu":
+        return device
+    import torch
+
+    return device if torch.cuda.is_available() else "cpu"
+
+
 def visible_gpus() -> int:
     import torch
 

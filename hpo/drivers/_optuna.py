@@ -103,13 +103,16 @@ class OptunaDriver(BaseDriver):
         self.storage_url = storage
         self.home = home
         self.slots = slots or []
-        self.device = self.slots[0].device if self.slots else "cpu"
-        """Where trials run in this process."""
         self.heartbeat_interval = heartbeat_interval
         self.grace_period = grace_period
-        self.worker_id = f"{socket.gethostname()}:{os.getpid()}"
         self.context: Any = None  # what the objective's setup returned in this process
         self._stale_since: dict[int, float] = {}  # trial id -> when this process first saw it stale
+
+    @property
+    def device(self) -> str:
+        """Where trials run in this process (a pool's parent tests the best configuration
+        there): its first slot's device, or the CPU."""
+        return self.slots[0].device if self.slots else "cpu"
 
     # -- study ------------------------------------------------------------------------------
     def check(self, plan: SearchPlan) -> None:
@@ -219,7 +222,7 @@ class OptunaDriver(BaseDriver):
                 study.enqueue_trial(suggestion.params, user_attrs=attrs)
             with _heartbeats_on_purpose():
                 otrial = study.ask()
-            otrial.set_user_attr(WORKER, self.worker_id)
+            otrial.set_user_attr(WORKER, worker_name(os.getpid()))
             return otrial
 
     def _claim_lock(self, study: optuna.Study) -> contextlib.AbstractContextManager[Any]:
@@ -319,6 +322,11 @@ def _advisory_lock(engine: Any, name: str) -> Iterator[None]:
             yield
         finally:
             connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": key})
+
+
+def worker_name(pid: int) -> str:
+    """How a trial's ``hpo.worker`` attribute names the process running it: host:pid."""
+    return f"{socket.gethostname()}:{pid}"
 
 
 def set_up(objective: Callable[..., Any], device: str) -> Any:

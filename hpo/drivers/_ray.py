@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from hpo._errors import HpoError
 from hpo._trial import DivergenceGuard, Trial, TrialRecord, TrialState, run_objective, trial_seed
+from hpo.dispatch._slots import usable_device
 from hpo.drivers._base import WORKER_LOST, BaseDriver, SearchListener, in_budget, space_changed
 from hpo.strategies import WAIT, BaseStrategy
 
@@ -84,10 +85,7 @@ def _trainable(config: dict[str, Any], *, objective: Callable[..., Any], plan: S
     """Runs in a Tune actor: one trial of the objective, every report forwarded to Tune."""
     from ray import tune
 
-    if device != "cpu":
-        import torch
-
-        device = device if torch.cuda.is_available() else "cpu"
+    device = usable_device(device)
     metric = plan.space.metric
     node = _node_id()
 
