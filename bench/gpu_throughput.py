@@ -98,8 +98,8 @@ def hpo_trials(objective_name: str, n_trials: int, k: int, device: str, folder: 
          "fixed": {k: v for k, v in PARAMS.items() if k != "lr"}})
     gpus = "0" if device == "cuda" else "none"
     started = time.perf_counter()
-    hpo.search(objective_name, space, strategy="random", n_trials=n_trials, home=folder, workers=k, gpus=gpus,
-               trials_per_gpu=k, evaluate_test=False, study_name=f"k{k}")
+    hpo.search(objective_name, space, strategy="random", n_trials=n_trials, home=folder, evaluate_test=False,
+               driver=hpo.OptunaOptions(workers=k, gpus=gpus, trials_per_gpu=k), study_name=f"k{k}")
     return time.perf_counter() - started
 
 

@@ -89,10 +89,10 @@ def time_optuna(folder: Path, n_trials: int, workers: int, with_mlflow: bool) ->
 
 def time_hpo(folder: Path, n_trials: int, workers: int) -> float:
     prepared = hpo.prepare(hpo_null, SPACE, strategy="random", n_trials=n_trials, pruner="median",
-                           home=folder, evaluate_test=False, workers=workers, gpus="none")
+                           home=folder, evaluate_test=False, driver=hpo.OptunaOptions(workers=workers, gpus="none"))
     from mlflow import MlflowClient
 
-    from hpo.drivers._optuna import default_storage_url
+    from hpo.store import default_storage_url
     from hpo.tracking import default_tracking_uri
 
     # Both databases' tables are created untimed, as for bare Optuna.

@@ -7,7 +7,7 @@ from typing import NamedTuple
 from rich.console import Console
 from rich.table import Table
 
-from hpo._search import SearchResult
+from hpo._plan import SearchResult
 from hpo._trial import TrialState
 
 

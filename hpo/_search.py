@@ -1,89 +1,31 @@
-"""``hpo.search``: validate everything, run the driver, record the result, test the best once."""
+"""``hpo.search``: validate everything, run the driver through the trial loop, record the
+result, test the best once. Engines, Optuna and MLflow are imported only once the search is
+known to be valid."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hpo._errors import HpoError
+from hpo._listener import SearchListener
 from hpo._objectives import resolve_objective
-from hpo._trial import Trial, TrialRecord, TrialState, trial_seed
-from hpo.dispatch import plan_slots
-from hpo.dispatch._slots import usable_device
-from hpo.drivers import PRUNERS, BaseDriver, OptunaDriver, SearchListener
+from hpo._plan import SearchPlan, SearchResult
+from hpo._trial import Trial, TrialRecord, trial_seed
+from hpo.drivers import Driver, DriverOptions, driver_options
 from hpo.spaces import SearchSpace, load_space, resolve_space_path
-from hpo.strategies import BaseStrategy, EngineStrategy, make_strategy
-from hpo.tracking import MlflowTracker
+from hpo.strategies import Strategy, make_strategy
 
-DRIVERS = ("optuna", "ray")
+if TYPE_CHECKING:
+    from hpo.store import TrialStore
+    from hpo.tracking import MlflowTracker
 
-
-@dataclass(frozen=True)
-class SearchPlan:
-    """Everything a driver needs to know about what to search, validated up front."""
-
-    space: SearchSpace
-    strategy: BaseStrategy | EngineStrategy
-    n_trials: int
-    study_name: str
-    objective_name: str
-    driver_name: str = "optuna"
-    pruner: str = "none"
-    seed: int = 0
-    divergence_guard: bool = True
-
-    def __post_init__(self) -> None:
-        if self.n_trials < 1:
-            raise HpoError(f"--trials: must be at least 1, got {self.n_trials}")
-        if self.pruner not in PRUNERS:
-            raise HpoError(f"--pruner: unknown pruner {self.pruner!r} (choose from {', '.join(PRUNERS)})")
-
-    @property
-    def strategy_name(self) -> str:
-        return self.strategy.name
-
-
-@dataclass
-class SearchResult:
-    """The trials of a search's budget, its best one, and the best one's test score.
-
-    A trial lost with its process (or to Ctrl-C) is in MLflow, failed, but not here: its
-    configuration ran again, and that retry is.
-    """
-
-    space: SearchSpace
-    trials: list[TrialRecord]
-    study_name: str
-    tracking_uri: str = ""
-    experiment_id: str = ""
-    parent_run_id: str = ""
-    test_metrics: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def metric(self) -> str:
-        return self.space.metric
-
-    @property
-    def best(self) -> TrialRecord | None:
-        complete = [t for t in self.trials if t.state is TrialState.COMPLETE and t.value is not None]
-        if not complete:
-            return None
-        sign = 1 if self.space.direction == "minimize" else -1
-        return min(complete, key=lambda t: (sign * t.value, t.number))  # type: ignore[operator]
-
-    @property
-    def best_params(self) -> dict[str, Any]:
-        return {**self.space.fixed, **self.best.params} if self.best else {}
-
-    @property
-    def best_value(self) -> float:
-        return self.best.value if self.best and self.best.value is not None else math.nan
-
-    def count(self, state: TrialState) -> int:
-        return sum(t.state is state for t in self.trials)
+DEFAULT_SPACE = "lr_wd"
+DEFAULT_STRATEGY = "coarse-to-fine"
+DEFAULT_TRIALS = 40
+"""The defaults of both ``hpo search`` and ``hpo.search``."""
 
 
 @dataclass(frozen=True)
@@ -92,23 +34,30 @@ class PreparedSearch:
 
     plan: SearchPlan
     objective: Callable[..., Any]
-    driver: BaseDriver
+    driver: Driver
+    store: TrialStore
     tracker: MlflowTracker
     space_path: Path | None
     evaluate_test: bool
 
     def run(self, listener: SearchListener | None = None) -> SearchResult:
-        plan, tracker = self.plan, self.tracker
-        self.driver.check(plan)
+        from hpo.loop import TrialLoop
+
+        plan, store, tracker = self.plan, self.store, self.tracker
+        listener = listener or SearchListener()
+        store.check(plan)
         tracker.start_search(plan, self.space_path)
-        result = SearchResult(
-            plan.space, [], plan.study_name, tracker.tracking_uri, tracker.experiment_id, tracker.parent_run_id
-        )
         try:
-            result.trials = self.driver.run(plan, self.objective, tracker, listener or SearchListener())
+            store.open(plan, tracker.identity())
+            loop = TrialLoop(plan, store, tracker)
+            listener.resumed(store.counted())
+            self.driver.run(loop, self.objective, listener)
+            trials = store.counted()
         except BaseException:
             tracker.abort_search()
             raise
+        result = SearchResult(plan.space, trials, plan.study_name, tracker.tracking_uri, tracker.experiment_id,
+                              tracker.parent_run_id)
         if self.evaluate_test and result.best is not None and hasattr(self.objective, "test"):
             result.test_metrics = _test_once(self.objective, result.best, tracker, plan, self.driver.device)
         tracker.finish_search(result)
@@ -117,11 +66,11 @@ class PreparedSearch:
 
 def prepare(
     objective: str | Callable[..., Any] | None = None,
-    space: str | Path | SearchSpace = "lr_wd",
+    space: str | Path | SearchSpace = DEFAULT_SPACE,
     *,
-    strategy: str | BaseStrategy | EngineStrategy = "random",
-    driver: str = "optuna",
-    n_trials: int = 20,
+    strategy: str | Strategy = DEFAULT_STRATEGY,
+    n_trials: int = DEFAULT_TRIALS,
+    driver: str | DriverOptions = "optuna",
     pruner: str = "none",
     seed: int = 0,
     storage: str | None = None,
@@ -131,12 +80,6 @@ def prepare(
     divergence_guard: bool = True,
     evaluate_test: bool = True,
     home: str | Path = ".hpo",
-    workers: str | int = "auto",
-    gpus: str | None = None,
-    trials_per_gpu: int = 1,
-    ray_address: str | None = None,
-    cpus_per_trial: float = 1.0,
-    gpus_per_trial: float = 0.0,
 ) -> PreparedSearch:
     """Check everything a user can get wrong, before anything is written; see ``search``."""
     home = Path(home)
@@ -144,25 +87,29 @@ def prepare(
     if not isinstance(space, SearchSpace):
         space_path = resolve_space_path(space)
         space = load_space(space_path)
-    function, objective_name = resolve_objective(objective, space.objective)
+    options = driver_options(driver)
     planner = make_strategy(strategy, seed)
+    function, objective_name = resolve_objective(objective, space.objective)
     plan = SearchPlan(
         space=space,
         strategy=planner,
         n_trials=n_trials,
         study_name=study_name or f"{space.name}-{objective_name.rpartition(':')[2]}-{planner.name}-seed{seed}",
         objective_name=objective_name,
-        driver_name=driver,
+        driver_name=options.name,
         pruner=pruner,
         seed=seed,
         divergence_guard=divergence_guard,
     )
+    engine = options.make(home)
+    from hpo.store import TrialStore, default_storage_url
+    from hpo.tracking import MlflowTracker
+
     return PreparedSearch(
         plan=plan,
         objective=function,
-        driver=make_driver(driver, storage=storage, home=home, workers=workers, gpus=gpus,
-                           trials_per_gpu=trials_per_gpu, ray_address=ray_address,
-                           cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial),
+        driver=engine,
+        store=TrialStore(storage or default_storage_url(home), plan.study_name),
         tracker=MlflowTracker(tracking_uri, experiment or space.name, home=home),
         space_path=space_path,
         evaluate_test=evaluate_test,
@@ -171,7 +118,7 @@ def prepare(
 
 def search(
     objective: str | Callable[..., Any] | None = None,
-    space: str | Path | SearchSpace = "lr_wd",
+    space: str | Path | SearchSpace = DEFAULT_SPACE,
     *,
     listener: SearchListener | None = None,
     **options: Any,
@@ -182,23 +129,19 @@ def search(
         objective: ``f(params, trial)`` returning the metric (or a dict holding it); a
             built-in name; ``"module:function"``; or ``None`` for the space's default.
         space: A space name (``"lr_wd"``), a YAML path, or a ``SearchSpace``.
-        strategy: ``grid``, ``random``, ``coarse-to-fine`` or ``tpe``.
-        driver: ``optuna`` or ``ray``.
-        n_trials: Trials in the study in all; a rerun adds only what is missing.
+        strategy: ``grid``, ``random``, ``coarse-to-fine`` (default) or ``tpe``, or a strategy.
+        n_trials: Trials in the study in all (40); a rerun adds only what is missing.
+        driver: ``"optuna"`` (default) or ``"ray"``, or the engine's options:
+            ``hpo.OptunaOptions(workers=4)``, ``hpo.RayOptions(gpus_per_trial=0.25)``.
         pruner: ``none``, ``median``, ``successive-halving`` or ``hyperband``.
         seed: Seeds the strategy and, through it, every trial.
-        storage: Optuna storage URL; ``.hpo/optuna.db`` by default.
+        storage: The trial store, an Optuna storage URL; ``.hpo/optuna.db`` by default.
         tracking_uri: MLflow tracking URI; ``.hpo/mlflow.db`` by default.
         experiment: MLflow experiment; the space's name by default.
         study_name: Names the study; a search with the same name resumes it.
         divergence_guard: End a trial whose loss turns NaN or explodes (pruned, "diverged").
         evaluate_test: Score the best configuration once with the objective's ``test``.
-        workers: Optuna driver: worker processes, or ``"auto"`` (one per GPU slot; half the
-            cores on a CPU-only machine). Each is pinned to a device slot and stays warm.
-        gpus: Optuna driver: ``"all"`` (default when there are GPUs), ``"none"``, or ids ``"0,1"``.
-        trials_per_gpu: Optuna driver: worker slots per GPU, for small models.
-        ray_address: An existing Ray cluster for the Ray driver; a local instance by default.
-        cpus_per_trial, gpus_per_trial: Ray resources per trial (0.25 GPU packs four a GPU).
+        home: The folder of the default stores (``.hpo``).
         listener: Hears of each finished trial (a progress bar).
 
     Example:
@@ -212,26 +155,43 @@ def search(
     return prepare(objective, space, **options).run(listener)
 
 
-def make_driver(name: str, *, storage: str | None, home: Path, workers: str | int = "auto", gpus: str | None = None,
-                trials_per_gpu: int = 1, ray_address: str | None = None, cpus_per_trial: float = 1.0,
-                gpus_per_trial: float = 0.0) -> BaseDriver:
-    if name == "optuna":
-        return OptunaDriver(storage, home=home, slots=plan_slots(workers, gpus, trials_per_gpu))
-    if name == "ray":
-        if storage is not None:
-            raise HpoError("--storage: the Ray driver keeps its trial journal under .hpo/ray; drop --storage")
-        if workers != "auto" or gpus is not None:
-            raise HpoError("--workers/--gpus: the Ray driver places trials by --cpus-per-trial and --gpus-per-trial")
-        from hpo.drivers._ray import RayDriver
+def join(
+    study_name: str,
+    storage: str,
+    *,
+    driver: str | DriverOptions = "optuna",
+    listener: SearchListener | None = None,
+) -> int:
+    """Join a running search from another machine: claim and run trials of ``study_name`` in
+    ``storage``, with the plan saved there, until its budget is claimed. Returns how many
+    trials this call ran."""
+    from hpo.drivers.optuna import OptunaOptions
+    from hpo.drivers.optuna._driver import OptunaDriver
+    from hpo.loop import TrialLoop
+    from hpo.store import TrialStore
+    from hpo.tracking import MlflowTracker
 
-        return RayDriver(address=ray_address, cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial, home=home)
-    raise HpoError(f"--driver: unknown driver {name!r} (choose from {', '.join(DRIVERS)})")
+    options = driver_options(driver)
+    if not isinstance(options, OptunaOptions):
+        raise HpoError("--driver: joining a search runs its trials with the Optuna engine")
+    engine = OptunaDriver(options)
+    store = TrialStore(storage, study_name)
+    if not store.exists():
+        raise HpoError(f"--study: no study {study_name!r} in {storage}")
+    saved_plan, tracking = store.saved()
+    plan = SearchPlan.from_json(saved_plan)
+    objective, _ = resolve_objective(plan.objective_name, None)
+    counter = _Counting(listener or SearchListener())
+    engine.join(TrialLoop(plan, store, MlflowTracker.attach(tracking)), objective, counter)
+    return counter.count
 
 
 def _test_once(function: Any, best: TrialRecord, tracker: MlflowTracker, plan: SearchPlan,
                device: str) -> dict[str, float]:
     """The test-set score of the best configuration, computed once per best trial, retrained
     with its seed on the kind of device its trial ran on."""
+    from hpo.dispatch import usable_device
+
     known = tracker.tested_trial()
     if known is not None and known[0] == best.number:
         return known[1]
@@ -239,42 +199,6 @@ def _test_once(function: Any, best: TrialRecord, tracker: MlflowTracker, plan: S
     scores = {k: float(v) for k, v in function.test({**plan.space.fixed, **best.params}, trial).items()}
     tracker.record_test(best.number)
     return scores
-
-
-def join(
-    study_name: str,
-    storage: str,
-    *,
-    workers: str | int = "auto",
-    gpus: str | None = None,
-    trials_per_gpu: int = 1,
-    listener: SearchListener | None = None,
-) -> int:
-    """Join a running search from another machine: claim and run trials of ``study_name`` in
-    ``storage`` until its budget is claimed. Returns how many trials this call ran."""
-    import optuna
-
-    from hpo.drivers._optuna import PLAN
-
-    driver = OptunaDriver(storage, slots=plan_slots(workers, gpus, trials_per_gpu))
-    try:
-        study = optuna.load_study(study_name=study_name, storage=storage)
-    except KeyError:
-        raise HpoError(f"--study: no study {study_name!r} in {storage}") from None
-    stored = study.user_attrs.get(PLAN)
-    if stored is None:
-        raise HpoError(f"--study: {study_name!r} was not started by hpo search")
-    objective, objective_name = resolve_objective(stored["objective"], None)
-    plan = SearchPlan(
-        space=SearchSpace.model_validate(stored["space"]), strategy=make_strategy(stored["strategy"], stored["seed"]),
-        n_trials=stored["n_trials"], study_name=study_name, objective_name=objective_name, pruner=stored["pruner"],
-        seed=stored["seed"], divergence_guard=stored["divergence_guard"],
-    )
-    tracker = MlflowTracker(stored["tracking_uri"], stored["experiment"])
-    tracker.attach(stored["experiment_id"], stored["parent_run_id"])
-    counter = _Counting(listener or SearchListener())
-    driver.join(plan, objective, tracker, counter)
-    return counter.count
 
 
 class _Counting(SearchListener):

@@ -11,6 +11,10 @@ from typing import Any
 
 CUDA_OOM = "cuda_oom"
 """The reason of a trial that ran out of GPU memory (a batch too large is a normal outcome)."""
+INTERRUPTED = "interrupted"
+"""The reason of a trial whose search the user stopped (Ctrl-C): it runs again on resume."""
+WORKER_LOST = "worker lost"
+"""The reason of a trial whose process died (killed, machine gone): it runs again."""
 
 
 class TrialState(str, enum.Enum):
@@ -48,6 +52,11 @@ class TrialRecord:
     @property
     def finished(self) -> bool:
         return self.state is not TrialState.RUNNING
+
+    @property
+    def lost(self) -> bool:
+        """Lost with its process or to Ctrl-C: its configuration is owed another run."""
+        return self.state is TrialState.FAILED and self.reason in (INTERRUPTED, WORKER_LOST)
 
     def to_json(self) -> dict[str, Any]:
         return {**dataclasses.asdict(self), "state": self.state.value}

@@ -1,16 +1,26 @@
-"""The ``hpo`` command: ``hpo search SPACE [options]``."""
+"""The ``hpo`` command: ``hpo search SPACE [options]`` and ``hpo worker``.
+
+It answers ``--help`` and refuses a bad space or flag without importing torch, Optuna, MLflow
+or Ray: those load once the search is known to be valid.
+"""
 
 from __future__ import annotations
 
+import pkgutil
 import sys
+from collections.abc import Callable
+from typing import Any
 
 import click
+from pydantic import ValidationError
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from hpo._errors import HpoError
+from hpo._listener import SearchListener
+from hpo._plan import PRUNERS
+from hpo._search import DEFAULT_STRATEGY, DEFAULT_TRIALS
 from hpo._trial import TrialRecord, TrialState
-from hpo.drivers import PRUNERS, SearchListener
+from hpo.drivers import DRIVERS, DriverOptions
 from hpo.strategies import STRATEGIES
 
 console = Console(stderr=True)
@@ -19,7 +29,7 @@ console = Console(stderr=True)
 class ProgressBar(SearchListener):
     """Trials done, pruned and failed, and the best value so far, while the search runs."""
 
-    def __init__(self, progress: Progress, n_trials: int, metric: str, direction: str) -> None:
+    def __init__(self, progress: Any, n_trials: int, metric: str, direction: str) -> None:
         self.progress = progress
         self.metric = metric
         self.sign = 1 if direction == "minimize" else -1
@@ -54,6 +64,51 @@ class ProgressBar(SearchListener):
         self.progress.update(self.task, completed=done, status=status)
 
 
+def _engines() -> dict[str, type[DriverOptions]]:
+    return {name: pkgutil.resolve_name(where) for name, where in DRIVERS.items()}
+
+
+def _engine_flags(engines: dict[str, type[DriverOptions]]) -> Callable[[Any], Any]:
+    """Every registered engine's options, each as its flag (``--workers``, ``--ray-address``)."""
+
+    def decorate(command: Any) -> Any:
+        declared = set()
+        for engine, options in reversed(engines.items()):
+            for name, flag in reversed(options.flags().items()):
+                if flag in declared:
+                    continue
+                declared.add(flag)
+                field = options.model_fields[name]
+                default = "" if "[default" in str(field.description) else f" [default: {field.default}]"
+                text = f"{engine.capitalize()} driver: {field.description}{default}."
+                command = click.option(flag, default=None, help=text)(command)
+        return command
+
+    return decorate
+
+
+def engine_options(engines: dict[str, type[DriverOptions]], driver: str, flags: dict[str, Any]) -> DriverOptions:
+    """The options of ``driver`` from the flags given; a flag of another engine is refused."""
+    if driver not in engines:
+        raise HpoError(f"--driver: unknown driver {driver!r} (choose from {', '.join(engines)})")
+    options = engines[driver]
+    own = {flag.lstrip("-").replace("-", "_"): name for name, flag in options.flags().items()}
+    for key, value in flags.items():
+        if value is not None and key not in own:
+            flag = "--" + key.replace("_", "-")
+            takes = ", ".join(options.flags().values())
+            raise HpoError(f"{flag}: not an option of the {driver} driver (it takes {takes})")
+    given = {own[key]: value for key, value in flags.items() if value is not None}
+    try:
+        return options(**given)
+    except ValidationError as error:
+        first = error.errors()[0]
+        raise HpoError(f"{options.flags()[str(first['loc'][0])]}: {first['msg']}") from None
+
+
+_ENGINES = _engines()
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def cli() -> None:
     """Hyperparameter search for PyTorch: Optuna or Ray Tune, every trial in MLflow."""
@@ -62,11 +117,12 @@ def cli() -> None:
 @cli.command()
 @click.argument("space")
 @click.option("--objective", help="Built-in name, module:function or file.py:function [default: the space's].")
-@click.option("--strategy", default="coarse-to-fine", show_default=True, help=f"One of: {', '.join(STRATEGIES)}.")
-@click.option("--driver", default="optuna", show_default=True, help="Engine: optuna or ray.")
-@click.option("--trials", "n_trials", default=40, show_default=True, type=int, help="Trials in the study in all.")
+@click.option("--strategy", default=DEFAULT_STRATEGY, show_default=True, help=f"One of: {', '.join(STRATEGIES)}.")
+@click.option("--driver", default="optuna", show_default=True, help=f"Engine: {', '.join(DRIVERS)}.")
+@click.option("--trials", "n_trials", default=DEFAULT_TRIALS, show_default=True, type=int,
+              help="Trials in the study in all.")
 @click.option("--pruner", default="none", show_default=True, help=f"One of: {', '.join(PRUNERS)}.")
-@click.option("--storage", help="Optuna storage URL [default: sqlite:///.hpo/optuna.db].")
+@click.option("--storage", help="The trial store, an Optuna storage URL [default: sqlite:///.hpo/optuna.db].")
 @click.option("--tracking-uri", help="MLflow tracking URI [default: sqlite:///.hpo/mlflow.db].")
 @click.option("--experiment", help="MLflow experiment [default: the space's name].")
 @click.option("--study", "study_name", help="Study name [default: SPACE-OBJECTIVE-STRATEGY-seedN].")
@@ -75,21 +131,21 @@ def cli() -> None:
               help="End a trial at once when its loss turns NaN or explodes.")
 @click.option("--test/--no-test", "evaluate_test", default=True, show_default=True,
               help="Score the best configuration once on the test set.")
-@click.option("--workers", default="auto", show_default=True,
-              help="Optuna driver: worker processes (N or auto: one per GPU slot, or half the cores).")
-@click.option("--gpus", help="Optuna driver: all, none, or ids like 0,1 [default: all there are].")
-@click.option("--trials-per-gpu", default=1, show_default=True, type=int,
-              help="Optuna driver: worker slots per GPU, for small models.")
-@click.option("--ray-address", help="Ray driver: an existing cluster [default: a local Ray instance].")
-@click.option("--cpus-per-trial", default=1.0, show_default=True, type=float, help="Ray driver: CPUs per trial.")
-@click.option("--gpus-per-trial", default=0.0, show_default=True, type=float,
-              help="Ray driver: GPUs per trial; 0.25 packs four trials on a GPU.")
-def search(space: str, **options: object) -> None:
+@_engine_flags(_ENGINES)
+def search(space: str, objective: str | None, strategy: str, driver: str, n_trials: int, pruner: str,
+           storage: str | None, tracking_uri: str | None, experiment: str | None, study_name: str | None,
+           seed: int, divergence_guard: bool, evaluate_test: bool, **flags: Any) -> None:
     """Search SPACE (a name in search_spaces/ or a YAML path); rerunning resumes the study."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
     from hpo._report import print_summary
     from hpo._search import prepare
 
-    prepared = prepare(space=space, **options)  # type: ignore[arg-type]  # refuse bad input first
+    prepared = prepare(  # refuse bad input first
+        objective, space, strategy=strategy, n_trials=n_trials, pruner=pruner, seed=seed, storage=storage,
+        tracking_uri=tracking_uri, experiment=experiment, study_name=study_name, divergence_guard=divergence_guard,
+        evaluate_test=evaluate_test, driver=engine_options(_ENGINES, driver, flags),
+    )
     plan = prepared.plan
     columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[status]}"), TimeElapsedColumn()]
@@ -100,15 +156,13 @@ def search(space: str, **options: object) -> None:
 
 @cli.command()
 @click.option("--study", "study_name", required=True, help="The study of a running search (see its summary).")
-@click.option("--storage", required=True, help="The search's Optuna storage URL (postgresql://... for many machines).")
-@click.option("--workers", default="auto", show_default=True, help="Worker processes on this machine (N or auto).")
-@click.option("--gpus", help="all, none, or ids like 0,1 [default: all there are].")
-@click.option("--trials-per-gpu", default=1, show_default=True, type=int, help="Worker slots per GPU.")
-def worker(study_name: str, storage: str, **options: object) -> None:
+@click.option("--storage", required=True, help="The search's trial store (postgresql://... for many machines).")
+@_engine_flags({"optuna": _ENGINES["optuna"]})
+def worker(study_name: str, storage: str, **flags: Any) -> None:
     """Join a running search from this machine: draw trials from the same budget."""
     from hpo._search import join
 
-    ran = join(study_name, storage, **options)  # type: ignore[arg-type]
+    ran = join(study_name, storage, driver=engine_options(_ENGINES, "optuna", flags))
     console.print(f"hpo worker: ran {ran} trials of {study_name!r}; the budget is claimed")
 
 

@@ -1,7 +1,9 @@
 """One suite for every driver: the same search on Optuna and on Ray Tune must be recorded alike.
 
-Real parts throughout: training on scikit-learn's digits, an Optuna SQLite storage, a local
-Ray instance (started once for this module), one MLflow SQLite store.
+Real parts throughout: training on scikit-learn's digits, one trial store (an Optuna SQLite
+storage) for both engines, a local Ray instance (started once for this module) running two
+trials at a time, one MLflow SQLite store. Where an expectation holds only with trials one at a
+time (a pruner comparing with the trials finished before), the test says ``sequential=True``.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import hpo
 import hpo.strategies
 from conftest import ROOT, child_runs, digits_space
 from hpo import TrialState
-from hpo.drivers import OptunaDriver
+from hpo.store import TrialStore
 from hpo.strategies import BaseStrategy, Suggestion, params_key
 from objectives import digits_mlp
 
@@ -38,21 +40,24 @@ def ray_local():
     ray.shutdown()
 
 
+def driver_options(name: str, sequential: bool = False):
+    """The engine's options in this suite: Ray runs two trials at a time unless ``sequential``."""
+    return hpo.RayOptions(max_concurrent=1 if sequential else 2) if name == "ray" else hpo.OptunaOptions(workers=1)
+
+
 @pytest.fixture(params=DRIVERS)
 def engine(request, stores, tmp_path):
-    """A function that runs ``hpo.prepare(...)`` on this driver, trials one at a time."""
+    """A function that runs ``hpo.prepare(...)`` on this driver."""
     name = request.param
     if name == "ray":
         request.getfixturevalue("ray_local")
-        from hpo.drivers._ray import RayDriver
 
-        driver = RayDriver(home=tmp_path, max_concurrent=1)
-    else:
-        driver = OptunaDriver(stores["storage"], home=tmp_path)
-
-    def run(objective, space, listener=None, **options):
-        prepared = hpo.prepare(objective, space, driver=name, tracking_uri=stores["tracking_uri"], home=tmp_path, **options)
-        return dataclasses.replace(prepared, driver=driver).run(listener)
+    def run(objective, space, listener=None, sequential=False, store=None, **options):
+        prepared = hpo.prepare(objective, space, driver=driver_options(name, sequential), home=tmp_path, **stores,
+                               **options)
+        if store is not None:  # a store with other heartbeat settings
+            prepared = dataclasses.replace(prepared, store=store)
+        return prepared.run(listener)
 
     run.name = name
     return run
@@ -85,7 +90,7 @@ def test_every_ending_is_recorded_and_the_search_goes_on(engine, stores, unique)
     configs += [{"lr": 1e-6}, {"lr": 40.0}, {"lr": 0.02}, {"lr": 4e-3}]  # stalls, diverges, raises, completes
     space = digits_space(epochs=4, lr={"type": "float", "low": 1e-6, "high": 50.0, "log": True})
     result = engine(boom_at_002, space, strategy=ListStrategy(configs), n_trials=20, pruner="median",
-                    experiment=unique, study_name=unique)
+                    experiment=unique, study_name=unique, sequential=True)
     states = [(t.state.value, t.reason) for t in result.trials]
     assert states == [("complete", "")] * 5 + [("pruned", "median"), ("pruned", "diverged"),
                                                ("failed", "RuntimeError: boom"), ("complete", "")]
@@ -178,15 +183,12 @@ def test_a_changed_space_under_the_same_study_is_refused_before_writing(engine, 
 def test_both_drivers_find_the_same_trials_and_record_them_alike(stores, unique, tmp_path, request):
     """Parity: one grid space, one seed, on both drivers."""
     request.getfixturevalue("ray_local")
-    from hpo.drivers._ray import RayDriver
-
     space = digits_space(epochs=2)
     results = {}
-    for driver in (OptunaDriver(stores["storage"], home=tmp_path), RayDriver(home=tmp_path)):
-        prepared = hpo.prepare("digits_mlp", space, driver=driver.name, strategy="grid", n_trials=3, seed=1,
-                               experiment=f"{unique}-{driver.name}",
-                               study_name=f"{unique}-{driver.name}", tracking_uri=stores["tracking_uri"], evaluate_test=False)
-        results[driver.name] = dataclasses.replace(prepared, driver=driver).run()
+    for name in DRIVERS:
+        results[name] = hpo.search("digits_mlp", space, driver=driver_options(name), strategy="grid", n_trials=3,
+                                   seed=1, experiment=f"{unique}-{name}", study_name=f"{unique}-{name}", home=tmp_path,
+                                   evaluate_test=False, **stores)
     configs = {name: sorted(params_key(t.params) for t in r.trials) for name, r in results.items()}
     assert configs["optuna"] == configs["ray"]
     client = MlflowClient(stores["tracking_uri"])
@@ -200,27 +202,28 @@ def test_both_drivers_find_the_same_trials_and_record_them_alike(stores, unique,
     assert layouts["optuna"] == layouts["ray"]
 
 
-def test_ray_resume_records_a_trial_lost_with_its_process(stores, unique, tmp_path, request):
-    """The Ray driver's journal: a trial that started and never ended is failed, then planned again."""
-    request.getfixturevalue("ray_local")
-    from hpo.drivers._ray import TrialJournal
-
+def test_a_trial_lost_with_its_process_is_failed_and_planned_again(engine, stores, unique):
+    """A trial whose process died (its heartbeat stopped) is failed as "worker lost" by the
+    next run, keeps its one child run, and its configuration runs again."""
     space = digits_space(epochs=1)
-    options = dict(driver="ray", strategy="grid", study_name=unique, experiment=unique, home=tmp_path,
-                   tracking_uri=stores["tracking_uri"], evaluate_test=False)
-    first = hpo.search("digits_mlp", space, n_trials=2, **options)
-    journal = TrialJournal(tmp_path / "ray" / f"{unique}.jsonl")
-    grid = [p for p in hpo.strategies.GridStrategy(0).ordered_grid(space) if p not in [t.params for t in first.trials]]
-    journal.append("start", hpo.TrialRecord(2, grid[0], TrialState.RUNNING))  # its process died here
+    options = dict(strategy="grid", study_name=unique, experiment=unique, evaluate_test=False)
+    first = engine("digits_mlp", space, n_trials=2, **options)
+    store = TrialStore(stores["storage"], unique, heartbeat_interval=1, grace_period=2)
+    prepared = hpo.prepare("digits_mlp", space, n_trials=3, **stores, **options)
+    dead = store.claim(prepared.plan, "elsewhere:1")  # its process died here, after one heartbeat
+    store.storage.record_heartbeat(dead.trial_id)
 
-    result = hpo.search("digits_mlp", space, n_trials=3, **options)
-    # The lost trial takes no place in the budget (as on the Optuna driver); its retry does.
+    result = engine("digits_mlp", space, n_trials=3, store=store, **options)
+    # The lost trial takes no place in the budget; its retry does.
     assert [(t.number, t.state.value) for t in result.trials] == [(0, "complete"), (1, "complete"), (3, "complete")]
-    assert result.trials[2].params == grid[0]  # the lost configuration ran again
+    assert result.trials[2].params == dead.params  # the lost configuration ran again
+    assert dead.params not in [t.params for t in first.trials]
     runs = child_runs(stores["tracking_uri"], result.parent_run_id)
     assert sorted(int(r.data.tags["hpo.trial_number"]) for r in runs) == [0, 1, 2, 3]
     lost = next(r for r in runs if r.data.tags["hpo.trial_number"] == "2")
     assert lost.info.status == "FAILED" and lost.data.tags["hpo.reason"] == "worker lost"
+    retry = next(r for r in runs if r.data.tags["hpo.trial_number"] == "3")
+    assert retry.data.tags["hpo.retry_of"] == "2"
 
 
 def test_the_cli_progress_bar_hears_every_trial(engine, unique):

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 
 
 def test_optuna_driver_trains_on_the_gpu_in_process(stores, unique, tmp_path):
-    result = hpo.search("digits_mlp", digits_space(epochs=2), strategy="grid", n_trials=2, workers=1,
+    result = hpo.search("digits_mlp", digits_space(epochs=2), strategy="grid", n_trials=2, driver=hpo.OptunaOptions(workers=1),
                         experiment=unique, study_name=unique, home=tmp_path, **stores)
     assert {t.device for t in result.trials} == {"cuda:0"}
     assert result.count(hpo.TrialState.COMPLETE) == 2
@@ -38,7 +38,8 @@ class SlowWarmDigits:
 def test_warm_workers_share_one_gpu(stores, unique, tmp_path):
     space = digits_space(epochs=2, lr={"type": "float", "low": 1e-4, "high": 0.05, "log": True,
                                        "grid": [1e-3, 3e-3, 1e-2, 3e-2]})
-    result = hpo.search(SlowWarmDigits(), space, strategy="grid", n_trials=4, gpus="0", trials_per_gpu=2,
+    result = hpo.search(SlowWarmDigits(), space, strategy="grid", n_trials=4,
+                        driver=hpo.OptunaOptions(gpus="0", trials_per_gpu=2),
                         experiment=unique, study_name=unique, home=tmp_path, evaluate_test=False, **stores)
     assert {t.device for t in result.trials} == {"cuda:0"}  # each worker sees its one GPU as cuda:0
     study = optuna.load_study(study_name=unique, storage=stores["storage"])
@@ -60,7 +61,7 @@ def test_a_real_out_of_memory_error_fails_the_trial_and_frees_the_gpu(stores, un
          "params": {"batch_size": {"type": "int", "low": 32, "high": 128, "grid": [32, 128]}}})
     torch.cuda.init()
     reserved = torch.cuda.memory_reserved()
-    result = hpo.search(out_of_memory_on_large_batches, space, strategy="grid", n_trials=2, workers=1,
+    result = hpo.search(out_of_memory_on_large_batches, space, strategy="grid", n_trials=2, driver=hpo.OptunaOptions(workers=1),
                         experiment=unique, study_name=unique, home=tmp_path, evaluate_test=False, **stores)
     outcomes = sorted((t.params["batch_size"], t.state.value, t.reason) for t in result.trials)
     assert outcomes == [(32, "complete", ""), (128, "failed", "cuda_oom")]
@@ -68,7 +69,7 @@ def test_a_real_out_of_memory_error_fails_the_trial_and_frees_the_gpu(stores, un
 
 
 def test_ray_driver_packs_fractional_gpu_trials(stores, unique, tmp_path):
-    result = hpo.search("digits_mlp", digits_space(epochs=2), driver="ray", gpus_per_trial=0.25, strategy="grid",
+    result = hpo.search("digits_mlp", digits_space(epochs=2), driver=hpo.RayOptions(gpus_per_trial=0.25), strategy="grid",
                         n_trials=3, experiment=unique, study_name=unique, home=tmp_path,
                         tracking_uri=stores["tracking_uri"])
     assert {t.device for t in result.trials} == {"cuda:0"}  # Ray pins each actor to its GPU share

@@ -1,4 +1,4 @@
-"""Optuna-only behaviour: heartbeats find the trial of a search killed mid-trial."""
+"""Heartbeats find the trial of a search killed mid-trial; Ctrl-C closes the running trial."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import time
-import warnings
 
 import optuna
 import pytest
@@ -16,12 +15,13 @@ import pytest
 import hpo
 from conftest import ROOT, child_runs, digits_space
 from hpo import TrialState
-from hpo.drivers import OptunaDriver
+from hpo.loop import TrialLoop
+from hpo.store import TrialStore, to_record
 
 HANGING_SEARCH = """
 import dataclasses, sys, time, pathlib
 import hpo
-from hpo.drivers import OptunaDriver
+from hpo.store import TrialStore
 sys.path.insert(0, {tests!r})
 from conftest import digits_space
 
@@ -33,8 +33,8 @@ def objective(params, trial):
 
 prepared = hpo.prepare(objective, digits_space(epochs=1), strategy="grid", n_trials=3, study_name={name!r},
                        experiment={name!r}, storage={storage!r}, tracking_uri={tracking_uri!r}, evaluate_test=False)
-driver = OptunaDriver({storage!r}, heartbeat_interval=1, grace_period=2)
-dataclasses.replace(prepared, driver=driver).run()
+store = TrialStore({storage!r}, {name!r}, heartbeat_interval=1, grace_period=2)
+dataclasses.replace(prepared, store=store).run()
 """
 
 
@@ -57,10 +57,11 @@ def test_a_killed_search_resumes_and_its_lost_trial_is_recorded_once(tmp_path, s
 
     prepared = hpo.prepare(objective, digits_space(epochs=1), strategy="grid", n_trials=3, study_name=unique,
                            experiment=unique, evaluate_test=False, **stores)
-    result = dataclasses.replace(prepared, driver=OptunaDriver(stores["storage"], heartbeat_interval=1, grace_period=2)).run()
+    store = TrialStore(stores["storage"], unique, heartbeat_interval=1, grace_period=2)
+    result = dataclasses.replace(prepared, store=store).run()
 
     study = optuna.load_study(study_name=unique, storage=stores["storage"])
-    lost = [t for t in study.trials if t.user_attrs.get("hpo.result", {}).get("reason") == "worker lost"]
+    lost = [t for t in study.trials if to_record(t).reason == "worker lost"]
     assert len(lost) == 1 and lost[0].state.name == "FAIL" and lost[0].number == 1
     assert [t.state for t in result.trials] == [TrialState.COMPLETE] * 3  # the lost point ran again
     assert sorted(t.params["lr"] for t in result.trials) == [1e-3, 3e-3, 1e-2]
@@ -96,23 +97,22 @@ def test_ctrl_c_closes_the_running_trial_and_a_rerun_runs_it_again(stores, uniqu
 def test_a_trial_that_only_looked_stale_is_not_failed(stores, unique):
     """A stalled machine, or a clock stepped forward, makes a live trial's heartbeat look old;
     it beats again before the second look, while a dead trial's never does."""
-    driver = OptunaDriver(stores["storage"], heartbeat_interval=1, grace_period=3)
+    store = TrialStore(stores["storage"], unique, heartbeat_interval=1, grace_period=3)
     prepared = hpo.prepare(lambda params, trial: 1.0, digits_space(epochs=1), strategy="grid", n_trials=3,
                            study_name=unique, experiment=unique, evaluate_test=False, **stores)
     prepared.tracker.start_search(prepared.plan, None)
-    study = driver.open_study(prepared.plan)
-    with warnings.catch_warnings():  # Optuna: heartbeats are meant for Study.optimize; hpo asks itself
-        warnings.simplefilter("ignore")
-        alive, dead = study.ask(), study.ask()
+    store.open(prepared.plan, prepared.tracker.identity())
+    loop = TrialLoop(prepared.plan, store, prepared.tracker)
+    alive, dead = store.claim(prepared.plan, "here:1"), store.claim(prepared.plan, "there:2")
     for trial in (alive, dead):
-        study._storage.record_heartbeat(trial._trial_id)
+        store.storage.record_heartbeat(trial.trial_id)
     time.sleep(4.5)  # both silent past the grace period (SQLite keeps whole seconds: 3 s could read as 3)
 
-    driver.fail_stale(study, prepared.tracker)  # first look: both suspected, neither failed
-    assert {t.state.name for t in study.get_trials()} == {"RUNNING"}
-    study._storage.record_heartbeat(alive._trial_id)  # it was alive after all
+    loop.reap()  # first look: both suspected, neither failed
+    assert {t.state.name for t in store.study.get_trials()} == {"RUNNING"}
+    store.storage.record_heartbeat(alive.trial_id)  # it was alive after all
     time.sleep(2.1)  # two heartbeat intervals
-    driver.fail_stale(study, prepared.tracker)
+    loop.reap()
 
-    states = {t.number: (t.state.name, t.user_attrs.get("hpo.result", {}).get("reason")) for t in study.get_trials()}
+    states = {t.number: (t.state.name, to_record(t).reason or None) for t in store.study.get_trials()}
     assert states == {alive.number: ("RUNNING", None), dead.number: ("FAIL", "worker lost")}

@@ -94,7 +94,7 @@ def test_trial_seeds_differ_per_trial_and_are_stable():
 
 def test_a_lost_configuration_is_retried_a_bounded_number_of_times():
     from hpo import TrialRecord
-    from hpo.drivers._base import MAX_RETRIES, in_budget
+    from hpo.store import MAX_RETRIES, in_budget
 
     lost = [TrialRecord(n, {"lr": 0.1}, TrialState.FAILED, reason="worker lost") for n in range(MAX_RETRIES + 1)]
     done = TrialRecord(9, {"lr": 0.2}, TrialState.COMPLETE, 1.0)

@@ -18,9 +18,9 @@ from mlflow import MlflowClient
 
 import hpo
 from conftest import child_runs, digits_space
-from hpo import HpoError, TrialState
+from hpo import HpoError, SearchListener, TrialState
 from hpo.dispatch import plan_slots
-from hpo.drivers import SearchListener
+from hpo.store import to_record
 from hpo.strategies import params_key
 from objectives import digits_mlp
 
@@ -64,7 +64,7 @@ def lr_space(points: int) -> hpo.SearchSpace:
 def test_two_cpu_workers_run_exactly_the_budget_with_warm_setup(stores, unique, tmp_path):
     log = tmp_path / "setup.log"
     heard = Heard()
-    result = hpo.search(WarmObjective(log), lr_space(20), strategy="random", n_trials=8, workers=2,
+    result = hpo.search(WarmObjective(log), lr_space(20), strategy="random", n_trials=8, driver=hpo.OptunaOptions(workers=2),
                         experiment=unique, study_name=unique, evaluate_test=False, listener=heard, **stores)
     study = optuna.load_study(study_name=unique, storage=stores["storage"])
     assert len(study.trials) == 8 and len(result.trials) == 8
@@ -76,7 +76,7 @@ def test_two_cpu_workers_run_exactly_the_budget_with_warm_setup(stores, unique, 
 
 
 def test_no_grid_point_runs_twice_with_several_workers(stores, unique):
-    result = hpo.search("digits_mlp", lr_space(6), strategy="grid", n_trials=20, workers=2,
+    result = hpo.search("digits_mlp", lr_space(6), strategy="grid", n_trials=20, driver=hpo.OptunaOptions(workers=2),
                         experiment=unique, study_name=unique, evaluate_test=False, **stores)
     keys = [params_key(t.params) for t in result.trials]
     assert len(keys) == 6 == len(set(keys))
@@ -111,12 +111,12 @@ def test_a_worker_killed_mid_trial_loses_no_trial(stores, unique, tmp_path, monk
 
     killer = threading.Thread(target=kill_when_marked)
     killer.start()
-    result = hpo.search(killed_once, lr_space(4), strategy="grid", n_trials=4, workers=2,
+    result = hpo.search(killed_once, lr_space(4), strategy="grid", n_trials=4, driver=hpo.OptunaOptions(workers=2),
                         experiment=unique, study_name=unique, evaluate_test=False, **stores)
     killer.join()
 
     study = optuna.load_study(study_name=unique, storage=stores["storage"])
-    lost = [t for t in study.trials if t.user_attrs.get("hpo.result", {}).get("reason") == "worker lost"]
+    lost = [t for t in study.trials if to_record(t).reason == "worker lost"]
     assert len(lost) == 1 and lost[0].state.name == "FAIL"
     retry = [t for t in study.trials if t.user_attrs.get("hpo.retry_of") == lost[0].number]
     assert len(retry) == 1 and retry[0].params == lost[0].params and retry[0].state.name == "COMPLETE"
@@ -161,7 +161,7 @@ def test_ctrl_c_ends_every_workers_trial_as_interrupted(tmp_path, unique):
 
     assert search.returncode == 130 and "interrupted" in stderr
     trials = optuna.load_study(study_name=unique, storage=f"sqlite:///{tmp_path / '.hpo' / 'optuna.db'}").trials
-    assert [(t.state.name, t.user_attrs["hpo.result"]["reason"]) for t in trials] == [("FAIL", "interrupted")] * 2
+    assert [(t.state.name, to_record(t).reason) for t in trials] == [("FAIL", "interrupted")] * 2
     tracking_uri = f"sqlite:///{tmp_path / '.hpo' / 'mlflow.db'}"
     parent = search_run(tracking_uri, unique)
     runs = child_runs(tracking_uri, parent.info.run_id)
@@ -182,7 +182,7 @@ class MissingData:
 @pytest.mark.parametrize("workers", [1, 2])
 def test_a_failing_setup_stops_the_search_with_one_error(stores, unique, workers):
     with pytest.raises(HpoError, match=r"--objective: its setup on cpu failed: FileNotFoundError: data/train\.npy"):
-        hpo.search(MissingData(), lr_space(4), strategy="grid", n_trials=4, workers=workers, experiment=unique,
+        hpo.search(MissingData(), lr_space(4), strategy="grid", n_trials=4, driver=hpo.OptunaOptions(workers=workers), experiment=unique,
                    study_name=unique, evaluate_test=False, **stores)
     assert optuna.load_study(study_name=unique, storage=stores["storage"]).trials == []  # nothing ran
 
@@ -193,18 +193,18 @@ def kills_its_worker(params, trial):
 
 def test_workers_that_keep_dying_stop_the_search_with_every_trial_closed(stores, unique):
     with pytest.raises(HpoError, match=r"--workers: workers keep dying \(5 so far, the last killed by SIGKILL\)"):
-        hpo.search(kills_its_worker, lr_space(4), strategy="grid", n_trials=4, workers=2, experiment=unique,
+        hpo.search(kills_its_worker, lr_space(4), strategy="grid", n_trials=4, driver=hpo.OptunaOptions(workers=2), experiment=unique,
                    study_name=unique, evaluate_test=False, **stores)
     trials = optuna.load_study(study_name=unique, storage=stores["storage"]).trials
     assert {t.state.name for t in trials} == {"FAIL"}
-    assert {t.user_attrs["hpo.result"]["reason"] for t in trials} <= {"worker lost", "interrupted"}
+    assert {to_record(t).reason for t in trials} <= {"worker lost", "interrupted"}
     runs = child_runs(stores["tracking_uri"], search_run(stores["tracking_uri"], unique).info.run_id)
     assert sorted(int(r.data.tags["hpo.trial_number"]) for r in runs) == sorted(t.number for t in trials)
     assert {r.info.status for r in runs} == {"FAILED"}
 
 
 def test_out_of_memory_fails_the_trial_and_the_worker_goes_on(stores, unique):
-    result = hpo.search(oom_on_small_lr, lr_space(4), strategy="grid", n_trials=4, workers=2,
+    result = hpo.search(oom_on_small_lr, lr_space(4), strategy="grid", n_trials=4, driver=hpo.OptunaOptions(workers=2),
                         experiment=unique, study_name=unique, evaluate_test=False, **stores)
     reasons = sorted((t.params["lr"] < 5e-3, t.state.value, t.reason) for t in result.trials)
     assert reasons == [(False, "complete", "")] * 2 + [(True, "failed", "cuda_oom")] * 2
@@ -267,7 +267,7 @@ def test_hpo_worker_joins_a_running_search_on_postgresql(postgres_url, stores, u
             started.set()
 
     def search() -> None:
-        results["search"] = hpo.search(slow_digits, lr_space(8), strategy="grid", n_trials=8, workers=1,
+        results["search"] = hpo.search(slow_digits, lr_space(8), strategy="grid", n_trials=8, driver=hpo.OptunaOptions(workers=1),
                                        storage=postgres_url, tracking_uri=stores["tracking_uri"], experiment=unique,
                                        study_name=unique, evaluate_test=False, listener=Started())
 
@@ -307,7 +307,7 @@ def test_a_coarse_to_fine_stage_starts_when_the_stage_before_has_finished(stores
     space = hpo.SearchSpace.model_validate(
         {"name": "c2f", "metric": "loss", "direction": "minimize",
          "params": {"lr": {"type": "float", "low": 1e-5, "high": 1.0, "log": True}}})
-    hpo.search(slow_quadratic, space, strategy="coarse-to-fine", n_trials=9, workers=2, experiment=unique,
+    hpo.search(slow_quadratic, space, strategy="coarse-to-fine", n_trials=9, driver=hpo.OptunaOptions(workers=2), experiment=unique,
                study_name=unique, evaluate_test=False, **stores)
     study = optuna.load_study(study_name=unique, storage=stores["storage"])
     stages = {}

@@ -1,34 +1,27 @@
-"""A pool of long-lived worker processes, each pinned to a device slot, claiming trials from
-one Optuna study. The parent replaces a worker that dies and fails the trial it was running."""
+"""A pool of long-lived worker processes, each pinned to a device slot. The pool knows processes,
+not trials: it hands each worker its slot, relays what workers send, replaces one that dies and
+says so, and stops them all when the search ends."""
 
 from __future__ import annotations
 
-import copy
 import multiprocessing as mp
 import queue
 import signal
 import sys
 import time
-from typing import TYPE_CHECKING, Any
-
-import cloudpickle
+from collections.abc import Callable
+from typing import Any
 
 from hpo._errors import HpoError
-from hpo.drivers._base import INTERRUPTED, SearchListener
-from hpo.drivers._optuna import worker_name
-from hpo.tracking import MlflowTracker
-
-if TYPE_CHECKING:
-    import optuna
-
-    from hpo._search import SearchPlan
-    from hpo._trial import TrialRecord
-    from hpo.dispatch._slots import DeviceSlot
-    from hpo.drivers._optuna import OptunaDriver
+from hpo.dispatch._slots import DeviceSlot
 
 STOP_TIMEOUT_S = 30.0
 """How long a stopped worker may take to close its running trial before it is killed."""
 _REFUSED = 2  # a worker's exit code after it sent the parent a user error
+
+WorkerMain = Callable[[DeviceSlot, Any], None]
+"""What a worker runs: ``main(slot, events)``, with ``events.put(...)`` reaching the parent. It
+must pickle (a module-level function, or a ``functools.partial`` of one)."""
 
 
 class _Refused(str):
@@ -36,38 +29,22 @@ class _Refused(str):
     every worker would meet alike, so the search stops with it instead of replacing workers."""
 
 
-class _QueueListener(SearchListener):
-    """A worker's listener: finished trials go to the parent (its progress bar)."""
-
-    def __init__(self, events: Any) -> None:
-        self.events = events
-
-    def trial_finished(self, trial: TrialRecord) -> None:
-        self.events.put(trial)
-
-
 def _interrupt(signum: int, frame: Any) -> None:
-    """SIGTERM from the parent: end the running trial as Ctrl-C would, once."""
+    """SIGTERM from the parent: stop as Ctrl-C would, once."""
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise KeyboardInterrupt
 
 
-def _worker_main(payload: bytes, slot: DeviceSlot, events: Any) -> None:
-    """A worker process: pin the slot, warm the objective up once, then claim trials.
+def _process_main(main: WorkerMain, slot: DeviceSlot, events: Any) -> None:
+    """A worker process: pin the slot, then run ``main``.
 
     Ctrl-C reaches the whole process group; the parent alone answers it, stopping each worker
-    with SIGTERM, which ends the worker's running trial as "interrupted".
+    with SIGTERM, which ``main`` meets as ``KeyboardInterrupt`` (ending its trial as interrupted).
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _interrupt)
     try:
-        pinned = slot.pin()
-        driver, plan, objective, tracking = cloudpickle.loads(payload)
-        driver.slots = [pinned]
-        tracker = MlflowTracker(tracking["uri"], tracking["experiment"])
-        tracker.attach(tracking["experiment_id"], tracking["parent_run_id"])
-        study = driver.open_study(plan)
-        driver.serve(study, plan, objective, tracker, _QueueListener(events), wait_for_others=False)
+        main(slot.pin(), events)
     except KeyboardInterrupt:
         sys.exit(130)
     except HpoError as error:
@@ -78,36 +55,39 @@ def _worker_main(payload: bytes, slot: DeviceSlot, events: Any) -> None:
 
 
 class WorkerPool:
-    """Runs ``driver``'s trials in one process per slot until the budget is spent.
+    """Runs ``main`` in one process per slot until every worker has returned.
 
-    A worker that exits abnormally (killed, crashed) has its running trial failed as
-    "worker lost" at once, in the study and in MLflow, and is replaced; the trial's
-    configuration is planned again, a bounded number of times. When the search stops early
-    (Ctrl-C), every worker ends its running trial as "interrupted".
+    A worker that exits abnormally (killed, crashed) is reported to ``on_lost(pid)`` and
+    replaced, at most ``max_restarts`` times in all. When the search stops early (Ctrl-C, an
+    error), every worker still running is stopped and reported to ``on_stopped(pid)``.
     """
 
-    def __init__(self, driver: OptunaDriver, plan: SearchPlan, objective: Any, tracker: MlflowTracker,
-                 max_restarts: int | None = None) -> None:
-        self.driver = driver
-        self.plan = plan
-        self.objective = objective
-        self.tracker = tracker
-        self.max_restarts = 2 * len(driver.slots) if max_restarts is None else max_restarts
+    def __init__(
+        self,
+        slots: list[DeviceSlot],
+        main: WorkerMain,
+        *,
+        on_event: Callable[[Any], None],
+        on_lost: Callable[[int], None],
+        on_stopped: Callable[[int], None],
+        max_restarts: int | None = None,
+    ) -> None:
+        self.slots = slots
+        self.main = main
+        self.on_event = on_event
+        self.on_lost = on_lost
+        self.on_stopped = on_stopped
+        self.max_restarts = 2 * len(slots) if max_restarts is None else max_restarts
         self.context = mp.get_context("spawn")  # no inherited CUDA state, locks or DB connections
 
-    def run(self, study: optuna.Study, listener: SearchListener) -> None:
-        tracking = {"uri": self.tracker.tracking_uri, "experiment": self.tracker.experiment_name,
-                    "experiment_id": self.tracker.experiment_id, "parent_run_id": self.tracker.parent_run_id}
-        slots = self.driver.slots
-        pool_driver = _detached(self.driver)
-        payload = cloudpickle.dumps((pool_driver, self.plan, self.objective, tracking))
+    def run(self) -> None:
         events = self.context.Queue()
-        workers = {i: self._start(payload, slot, events) for i, slot in enumerate(slots)}
+        workers = {i: self._start(slot, events) for i, slot in enumerate(self.slots)}
         restarts = 0
         try:
             while workers:
                 try:
-                    _hear(events.get(timeout=0.5), listener)
+                    self._hear(events.get(timeout=0.5))
                     continue
                 except queue.Empty:
                     pass
@@ -117,28 +97,33 @@ class WorkerPool:
                     del workers[index]
                     if process.exitcode in (0, _REFUSED):  # done, or refused: its message is on the way
                         continue
-                    self.driver.fail_worker(study, self.tracker, worker_name(process.pid))
+                    self.on_lost(process.pid)
                     if restarts >= self.max_restarts:
                         raise HpoError(f"--workers: workers keep dying ({restarts + 1} so far, the last "
                                        f"{_how(process.exitcode)}); their output above says why")
                     restarts += 1
-                    workers[index] = self._start(payload, slots[index], events)
+                    workers[index] = self._start(self.slots[index], events)
         finally:
-            self._stop(list(workers.values()), study)
-        while True:  # trials that ended just before their worker did
+            self._stop(list(workers.values()))
+        while True:  # what workers sent just before they ended
             try:
-                _hear(events.get(timeout=0.1), listener)
+                self._hear(events.get(timeout=0.1))
             except queue.Empty:
                 break
 
-    def _start(self, payload: bytes, slot: DeviceSlot, events: Any) -> Any:
-        process = self.context.Process(target=_worker_main, args=(payload, slot, events), name=f"hpo-{slot.name}")
+    def _hear(self, event: Any) -> None:
+        if isinstance(event, _Refused):
+            raise HpoError(str(event))
+        self.on_event(event)
+
+    def _start(self, slot: DeviceSlot, events: Any) -> Any:
+        process = self.context.Process(target=_process_main, args=(self.main, slot, events), name=f"hpo-{slot.name}")
         process.start()
         return process
 
-    def _stop(self, processes: list[Any], study: optuna.Study) -> None:
-        """Stop workers still running: each closes its trial as "interrupted"; one that takes
-        longer than ``STOP_TIMEOUT_S`` is killed and its trial closed here."""
+    def _stop(self, processes: list[Any]) -> None:
+        """Stop workers still running: each closes its trial as interrupted; one that takes
+        longer than ``STOP_TIMEOUT_S`` is killed. Each is then reported to ``on_stopped``."""
         for process in processes:
             process.terminate()
         deadline = time.monotonic() + STOP_TIMEOUT_S
@@ -148,21 +133,8 @@ class WorkerPool:
             if process.exitcode is None:
                 process.kill()
                 process.join()
-            self.driver.fail_worker(study, self.tracker, worker_name(process.pid), reason=INTERRUPTED)
+            self.on_stopped(process.pid)
 
 
 def _how(exitcode: int) -> str:
     return f"killed by {signal.Signals(-exitcode).name}" if exitcode < 0 else f"with exit code {exitcode}"
-
-
-def _hear(event: Any, listener: SearchListener) -> None:
-    if isinstance(event, _Refused):
-        raise HpoError(str(event))
-    listener.trial_finished(event)
-
-
-def _detached(driver: OptunaDriver) -> OptunaDriver:
-    """A copy of the driver to ship to a worker, without the parent's slots or context."""
-    clone = copy.copy(driver)
-    clone.slots, clone.context = [], None
-    return clone

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.resources
 import itertools
 import json
 from pathlib import Path
@@ -14,8 +15,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from hpo._errors import HpoError
 from hpo.spaces._params import CategoricalParam, Param, Scalar
-
-BUNDLED_SPACES = Path(__file__).resolve().parents[2] / "search_spaces"
 
 
 class SearchSpace(BaseModel):
@@ -107,11 +106,16 @@ def resolve_space_path(space: str | Path) -> Path:
     path = Path(space)
     if path.suffix in (".yaml", ".yml") or path.parent != Path("."):
         return path
-    for folder in (Path("search_spaces"), BUNDLED_SPACES):
+    for folder in (Path("search_spaces"), bundled_spaces()):
         candidate = folder / f"{space}.yaml"
         if candidate.exists():
             return candidate
     return Path("search_spaces") / f"{space}.yaml"
+
+
+def bundled_spaces() -> Path:
+    """The folder of the spaces installed with hpo (the ``search_spaces`` package's data)."""
+    return Path(str(importlib.resources.files("search_spaces")))
 
 
 def load_space(space: str | Path) -> SearchSpace:
@@ -120,7 +124,9 @@ def load_space(space: str | Path) -> SearchSpace:
     if not path.is_file():
         raise HpoError(f"{path}: search space file not found")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise HpoError(f"{path}: not a text file (a space file is YAML in UTF-8)") from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark else ""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import inspect
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,18 +26,29 @@ WAIT = Suggestion({}, -1)
 coarse-to-fine stage); the engine asks again once one of them has finished."""
 
 
-class BaseStrategy(abc.ABC):
+class _Settings:
+    """Strategies are made from keyword settings alone, and say what they were made with, so
+    that a study can save its strategy and any process that joins it can make it again."""
+
+    name: ClassVar[str]
+
+    def __init__(self, seed: int = 0) -> None:
+        self.seed = seed
+
+    def get_params(self) -> dict[str, Any]:
+        """The arguments of the constructor, as this strategy was made (scikit-learn's rule:
+        each one is stored under its own name)."""
+        names = [name for name in inspect.signature(type(self).__init__).parameters if name != "self"]
+        return {name: getattr(self, name) for name in names}
+
+
+class BaseStrategy(_Settings, abc.ABC):
     """Plans configurations independently of the engine that runs them.
 
     A strategy keeps no state of its own: the next suggestion is a function of the space,
     the seed, the budget and the trials so far. That is what makes a resumed or a shared
     study continue exactly where it stopped, on any engine.
     """
-
-    name: ClassVar[str]
-
-    def __init__(self, seed: int = 0) -> None:
-        self.seed = seed
 
     @abc.abstractmethod
     def suggest(
@@ -49,13 +61,9 @@ class BaseStrategy(abc.ABC):
         """
 
 
-class EngineStrategy:
-    """A model-based strategy that the engine itself provides (TPE); no planning in ``hpo``."""
-
-    name: ClassVar[str]
-
-    def __init__(self, seed: int = 0) -> None:
-        self.seed = seed
+class SamplerStrategy(_Settings):
+    """A model-based strategy that an Optuna sampler implements (TPE): the trial store samples
+    it when a trial is claimed, for every engine; there is no planning in ``hpo`` itself."""
 
 
 def params_key(params: dict[str, Any]) -> str:

@@ -1,3 +1,5 @@
+"""Coarse-to-fine: a coarse stage over the whole space, then stages narrowed around the best."""
+
 from __future__ import annotations
 
 import math
@@ -48,6 +50,7 @@ class CoarseToFineStrategy(BaseStrategy):
         self.coarse_share = coarse_share
         self.top_fraction = top_fraction
         self.min_width = min_width
+        self.grid_points = grid_points
         self._grid = GridStrategy(seed, grid_points)
 
     def stage_budgets(self, space: SearchSpace, n_trials: int) -> tuple[list[int], bool]:

@@ -1,3 +1,5 @@
+"""Grid search: every point of the space's grid once."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence

@@ -1,3 +1,5 @@
+"""Random search: seeded, reproducible draws."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence

@@ -16,7 +16,7 @@ from mlflow.entities import Metric, Param, RunTag
 from hpo._trial import TrialRecord, TrialState
 
 if TYPE_CHECKING:
-    from hpo._search import SearchPlan, SearchResult
+    from hpo._plan import SearchPlan, SearchResult
 
 DEFAULT_HOME = Path(".hpo")
 RUN_STATUS = {
@@ -144,10 +144,18 @@ class MlflowTracker:
         self.client.log_text(run_id, _leaderboard_csv(result.trials), "leaderboard.csv")
         self.client.set_terminated(run_id, "FINISHED")
 
-    def attach(self, experiment_id: str, parent_run_id: str) -> None:
-        """Write into a search another process started (a worker of its pool)."""
-        self._connect()
-        self.experiment_id, self.parent_run_id = experiment_id, parent_run_id
+    def identity(self) -> dict[str, str]:
+        """Where this search is written: what another process needs to write into it."""
+        return {"uri": self.tracking_uri, "experiment": self.experiment_name,
+                "experiment_id": self.experiment_id, "parent_run_id": self.parent_run_id}
+
+    @classmethod
+    def attach(cls, identity: dict[str, str]) -> MlflowTracker:
+        """A tracker writing into a search another process started (``identity()`` there)."""
+        tracker = cls(identity["uri"], identity["experiment"])
+        tracker._connect()
+        tracker.experiment_id, tracker.parent_run_id = identity["experiment_id"], identity["parent_run_id"]
+        return tracker
 
     def _connect(self) -> None:
         """The client, on first use: nothing is written before a search starts."""
@@ -190,18 +198,14 @@ class MlflowTracker:
         self.client.log_batch(run.info.run_id, params=run_params)
         return TrialRun(self.client, run.info.run_id)
 
-    def trial_runs(self) -> dict[int, list[str]]:
-        """Child run ids by trial number, for reconciling after a crash."""
-        runs = self.client.search_runs(
-            [self.experiment_id], f"tags.`hpo.study_run` = '{self.parent_run_id}'", max_results=50000
-        )
-        found: dict[int, list[str]] = {}
-        for run in runs:
-            found.setdefault(int(run.data.tags["hpo.trial_number"]), []).append(run.info.run_id)
-        return found
+    def trial_run_ids(self, number: int) -> list[str]:
+        """The child run of trial ``number`` (none if its process died before creating it)."""
+        query = f"tags.`hpo.study_run` = '{self.parent_run_id}' and tags.`hpo.trial_number` = '{number}'"
+        return [run.info.run_id for run in self.client.search_runs([self.experiment_id], query)]
 
-    def record_lost(self, record: TrialRecord, run_ids: Sequence[str]) -> None:
+    def record_lost(self, record: TrialRecord) -> None:
         """Close the child run of a trial that died with its process, or create it if missing."""
+        run_ids = self.trial_run_ids(record.number)
         if not run_ids:
             run = self.start_trial(
                 record.number, record.params, stage=record.stage, seed=record.seed, device=record.device
