@@ -1,4 +1,5 @@
-"""The claim lock: one process at a time reads a study's trials and starts the next one."""
+"""The study's lock: one process at a time claims a trial (reads the history, starts the next
+one) or ends one (finishes it, or fails it as lost)."""
 
 from __future__ import annotations
 
@@ -39,7 +40,7 @@ class AdvisoryLock:
         import sqlalchemy
 
         if self._engine is None:
-            self._engine = sqlalchemy.create_engine(self.url, poolclass=sqlalchemy.pool.NullPool)
+            self._engine = sqlalchemy.create_engine(self.url, pool_size=1, max_overflow=0)
         self._connection = self._engine.connect()
         self._connection.execute(sqlalchemy.text("SELECT pg_advisory_lock(:key)"), {"key": self.key})
 

@@ -94,9 +94,10 @@ class TrialStore:
     PostgreSQL for many), shared by every engine and every process of the search.
 
     Claiming a trial reads the history, asks the strategy and starts the trial with its
-    parameters in one transaction, under a lock (``claim_lock``): no two processes claim the
-    same grid point or one trial too many. A trial ends once: whoever fails it as lost, or
-    finishes it, first wins, and the other is told so instead of crashing.
+    parameters in one transaction, under the study's lock (``claim_lock``): no two processes
+    claim the same grid point or one trial too many. Ending a trial takes the same lock: it
+    ends once, whoever fails it as lost or finishes it first wins, and the other is told so
+    instead of crashing.
 
     Args:
         url: The storage URL.
@@ -254,31 +255,33 @@ class TrialStore:
     def finish(self, claim: Claim, record: TrialRecord) -> TrialRecord:
         """End a claimed trial with its record; returns what the store holds: the record, or the
         trial as another process failed it meanwhile (its heartbeat looked stale)."""
-        try:
-            self.storage.set_trial_user_attr(claim.trial_id, RESULT, _result_attr(record))
-            value = record.value if record.state is TrialState.COMPLETE else None
-            with _optuna_on_purpose():
-                stored = self.study.tell(claim.number, value, state=_TELL[record.state], skip_if_finished=True)
-        except UpdateFinishedTrialError:
-            stored = self.storage.get_trial(claim.trial_id)
+        with self._lock:  # Optuna checks a trial's state, then sets it: atomic only under a lock on SQLite
+            try:
+                self.storage.set_trial_user_attr(claim.trial_id, RESULT, _result_attr(record))
+                value = record.value if record.state is TrialState.COMPLETE else None
+                with _optuna_on_purpose():
+                    stored = self.study.tell(claim.number, value, state=_TELL[record.state], skip_if_finished=True)
+            except UpdateFinishedTrialError:
+                stored = self.storage.get_trial(claim.trial_id)
         return record if _STATES[stored.state] is record.state else to_record(stored)
 
     def fail(self, trial_ids: Sequence[int], reason: str = WORKER_LOST) -> list[TrialRecord]:
         """Fail running trials whose process is gone; returns those this call failed. A trial
         that ended meanwhile, or that another process failed first, is left as it is.
 
-        A lost trial is failed by its state alone, one atomic write: a trial failed without a
-        result of its own reads as "worker lost" (``to_record``)."""
+        A lost trial is failed by its state alone, one write: a trial failed without a result
+        of its own reads as "worker lost" (``to_record``)."""
         failed = []
-        for trial_id in trial_ids:
-            try:
-                if reason != WORKER_LOST:
-                    self.storage.set_trial_user_attr(trial_id, RESULT, {"state": "failed", "reason": reason})
-                if not self.storage.set_trial_state_values(trial_id, OptunaState.FAIL):
+        with self._lock:
+            for trial_id in trial_ids:
+                try:
+                    if reason != WORKER_LOST:
+                        self.storage.set_trial_user_attr(trial_id, RESULT, {"state": "failed", "reason": reason})
+                    if not self.storage.set_trial_state_values(trial_id, OptunaState.FAIL):
+                        continue
+                except UpdateFinishedTrialError:
                     continue
-            except UpdateFinishedTrialError:
-                continue
-            failed.append(to_record(self.storage.get_trial(trial_id)))
+                failed.append(to_record(self.storage.get_trial(trial_id)))
         return failed
 
     def running(self, worker: str | None = None) -> list[int]:
