@@ -13,6 +13,8 @@ import io
 import logging
 import math
 import os
+import signal
+import time
 
 import pytest
 from mlflow import MlflowClient
@@ -265,3 +267,107 @@ def test_halving_pruners_stop_the_worse_trials_early(engine, stores, unique, pru
     for trial in pruned:
         assert runs[trial.number].info.status == "KILLED"
         assert len(client.get_metric_history(runs[trial.number].info.run_id, "loss")) < 10
+
+
+class Warm:
+    """digits_mlp with a setup that leaves a line per call in a file; every trial checks that
+    it got what setup returned."""
+
+    def __init__(self, log) -> None:
+        self.log = log
+
+    def setup(self, device):
+        with open(self.log, "a") as log:
+            log.write(f"{os.getpid()}\n")
+        return digits_mlp.setup(device)
+
+    def __call__(self, params, trial):
+        assert trial.context is not None and trial.context.x_train.device.type == trial.device.split(":")[0]
+        return digits_mlp(params, trial)
+
+
+def test_setup_runs_once_per_process_and_every_trial_gets_its_context(engine, unique, tmp_path):
+    log = tmp_path / "setup.log"
+    space = digits_space(epochs=1, lr={"type": "float", "low": 1e-4, "high": 0.1, "log": True, "grid_points": 6})
+    result = engine(Warm(str(log)), space, strategy="grid", n_trials=6, experiment=unique, study_name=unique,
+                    evaluate_test=False)
+    assert [t.state for t in result.trials] == [TrialState.COMPLETE] * 6
+    setups = log.read_text().split()
+    assert 1 <= len(setups) <= 2 and len(set(setups)) == len(setups)  # once per process (Ray: per actor)
+
+
+class MissingData:
+    """An objective whose data is not where its setup looks."""
+
+    def setup(self, device):
+        raise FileNotFoundError("data/train.npy")
+
+    def __call__(self, params, trial):
+        return 1.0
+
+
+def test_a_failing_setup_stops_the_search_with_its_real_error(engine, stores, unique):
+    with pytest.raises(hpo.HpoError, match=r"--objective: its setup on cpu failed: FileNotFoundError: data/train\.npy"):
+        engine(MissingData(), digits_space(epochs=1), strategy="grid", n_trials=3, experiment=unique,
+               study_name=unique, evaluate_test=False)
+    trials = TrialStore(stores["storage"], unique).trials()
+    # In-process the setup runs before any claim; under Ray in each trial's actor: such a trial
+    # records the error itself (not a lost worker), and the trials claimed beside it end as
+    # interrupted, to run again once the setup is fixed.
+    assert all(t.state is TrialState.FAILED for t in trials)
+    error = "HpoError: --objective: its setup on cpu failed: FileNotFoundError: data/train.npy"
+    assert {t.reason for t in trials} <= {error, "interrupted"}
+    assert (error in {t.reason for t in trials}) == (engine.name == "ray")
+
+
+def steady(params, trial):
+    """Eight short steps: long enough for a scheduler to pause, stop or restart a trial."""
+    gap = abs(math.log10(params["lr"]) + 2)
+    for step in range(8):
+        time.sleep(0.05)
+        trial.report(step, loss=gap + 1 / (step + 1))
+    return gap + 0.125
+
+
+@pytest.mark.parametrize("pruner", ["median", "successive-halving", "hyperband"])
+def test_no_pruner_restarts_a_trial_or_repeats_a_step(engine, stores, unique, pruner):
+    space = hpo.SearchSpace.model_validate(
+        {"name": "steady", "metric": "loss", "direction": "minimize",
+         "params": {"lr": {"type": "float", "low": 1e-6, "high": 1.0, "log": True}}})
+    result = engine(steady, space, strategy="random", n_trials=10, pruner=pruner, experiment=unique,
+                    study_name=unique)
+    assert len(result.trials) == 10
+    client = MlflowClient(stores["tracking_uri"])
+    for run in child_runs(stores["tracking_uri"], result.parent_run_id):
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, "loss")]
+        assert steps == list(range(len(steps))), (run.data.tags["hpo.trial_number"], steps)
+
+
+def killed_once(params, trial):
+    """Kills its own process the first time (a crashed or OOM-killed worker), then trains."""
+    marker = os.path.join(os.environ["HPO_TEST_MARKERS"], f"killed-{os.environ['HPO_TEST_ID']}")
+    if not os.path.exists(marker):
+        open(marker, "w").close()
+        os.kill(os.getpid(), signal.SIGKILL)
+    return digits_mlp(params, trial)
+
+
+def test_ray_retries_a_trial_whose_actor_died_in_the_same_run(request, stores, unique, tmp_path, monkeypatch):
+    request.getfixturevalue("ray_local")
+    monkeypatch.setenv("HPO_TEST_ID", unique)
+    monkeypatch.setenv("HPO_TEST_MARKERS", str(tmp_path))
+    import ray
+
+    ray.shutdown()  # the actors must see the two variables: a fresh instance inherits them
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
+    result = hpo.search(killed_once, digits_space(epochs=1), driver=driver_options("ray"), strategy="grid",
+                        n_trials=3, experiment=unique, study_name=unique, home=tmp_path, evaluate_test=False, **stores)
+    assert [t.state for t in result.trials] == [TrialState.COMPLETE] * 3  # the budget, in this run
+    trials = TrialStore(stores["storage"], unique).trials()
+    lost = [t for t in trials if t.reason == "worker lost"]
+    assert len(lost) == 1 and len(trials) == 4
+    retry = [t for t in result.trials if t.params == lost[0].params]
+    assert len(retry) == 1
+    runs = {r.data.tags["hpo.trial_number"]: r for r in child_runs(stores["tracking_uri"], result.parent_run_id)}
+    assert runs[str(lost[0].number)].info.status == "FAILED"
+    assert runs[str(retry[0].number)].data.tags["hpo.retry_of"] == str(lost[0].number)

@@ -14,7 +14,7 @@ from typing import Any
 
 from hpo._errors import HpoError
 from hpo._plan import SearchPlan
-from hpo._trial import TrialRecord, TrialState
+from hpo._trial import INTERRUPTED, TrialRecord, TrialState
 from hpo.dispatch import usable_device
 from hpo.drivers._base import Driver
 from hpo.drivers.ray import RayOptions
@@ -83,12 +83,13 @@ class RayDriver(Driver):
                 failure_config=tune.FailureConfig(max_failures=0),
             ),
         )
-        # Tune's result grid looks for the per-trial log files it was told not to write.
-        logging.getLogger("ray.tune").setLevel(logging.ERROR)
+        # Tune logs a trial's error as a traceback, and its result grid looks for the per-trial log
+        # files it was told not to write: hpo records every trial's ending itself.
+        logging.getLogger("ray.tune").setLevel(logging.CRITICAL)
         try:
             tuner.fit()
         finally:
-            study.heartbeat.close()
+            study.close()
         if study.fatal is not None:
             raise study.fatal
 
@@ -138,6 +139,14 @@ class RayStudy:
         self.live[trial_id] = started
         self.heartbeat.add(started.claim.trial_id)
         return {"hpo": started.claim.to_json()}
+
+    def close(self) -> None:
+        """Trials Tune left without an ending (the run stopped early): interrupted, so that
+        they run again on resume; nothing stays RUNNING."""
+        for trial_id, started in list(self.live.items()):
+            del self.live[trial_id]
+            self.loop.finish(started, _record(started.claim, TrialState.FAILED, reason=INTERRUPTED, device=self.device))
+        self.heartbeat.close()
 
     def reported(self, trial_id: str, result: dict[str, Any]) -> None:
         report = result.get("hpo", {})

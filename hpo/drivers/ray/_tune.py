@@ -6,8 +6,10 @@ experiment state, so they leave the study (locks, database clients) out of what 
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Any
 
+import cloudpickle
 from ray.tune import Callback
 from ray.tune.search import Searcher
 from ray.tune.stopper import Stopper
@@ -59,8 +61,19 @@ class TrackingCallback(_DriverSide, Callback):
         self.study.ended(trial.trial_id, trial.last_result, None)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        error = trial.get_pickled_error() or trial.get_error() or RuntimeError("the trial failed; Tune kept no error")
-        self.study.ended(trial.trial_id, trial.last_result, error)
+        self.study.ended(trial.trial_id, trial.last_result, error_of(trial))
+
+
+def error_of(trial: Any) -> BaseException:
+    """The error a trial ended with, as Tune wrote it beside the trial just before calling
+    ``on_trial_error`` (its ``get_pickled_error`` reads the copy synced to storage later)."""
+    if trial.pickled_error_file and os.path.exists(trial.pickled_error_file):
+        with open(trial.pickled_error_file, "rb") as file:
+            return cloudpickle.load(file)
+    if trial.error_file and os.path.exists(trial.error_file):
+        with open(trial.error_file) as file:
+            return RuntimeError(file.read().strip().splitlines()[-1])
+    return RuntimeError("the trial failed and Tune kept no error")
 
 
 class FatalErrorStopper(_DriverSide, Stopper):
