@@ -17,6 +17,7 @@ import torch
 from mlflow import MlflowClient
 
 import hpo
+import hpo.strategies
 from conftest import child_runs, digits_space
 from hpo import HpoError, SearchListener, TrialState
 from hpo.dispatch import plan_slots
@@ -316,3 +317,54 @@ def test_a_coarse_to_fine_stage_starts_when_the_stage_before_has_finished(stores
     assert sorted((stage, len(trials)) for stage, trials in stages.items()) == [(0, 3), (1, 3), (2, 3)]
     for stage in (1, 2):
         assert min(t.datetime_start for t in stages[stage]) >= max(t.datetime_complete for t in stages[stage - 1])
+
+
+def lr_only(params, trial):
+    return params["lr"]
+
+
+@pytest.mark.parametrize("round_", range(4))
+def test_a_grid_under_a_pool_runs_every_point_exactly_once(stores, unique, round_):
+    """Workers claiming at the same moment: the parameters are fixed in the same transaction
+    that starts the trial, so no worker sees a trial without them and hands its point out again."""
+    space = lr_space(20)
+    result = hpo.search(lr_only, space, strategy="grid", n_trials=20, driver=hpo.OptunaOptions(workers=2),
+                        experiment=unique, study_name=unique, evaluate_test=False, **stores)
+    study = optuna.load_study(study_name=unique, storage=stores["storage"])
+    assert sorted(params_key(t.params) for t in study.trials) == sorted(params_key(p) for p in space.grid())
+    assert len(result.trials) == 20
+
+
+def test_tpe_under_a_pool_suggests_distinct_configurations(stores, unique):
+    result = hpo.search(lr_only, lr_space(4), strategy="tpe", n_trials=8, driver=hpo.OptunaOptions(workers=2),
+                        experiment=unique, study_name=unique, evaluate_test=False, **stores)
+    lrs = [t.params["lr"] for t in result.trials]
+    assert len(lrs) == 8 == len(set(lrs))
+
+
+class StopAfter(SearchListener):
+    """Stops the search (as Ctrl-C would, between two trials) once ``n`` trials have ended."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def trial_finished(self, trial) -> None:
+        self.n -= 1
+        if self.n == 0:
+            raise KeyboardInterrupt
+
+
+def test_a_joined_search_continues_the_same_plan(stores, unique):
+    """The strategy's own settings (four stages, not the default three) are saved with the study."""
+    strategy = hpo.strategies.CoarseToFineStrategy(seed=0, stages=4)
+    space = lr_space(3)
+    with pytest.raises(KeyboardInterrupt):
+        hpo.search("digits_mlp", space, strategy=strategy, n_trials=8, experiment=unique, study_name=unique,
+                   evaluate_test=False, listener=StopAfter(3), **stores)
+    ran = hpo.join(unique, stores["storage"], driver=hpo.OptunaOptions(workers=1))
+    assert ran == 5
+    study = optuna.load_study(study_name=unique, storage=stores["storage"])
+    budgets, _ = strategy.stage_budgets(space, 8)
+    assert budgets == [3, 2, 2, 1]  # three stages would be [3, 3, 2]
+    stages = [t.user_attrs["hpo.stage"] for t in sorted(study.trials, key=lambda t: t.number)]
+    assert stages == [0, 0, 0, 1, 1, 2, 2, 3]
