@@ -38,6 +38,7 @@ test: $(STAMP) postgresql
 
 lint: $(STAMP)
 	$(BIN)/ruff check hpo objectives bench tests
+	$(BIN)/lint-imports
 
 # The tests start their own PostgreSQL server on loopback (tests/conftest.py); this only
 # makes sure its programs are installed.
@@ -52,6 +53,7 @@ ui: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m pip install -qq --disable-pip-version-check -e '.[bench]'
+	$(BIN)/python bench/startup.py
 	$(BIN)/python bench/overhead.py
 	$(BIN)/python bench/ray_overhead.py
 	@if $(BIN)/python -c "import sys, torch; sys.exit(not torch.cuda.is_available())"; then $(MAKE) bench-gpu; \

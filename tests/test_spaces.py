@@ -57,6 +57,26 @@ def test_bad_space_is_refused_naming_file_and_parameter(tmp_path, case, body, me
     assert "\n" not in text
 
 
+@pytest.mark.parametrize(
+    ("case", "content"),
+    [("latin-1 text", "metric: val_loss  # \u00e9chelle\n".encode("latin-1")), ("binary", bytes(range(256)) * 4)],
+)
+def test_a_file_that_is_not_utf8_text_is_refused_in_one_line(tmp_path, case, content):
+    path = tmp_path / "space.yaml"
+    path.write_bytes(content)
+    with pytest.raises(HpoError) as error:
+        load_space(path)
+    assert str(error.value) == f"{path}: not a text file (a space file is YAML in UTF-8)"
+
+
+def test_cli_refuses_a_binary_space_file_with_exit_2(tmp_path):
+    (tmp_path / "space.yaml").write_bytes(bytes(range(256)))
+    done = subprocess.run([sys.executable, "-m", "hpo.cli", "search", "space.yaml"], cwd=tmp_path,
+                          capture_output=True, text=True)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == ["hpo: error: space.yaml: not a text file (a space file is YAML in UTF-8)"]
+
+
 def test_missing_file_is_refused(tmp_path):
     with pytest.raises(HpoError, match=r"nowhere\.yaml: search space file not found"):
         load_space(tmp_path / "nowhere.yaml")
