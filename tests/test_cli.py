@@ -85,3 +85,15 @@ def test_a_tracking_server_over_http_gets_the_same_layout(mlflow_server, stores,
     assert all(r.info.status == "FINISHED" for r in runs)
     client = MlflowClient(mlflow_server)
     assert "best_config.json" in {a.path for a in client.list_artifacts(result.parent_run_id)}
+
+
+def test_the_command_and_the_api_share_their_defaults():
+    import inspect
+
+    from hpo.cli import search as command
+
+    flags = {param.name: param.default for param in command.params}
+    api = {name: param.default for name, param in inspect.signature(hpo.prepare).parameters.items()}
+    shared = ("strategy", "n_trials", "driver", "pruner", "seed", "divergence_guard", "evaluate_test")
+    assert {name: flags[name] for name in shared} == {name: api[name] for name in shared}
+    assert (api["strategy"], api["n_trials"]) == ("coarse-to-fine", 40)

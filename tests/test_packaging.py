@@ -18,7 +18,8 @@ from conftest import ROOT
 HEAVY = ("torch", "optuna", "mlflow", "ray")
 
 
-def test_the_wheel_runs_a_search_in_a_fresh_environment_outside_the_repository(tmp_path):
+def test_the_wheel_runs_a_search_in_a_fresh_environment_outside_the_repository(tmp_path, monkeypatch):
+    monkeypatch.delenv("PYTHONPATH", raising=False)  # nothing of the repository's on the path
     dist = tmp_path / "dist"
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(dist),
                     str(ROOT)], check=True, capture_output=True, timeout=300)

@@ -1,0 +1,70 @@
+"""hpo: hyperparameter search for PyTorch on Optuna and Ray Tune, every trial in MLflow.
+
+Names are imported on first use: ``import hpo`` loads neither torch, Optuna, MLflow nor Ray.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from hpo._errors import HpoError
+
+_WHERE = {
+    "PreparedSearch": "hpo._search",
+    "join": "hpo._search",
+    "prepare": "hpo._search",
+    "search": "hpo._search",
+    "SearchListener": "hpo._listener",
+    "SearchPlan": "hpo._plan",
+    "SearchResult": "hpo._plan",
+    "Trial": "hpo._trial",
+    "TrialPruned": "hpo._trial",
+    "TrialRecord": "hpo._trial",
+    "TrialState": "hpo._trial",
+    "SearchSpace": "hpo.spaces",
+    "load_space": "hpo.spaces",
+    "OptunaOptions": "hpo.drivers.optuna",
+    "RayOptions": "hpo.drivers.ray",
+}
+
+__all__ = [
+    "HpoError",
+    "OptunaOptions",
+    "PreparedSearch",
+    "RayOptions",
+    "SearchListener",
+    "SearchPlan",
+    "SearchResult",
+    "SearchSpace",
+    "Trial",
+    "TrialPruned",
+    "TrialRecord",
+    "TrialState",
+    "join",
+    "load_space",
+    "prepare",
+    "search",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module 'hpo' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_WHERE[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
+
+if TYPE_CHECKING:
+    from hpo._listener import SearchListener
+    from hpo._plan import SearchPlan, SearchResult
+    from hpo._search import PreparedSearch, join, prepare, search
+    from hpo._trial import Trial, TrialPruned, TrialRecord, TrialState
+    from hpo.drivers.optuna import OptunaOptions
+    from hpo.drivers.ray import RayOptions
+    from hpo.spaces import SearchSpace, load_space

@@ -1,0 +1,15 @@
+"""What a search tells the one watching it (the CLI's progress bar, a notebook)."""
+
+from __future__ import annotations
+
+from hpo._trial import TrialRecord
+
+
+class SearchListener:
+    """Hears how a search goes; every method is optional."""
+
+    def resumed(self, trials: list[TrialRecord]) -> None:
+        """The trials already in the study when the search starts."""
+
+    def trial_finished(self, trial: TrialRecord) -> None:
+        """A trial of this run has ended, whatever its state."""

@@ -1,0 +1,205 @@
+"""What an objective sees of a trial, and the record a finished trial leaves behind."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+CUDA_OOM = "cuda_oom"
+"""The reason of a trial that ran out of GPU memory (a batch too large is a normal outcome)."""
+INTERRUPTED = "interrupted"
+"""The reason of a trial whose search the user stopped (Ctrl-C): it runs again on resume."""
+WORKER_LOST = "worker lost"
+"""The reason of a trial whose process died (killed, machine gone): it runs again."""
+
+
+class TrialState(str, enum.Enum):
+    RUNNING = "running"
+    COMPLETE = "complete"
+    PRUNED = "pruned"
+    FAILED = "failed"
+
+
+class TrialPruned(Exception):
+    """Raised by ``Trial.report`` to end a trial early; ``reason`` says why ("median", "diverged")."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """A trial as the strategies, the tracker and the result see it, whatever the engine."""
+
+    number: int
+    params: dict[str, Any]
+    state: TrialState
+    value: float | None = None
+    stage: int = 0
+    reason: str = ""
+    metrics: dict[str, float] = field(default_factory=dict)
+    seed: int = 0
+    device: str = "cpu"
+    duration_s: float = 0.0
+    node: str = ""
+    """Where it ran: the host for the Optuna driver, the Ray node for the Ray driver."""
+
+    @property
+    def finished(self) -> bool:
+        return self.state is not TrialState.RUNNING
+
+    @property
+    def lost(self) -> bool:
+        """Lost with its process or to Ctrl-C: its configuration is owed another run."""
+        return self.state is TrialState.FAILED and self.reason in (INTERRUPTED, WORKER_LOST)
+
+    def to_json(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "state": self.state.value}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> TrialRecord:
+        fields = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in fields and k != "state"}, state=TrialState(data["state"]))
+
+
+class DivergenceGuard:
+    """Ends a trial whose metrics turn NaN or infinite, or whose loss explodes.
+
+    A loss "explodes" when it exceeds ``factor`` times the first value reported for it.
+    Any metric whose name contains "loss" is watched.
+    """
+
+    def __init__(self, factor: float = 10.0) -> None:
+        if not factor > 1:
+            raise ValueError(f"{factor=} must be > 1")
+        self.factor = factor
+        self._first: dict[str, float] = {}
+
+    def diverged(self, metrics: Mapping[str, float]) -> bool:
+        for name, value in metrics.items():
+            if not math.isfinite(value):
+                return True
+            if "loss" in name:
+                first = self._first.setdefault(name, value)
+                if first > 0 and value > self.factor * first:
+                    return True
+        return False
+
+
+def trial_seed(search_seed: int, number: int) -> int:
+    """A per-trial seed derived from the search seed, stable across resumes and engines."""
+    return (search_seed * 1_000_003 + number) % (2**31 - 1)
+
+
+class Trial:
+    """The handle an objective gets: ``params`` come separately, this is for reporting.
+
+    Example:
+        >>> def objective(params, trial):
+        ...     for epoch in range(3):
+        ...         trial.report(epoch, val_loss=1.0 / (epoch + 1))
+        ...     return 1.0 / 3
+    """
+
+    def __init__(
+        self,
+        number: int,
+        *,
+        seed: int,
+        device: str = "cpu",
+        stage: int = 0,
+        metric: str | None = None,
+        on_report: Callable[[int, dict[str, float]], None] | None = None,
+        should_prune: Callable[[int, float], str | None] | None = None,
+        guard: DivergenceGuard | None = None,
+        context: Any = None,
+    ) -> None:
+        self.number = number
+        self.seed = seed
+        self.device = device
+        self.stage = stage
+        self.context = context
+        """What the objective's ``setup`` returned on this worker (data already on the device)."""
+        self._metric = metric
+        self._on_report = on_report
+        self._should_prune = should_prune
+        self._guard = guard
+        self.history: list[tuple[int, dict[str, float]]] = []
+
+    def report(self, step: int, **metrics: float) -> None:
+        """Record metrics for a step (an epoch); raises ``TrialPruned`` if the trial must stop."""
+        values = {name: float(value) for name, value in metrics.items()}
+        self.history.append((step, values))
+        if self._on_report is not None:
+            self._on_report(step, values)
+        if self._guard is not None and self._guard.diverged(values):
+            raise TrialPruned("diverged")
+        if self._should_prune is not None and self._metric in values:
+            reason = self._should_prune(step, values[self._metric])
+            if reason:
+                raise TrialPruned(reason)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How one call of an objective ended."""
+
+    state: TrialState
+    value: float | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    reason: str = ""
+
+
+def run_objective(objective: Callable[..., Any], params: dict[str, Any], trial: Trial, metric: str) -> Outcome:
+    """Call the objective and turn whatever happens into an ``Outcome``; never raises
+    except for ``KeyboardInterrupt`` and ``SystemExit``."""
+    outcome = _call(objective, params, trial, metric)
+    if outcome.reason == CUDA_OOM:  # the error's frames, which held the trial's tensors, are gone
+        _release_cuda_cache()
+    return outcome
+
+
+def _call(objective: Callable[..., Any], params: dict[str, Any], trial: Trial, metric: str) -> Outcome:
+    try:
+        returned = objective(params, trial)
+    except TrialPruned as pruned:
+        last = _last_value(trial, metric)
+        return Outcome(TrialState.PRUNED, last, reason=pruned.reason)
+    except Exception as error:  # a failing trial is information, not a crash of the search
+        if type(error).__name__ == "OutOfMemoryError":
+            return Outcome(TrialState.FAILED, reason=CUDA_OOM)
+        return Outcome(TrialState.FAILED, reason=f"{type(error).__name__}: {error}"[:500])
+    metrics = dict(returned) if isinstance(returned, Mapping) else {metric: returned}
+    if metric not in metrics:
+        return Outcome(TrialState.FAILED, reason=f"objective returned no {metric!r}")
+    try:
+        metrics = {name: float(value) for name, value in metrics.items()}
+    except (TypeError, ValueError):
+        return Outcome(TrialState.FAILED, reason=f"objective returned a non-number: {returned!r}"[:500])
+    value = metrics[metric]
+    if not math.isfinite(value):
+        if trial._guard is not None:
+            return Outcome(TrialState.PRUNED, None, metrics, reason="diverged")
+        return Outcome(TrialState.FAILED, None, metrics, reason=f"non-finite {metric}")
+    return Outcome(TrialState.COMPLETE, value, metrics)
+
+
+def _release_cuda_cache() -> None:
+    """Hand the memory a trial that ran out of it left cached back to the GPU, for the next
+    trial here and for the other workers sharing that GPU."""
+    import torch
+
+    if torch.cuda.is_initialized():
+        torch.cuda.empty_cache()
+
+
+def _last_value(trial: Trial, metric: str) -> float | None:
+    for _, values in reversed(trial.history):
+        if metric in values and math.isfinite(values[metric]):
+            return values[metric]
+    return None

@@ -1,0 +1,185 @@
+"""The ``hpo`` command: ``hpo search SPACE [options]`` and ``hpo worker``.
+
+It answers ``--help`` and refuses a bad space or flag without importing torch, Optuna, MLflow
+or Ray: those load once the search is known to be valid.
+"""
+
+from __future__ import annotations
+
+import pkgutil
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+from pydantic import ValidationError
+from rich.console import Console
+
+from hpo._errors import HpoError
+from hpo._listener import SearchListener
+from hpo._plan import PRUNERS
+from hpo._search import DEFAULT_STRATEGY, DEFAULT_TRIALS
+from hpo._trial import TrialRecord, TrialState
+from hpo.drivers import DRIVERS, DriverOptions
+from hpo.strategies import STRATEGIES
+
+console = Console(stderr=True)
+
+
+class ProgressBar(SearchListener):
+    """Trials done, pruned and failed, and the best value so far, while the search runs."""
+
+    def __init__(self, progress: Any, n_trials: int, metric: str, direction: str) -> None:
+        self.progress = progress
+        self.metric = metric
+        self.sign = 1 if direction == "minimize" else -1
+        self.counts = {state: 0 for state in TrialState}
+        self.best: float | None = None
+        self.task = progress.add_task("search", total=n_trials, status="")
+
+    def resumed(self, trials: list[TrialRecord]) -> None:
+        for trial in trials:
+            self._count(trial)
+        self._draw()
+
+    def trial_finished(self, trial: TrialRecord) -> None:
+        self._count(trial)
+        self._draw()
+
+    def _count(self, trial: TrialRecord) -> None:
+        self.counts[trial.state] += 1
+        if trial.state is not TrialState.COMPLETE or trial.value is None:
+            return
+        if self.best is None or self.sign * trial.value < self.sign * self.best:
+            self.best = trial.value
+
+    def _draw(self) -> None:
+        done = sum(n for state, n in self.counts.items() if state is not TrialState.RUNNING)
+        best = "-" if self.best is None else f"{self.best:.4g}"
+        status = (
+            f"[green]{self.counts[TrialState.COMPLETE]} complete[/] "
+            f"[yellow]{self.counts[TrialState.PRUNED]} pruned[/] "
+            f"[red]{self.counts[TrialState.FAILED]} failed[/]  best {self.metric} {best}"
+        )
+        self.progress.update(self.task, completed=done, status=status)
+
+
+def _engines() -> dict[str, type[DriverOptions]]:
+    return {name: pkgutil.resolve_name(where) for name, where in DRIVERS.items()}
+
+
+def _engine_flags(engines: dict[str, type[DriverOptions]]) -> Callable[[Any], Any]:
+    """Every registered engine's options, each as its flag (``--workers``, ``--ray-address``)."""
+
+    def decorate(command: Any) -> Any:
+        declared = set()
+        for engine, options in reversed(engines.items()):
+            for name, flag in reversed(options.flags().items()):
+                if flag in declared:
+                    continue
+                declared.add(flag)
+                field = options.model_fields[name]
+                default = "" if "[default" in str(field.description) else f" [default: {field.default}]"
+                text = f"{engine.capitalize()} driver: {field.description}{default}."
+                command = click.option(flag, default=None, help=text)(command)
+        return command
+
+    return decorate
+
+
+def engine_options(engines: dict[str, type[DriverOptions]], driver: str, flags: dict[str, Any]) -> DriverOptions:
+    """The options of ``driver`` from the flags given; a flag of another engine is refused."""
+    if driver not in engines:
+        raise HpoError(f"--driver: unknown driver {driver!r} (choose from {', '.join(engines)})")
+    options = engines[driver]
+    own = {flag.lstrip("-").replace("-", "_"): name for name, flag in options.flags().items()}
+    for key, value in flags.items():
+        if value is not None and key not in own:
+            flag = "--" + key.replace("_", "-")
+            takes = ", ".join(options.flags().values())
+            raise HpoError(f"{flag}: not an option of the {driver} driver (it takes {takes})")
+    given = {own[key]: value for key, value in flags.items() if value is not None}
+    try:
+        return options(**given)
+    except ValidationError as error:
+        first = error.errors()[0]
+        raise HpoError(f"{options.flags()[str(first['loc'][0])]}: {first['msg']}") from None
+
+
+_ENGINES = _engines()
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def cli() -> None:
+    """Hyperparameter search for PyTorch: Optuna or Ray Tune, every trial in MLflow."""
+
+
+@cli.command()
+@click.argument("space")
+@click.option("--objective", help="Built-in name, module:function or file.py:function [default: the space's].")
+@click.option("--strategy", default=DEFAULT_STRATEGY, show_default=True, help=f"One of: {', '.join(STRATEGIES)}.")
+@click.option("--driver", default="optuna", show_default=True, help=f"Engine: {', '.join(DRIVERS)}.")
+@click.option("--trials", "n_trials", default=DEFAULT_TRIALS, show_default=True, type=int,
+              help="Trials in the study in all.")
+@click.option("--pruner", default="none", show_default=True, help=f"One of: {', '.join(PRUNERS)}.")
+@click.option("--storage", help="The trial store, an Optuna storage URL [default: sqlite:///.hpo/optuna.db].")
+@click.option("--tracking-uri", help="MLflow tracking URI [default: sqlite:///.hpo/mlflow.db].")
+@click.option("--experiment", help="MLflow experiment [default: the space's name].")
+@click.option("--study", "study_name", help="Study name [default: SPACE-OBJECTIVE-STRATEGY-seedN].")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--divergence-guard/--no-divergence-guard", default=True, show_default=True,
+              help="End a trial at once when its loss turns NaN or explodes.")
+@click.option("--test/--no-test", "evaluate_test", default=True, show_default=True,
+              help="Score the best configuration once on the test set.")
+@_engine_flags(_ENGINES)
+def search(space: str, objective: str | None, strategy: str, driver: str, n_trials: int, pruner: str,
+           storage: str | None, tracking_uri: str | None, experiment: str | None, study_name: str | None,
+           seed: int, divergence_guard: bool, evaluate_test: bool, **flags: Any) -> None:
+    """Search SPACE (a name in search_spaces/ or a YAML path); rerunning resumes the study."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from hpo._report import print_summary
+    from hpo._search import prepare
+
+    prepared = prepare(  # refuse bad input first
+        objective, space, strategy=strategy, n_trials=n_trials, pruner=pruner, seed=seed, storage=storage,
+        tracking_uri=tracking_uri, experiment=experiment, study_name=study_name, divergence_guard=divergence_guard,
+        evaluate_test=evaluate_test, driver=engine_options(_ENGINES, driver, flags),
+    )
+    plan = prepared.plan
+    columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("{task.fields[status]}"), TimeElapsedColumn()]
+    with Progress(*columns, console=console, transient=False) as progress:
+        result = prepared.run(ProgressBar(progress, plan.n_trials, plan.space.metric, plan.space.direction))
+    print_summary(result, Console())
+
+
+@cli.command()
+@click.option("--study", "study_name", required=True, help="The study of a running search (see its summary).")
+@click.option("--storage", required=True, help="The search's trial store (postgresql://... for many machines).")
+@_engine_flags({"optuna": _ENGINES["optuna"]})
+def worker(study_name: str, storage: str, **flags: Any) -> None:
+    """Join a running search from this machine: draw trials from the same budget."""
+    from hpo._search import join
+
+    ran = join(study_name, storage, driver=engine_options(_ENGINES, "optuna", flags))
+    console.print(f"hpo worker: ran {ran} trials of {study_name!r}; the budget is claimed")
+
+
+def main() -> None:
+    """Entry point: user errors become one line on stderr and exit code 2, never a traceback."""
+    try:
+        cli.main(standalone_mode=False)
+    except HpoError as error:
+        console.print(f"[red]hpo: error:[/] {error}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except click.ClickException as error:
+        console.print(f"[red]hpo: error:[/] {error.format_message()}", highlight=False, soft_wrap=True)
+        sys.exit(error.exit_code)
+    except (KeyboardInterrupt, click.exceptions.Abort):
+        console.print("hpo: interrupted; run the same command again to resume")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,140 @@
+"""A pool of long-lived worker processes, each pinned to a device slot. The pool knows processes,
+not trials: it hands each worker its slot, relays what workers send, replaces one that dies and
+says so, and stops them all when the search ends."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import queue
+import signal
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+from hpo._errors import HpoError
+from hpo.dispatch._slots import DeviceSlot
+
+STOP_TIMEOUT_S = 30.0
+"""How long a stopped worker may take to close its running trial before it is killed."""
+_REFUSED = 2  # a worker's exit code after it sent the parent a user error
+
+WorkerMain = Callable[[DeviceSlot, Any], None]
+"""What a worker runs: ``main(slot, events)``, with ``events.put(...)`` reaching the parent. It
+must pickle (a module-level function, or a ``functools.partial`` of one)."""
+
+
+class _Refused(str):
+    """A worker's message to the parent: a user error (the objective's setup failed, say) that
+    every worker would meet alike, so the search stops with it instead of replacing workers."""
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    """SIGTERM from the parent: stop as Ctrl-C would, once."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise KeyboardInterrupt
+
+
+def _process_main(main: WorkerMain, slot: DeviceSlot, events: Any) -> None:
+    """A worker process: pin the slot, then run ``main``.
+
+    Ctrl-C reaches the whole process group; the parent alone answers it, stopping each worker
+    with SIGTERM, which ``main`` meets as ``KeyboardInterrupt`` (ending its trial as interrupted).
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        main(slot.pin(), events)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except HpoError as error:
+        events.put(_Refused(str(error)))
+        sys.exit(_REFUSED)
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # leaving: nothing left to close
+
+
+class WorkerPool:
+    """Runs ``main`` in one process per slot until every worker has returned.
+
+    A worker that exits abnormally (killed, crashed) is reported to ``on_lost(pid)`` and
+    replaced, at most ``max_restarts`` times in all. When the search stops early (Ctrl-C, an
+    error), every worker still running is stopped and reported to ``on_stopped(pid)``.
+    """
+
+    def __init__(
+        self,
+        slots: list[DeviceSlot],
+        main: WorkerMain,
+        *,
+        on_event: Callable[[Any], None],
+        on_lost: Callable[[int], None],
+        on_stopped: Callable[[int], None],
+        max_restarts: int | None = None,
+    ) -> None:
+        self.slots = slots
+        self.main = main
+        self.on_event = on_event
+        self.on_lost = on_lost
+        self.on_stopped = on_stopped
+        self.max_restarts = 2 * len(slots) if max_restarts is None else max_restarts
+        self.context = mp.get_context("spawn")  # no inherited CUDA state, locks or DB connections
+
+    def run(self) -> None:
+        events = self.context.Queue()
+        workers = {i: self._start(slot, events) for i, slot in enumerate(self.slots)}
+        restarts = 0
+        try:
+            while workers:
+                try:
+                    self._hear(events.get(timeout=0.5))
+                    continue
+                except queue.Empty:
+                    pass
+                for index, process in list(workers.items()):
+                    if process.exitcode is None:
+                        continue
+                    del workers[index]
+                    if process.exitcode in (0, _REFUSED):  # done, or refused: its message is on the way
+                        continue
+                    self.on_lost(process.pid)
+                    if restarts >= self.max_restarts:
+                        raise HpoError(f"--workers: workers keep dying ({restarts + 1} so far, the last "
+                                       f"{_how(process.exitcode)}); their output above says why")
+                    restarts += 1
+                    workers[index] = self._start(self.slots[index], events)
+        finally:
+            self._stop(list(workers.values()))
+        while True:  # what workers sent just before they ended
+            try:
+                self._hear(events.get(timeout=0.1))
+            except queue.Empty:
+                break
+
+    def _hear(self, event: Any) -> None:
+        if isinstance(event, _Refused):
+            raise HpoError(str(event))
+        self.on_event(event)
+
+    def _start(self, slot: DeviceSlot, events: Any) -> Any:
+        process = self.context.Process(target=_process_main, args=(self.main, slot, events), name=f"hpo-{slot.name}")
+        process.start()
+        return process
+
+    def _stop(self, processes: list[Any]) -> None:
+        """Stop workers still running: each closes its trial as interrupted; one that takes
+        longer than ``STOP_TIMEOUT_S`` is killed. Each is then reported to ``on_stopped``."""
+        for process in processes:
+            process.terminate()
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        for process in processes:
+            process.join(max(0.0, deadline - time.monotonic()))
+        for process in processes:
+            if process.exitcode is None:
+                process.kill()
+                process.join()
+            self.on_stopped(process.pid)
+
+
+def _how(exitcode: int) -> str:
+    return f"killed by {signal.Signals(-exitcode).name}" if exitcode < 0 else f"with exit code {exitcode}"

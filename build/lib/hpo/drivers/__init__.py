@@ -1,0 +1,28 @@
+"""Drivers run a search's trials on an engine. Each engine is one folder here, with its options
+as one typed object; registering an engine is one line in ``DRIVERS``. Engines are imported only
+when used."""
+
+from __future__ import annotations
+
+import pkgutil
+
+from hpo._errors import HpoError
+from hpo.drivers._base import Driver, DriverOptions
+
+DRIVERS = {
+    "optuna": "hpo.drivers.optuna:OptunaOptions",
+    "ray": "hpo.drivers.ray:RayOptions",
+}
+"""Each engine's name and its options class."""
+
+
+def driver_options(driver: str | DriverOptions) -> DriverOptions:
+    """The options of the engine ``driver`` names (its defaults), or the options given."""
+    if isinstance(driver, DriverOptions):
+        return driver
+    if driver not in DRIVERS:
+        raise HpoError(f"--driver: unknown driver {driver!r} (choose from {', '.join(DRIVERS)})")
+    return pkgutil.resolve_name(DRIVERS[driver])()
+
+
+__all__ = ["DRIVERS", "Driver", "DriverOptions", "driver_options"]

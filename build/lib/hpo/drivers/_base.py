@@ -1,0 +1,50 @@
+"""The driver interface: an engine that runs a search's trials through the trial loop."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+if TYPE_CHECKING:
+    from hpo.loop import SearchListener, TrialLoop
+
+
+class DriverOptions(BaseModel):
+    """How and where an engine runs trials: one typed, validated object per engine."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: ClassVar[str]
+
+    @classmethod
+    def flags(cls) -> dict[str, str]:
+        """Each option's command-line flag: ``--field-name``, or the field's own ``flag``."""
+        return {
+            name: (field.json_schema_extra or {}).get("flag", f"--{name.replace('_', '-')}")  # type: ignore[union-attr]
+            for name, field in cls.model_fields.items()
+        }
+
+    @abc.abstractmethod
+    def make(self, home: Path) -> Driver:
+        """The driver, with everything the options imply checked (GPUs named exist, ...);
+        ``home`` is where the search keeps its files (``.hpo``)."""
+
+
+class Driver(abc.ABC):
+    """Runs trials until the budget is spent: claims, runs and finishes them with the loop."""
+
+    name: ClassVar[str]
+
+    @property
+    @abc.abstractmethod
+    def device(self) -> str:
+        """The torch device kind trials run on (``cpu``, ``cuda:0``): the best configuration's
+        test runs on the same."""
+
+    @abc.abstractmethod
+    def run(self, loop: TrialLoop, objective: Callable[..., Any], listener: SearchListener) -> None:
+        """Run trials until the budget is claimed and every trial of it has ended."""

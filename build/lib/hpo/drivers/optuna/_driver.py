@@ -1,0 +1,99 @@
+"""The Optuna driver: the trial loop in this process, or in a pool of warm worker processes."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import cloudpickle
+import optuna
+
+from hpo._trial import INTERRUPTED, TrialRecord
+from hpo.dispatch import DeviceSlot, WorkerPool, plan_slots
+from hpo.drivers._base import Driver
+from hpo.drivers.optuna import OptunaOptions
+from hpo.loop import SearchListener, ShouldPrune, TrialLoop, set_up, work, worker_name
+from hpo.store import Claim
+from hpo.tracking import MlflowTracker
+
+
+class OptunaDriver(Driver):
+    """Runs the trial loop warm in this process (one slot) or in one long-lived worker process
+    per device slot; Optuna's pruners decide from the values each trial reports to the store."""
+
+    name = "optuna"
+
+    def __init__(self, options: OptunaOptions) -> None:
+        self.options = options
+        self.slots = plan_slots(options.workers, options.gpus, options.trials_per_gpu)
+
+    @property
+    def device(self) -> str:
+        """Where trials run in this process (a pool's parent tests the best configuration
+        there): the first slot's device."""
+        return self.slots[0].device
+
+    def run(self, loop: TrialLoop, objective: Callable[..., Any], listener: SearchListener) -> None:
+        self._serve(loop, objective, listener, wait_for_others=True)
+
+    def join(self, loop: TrialLoop, objective: Callable[..., Any], listener: SearchListener) -> None:
+        """Work on a search another process runs (``hpo worker``), until its budget is claimed."""
+        self._serve(loop, objective, listener, wait_for_others=False)
+
+    def _serve(self, loop: TrialLoop, objective: Callable[..., Any], listener: SearchListener, *,
+               wait_for_others: bool) -> None:
+        if len(self.slots) == 1:
+            work(loop, objective, device=self.device, context=set_up(objective, self.device), listener=listener,
+                 prune=pruning(loop), wait_for_others=wait_for_others)
+            return
+        payload = cloudpickle.dumps((loop.plan, objective, loop.store, loop.tracker.identity()))
+        WorkerPool(
+            self.slots, functools.partial(_worker_main, payload, wait_for_others),
+            on_event=listener.trial_finished,
+            on_lost=lambda pid: loop.fail_worker(worker_name(pid)),
+            on_stopped=lambda pid: loop.fail_worker(worker_name(pid), INTERRUPTED),
+        ).run()
+
+
+class _QueueListener(SearchListener):
+    """A worker's listener: finished trials go to the parent (its progress bar)."""
+
+    def __init__(self, events: Any) -> None:
+        self.events = events
+
+    def trial_finished(self, trial: TrialRecord) -> None:
+        self.events.put(trial)
+
+
+def _worker_main(payload: bytes, wait_for_others: bool, slot: DeviceSlot, events: Any) -> None:
+    """A pool worker: the same loop as in-process, warm on its slot."""
+    plan, objective, store, tracking = cloudpickle.loads(payload)
+    loop = TrialLoop(plan, store, MlflowTracker.attach(tracking))
+    work(loop, objective, device=slot.device, context=set_up(objective, slot.device), listener=_QueueListener(events),
+         prune=pruning(loop), wait_for_others=wait_for_others)
+
+
+def pruning(loop: TrialLoop) -> Callable[[Claim], ShouldPrune]:
+    """Each report's value of the space's metric goes to the store; the plan's Optuna pruner
+    decides from the study's values whether the trial stops."""
+    pruner = make_pruner(loop.plan.pruner)
+
+    def for_claim(claim: Claim) -> ShouldPrune:
+        def should_prune(step: int, value: float) -> str | None:
+            loop.store.report(claim, step, value)
+            return loop.plan.pruner if pruner is not None and loop.store.should_prune(claim, pruner) else None
+
+        return should_prune
+
+    return for_claim
+
+
+def make_pruner(name: str) -> optuna.pruners.BasePruner | None:
+    if name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=2)
+    if name == "successive-halving":
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=2, reduction_factor=3)
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=2, reduction_factor=3)
+    return None

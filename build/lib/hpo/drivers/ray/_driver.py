@@ -1,0 +1,253 @@
+"""The Ray Tune driver: the trial loop split across Tune's parts. Its searcher claims trials
+from the store, its trainable runs the objective in an actor, its callback logs each report to
+MLflow and finishes the trial; Tune's schedulers stop trials early."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from hpo._errors import HpoError
+from hpo._plan import SearchPlan
+from hpo._trial import INTERRUPTED, TrialRecord, TrialState
+from hpo.dispatch import usable_device
+from hpo.drivers._base import Driver
+from hpo.drivers.ray import RayOptions
+from hpo.loop import SearchListener, Started, TrialLoop, run_trial, set_up, worker_name
+from hpo.store import DONE, Claim
+from hpo.strategies import WAIT
+
+# Tune would otherwise write CSV, JSON and TensorBoard logs for every trial, and insist that
+# every result (a failed trial's last one too) carries the metric.
+os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
+# With a searcher other than its own, Tune keeps one trial pending at a time, which runs the
+# trials one after another: hpo's plans need no result to suggest the next one (a new
+# coarse-to-fine stage says WAIT instead), so keep as many pending as Tune does for its own.
+os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", str(max(16, os.cpu_count() or 1)))
+os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+
+_ASK_AGAIN_S = 1.0
+"""After the store answered WAIT or DONE, how long the searcher waits before asking it again
+(unless a trial of this run ends first): Tune asks many times a second."""
+
+
+class RayDriver(Driver):
+    """Runs a search with Ray Tune on a local Ray instance or an existing cluster."""
+
+    name = "ray"
+
+    def __init__(self, options: RayOptions, home: Path) -> None:
+        self.options = options
+        self.home = home
+
+    @property
+    def device(self) -> str:
+        return "cuda:0" if self.options.gpus_per_trial > 0 else "cpu"  # Ray pins each actor to its GPUs
+
+    def run(self, loop: TrialLoop, objective: Callable[..., Any], listener: SearchListener) -> None:
+        if self.options.address is None:
+            # A local instance listens on loopback only: Ray otherwise binds and dials the
+            # machine's network address even when nothing outside it takes part.
+            os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+        import ray
+        from ray import tune
+
+        from hpo.drivers.ray._tune import FatalErrorStopper, StrategySearcher, TrackingCallback
+
+        self._connect(ray)
+        plan = loop.plan
+        study = RayStudy(loop, listener, self.device)
+        trainable = tune.with_resources(
+            tune.with_parameters(trainable_main, objective=objective, plan=plan, device=self.device),
+            {"cpu": self.options.cpus_per_trial, "gpu": self.options.gpus_per_trial},
+        )
+        tuner = tune.Tuner(
+            trainable,
+            tune_config=tune.TuneConfig(
+                metric=plan.space.metric, mode=plan.space.direction[:3], search_alg=StrategySearcher(study),
+                scheduler=scheduler(plan), num_samples=-1, max_concurrent_trials=self.options.max_concurrent,
+                reuse_actors=True,
+            ),
+            run_config=tune.RunConfig(
+                name=f"{plan.study_name}-{int(time.time())}", storage_path=str((self.home / "ray_results").resolve()),
+                verbose=0, callbacks=[TrackingCallback(study)], stop=FatalErrorStopper(study),
+                # A lost trial is not restarted by Tune (``FailureConfig``), which would repeat its
+                # steps under the same run: the store fails it and the strategy plans it again.
+                failure_config=tune.FailureConfig(max_failures=0),
+            ),
+        )
+        # Tune logs a trial's error as a traceback, and its result grid looks for the per-trial log
+        # files it was told not to write: hpo records every trial's ending itself.
+        logging.getLogger("ray.tune").setLevel(logging.CRITICAL)
+        try:
+            tuner.fit()
+        finally:
+            study.close()
+        if study.fatal is not None:
+            raise study.fatal
+
+    def _connect(self, ray: Any) -> None:
+        if ray.is_initialized():
+            return
+        try:
+            ray.init(address=self.options.address, include_dashboard=False, log_to_driver=False,
+                     logging_level=logging.ERROR, ignore_reinit_error=True)
+        except (ConnectionError, ValueError, RuntimeError) as error:
+            message = f"--ray-address: cannot reach a Ray cluster at {self.options.address!r}: {error}"
+            raise HpoError(message.splitlines()[0]) from None
+
+
+class RayStudy:
+    """The driver-side state that Tune's searcher, callback and stopper share: the trials this
+    run claimed, by Tune's trial id."""
+
+    def __init__(self, loop: TrialLoop, listener: SearchListener, device: str) -> None:
+        self.loop = loop
+        self.listener = listener
+        self.device = device
+        self.worker = worker_name()
+        self.heartbeat = loop.store.heartbeat()  # this process beats for every trial it claimed
+        self.live: dict[str, Started] = {}
+        self.fatal: HpoError | None = None
+        self._idle_since: float | None = None  # when the store last answered WAIT or DONE
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
+        """A claimed trial's config; ``None`` to be asked again later; ``FINISHED`` once the
+        budget is claimed and every trial of it has ended."""
+        from ray.tune.search import Searcher
+
+        if self.fatal is not None:
+            return Searcher.FINISHED
+        if self._idle_since is not None and time.monotonic() - self._idle_since < _ASK_AGAIN_S:
+            return None
+        self.loop.reap()
+        started = self.loop.claim(self.worker, self.device)
+        if started is DONE and not self.live and not self.loop.store.unfinished():
+            return Searcher.FINISHED
+        if started is DONE or started is WAIT:
+            self._idle_since = time.monotonic()
+            return None
+        assert isinstance(started, Started)
+        self._idle_since = None
+        self.live[trial_id] = started
+        self.heartbeat.add(started.claim.trial_id)
+        return {"hpo": started.claim.to_json()}
+
+    def close(self) -> None:
+        """Trials Tune left without an ending (the run stopped early): interrupted, so that
+        they run again on resume; nothing stays RUNNING."""
+        for trial_id, started in list(self.live.items()):
+            del self.live[trial_id]
+            self.loop.finish(started, _record(started.claim, TrialState.FAILED, reason=INTERRUPTED, device=self.device))
+        self.heartbeat.close()
+
+    def reported(self, trial_id: str, result: dict[str, Any]) -> None:
+        report = result.get("hpo", {})
+        if trial_id in self.live and "step" in report:
+            self.live[trial_id].run.log(report["step"], report["metrics"])
+
+    def ended(self, trial_id: str, last: dict[str, Any] | None, error: BaseException | None) -> None:
+        """Finish the trial as its trainable recorded it; as pruned where Tune's scheduler
+        stopped it between two reports; as lost (and so planned again) where its actor died."""
+        started = self.live.pop(trial_id, None)
+        if started is None:
+            return
+        self.heartbeat.discard(started.claim.trial_id)
+        self._idle_since = None  # a trial ended: the store may have a next one now
+        report = (last or {}).get("hpo", {})
+        if error is not None and _actor_died(error):
+            self.loop.fail([started.claim.trial_id])
+            return
+        if error is not None:
+            cause = _cause(error)
+            if isinstance(cause, HpoError):  # the objective's setup failed: every trial would
+                self.fatal = cause
+            reason = f"{type(cause).__name__}: {cause}".strip().splitlines()[0][:500]
+            record = _record(started.claim, TrialState.FAILED, reason=reason, device=self.device)
+        elif report.get("final"):
+            record = TrialRecord.from_json(report["record"])
+        else:  # Tune's scheduler stopped it between two reports
+            value = (last or {}).get(self.loop.plan.space.metric)
+            record = _record(started.claim, TrialState.PRUNED, value=value, reason=self.loop.plan.pruner,
+                             device=self.device, duration_s=(last or {}).get("time_total_s", 0.0),
+                             node=report.get("node", ""))
+        record = self.loop.finish(started, record)
+        if not record.lost:
+            self.listener.trial_finished(record)
+
+
+def _record(claim: Claim, state: TrialState, *, reason: str, device: str, value: float | None = None,
+            duration_s: float = 0.0, node: str = "") -> TrialRecord:
+    return TrialRecord(claim.number, claim.params, state, value, claim.stage, reason, seed=claim.seed,
+                       device=device, duration_s=duration_s, node=node)
+
+
+def _cause(error: BaseException) -> BaseException:
+    """The exception the trainable raised, out of Ray's wrapping (``RayTaskError.cause``)."""
+    while getattr(error, "cause", None) is not None:
+        error = error.cause  # type: ignore[attr-defined]
+    return error
+
+
+def _actor_died(error: BaseException) -> bool:
+    from ray.exceptions import RayActorError
+
+    return isinstance(error, RayActorError)
+
+
+_CONTEXTS: dict[tuple[str, str, str], Any] = {}
+"""What the objective's ``setup`` returned in this actor's process, by study, objective and
+device: Tune reuses actors between trials, so it runs once per actor."""
+
+
+def trainable_main(config: dict[str, Any], *, objective: Callable[..., Any], plan: SearchPlan, device: str) -> None:
+    """Runs in a Tune actor: one claimed trial, every report forwarded to Tune, the trial's
+    record in the last report."""
+    import ray
+    from ray import tune
+
+    device = usable_device(device)
+    key = (plan.study_name, plan.objective_name, device)
+    if key not in _CONTEXTS:
+        _CONTEXTS[key] = set_up(objective, device)
+    metric = plan.space.metric
+    node = ray.get_runtime_context().get_node_id()
+
+    def forward(step: int, metrics: dict[str, float]) -> None:
+        tune.report({**metrics, "hpo": {"step": step, "metrics": metrics, "node": node}})
+
+    record = run_trial(plan, objective, Claim.from_json(config["hpo"]), device=device, context=_CONTEXTS[key],
+                       on_report=forward, node=node)
+    last = {metric: record.value} if record.value is not None else {}
+    tune.report({**last, "hpo": {"final": True, "record": record.to_json()}})
+
+
+def scheduler(plan: SearchPlan) -> Any:
+    """hpo's pruner names on Tune's schedulers; time is the number of reports. The settings
+    mirror the Optuna driver's: no decision before the third report (step 2), and median
+    stopping only once five trials can be compared. None of them pauses a trial: a trainable
+    without checkpoints would restart a paused trial from its first epoch."""
+    from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, MedianStoppingRule
+
+    max_t = int(plan.space.fixed.get("epochs", 100)) + 2  # + the untrained step and the final report
+    if plan.pruner == "median":
+        # With fewer than five trials to compare, Tune's rule pauses a trial to let others catch
+        # up, unless it has run for ``min_time_slice``: never, here.
+        return MedianStoppingRule(time_attr="training_iteration", grace_period=3, min_samples_required=5,
+                                  min_time_slice=math.inf)
+    # Asynchronous successive halving (ASHA) and its HyperBand form (several brackets): unlike
+    # the synchronous HyperBandScheduler they never pause a trial.
+    if plan.pruner == "successive-halving":
+        return AsyncHyperBandScheduler(time_attr="training_iteration", max_t=max_t, grace_period=3,
+                                       reduction_factor=3, brackets=1)
+    if plan.pruner == "hyperband":
+        return AsyncHyperBandScheduler(time_attr="training_iteration", max_t=max_t, grace_period=3,
+                                       reduction_factor=3, brackets=3)
+    return FIFOScheduler()

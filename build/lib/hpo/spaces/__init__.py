@@ -1,0 +1,13 @@
+"""Search spaces: YAML files of typed parameters, validated before any trial runs."""
+
+from hpo.spaces._params import CategoricalParam, FloatParam, IntParam
+from hpo.spaces._space import SearchSpace, load_space, resolve_space_path
+
+__all__ = [
+    "CategoricalParam",
+    "FloatParam",
+    "IntParam",
+    "SearchSpace",
+    "load_space",
+    "resolve_space_path",
+]

@@ -1,0 +1,161 @@
+"""A search space: parameters, the metric to optimise and a default objective, from YAML."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.resources
+import itertools
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from hpo._errors import HpoError
+from hpo.spaces._params import CategoricalParam, Param, Scalar
+
+
+class SearchSpace(BaseModel):
+    """What to search: parameters, the metric and its direction, and a default objective.
+
+    Example:
+        >>> space = SearchSpace.model_validate({
+        ...     "name": "lr", "metric": "val_loss", "direction": "minimize",
+        ...     "params": {"lr": {"type": "float", "low": 1e-4, "high": 0.1, "log": True}}})
+        >>> space.grid(default_points=3)
+        [{'lr': 0.0001}, {'lr': 0.00316...}, {'lr': 0.1}]
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    metric: str
+    direction: Literal["minimize", "maximize"]
+    objective: str | None = None
+    params: dict[str, Param] = Field(min_length=1)
+    fixed: dict[str, Scalar] = Field(default_factory=dict)
+    """Values passed to the objective as they are, never searched (epochs, model width...)."""
+
+    @model_validator(mode="after")
+    def _check_conditions(self):  # type: ignore[no-untyped-def]
+        names = list(self.params)
+        for position, (name, param) in enumerate(self.params.items()):
+            for parent, values in (param.condition or {}).items():
+                if parent not in self.params:
+                    raise ValueError(f"parameter {name!r}: condition on unknown parameter {parent!r}")
+                if names.index(parent) > position:
+                    raise ValueError(f"parameter {name!r}: condition on {parent!r}, which must come before it")
+                parent_param = self.params[parent]
+                if isinstance(parent_param, CategoricalParam):
+                    unknown = [v for v in values if v not in parent_param.choices]
+                    if unknown:
+                        raise ValueError(
+                            f"parameter {name!r}: condition values {unknown} are not choices of {parent!r}"
+                        )
+        for name in self.fixed:
+            if name in self.params:
+                raise ValueError(f"parameter {name!r}: both searched and fixed")
+        return self
+
+    @property
+    def fingerprint(self) -> str:
+        """A short hash of the content: a resumed study must be searching the same space."""
+        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:12]
+
+    def active(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Drop parameters whose condition does not hold (in declaration order)."""
+        kept: dict[str, Any] = {}
+        for name, param in self.params.items():
+            if name in params and param.is_active(kept):
+                kept[name] = params[name]
+        return kept
+
+    def sample(self, rng: np.random.Generator) -> dict[str, Any]:
+        """One random configuration; inactive conditional parameters are left out."""
+        params: dict[str, Any] = {}
+        for name, param in self.params.items():
+            if param.is_active(params):
+                params[name] = param.sample(rng)
+        return params
+
+    def grid(self, default_points: int = 3) -> list[dict[str, Any]]:
+        """The cartesian product of every parameter's grid values, without duplicates."""
+        axes = [param.grid_values(default_points) for param in self.params.values()]
+        points: dict[str, dict[str, Any]] = {}
+        for values in itertools.product(*axes):
+            point = self.active(dict(zip(self.params, values, strict=False)))
+            points.setdefault(json.dumps(point, sort_keys=True), point)
+        return list(points.values())
+
+    def contains(self, params: dict[str, Any]) -> bool:
+        """Whether a configuration lies in this space: bounds, choices and conditions."""
+        seen: dict[str, Any] = {}
+        for name, param in self.params.items():
+            if param.is_active(seen):
+                if name not in params or not param.contains(params[name]):
+                    return False
+                seen[name] = params[name]
+        return set(params) == set(seen)
+
+
+def resolve_space_path(space: str | Path) -> Path:
+    """A path as given, or a bare name looked up in ./search_spaces then the bundled folder."""
+    path = Path(space)
+    if path.suffix in (".yaml", ".yml") or path.parent != Path("."):
+        return path
+    for folder in (Path("search_spaces"), bundled_spaces()):
+        candidate = folder / f"{space}.yaml"
+        if candidate.exists():
+            return candidate
+    return Path("search_spaces") / f"{space}.yaml"
+
+
+def bundled_spaces() -> Path:
+    """The folder of the spaces installed with hpo (the ``search_spaces`` package's data)."""
+    return Path(str(importlib.resources.files("search_spaces")))
+
+
+def load_space(space: str | Path) -> SearchSpace:
+    """Read and validate a space file; any mistake raises ``HpoError`` naming file and parameter."""
+    path = resolve_space_path(space)
+    if not path.is_file():
+        raise HpoError(f"{path}: search space file not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise HpoError(f"{path}: not a text file (a space file is YAML in UTF-8)") from None
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark else ""
+        raise HpoError(f"{path}: not valid YAML{where}") from None
+    if not isinstance(data, dict):
+        raise HpoError(f"{path}: expected a mapping with 'metric', 'direction' and 'params'")
+    data.setdefault("name", path.stem)
+    try:
+        return SearchSpace.model_validate(data)
+    except ValidationError as error:
+        raise HpoError(f"{path}: {_describe(error)}") from None
+
+
+def _describe(error: ValidationError) -> str:
+    """The first validation error as 'parameter 'lr': message' or 'field 'x': message'."""
+    first = error.errors()[0]
+    loc = [str(part) for part in first["loc"]]
+    message = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "extra_forbidden":
+        message = f"unknown key {loc[-1]!r}"
+        loc = loc[:-1]
+    elif first["type"] == "union_tag_invalid":
+        message = f"unknown type {first['input'].get('type')!r} (expected float, int or categorical)"
+    elif first["type"] == "union_tag_not_found":
+        message = "missing 'type' (float, int or categorical)"
+    if len(loc) >= 2 and loc[0] == "params":
+        where = f"parameter {loc[1]!r}"
+        rest = [part for part in loc[2:] if part not in ("float", "int", "categorical")]
+        if rest:
+            where += f" field {'.'.join(rest)!r}"
+        return f"{where}: {message}"
+    return f"field {'.'.join(loc)!r}: {message}" if loc else message

@@ -1,0 +1,419 @@
+"""The trial store: a search's study in an Optuna storage, the one place every engine and every
+process claims, finishes and fails trials."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.exceptions import UpdateFinishedTrialError
+from optuna.trial import FrozenTrial
+from optuna.trial import TrialState as OptunaState
+
+from hpo._errors import HpoError
+from hpo._plan import SearchPlan
+from hpo._trial import WORKER_LOST, TrialRecord, TrialState, trial_seed
+from hpo.spaces import CategoricalParam, FloatParam, SearchSpace
+from hpo.store._budget import in_budget
+from hpo.store._locks import claim_lock
+from hpo.strategies import WAIT, BaseStrategy, Suggestion
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+PLAN = "hpo.plan"  # the plan, whole: what a joining process continues
+TRACKING = "hpo.tracking"  # the MLflow experiment and parent run the trials are written to
+FINGERPRINT = "hpo.space_fingerprint"
+STAGE = "hpo.stage"
+RETRY_OF = "hpo.retry_of"  # the lost trial whose configuration this one runs again
+WORKER = "hpo.worker"  # host:pid of the process that claimed the trial
+RESULT = "hpo.result"  # state, reason, metrics, seed, device, duration: written once, as it ends
+
+_STATES = {
+    OptunaState.RUNNING: TrialState.RUNNING,
+    OptunaState.COMPLETE: TrialState.COMPLETE,
+    OptunaState.PRUNED: TrialState.PRUNED,
+    OptunaState.FAIL: TrialState.FAILED,
+}
+_TELL = {ours: theirs for theirs, ours in _STATES.items() if ours is not TrialState.RUNNING}
+
+
+class _Done:
+    def __repr__(self) -> str:
+        return "DONE"
+
+
+DONE = _Done()
+"""What ``claim`` returns once the budget is claimed (or the strategy has nothing left)."""
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A trial started in the store: its parameters fixed, owned by the process that claimed it."""
+
+    trial_id: int
+    number: int
+    params: dict[str, Any]
+    stage: int
+    seed: int
+    retry_of: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Claim:
+        return cls(**data)
+
+
+def default_storage_url(home: Path) -> str:
+    home.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{(home / 'optuna.db').resolve()}"
+
+
+@contextlib.contextmanager
+def _optuna_on_purpose() -> Iterator[None]:
+    """Heartbeats (let a study outlive a dead process), a metric name, TPE's constant liar: Optuna
+    flags them as experimental, and heartbeats as meant for ``Study.optimize``; hpo runs its
+    own loop with them on purpose."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        warnings.filterwarnings("ignore", message="Heartbeat of storage", category=UserWarning)
+        yield
+
+
+class TrialStore:
+    """A search's trials in an Optuna storage (any RDB URL: an SQLite file for one machine,
+    PostgreSQL for many), shared by every engine and every process of the search.
+
+    Claiming a trial reads the history, asks the strategy and starts the trial with its
+    parameters in one transaction, under the study's lock (``claim_lock``): no two processes
+    claim the same grid point or one trial too many. Ending a trial takes the same lock: it
+    ends once, whoever fails it as lost or finishes it first wins, and the other is told so
+    instead of crashing.
+
+    Args:
+        url: The storage URL.
+        study_name: The study, created by ``open``.
+        heartbeat_interval: Seconds between a running trial's heartbeats. A trial silent for
+            ``grace_period`` seconds, and still so two heartbeats later, belonged to a process
+            that died.
+    """
+
+    def __init__(self, url: str, study_name: str, *, heartbeat_interval: int = 5, grace_period: int = 20) -> None:
+        if "://" not in url:
+            raise HpoError(f"--storage: {url!r} is not a database URL (e.g. sqlite:///study.db)")
+        if grace_period <= heartbeat_interval:
+            raise ValueError(f"{grace_period=} must exceed {heartbeat_interval=}")
+        self.url = url
+        self.study_name = study_name
+        self.heartbeat_interval = heartbeat_interval
+        self.grace_period = grace_period
+        self._lock: Any = claim_lock(url, study_name)
+        self._storage: optuna.storages.RDBStorage | None = None
+        self._study: optuna.Study | None = None
+        self._stale_since: dict[int, float] = {}  # trial id -> when this process first saw it stale
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Only the address travels (to a worker process): connections and locks are made there."""
+        return {**self.__dict__, "_lock": None, "_storage": None, "_study": None, "_stale_since": {}}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = claim_lock(self.url, self.study_name)
+
+    # -- the study --------------------------------------------------------------------------
+    @property
+    def storage(self) -> optuna.storages.RDBStorage:
+        if self._storage is None:
+            try:
+                with _optuna_on_purpose():
+                    self._storage = optuna.storages.RDBStorage(
+                        self.url, heartbeat_interval=self.heartbeat_interval, grace_period=self.grace_period
+                    )
+            except Exception as error:
+                message = f"--storage: cannot open {self.url}: {type(error).__name__}: {error}"
+                raise HpoError(message.splitlines()[0]) from None
+        return self._storage
+
+    @property
+    def study(self) -> optuna.Study:
+        if self._study is None:
+            try:
+                self._study = optuna.load_study(study_name=self.study_name, storage=self.storage)
+            except KeyError:
+                raise HpoError(f"--study: no study {self.study_name!r} in {self.url}") from None
+        return self._study
+
+    def exists(self) -> bool:
+        try:
+            self.storage.get_study_id_from_name(self.study_name)
+        except KeyError:
+            return False
+        return True
+
+    def check(self, plan: SearchPlan) -> None:
+        """Refuse to resume a study created for another version of the space."""
+        if self.exists() and self.study.user_attrs.get(FINGERPRINT) not in (None, plan.space.fingerprint):
+            raise HpoError(
+                f"--study: study {plan.study_name!r} was created with a different version of space "
+                f"{plan.space.name!r}; name a new study with --study"
+            )
+
+    def open(self, plan: SearchPlan, tracking: dict[str, str]) -> None:
+        """Create the study (or reopen it) and save the plan and where its trials are tracked."""
+        with _optuna_on_purpose():
+            study = optuna.create_study(storage=self.storage, study_name=self.study_name,
+                                        direction=plan.space.direction, load_if_exists=True)
+            if study.metric_names is None:
+                study.set_metric_names([plan.space.metric])
+        if FINGERPRINT not in study.user_attrs:
+            study.set_user_attr(FINGERPRINT, plan.space.fingerprint)
+        study.set_user_attr(PLAN, plan.to_json())
+        study.set_user_attr(TRACKING, tracking)
+        self._study = study
+
+    def saved(self) -> tuple[dict[str, Any], dict[str, str]]:
+        """The plan and tracking identity saved with the study, for a process that joins it."""
+        attrs = self.study.user_attrs
+        if PLAN not in attrs:
+            raise HpoError(f"--study: {self.study_name!r} was not started by hpo search")
+        return attrs[PLAN], attrs[TRACKING]
+
+    # -- trials -----------------------------------------------------------------------------
+    def trials(self, states: Sequence[OptunaState] | None = None) -> list[TrialRecord]:
+        """Every trial, oldest first (trials waiting in Optuna's queue are not hpo's)."""
+        frozen = self.study.get_trials(deepcopy=False, states=states)
+        return [to_record(t) for t in frozen if t.state is not OptunaState.WAITING]
+
+    def counted(self) -> list[TrialRecord]:
+        """The trials that take a place in the budget (see ``in_budget``)."""
+        return in_budget(self.trials())
+
+    def unfinished(self) -> bool:
+        return bool(self.study.get_trials(deepcopy=False, states=(OptunaState.RUNNING,)))
+
+    def claim(self, plan: SearchPlan, worker: str) -> Claim | Suggestion | _Done:
+        """Start the next trial for ``worker``; ``WAIT`` while the strategy waits for running
+        trials; ``DONE`` once the budget is claimed."""
+        with self._lock:
+            records = self.trials()
+            history = in_budget(records)
+            if len(history) >= plan.n_trials:
+                return DONE
+            if not isinstance(plan.strategy, BaseStrategy):
+                return self._sample(plan, worker, len(records))
+            suggestion = plan.strategy.suggest(plan.space, history, plan.n_trials)
+            if suggestion is None:
+                return DONE
+            if suggestion is WAIT:
+                return WAIT
+            lost = [r.number for r in records if r.lost and r.params == suggestion.params]
+            return self._start(plan, suggestion, worker, retry_of=lost[-1] if lost else None)
+
+    def _start(self, plan: SearchPlan, suggestion: Suggestion, worker: str, retry_of: int | None) -> Claim:
+        """The trial, with its parameters, stage and owner, created in one transaction."""
+        attrs: dict[str, Any] = {STAGE: suggestion.stage, WORKER: worker}
+        if retry_of is not None:
+            attrs[RETRY_OF] = retry_of
+        template = optuna.trial.create_trial(
+            state=OptunaState.RUNNING, params=suggestion.params,
+            distributions=distributions(plan.space, suggestion.params), user_attrs=attrs,
+        )
+        trial_id = self.storage.create_new_trial(self._study_id, template)
+        number = self.storage.get_trial_number_from_id(trial_id)
+        return Claim(trial_id, number, suggestion.params, suggestion.stage, trial_seed(plan.seed, number), retry_of)
+
+    def _sample(self, plan: SearchPlan, worker: str, n_trials_so_far: int) -> Claim:
+        """A trial whose parameters Optuna's TPE samples, seeded by how many trials came before,
+        so that workers sampling one after another draw different configurations."""
+        sampler = optuna.samplers.TPESampler(seed=trial_seed(plan.seed, n_trials_so_far), constant_liar=True)
+        with _optuna_on_purpose():
+            study = optuna.load_study(study_name=self.study_name, storage=self.storage, sampler=sampler)
+            trial = study.ask()
+            params = suggest(trial, plan.space)
+        trial.set_user_attr(STAGE, 0)
+        trial.set_user_attr(WORKER, worker)
+        trial_id = self.storage.get_trial_id_from_study_id_trial_number(self._study_id, trial.number)
+        return Claim(trial_id, trial.number, params, 0, trial_seed(plan.seed, trial.number))
+
+    def report(self, claim: Claim, step: int, value: float) -> None:
+        """A step's value of the space's metric, which Optuna's pruners read."""
+        with contextlib.suppress(UpdateFinishedTrialError):  # failed as lost meanwhile: finish tells
+            self.storage.set_trial_intermediate_value(claim.trial_id, step, value)
+
+    def should_prune(self, claim: Claim, pruner: optuna.pruners.BasePruner) -> bool:
+        return pruner.prune(self.study, self.storage.get_trial(claim.trial_id))
+
+    def finish(self, claim: Claim, record: TrialRecord) -> TrialRecord:
+        """End a claimed trial with its record; returns what the store holds: the record, or the
+        trial as another process failed it meanwhile (its heartbeat looked stale)."""
+        with self._lock:  # Optuna checks a trial's state, then sets it: atomic only under a lock on SQLite
+            try:
+                self.storage.set_trial_user_attr(claim.trial_id, RESULT, _result_attr(record))
+                value = record.value if record.state is TrialState.COMPLETE else None
+                with _optuna_on_purpose():
+                    stored = self.study.tell(claim.number, value, state=_TELL[record.state], skip_if_finished=True)
+            except UpdateFinishedTrialError:
+                stored = self.storage.get_trial(claim.trial_id)
+        return record if _STATES[stored.state] is record.state else to_record(stored)
+
+    def fail(self, trial_ids: Sequence[int], reason: str = WORKER_LOST) -> list[TrialRecord]:
+        """Fail running trials whose process is gone; returns those this call failed. A trial
+        that ended meanwhile, or that another process failed first, is left as it is.
+
+        A lost trial is failed by its state alone, one write: a trial failed without a result
+        of its own reads as "worker lost" (``to_record``)."""
+        failed = []
+        with self._lock:
+            for trial_id in trial_ids:
+                try:
+                    if reason != WORKER_LOST:
+                        self.storage.set_trial_user_attr(trial_id, RESULT, {"state": "failed", "reason": reason})
+                    if not self.storage.set_trial_state_values(trial_id, OptunaState.FAIL):
+                        continue
+                except UpdateFinishedTrialError:
+                    continue
+                failed.append(to_record(self.storage.get_trial(trial_id)))
+        return failed
+
+    def running(self, worker: str | None = None) -> list[int]:
+        """The ids of running trials (of one worker, if named)."""
+        running = self.study.get_trials(deepcopy=False, states=(OptunaState.RUNNING,))
+        return [self._id(t) for t in running if worker is None or t.user_attrs.get(WORKER) == worker]
+
+    def stale(self) -> list[int]:
+        """Running trials whose process died: silent past the grace period, and still so two
+        heartbeats after this process first saw them so. A live trial that merely looked stale
+        (its machine stalled or slept, or the clock stepped forward) beats again in between.
+
+        Optuna's public ``fail_stale_trials`` fails a trial at the first stale look, which would
+        fail live trials after a stall; the second look needs the stale ids it reads."""
+        now = time.monotonic()
+        stale = self.storage._get_stale_trial_ids(self._study_id)
+        self._stale_since = {trial_id: self._stale_since.get(trial_id, now) for trial_id in stale}
+        return [i for i, since in self._stale_since.items() if now - since >= 2 * self.heartbeat_interval]
+
+    def heartbeat(self) -> Heartbeat:
+        return Heartbeat(self)
+
+    @property
+    def _study_id(self) -> int:
+        return self.storage.get_study_id_from_name(self.study_name)
+
+    def _id(self, trial: FrozenTrial) -> int:
+        return self.storage.get_trial_id_from_study_id_trial_number(self._study_id, trial.number)
+
+
+class Heartbeat:
+    """Beats for the trials this process runs, from one background thread: each trial beats as
+    it is added, then every ``heartbeat_interval`` seconds until it is discarded."""
+
+    def __init__(self, store: TrialStore) -> None:
+        self.store = store
+        self._ids: set[int] = set()
+        self._guard = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @contextlib.contextmanager
+    def beating(self, trial_id: int) -> Iterator[None]:
+        self.add(trial_id)
+        try:
+            yield
+        finally:
+            self.discard(trial_id)
+
+    def add(self, trial_id: int) -> None:
+        self.store.storage.record_heartbeat(trial_id)
+        with self._guard:
+            self._ids.add(trial_id)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._beat, name="hpo-heartbeat", daemon=True)
+                self._thread.start()
+
+    def discard(self, trial_id: int) -> None:
+        with self._guard:
+            self._ids.discard(trial_id)
+
+    def close(self) -> None:
+        self._stop.set()
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.store.heartbeat_interval):
+            with self._guard:
+                ids = list(self._ids)
+            for trial_id in ids:
+                with contextlib.suppress(Exception):  # a database hiccup: the next beat comes soon
+                    self.store.storage.record_heartbeat(trial_id)
+
+
+def distributions(space: SearchSpace, params: dict[str, Any]) -> dict[str, BaseDistribution]:
+    """Optuna's distribution of each parameter set, over the whole space (not a stage's region:
+    a study holds one distribution per parameter)."""
+    found: dict[str, BaseDistribution] = {}
+    for name in params:
+        param = space.params[name]
+        if isinstance(param, CategoricalParam):
+            found[name] = CategoricalDistribution(param.choices)
+        elif isinstance(param, FloatParam):
+            found[name] = FloatDistribution(param.low, param.high, log=param.log, step=param.step)
+        else:
+            found[name] = IntDistribution(param.low, param.high, log=param.log, step=param.step or 1)
+    return found
+
+
+def suggest(trial: optuna.Trial, space: SearchSpace) -> dict[str, Any]:
+    """Ask Optuna's sampler for each active parameter."""
+    params: dict[str, Any] = {}
+    for name, param in space.params.items():
+        if param.is_active(params):
+            params[name] = _ask(trial, name, distributions(space, {name: None})[name])
+    return params
+
+
+def _ask(trial: optuna.Trial, name: str, distribution: BaseDistribution) -> Any:
+    if isinstance(distribution, CategoricalDistribution):
+        return trial.suggest_categorical(name, distribution.choices)
+    if isinstance(distribution, FloatDistribution):
+        return trial.suggest_float(name, distribution.low, distribution.high, log=distribution.log,
+                                   step=distribution.step)
+    assert isinstance(distribution, IntDistribution)
+    return trial.suggest_int(name, distribution.low, distribution.high, step=distribution.step, log=distribution.log)
+
+
+def to_record(trial: FrozenTrial) -> TrialRecord:
+    """A stored trial as hpo sees it. A failed trial whose result is not a failure of its own
+    was failed by another process that found its owner gone: it reads as "worker lost"."""
+    result = trial.user_attrs.get(RESULT, {})
+    state = _STATES[trial.state]
+    reason = result.get("reason", "")
+    if state is TrialState.FAILED and (not result or result.get("state", "failed") != "failed"):
+        reason = WORKER_LOST
+    return TrialRecord(
+        number=trial.number,
+        params=dict(trial.params),
+        state=state,
+        value=trial.value if trial.state is OptunaState.COMPLETE else result.get("value"),
+        stage=int(trial.user_attrs.get(STAGE, 0)),
+        reason=reason,
+        metrics=result.get("metrics", {}),
+        seed=result.get("seed", 0),
+        device=result.get("device", "cpu"),
+        duration_s=result.get("duration_s", 0.0),
+        node=result.get("node", ""),
+    )
+
+
+def _result_attr(record: TrialRecord) -> dict[str, Any]:
+    return {
+        "state": record.state.value, "reason": record.reason, "metrics": record.metrics, "value": record.value,
+        "seed": record.seed, "device": record.device, "duration_s": record.duration_s, "node": record.node,
+    }

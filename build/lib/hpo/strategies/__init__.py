@@ -1,0 +1,66 @@
+"""Strategies decide what to try next: grid, random, coarse-to-fine (planned here) and TPE
+(sampled by Optuna in the trial store)."""
+
+from __future__ import annotations
+
+import pkgutil
+from typing import Any
+
+from hpo._errors import HpoError
+from hpo.strategies._base import WAIT, BaseStrategy, SamplerStrategy, Suggestion, params_key
+from hpo.strategies._coarse_to_fine import CoarseToFineStrategy
+from hpo.strategies._grid import GridStrategy
+from hpo.strategies._random import RandomStrategy
+from hpo.strategies._tpe import TpeStrategy
+
+Strategy = BaseStrategy | SamplerStrategy
+STRATEGIES: dict[str, type[BaseStrategy] | type[SamplerStrategy]] = {
+    cls.name: cls for cls in (GridStrategy, RandomStrategy, CoarseToFineStrategy, TpeStrategy)
+}
+
+
+def make_strategy(name: str | Strategy, seed: int = 0) -> Strategy:
+    """A strategy by its name (or one already made); an unknown name is a user error."""
+    if isinstance(name, (BaseStrategy, SamplerStrategy)):
+        return name
+    try:
+        return STRATEGIES[name](seed)
+    except KeyError:
+        raise HpoError(f"--strategy: unknown strategy {name!r} (choose from {', '.join(STRATEGIES)})") from None
+
+
+def strategy_spec(strategy: Strategy) -> dict[str, Any]:
+    """The strategy as data: its class and every setting it was made with."""
+    cls = type(strategy)
+    return {"class": f"{cls.__module__}:{cls.__qualname__}", "settings": strategy.get_params()}
+
+
+def strategy_from_spec(spec: dict[str, Any]) -> Strategy:
+    """The strategy ``strategy_spec`` describes, made again in this process."""
+    where = spec["class"]
+    if where.startswith("__main__:") or "<locals>" in where:
+        raise HpoError(f"--study: its strategy {where.partition(':')[2]} was defined in the script that started "
+                       "the search; define it in an importable module to join the search from elsewhere")
+    try:
+        cls = pkgutil.resolve_name(where)
+    except (ImportError, AttributeError, ValueError) as error:
+        raise HpoError(f"--study: its strategy {where} cannot be imported here: {error}") from None
+    return cls(**spec["settings"])
+
+
+__all__ = [
+    "STRATEGIES",
+    "WAIT",
+    "BaseStrategy",
+    "CoarseToFineStrategy",
+    "GridStrategy",
+    "RandomStrategy",
+    "SamplerStrategy",
+    "Strategy",
+    "Suggestion",
+    "TpeStrategy",
+    "make_strategy",
+    "params_key",
+    "strategy_from_spec",
+    "strategy_spec",
+]

@@ -1,0 +1,27 @@
+"""Random search: seeded, reproducible draws."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from hpo._trial import TrialRecord
+from hpo.spaces import SearchSpace
+from hpo.strategies._base import BaseStrategy, Suggestion
+
+
+class RandomStrategy(BaseStrategy):
+    """Independent uniform draws on each parameter's scale (log-uniform where log-scaled).
+
+    Trial ``i`` draws from a generator seeded with ``(seed, i)``: the same seed gives the
+    same trials whatever the order in which they run or resume.
+    """
+
+    name = "random"
+
+    def suggest(
+        self, space: SearchSpace, history: Sequence[TrialRecord], n_trials: int
+    ) -> Suggestion | None:
+        rng = np.random.default_rng([self.seed, len(history)])
+        return Suggestion(space.sample(rng))

@@ -1,0 +1,10 @@
+from __future__ import annotations
+
+from hpo.strategies._base import SamplerStrategy
+
+
+class TpeStrategy(SamplerStrategy):
+    """Tree-structured Parzen Estimator: Optuna's ``TPESampler``, seeded per trial so that
+    workers drawing at the same time draw different configurations."""
+
+    name = "tpe"

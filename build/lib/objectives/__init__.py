@@ -1,0 +1,15 @@
+"""Built-in objectives: real PyTorch training on data generated or shipped locally.
+
+Each is ``objective(params, trial)``; none imports Optuna or Ray.
+"""
+
+from objectives._training import ClassifierObjective
+from objectives.models import build_cnn1d, build_mlp
+
+mnist1d_mlp = ClassifierObjective("mnist1d", build_mlp)
+mnist1d_cnn = ClassifierObjective("mnist1d", build_cnn1d)
+digits_mlp = ClassifierObjective("digits", build_mlp)
+
+OBJECTIVES = {"mnist1d_mlp": mnist1d_mlp, "mnist1d_cnn": mnist1d_cnn, "digits_mlp": digits_mlp}
+
+__all__ = ["OBJECTIVES", "ClassifierObjective", "digits_mlp", "mnist1d_cnn", "mnist1d_mlp"]

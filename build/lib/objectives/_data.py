@@ -1,0 +1,85 @@
+"""Real data that needs no download, split train / validation / test with stratification."""
+
+from __future__ import annotations
+
+import functools
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.model_selection import train_test_split
+
+SPLIT_SEED = 0  # the same validation set for every trial, so trials compare fairly
+VALIDATION_SHARE = 0.2
+
+
+@dataclass(frozen=True)
+class Splits:
+    """Tensors of one dataset on one device."""
+
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_val: torch.Tensor
+    y_val: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    n_classes: int
+
+    @property
+    def n_features(self) -> int:
+        return self.x_train.shape[1]
+
+
+def _cache_dir() -> Path:
+    return Path(os.environ.get("HPO_DATA_DIR", ".hpo/data"))
+
+
+def _mnist1d_arrays() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """MNIST-1D generated locally (4000 train, 1000 test, length 40), cached as .npz."""
+    path = _cache_dir() / "mnist1d.npz"
+    if not path.exists():
+        from mnist1d.data import get_dataset_args, make_dataset
+
+        data = make_dataset(get_dataset_args())
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp.npz")
+        np.savez(tmp, x=data["x"], y=data["y"], x_test=data["x_test"], y_test=data["y_test"])
+        tmp.replace(path)
+    with np.load(path) as data:
+        return data["x"], data["y"], data["x_test"], data["y_test"]
+
+
+def _digits_arrays() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """scikit-learn's bundled 8x8 digits, scaled to [0, 1], 20% held out as the test set."""
+    from sklearn.datasets import load_digits
+
+    x, y = load_digits(return_X_y=True)
+    x_train, x_test, y_train, y_test = train_test_split(
+        x / 16.0, y, test_size=0.2, stratify=y, random_state=SPLIT_SEED
+    )
+    return x_train, y_train, x_test, y_test
+
+
+LOADERS = {"mnist1d": _mnist1d_arrays, "digits": _digits_arrays}
+
+
+@functools.lru_cache(maxsize=8)
+def load_splits(name: str, device: str = "cpu") -> Splits:
+    """A dataset as tensors on ``device``, with a stratified validation split of the training set."""
+    x, y, x_test, y_test = LOADERS[name]()
+    x_train, x_val, y_train, y_val = train_test_split(
+        x, y, test_size=VALIDATION_SHARE, stratify=y, random_state=SPLIT_SEED
+    )
+
+    def features(a: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(a, dtype=torch.float32, device=device)
+
+    def labels(a: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(a, dtype=torch.long, device=device)
+
+    return Splits(
+        features(x_train), labels(y_train), features(x_val), labels(y_val),
+        features(x_test), labels(y_test), n_classes=int(np.max(y)) + 1,
+    )
