@@ -3,9 +3,11 @@
 Every runner uses a fresh SQLite Optuna storage in the same folder, the same median pruner
 and random sampling: bare Optuna (``study.optimize``), bare Optuna with optuna-integration's
 ``MLflowCallback`` writing each trial to a SQLite MLflow store, and hpo with its full MLflow
-layout (child run, 10-step curves, params, tags, final metrics, status). With several
-workers, bare Optuna runs one process per worker on the shared storage and hpo its pool;
-both times include starting those processes. Run with ``make bench``.
+layout (child run, 10-step curves, params, tags, final metrics, status): one trial at a time,
+with a pool of worker processes, and in populations of K trials claimed, trained and written
+together. With several workers, bare Optuna runs one process per worker on the shared storage
+and hpo its pool; both times include starting those processes. ``--scale`` repeats hpo's
+population row at more trials, to show that its per-trial cost stays flat. Run with ``make bench``.
 """
 
 from __future__ import annotations
@@ -19,24 +21,36 @@ import time
 from pathlib import Path
 
 import optuna
+import torch
 from rich.console import Console
 from rich.table import Table
 
 import hpo
 from hpo import SearchSpace
+from hpo.population import Recipe
 
 SPACE = SearchSpace.model_validate(
     {"name": "null", "metric": "loss", "direction": "minimize",
      "params": {"lr": {"type": "float", "low": 1e-5, "high": 1.0, "log": True},
-                "weight_decay": {"type": "float", "low": 1e-6, "high": 1e-2, "log": True}}}
+                "weight_decay": {"type": "float", "low": 1e-6, "high": 1e-2, "log": True}},
+     "fixed": {"epochs": 10, "batch_size": 1, "optimizer": "sgd"}}
 )
 STEPS = 10
 
 
-def hpo_null(params, trial):
-    for step in range(STEPS):
-        trial.report(step, loss=params["lr"] / (step + 1))
-    return params["lr"] / STEPS
+class NullObjective:
+    """Reports ten steps and returns; as a population, ten epochs of one step of a one-weight
+    model on one example, so that what is timed is hpo's bookkeeping."""
+
+    def __call__(self, params, trial):
+        for step in range(STEPS):
+            trial.report(step, loss=params["lr"] / (step + 1))
+        return params["lr"] / STEPS
+
+    def population(self, params, trial):
+        one = (torch.zeros(1, 1), torch.zeros(1, 1))
+        return Recipe(build=lambda p: torch.nn.Linear(1, 1, bias=False), train=one, validation=one,
+                      loss=torch.nn.functional.mse_loss, accuracy=False)
 
 
 def optuna_null(trial: optuna.Trial) -> float:
@@ -87,9 +101,10 @@ def time_optuna(folder: Path, n_trials: int, workers: int, with_mlflow: bool) ->
     return time.perf_counter() - started
 
 
-def time_hpo(folder: Path, n_trials: int, workers: int) -> float:
-    prepared = hpo.prepare(hpo_null, SPACE, strategy="random", n_trials=n_trials, pruner="median",
-                           home=folder, evaluate_test=False, driver=hpo.OptunaOptions(workers=workers, gpus="none"))
+def time_hpo(folder: Path, n_trials: int, workers: int, population: int = 1) -> float:
+    prepared = hpo.prepare(NullObjective(), SPACE, strategy="random", n_trials=n_trials, pruner="median",
+                           home=folder, evaluate_test=False, population=population,
+                           driver=hpo.OptunaOptions(workers=workers, gpus="none"))
     from mlflow import MlflowClient
 
     from hpo.store import default_storage_url
@@ -108,31 +123,43 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=100)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 4])
+    parser.add_argument("--population", type=int, default=32)
+    parser.add_argument("--scale", type=int, nargs="*", default=[1000], help="more trials for hpo's population row")
     args = parser.parse_args()
     runners = {
         "bare Optuna": lambda folder, workers: time_optuna(folder, args.trials, workers, False),
         "bare Optuna + MLflowCallback": lambda folder, workers: time_optuna(folder, args.trials, workers, True),
         "hpo (Optuna driver, full MLflow)": lambda folder, workers: time_hpo(folder, args.trials, workers),
     }
-    results: dict[tuple[str, int], list[float]] = {}
+    results: dict[tuple[str, int, int, int], list[float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        for repeat in range(args.repeats):
+
+        def timed(key: tuple[str, int, int, int], run) -> None:
+            folder = root / f"{len(results)}-{sum(len(v) for v in results.values())}"
+            folder.mkdir()
+            results.setdefault(key, []).append(run(folder) / key[3] * 1000)
+
+        for _ in range(args.repeats):
             for workers in args.workers:
                 for name, timer in runners.items():
-                    folder = root / f"{repeat}-{workers}-{len(results)}-{hash(name) & 0xffff}"
-                    folder.mkdir()
-                    results.setdefault((name, workers), []).append(timer(folder, workers) / args.trials * 1000)
-    table = Table(title=f"Per-trial overhead: null objective, {STEPS} reports/trial, {args.trials} trials, "
-                        f"median of {args.repeats}")
-    for column in ("runner", "workers", "ms/trial", "min", "max", "ratio to bare Optuna"):
+                    timed((name, workers, 1, args.trials), lambda folder, t=timer, w=workers: t(folder, w))
+            timed(("hpo, populations", 1, args.population, args.trials),
+                  lambda folder: time_hpo(folder, args.trials, 1, args.population))
+        for n in args.scale:
+            timed(("hpo, populations", 1, args.population, n),
+                  lambda folder, n=n: time_hpo(folder, n, 1, args.population))
+    table = Table(title=f"Per-trial overhead: null objective, {STEPS} reports/trial, median of {args.repeats}")
+    for column in ("runner", "workers", "K", "trials", "ms/trial", "min", "max", "ratio to bare Optuna",
+                   "ratio to + MLflowCallback"):
         table.add_column(column, justify="right")
-    for (name, workers), values in results.items():
-        base = statistics.median(results[("bare Optuna", workers)])
+    for (name, workers, k, n), values in results.items():
+        base = statistics.median(results[("bare Optuna", workers, 1, args.trials)])
+        callback = statistics.median(results[("bare Optuna + MLflowCallback", workers, 1, args.trials)])
         median = statistics.median(values)
-        table.add_row(name, str(workers), f"{median:.1f}", f"{min(values):.1f}", f"{max(values):.1f}",
-                      f"{median / base:.2f}x")
-    console = Console(width=160)
+        table.add_row(name, str(workers), str(k), str(n), f"{median:.1f}", f"{min(values):.1f}", f"{max(values):.1f}",
+                      f"{median / base:.2f}x", f"{median / callback:.2f}x")
+    console = Console(width=180)
     console.print(table)
     console.print(f"machine: {platform.machine()}, {mp.cpu_count()} CPUs, python {platform.python_version()}, "
                   f"optuna {optuna.__version__}")

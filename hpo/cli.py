@@ -131,10 +131,12 @@ def cli() -> None:
               help="End a trial at once when its loss turns NaN or explodes.")
 @click.option("--test/--no-test", "evaluate_test", default=True, show_default=True,
               help="Score the best configuration once on the test set.")
+@click.option("--population", default="1", show_default=True,
+              help="Trials trained together as one stacked model (N or auto), where the objective offers it.")
 @_engine_flags(_ENGINES)
 def search(space: str, objective: str | None, strategy: str, driver: str, n_trials: int, pruner: str,
            storage: str | None, tracking_uri: str | None, experiment: str | None, study_name: str | None,
-           seed: int, divergence_guard: bool, evaluate_test: bool, **flags: Any) -> None:
+           seed: int, divergence_guard: bool, evaluate_test: bool, population: str, **flags: Any) -> None:
     """Search SPACE (a name in search_spaces/ or a YAML path); rerunning resumes the study."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -144,7 +146,7 @@ def search(space: str, objective: str | None, strategy: str, driver: str, n_tria
     prepared = prepare(  # refuse bad input first
         objective, space, strategy=strategy, n_trials=n_trials, pruner=pruner, seed=seed, storage=storage,
         tracking_uri=tracking_uri, experiment=experiment, study_name=study_name, divergence_guard=divergence_guard,
-        evaluate_test=evaluate_test, driver=engine_options(_ENGINES, driver, flags),
+        evaluate_test=evaluate_test, driver=engine_options(_ENGINES, driver, flags), population=population,
     )
     plan = prepared.plan
     columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -157,12 +159,14 @@ def search(space: str, objective: str | None, strategy: str, driver: str, n_tria
 @cli.command()
 @click.option("--study", "study_name", required=True, help="The study of a running search (see its summary).")
 @click.option("--storage", required=True, help="The search's trial store (postgresql://... for many machines).")
+@click.option("--population", default="1", show_default=True,
+              help="Trials trained together as one stacked model (N or auto), where the objective offers it.")
 @_engine_flags({"optuna": _ENGINES["optuna"]})
-def worker(study_name: str, storage: str, **flags: Any) -> None:
+def worker(study_name: str, storage: str, population: str, **flags: Any) -> None:
     """Join a running search from this machine: draw trials from the same budget."""
     from hpo._search import join
 
-    ran = join(study_name, storage, driver=engine_options(_ENGINES, "optuna", flags))
+    ran = join(study_name, storage, driver=engine_options(_ENGINES, "optuna", flags), population=population)
     console.print(f"hpo worker: ran {ran} trials of {study_name!r}; the budget is claimed")
 
 

@@ -217,7 +217,7 @@ def test_a_trial_lost_with_its_process_is_failed_and_planned_again(engine, store
     first = engine("digits_mlp", space, n_trials=2, **options)
     store = TrialStore(stores["storage"], unique, heartbeat_interval=1, grace_period=2)
     prepared = hpo.prepare("digits_mlp", space, n_trials=3, **stores, **options)
-    dead = store.claim(prepared.plan, "elsewhere:1")  # its process died here, after one heartbeat
+    (dead,) = store.claim(prepared.plan, "elsewhere:1")  # its process died here, after one heartbeat
     store.storage.record_heartbeat(dead.trial_id)
 
     result = engine("digits_mlp", space, n_trials=3, store=store, **options)

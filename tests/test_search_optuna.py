@@ -103,7 +103,7 @@ def test_a_trial_that_only_looked_stale_is_not_failed(stores, unique):
     prepared.tracker.start_search(prepared.plan, None)
     store.open(prepared.plan, prepared.tracker.identity())
     loop = TrialLoop(prepared.plan, store, prepared.tracker)
-    alive, dead = store.claim(prepared.plan, "here:1"), store.claim(prepared.plan, "there:2")
+    alive, dead = store.claim(prepared.plan, "here:1", count=2)
     for trial in (alive, dead):
         store.storage.record_heartbeat(trial.trial_id)
     time.sleep(4.5)  # both silent past the grace period (SQLite keeps whole seconds: 3 s could read as 3)

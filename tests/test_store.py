@@ -30,7 +30,7 @@ def complete(number: int, params: dict) -> TrialRecord:
 
 def test_two_processes_failing_the_same_lost_trial_both_survive(stores, unique):
     first, second = opened(stores, unique)
-    claim = first.store.claim(first.plan, "gone:1")  # its process dies after one heartbeat
+    (claim,) = first.store.claim(first.plan, "gone:1")  # its process dies after one heartbeat
     first.store.storage.record_heartbeat(claim.trial_id)
     time.sleep(3.5)
     first.store.stale(), second.store.stale()  # the first look of each
@@ -53,13 +53,14 @@ def test_two_processes_failing_the_same_lost_trial_both_survive(stores, unique):
     assert sorted(len(f) for f in failed) == [0, 1]  # one of them failed it; the other was told
     (record,) = [r for f in failed for r in f]
     assert (record.state, record.reason) == (TrialState.FAILED, "worker lost")
+    first.tracker.flush()  # MLflow is written in the background
     runs = child_runs(stores["tracking_uri"], first.tracker.parent_run_id)
     assert [(r.info.status, r.data.tags["hpo.reason"]) for r in runs] == [("FAILED", "worker lost")]  # one run
 
 
 def test_a_trial_that_finished_meanwhile_is_not_failed(stores, unique):
     owner, reaper = opened(stores, unique)
-    claim = owner.store.claim(owner.plan, "here:1")
+    (claim,) = owner.store.claim(owner.plan, "here:1")
     owner.store.finish(claim, complete(claim.number, claim.params))
     assert reaper.fail([claim.trial_id]) == []
     (trial,) = reaper.store.trials()
@@ -70,11 +71,12 @@ def test_a_trial_failed_as_lost_meanwhile_keeps_that_verdict(stores, unique):
     """Its owner was alive after all (it had stalled): its result comes too late, and the
     trial stays failed, in the store and in MLflow, so that its configuration runs again."""
     owner, reaper = opened(stores, unique)
-    started = owner.claim("stalled:1", "cpu")
+    (started,) = owner.claim("stalled:1", "cpu")
     reaper.fail([started.claim.trial_id])
     record = owner.finish(started, complete(started.claim.number, started.claim.params))
     assert (record.state, record.reason) == (TrialState.FAILED, "worker lost")
     (trial,) = owner.store.trials()
     assert (trial.state, trial.reason) == (TrialState.FAILED, "worker lost")
+    owner.tracker.flush()  # MLflow is written in the background
     runs = child_runs(stores["tracking_uri"], owner.tracker.parent_run_id)
     assert [(r.info.status, r.data.tags["hpo.reason"]) for r in runs] == [("FAILED", "worker lost")]

@@ -39,6 +39,7 @@ class PreparedSearch:
     tracker: MlflowTracker
     space_path: Path | None
     evaluate_test: bool
+    population: int | str = 1
 
     def run(self, listener: SearchListener | None = None) -> SearchResult:
         from hpo.loop import TrialLoop
@@ -51,7 +52,7 @@ class PreparedSearch:
             store.open(plan, tracker.identity())
             loop = TrialLoop(plan, store, tracker)
             listener.resumed(store.counted())
-            self.driver.run(loop, self.objective, listener)
+            self.driver.run(loop, self.objective, listener, self.population)
             trials = store.counted()
         except BaseException:
             tracker.abort_search()
@@ -80,6 +81,7 @@ def prepare(
     divergence_guard: bool = True,
     evaluate_test: bool = True,
     home: str | Path = ".hpo",
+    population: int | str = 1,
 ) -> PreparedSearch:
     """Check everything a user can get wrong, before anything is written; see ``search``."""
     home = Path(home)
@@ -90,6 +92,7 @@ def prepare(
     options = driver_options(driver)
     planner = make_strategy(strategy, seed)
     function, objective_name = resolve_objective(objective, space.objective)
+    check_population(population, options, function, objective_name)
     plan = SearchPlan(
         space=space,
         strategy=planner,
@@ -113,7 +116,26 @@ def prepare(
         tracker=MlflowTracker(tracking_uri, experiment or space.name, home=home),
         space_path=space_path,
         evaluate_test=evaluate_test,
+        population=population,
     )
+
+
+def check_population(population: int | str, options: DriverOptions, objective: Any, objective_name: str) -> None:
+    """A population size the engine and the objective can honour: a number, or ``"auto"``."""
+    if population == "auto":
+        return
+    try:
+        size = int(population)
+    except (TypeError, ValueError):
+        raise HpoError(f"--population: expected a number or 'auto', got {population!r}") from None
+    if size < 1:
+        raise HpoError(f"--population: must be at least 1, got {size}")
+    if size > 1 and not options.populations:
+        raise HpoError(f"--population: the {options.name} driver trains one trial per worker; "
+                       "populations train on the optuna driver")
+    if size > 1 and not hasattr(objective, "population"):
+        raise HpoError(f"--population: objective {objective_name!r} cannot train populations (it has no "
+                       "population(params, trial) method); --population auto trains it one trial at a time")
 
 
 def search(
@@ -142,6 +164,9 @@ def search(
         divergence_guard: End a trial whose loss turns NaN or explodes (pruned, "diverged").
         evaluate_test: Score the best configuration once with the objective's ``test``.
         home: The folder of the default stores (``.hpo``).
+        population: Trials trained together as one stacked model, where the objective offers
+            it (``population(params, trial)``, as the built-in ones do); ``"auto"`` picks the
+            size from the device, or one at a time for an objective that does not.
         listener: Hears of each finished trial (a progress bar).
 
     Example:
@@ -160,6 +185,7 @@ def join(
     storage: str,
     *,
     driver: str | DriverOptions = "optuna",
+    population: int | str = 1,
     listener: SearchListener | None = None,
 ) -> int:
     """Join a running search from another machine: claim and run trials of ``study_name`` in
@@ -181,8 +207,13 @@ def join(
     saved_plan, tracking = store.saved()
     plan = SearchPlan.from_json(saved_plan)
     objective, _ = resolve_objective(plan.objective_name, None)
+    check_population(population, options, objective, plan.objective_name)
     counter = _Counting(listener or SearchListener())
-    engine.join(TrialLoop(plan, store, MlflowTracker.attach(tracking)), objective, counter)
+    tracker = MlflowTracker.attach(tracking)
+    try:
+        engine.join(TrialLoop(plan, store, tracker), objective, counter, population)
+    finally:
+        tracker.flush()
     return counter.count
 
 

@@ -158,22 +158,28 @@ class Outcome:
 def run_objective(objective: Callable[..., Any], params: dict[str, Any], trial: Trial, metric: str) -> Outcome:
     """Call the objective and turn whatever happens into an ``Outcome``; never raises
     except for ``KeyboardInterrupt`` and ``SystemExit``."""
-    outcome = _call(objective, params, trial, metric)
+    try:
+        returned = objective(params, trial)
+    except Exception as error:  # a failing trial is information, not a crash of the search
+        outcome = ended_by(error, trial, metric)
+    else:
+        return outcome_of(returned, trial, metric)
     if outcome.reason == CUDA_OOM:  # the error's frames, which held the trial's tensors, are gone
-        _release_cuda_cache()
+        release_cuda_cache()
     return outcome
 
 
-def _call(objective: Callable[..., Any], params: dict[str, Any], trial: Trial, metric: str) -> Outcome:
-    try:
-        returned = objective(params, trial)
-    except TrialPruned as pruned:
-        last = _last_value(trial, metric)
-        return Outcome(TrialState.PRUNED, last, reason=pruned.reason)
-    except Exception as error:  # a failing trial is information, not a crash of the search
-        if type(error).__name__ == "OutOfMemoryError":
-            return Outcome(TrialState.FAILED, reason=CUDA_OOM)
-        return Outcome(TrialState.FAILED, reason=f"{type(error).__name__}: {error}"[:500])
+def ended_by(error: Exception, trial: Trial, metric: str) -> Outcome:
+    """The outcome of a trial that raised: pruned (``TrialPruned``, with its last value) or failed."""
+    if isinstance(error, TrialPruned):
+        return Outcome(TrialState.PRUNED, _last_value(trial, metric), reason=error.reason)
+    if type(error).__name__ == "OutOfMemoryError":
+        return Outcome(TrialState.FAILED, reason=CUDA_OOM)
+    return Outcome(TrialState.FAILED, reason=f"{type(error).__name__}: {error}"[:500])
+
+
+def outcome_of(returned: Any, trial: Trial, metric: str) -> Outcome:
+    """The outcome of what an objective returned: the metric, or a dict holding it."""
     metrics = dict(returned) if isinstance(returned, Mapping) else {metric: returned}
     if metric not in metrics:
         return Outcome(TrialState.FAILED, reason=f"objective returned no {metric!r}")
@@ -189,7 +195,7 @@ def _call(objective: Callable[..., Any], params: dict[str, Any], trial: Trial, m
     return Outcome(TrialState.COMPLETE, value, metrics)
 
 
-def _release_cuda_cache() -> None:
+def release_cuda_cache() -> None:
     """Hand the memory a trial that ran out of it left cached back to the GPU, for the next
     trial here and for the other workers sharing that GPU."""
     import torch

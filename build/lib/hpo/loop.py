@@ -29,6 +29,11 @@ from hpo.strategies import WAIT
 from hpo.tracking import MlflowTracker, TrialRun
 
 ShouldPrune = Callable[[int, float], "str | None"]
+Pruning = Callable[[Claim], "ShouldPrune | None"]
+"""For a claimed trial, the function its reports ask whether it must stop (``None``: never)."""
+
+POPULATION_ON_CPU = 32
+"""``population="auto"`` on a CPU: where stacking stops paying on the MNIST-1D MLP (bench/population.py)."""
 
 
 @dataclass(frozen=True)
@@ -55,6 +60,15 @@ def set_up(objective: Callable[..., Any], device: str) -> Any:
         raise HpoError(f"--objective: its setup on {device} failed: {type(error).__name__}: {error}") from error
 
 
+def make_trial(plan: SearchPlan, claim: Claim, *, device: str, context: Any = None,
+               on_report: Callable[[int, dict[str, float]], None] | None = None,
+               should_prune: ShouldPrune | None = None) -> Trial:
+    """The handle the objective gets for a claimed trial."""
+    return Trial(claim.number, seed=claim.seed, device=device, stage=claim.stage, metric=plan.space.metric,
+                 on_report=on_report, should_prune=should_prune,
+                 guard=DivergenceGuard() if plan.divergence_guard else None, context=context)
+
+
 def run_trial(
     plan: SearchPlan,
     objective: Callable[..., Any],
@@ -68,11 +82,7 @@ def run_trial(
 ) -> TrialRecord:
     """Run the objective on a claimed trial: whatever happens becomes the trial's record, but
     for ``KeyboardInterrupt`` and ``SystemExit``, which propagate."""
-    trial = Trial(
-        claim.number, seed=claim.seed, device=device, stage=claim.stage, metric=plan.space.metric,
-        on_report=on_report, should_prune=should_prune,
-        guard=DivergenceGuard() if plan.divergence_guard else None, context=context,
-    )
+    trial = make_trial(plan, claim, device=device, context=context, on_report=on_report, should_prune=should_prune)
     started = time.perf_counter()
     outcome = run_objective(objective, {**plan.space.fixed, **claim.params}, trial, plan.space.metric)
     return record_of(claim, outcome, device, time.perf_counter() - started, node)
@@ -86,6 +96,16 @@ def record_of(claim: Claim, outcome: Outcome, device: str, duration_s: float, no
     )
 
 
+def population_size(population: int | str, objective: Callable[..., Any], device: str) -> int:
+    """How many trials to claim and train together: ``population``, or for ``"auto"`` what suits
+    the device where the objective trains populations (one at a time where it cannot)."""
+    if population != "auto":
+        return int(population)
+    if not hasattr(objective, "population"):
+        return 1
+    return POPULATION_ON_CPU if device == "cpu" else 1024
+
+
 class TrialLoop:
     """The steps of a trial's life, each written once, against one store and one tracker."""
 
@@ -94,33 +114,77 @@ class TrialLoop:
         self.store = store
         self.tracker = tracker
 
-    def claim(self, worker: str, device: str) -> Started | object:
-        """The next trial, started in the store and in MLflow; ``WAIT`` or ``DONE`` as the store says."""
-        claim = self.store.claim(self.plan, worker)
-        if not isinstance(claim, Claim):
-            return claim
-        tags = {"hpo.retry_of": str(claim.retry_of)} if claim.retry_of is not None else None
-        run = self.tracker.start_trial(claim.number, claim.params, stage=claim.stage, seed=claim.seed,
-                                       device=device, tags=tags)
-        return Started(claim, run)
+    def claim(self, worker: str, device: str, count: int = 1) -> list[Started] | object:
+        """Up to ``count`` trials, started in the store and in MLflow; ``WAIT`` or ``DONE`` as
+        the store says."""
+        claims = self.store.claim(self.plan, worker, count)
+        if not isinstance(claims, list):
+            return claims
+        started = []
+        for claim in claims:
+            tags = {"hpo.retry_of": str(claim.retry_of)} if claim.retry_of is not None else None
+            run = self.tracker.start_trial(claim.number, claim.params, stage=claim.stage, seed=claim.seed,
+                                           device=device, tags=tags)
+            started.append(Started(claim, run))
+        return started
 
-    def run(self, started: Started, objective: Callable[..., Any], *, device: str, context: Any = None,
-            should_prune: ShouldPrune | None = None) -> TrialRecord:
-        """Run a claimed trial here and finish it; Ctrl-C finishes it as interrupted, then stops."""
+    def run(self, batch: list[Started], objective: Callable[..., Any], *, device: str, context: Any = None,
+            pruning: Pruning | None = None) -> list[TrialRecord]:
+        """Run claimed trials here and finish them: together, in populations of the members
+        that can train together, where the objective offers it; else one after another.
+        Ctrl-C finishes every unfinished one as interrupted, then stops."""
         began = time.perf_counter()
+        records: dict[int, TrialRecord] = {}
         try:
-            record = run_trial(self.plan, objective, started.claim, device=device, context=context,
-                               on_report=started.run.log, should_prune=should_prune)
-        except KeyboardInterrupt:  # the user stopped the search: this trial runs again on resume
+            if len(batch) > 1 and hasattr(objective, "population"):
+                for group in self._populations(batch):
+                    records.update(self._run_population(group, objective, device=device, context=context,
+                                                        pruning=pruning))
+            else:
+                for started in batch:
+                    record = run_trial(self.plan, objective, started.claim, device=device, context=context,
+                                       on_report=started.run.log,
+                                       should_prune=pruning(started.claim) if pruning else None)
+                    records[started.claim.number] = self.finish(started, record)
+        except KeyboardInterrupt:  # the user stopped the search: these trials run again on resume
             interrupted = Outcome(TrialState.FAILED, reason=INTERRUPTED)
-            self.finish(started, record_of(started.claim, interrupted, device, time.perf_counter() - began))
+            for started in batch:
+                if started.claim.number not in records:
+                    self.finish(started, record_of(started.claim, interrupted, device, time.perf_counter() - began))
             raise
-        return self.finish(started, record)
+        return [records[started.claim.number] for started in batch]
 
-    def finish(self, started: Started, record: TrialRecord) -> TrialRecord:
+    def _populations(self, batch: list[Started]) -> list[list[Started]]:
+        from hpo.population import group_key
+
+        groups: dict[str, list[Started]] = {}
+        for started in batch:
+            groups.setdefault(group_key({**self.plan.space.fixed, **started.claim.params}), []).append(started)
+        return list(groups.values())
+
+    def _run_population(self, group: list[Started], objective: Any, *, device: str, context: Any,
+                        pruning: Pruning | None) -> dict[int, TrialRecord]:
+        from hpo.population import train_population
+
+        plan = self.plan
+        trials = [make_trial(plan, s.claim, device=device, context=context, on_report=s.run.log,
+                             should_prune=pruning(s.claim) if pruning else None) for s in group]
+        members = [({**plan.space.fixed, **s.claim.params}, trial) for s, trial in zip(group, trials, strict=True)]
+        began = time.perf_counter()
+        recipe = objective.population(members[0][0], trials[0])
+        outcomes = train_population(recipe, members, plan.space.metric)
+        duration = time.perf_counter() - began
+        name = f"{worker_name()}/{group[0].claim.number}"
+        tags = {"hpo.population": name, "hpo.population_size": str(len(group))}
+        return {
+            s.claim.number: self.finish(s, record_of(s.claim, outcome, device, duration), tags)
+            for s, outcome in zip(group, outcomes, strict=True)
+        }
+
+    def finish(self, started: Started, record: TrialRecord, tags: dict[str, str] | None = None) -> TrialRecord:
         """End the trial in the store, then its child run the same way the store holds it."""
         stored = self.store.finish(started.claim, record)
-        started.run.finish(stored)
+        started.run.finish(stored, tags)
         return stored
 
     def fail(self, trial_ids: list[int], reason: str = WORKER_LOST) -> list[TrialRecord]:
@@ -147,29 +211,32 @@ def work(
     device: str,
     context: Any,
     listener: SearchListener,
-    prune: Callable[[Claim], ShouldPrune | None] | None = None,
+    pruning: Pruning | None = None,
     wait_for_others: bool = True,
+    population: int | str = 1,
 ) -> None:
-    """Claim and run trials in this process until the budget is claimed — and, if asked, until
-    every trial of it has finished (running a lost trial's retry if one turns up meanwhile)."""
+    """Claim and run trials in this process — ``population`` at a time — until the budget is
+    claimed, and, if asked, until every trial of it has finished (running a lost trial's
+    retry if one turns up meanwhile)."""
     worker = worker_name()
+    size = population_size(population, objective, device)
     heartbeat = loop.store.heartbeat()
     try:
         while True:
             loop.reap()
-            started = loop.claim(worker, device)
-            if started is DONE:
+            batch = loop.claim(worker, device, size)
+            if batch is DONE:
                 if not wait_for_others or not loop.store.unfinished():
                     return
                 time.sleep(1.0)  # another process is still finishing trials of this budget
-            elif started is WAIT:
+            elif batch is WAIT:
                 time.sleep(0.5)  # the next stage waits for trials running elsewhere
             else:
-                assert isinstance(started, Started)
-                with heartbeat.beating(started.claim.trial_id):
-                    record = loop.run(started, objective, device=device, context=context,
-                                      should_prune=prune(started.claim) if prune else None)
-                if not record.lost:  # else another process found it stale, and its retry will run
-                    listener.trial_finished(record)
+                assert isinstance(batch, list)
+                with heartbeat.beating([started.claim.trial_id for started in batch]):
+                    records = loop.run(batch, objective, device=device, context=context, pruning=pruning)
+                for record in records:
+                    if not record.lost:  # else another process found it stale, and its retry will run
+                        listener.trial_finished(record)
     finally:
         heartbeat.close()

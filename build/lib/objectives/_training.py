@@ -11,20 +11,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hpo.population import OPTIMIZERS, TRAINING_DEFAULTS, Recipe, make_schedule
 from objectives._data import Splits, load_splits
 
-DEFAULTS: dict[str, Any] = {
-    "lr": 1e-3,
-    "weight_decay": 0.0,
-    "dropout": 0.1,
-    "batch_size": 64,
-    "optimizer": "adamw",
-    "momentum": 0.9,
-    "schedule": "cosine",
-    "epochs": 25,
-    "patience": 5,
-}
-OPTIMIZERS = ("sgd", "sgd_momentum", "nesterov", "adam", "adamw", "rmsprop", "adagrad")
+DEFAULTS = TRAINING_DEFAULTS
 
 
 def make_optimizer(params: Mapping[str, Any], weights: Any) -> torch.optim.Optimizer:
@@ -48,19 +38,6 @@ def make_optimizer(params: Mapping[str, Any], weights: Any) -> torch.optim.Optim
     if name == "adagrad":
         return torch.optim.Adagrad(weights, lr=lr, weight_decay=wd)
     raise ValueError(f"unknown optimizer {name!r} (choose from {', '.join(OPTIMIZERS)})")
-
-
-def make_schedule(name: str, optimizer: torch.optim.Optimizer, epochs: int) -> Any:
-    """A per-epoch learning-rate schedule: constant, step, exponential or cosine."""
-    if name == "constant":
-        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 1.0)
-    if name == "step":
-        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=max(1, epochs // 3), gamma=0.1)
-    if name == "exponential":
-        return torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=0.9)
-    if name == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
-    raise ValueError(f"unknown schedule {name!r} (constant, step, exponential, cosine)")
 
 
 @torch.no_grad()
@@ -99,6 +76,17 @@ class ClassifierObjective:
     def __call__(self, params: Mapping[str, Any], trial: Any) -> dict[str, float]:
         _, metrics = self.fit(params, trial, report=trial.report)
         return metrics
+
+    def population(self, params: Mapping[str, Any], trial: Any) -> Recipe:
+        """What hpo needs to train many trials of this model at once: the same procedure as
+        ``fit``, on stacked members (``hpo.population``)."""
+        splits = self._splits(trial)
+        return Recipe(
+            build=lambda member: self.build({**DEFAULTS, **member}, splits),
+            train=(splits.x_train, splits.y_train),
+            validation=(splits.x_val, splits.y_val),
+            defaults=DEFAULTS,
+        )
 
     def test(self, params: Mapping[str, Any], trial: Any) -> dict[str, float]:
         model, _ = self.fit(params, trial, report=None)

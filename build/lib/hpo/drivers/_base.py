@@ -19,6 +19,8 @@ class DriverOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: ClassVar[str]
+    populations: ClassVar[bool] = False
+    """Whether the engine trains populations (``population`` > 1)."""
 
     @classmethod
     def flags(cls) -> dict[str, str]:
@@ -46,5 +48,7 @@ class Driver(abc.ABC):
         test runs on the same."""
 
     @abc.abstractmethod
-    def run(self, loop: TrialLoop, objective: Callable[..., Any], listener: SearchListener) -> None:
-        """Run trials until the budget is claimed and every trial of it has ended."""
+    def run(self, loop: TrialLoop, objective: Callable[..., Any], listener: SearchListener,
+            population: int | str = 1) -> None:
+        """Run trials until the budget is claimed and every trial of it has ended; claim and
+        train ``population`` at a time where the options say the engine can."""

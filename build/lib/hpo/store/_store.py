@@ -119,11 +119,13 @@ class TrialStore:
         self._lock: Any = claim_lock(url, study_name)
         self._storage: optuna.storages.RDBStorage | None = None
         self._study: optuna.Study | None = None
+        self._pruned_study: optuna.Study | None = None
         self._stale_since: dict[int, float] = {}  # trial id -> when this process first saw it stale
 
     def __getstate__(self) -> dict[str, Any]:
         """Only the address travels (to a worker process): connections and locks are made there."""
-        return {**self.__dict__, "_lock": None, "_storage": None, "_study": None, "_stale_since": {}}
+        return {**self.__dict__, "_lock": None, "_storage": None, "_study": None, "_pruned_study": None,
+                "_stale_since": {}}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
@@ -200,23 +202,33 @@ class TrialStore:
     def unfinished(self) -> bool:
         return bool(self.study.get_trials(deepcopy=False, states=(OptunaState.RUNNING,)))
 
-    def claim(self, plan: SearchPlan, worker: str) -> Claim | Suggestion | _Done:
-        """Start the next trial for ``worker``; ``WAIT`` while the strategy waits for running
-        trials; ``DONE`` once the budget is claimed."""
+    def claim(self, plan: SearchPlan, worker: str, count: int = 1) -> list[Claim] | Suggestion | _Done:
+        """Start up to ``count`` trials for ``worker``, reading the history once; ``WAIT`` while
+        the strategy waits for running trials; ``DONE`` once the budget is claimed."""
+        claims: list[Claim] = []
         with self._lock:
             records = self.trials()
-            history = in_budget(records)
-            if len(history) >= plan.n_trials:
-                return DONE
-            if not isinstance(plan.strategy, BaseStrategy):
-                return self._sample(plan, worker, len(records))
-            suggestion = plan.strategy.suggest(plan.space, history, plan.n_trials)
-            if suggestion is None:
-                return DONE
-            if suggestion is WAIT:
-                return WAIT
-            lost = [r.number for r in records if r.lost and r.params == suggestion.params]
-            return self._start(plan, suggestion, worker, retry_of=lost[-1] if lost else None)
+            while len(claims) < count:
+                claim = self._next(plan, worker, records)
+                if not isinstance(claim, Claim):
+                    return claims or claim
+                claims.append(claim)
+                records.append(TrialRecord(claim.number, claim.params, TrialState.RUNNING, stage=claim.stage))
+        return claims
+
+    def _next(self, plan: SearchPlan, worker: str, records: list[TrialRecord]) -> Claim | Suggestion | _Done:
+        history = in_budget(records)
+        if len(history) >= plan.n_trials:
+            return DONE
+        if not isinstance(plan.strategy, BaseStrategy):
+            return self._sample(plan, worker, len(records))
+        suggestion = plan.strategy.suggest(plan.space, history, plan.n_trials)
+        if suggestion is None:
+            return DONE
+        if suggestion is WAIT:
+            return WAIT
+        lost = [r.number for r in records if r.lost and r.params == suggestion.params]
+        return self._start(plan, suggestion, worker, retry_of=lost[-1] if lost else None)
 
     def _start(self, plan: SearchPlan, suggestion: Suggestion, worker: str, retry_of: int | None) -> Claim:
         """The trial, with its parameters, stage and owner, created in one transaction."""
@@ -244,26 +256,24 @@ class TrialStore:
         trial_id = self.storage.get_trial_id_from_study_id_trial_number(self._study_id, trial.number)
         return Claim(trial_id, trial.number, params, 0, trial_seed(plan.seed, trial.number))
 
-    def report(self, claim: Claim, step: int, value: float) -> None:
-        """A step's value of the space's metric, which Optuna's pruners read."""
-        with contextlib.suppress(UpdateFinishedTrialError):  # failed as lost meanwhile: finish tells
-            self.storage.set_trial_intermediate_value(claim.trial_id, step, value)
-
-    def should_prune(self, claim: Claim, pruner: optuna.pruners.BasePruner) -> bool:
-        return pruner.prune(self.study, self.storage.get_trial(claim.trial_id))
+    def pruned_trial(self, claim: Claim, pruner: optuna.pruners.BasePruner) -> optuna.Trial:
+        """The claimed trial as Optuna's own handle, whose ``report`` and ``should_prune`` ask
+        ``pruner`` (it keeps the trial's values in memory between reports)."""
+        if self._pruned_study is None or self._pruned_study.pruner is not pruner:
+            self._pruned_study = optuna.load_study(study_name=self.study_name, storage=self.storage, pruner=pruner)
+        return optuna.Trial(self._pruned_study, claim.trial_id)
 
     def finish(self, claim: Claim, record: TrialRecord) -> TrialRecord:
         """End a claimed trial with its record; returns what the store holds: the record, or the
         trial as another process failed it meanwhile (its heartbeat looked stale)."""
+        values = [record.value] if record.value is not None and record.state is not TrialState.FAILED else None
         with self._lock:  # Optuna checks a trial's state, then sets it: atomic only under a lock on SQLite
             try:
                 self.storage.set_trial_user_attr(claim.trial_id, RESULT, _result_attr(record))
-                value = record.value if record.state is TrialState.COMPLETE else None
-                with _optuna_on_purpose():
-                    stored = self.study.tell(claim.number, value, state=_TELL[record.state], skip_if_finished=True)
+                self.storage.set_trial_state_values(claim.trial_id, _TELL[record.state], values)
             except UpdateFinishedTrialError:
-                stored = self.storage.get_trial(claim.trial_id)
-        return record if _STATES[stored.state] is record.state else to_record(stored)
+                return to_record(self.storage.get_trial(claim.trial_id))
+        return record
 
     def fail(self, trial_ids: Sequence[int], reason: str = WORKER_LOST) -> list[TrialRecord]:
         """Fail running trials whose process is gone; returns those this call failed. A trial
@@ -324,12 +334,14 @@ class Heartbeat:
         self._thread: threading.Thread | None = None
 
     @contextlib.contextmanager
-    def beating(self, trial_id: int) -> Iterator[None]:
-        self.add(trial_id)
+    def beating(self, trial_ids: Sequence[int]) -> Iterator[None]:
+        for trial_id in trial_ids:
+            self.add(trial_id)
         try:
             yield
         finally:
-            self.discard(trial_id)
+            for trial_id in trial_ids:
+                self.discard(trial_id)
 
     def add(self, trial_id: int) -> None:
         self.store.storage.record_heartbeat(trial_id)

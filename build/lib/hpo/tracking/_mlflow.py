@@ -14,6 +14,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 
 from hpo._trial import TrialRecord, TrialState
+from hpo.tracking._writer import Writer
 
 if TYPE_CHECKING:
     from hpo._plan import SearchPlan, SearchResult
@@ -41,38 +42,64 @@ def _now_ms() -> int:
 
 
 class TrialRun:
-    """A trial's child run: per-step metrics buffered and written in batches."""
+    """A trial's child run, written by the tracker's background writer: created at once, its
+    curves logged whenever the writer is idle (live curves) or else at the end, and finished
+    with one batch. The training path only queues."""
 
-    def __init__(self, client: MlflowClient, run_id: str) -> None:
-        self.client = client
-        self.run_id = run_id
+    def __init__(self, writer: Writer, experiment_id: str, *, name: str, tags: Mapping[str, str],
+                 params: Mapping[str, Any]) -> None:
+        self.writer = writer
+        self.run_id: str | None = None  # set by the writer once the run exists
+        self._params = [Param(k, str(v)) for k, v in params.items()]
         self._pending: list[Metric] = []
         self._last_flush = time.monotonic()
+
+        def create(client: MlflowClient) -> None:
+            self.run_id = client.create_run(experiment_id, tags=dict(tags), run_name=name).info.run_id
+
+        writer.submit(create)
 
     def log(self, step: int, metrics: Mapping[str, float]) -> None:
         now = _now_ms()
         self._pending += [Metric(name, value, now, step) for name, value in metrics.items()]
-        if time.monotonic() - self._last_flush > _FLUSH_EVERY_S:
+        if time.monotonic() - self._last_flush > _FLUSH_EVERY_S and self.writer.idle:
             self.flush()
 
     def flush(self) -> None:
-        for start in range(0, len(self._pending), 1000):
-            self.client.log_batch(self.run_id, metrics=self._pending[start : start + 1000])
-        self._pending = []
+        """Queue what was logged so far (and the parameters, with the first batch)."""
+        metrics, params = self._pending, self._params
+        self._pending, self._params = [], []
         self._last_flush = time.monotonic()
+        if metrics or params:
+            self.writer.submit(lambda client: _log_batch(client, self.run_id, metrics=metrics, params=params))
 
-    def finish(self, record: TrialRecord) -> None:
+    def finish(self, record: TrialRecord, tags: Mapping[str, str] | None = None) -> None:
         """Final metrics (``final_*``, apart from the per-step series), state, reason and
-        duration; the run status mirrors the state."""
+        duration, and ``tags``; the run status mirrors the state."""
         now = _now_ms()
         final = {f"final_{name}": value for name, value in record.metrics.items()}
         self._pending += [
             Metric(name, value, now, 0) for name, value in {**final, "duration_s": record.duration_s}.items()
         ]
-        self.flush()
-        tags = {"hpo.state": record.state.value, "hpo.reason": record.reason, "hpo.node": record.node}
-        self.client.log_batch(self.run_id, tags=[RunTag(k, v) for k, v in tags.items()])
-        self.client.set_terminated(self.run_id, RUN_STATUS[record.state])
+        metrics, params = self._pending, self._params
+        self._pending, self._params = [], []
+        tags = {**(tags or {}), "hpo.state": record.state.value, "hpo.reason": record.reason, "hpo.node": record.node}
+
+        def finish(client: MlflowClient) -> None:
+            _log_batch(client, self.run_id, metrics=metrics, params=params,
+                       tags=[RunTag(k, v) for k, v in tags.items()])
+            client.set_terminated(self.run_id, RUN_STATUS[record.state])
+
+        self.writer.submit(finish)
+
+
+def _log_batch(client: MlflowClient, run_id: str | None, *, metrics: Sequence[Metric] = (),
+               params: Sequence[Param] = (), tags: Sequence[RunTag] = ()) -> None:
+    """One ``log_batch`` where MLflow's limits allow (1000 metrics, 100 params, 100 tags), else several."""
+    assert run_id is not None, "the run is created by an earlier write"
+    while metrics or params or tags:
+        client.log_batch(run_id, metrics=metrics[:1000], params=params[:100], tags=tags[:100])
+        metrics, params, tags = metrics[1000:], params[100:], tags[100:]
 
 
 class MlflowTracker:
@@ -87,6 +114,7 @@ class MlflowTracker:
         self.experiment_name = experiment
         self.home = home
         self.client: MlflowClient  # created by start_search: nothing is written before it
+        self.writer: Writer  # the background writer of trial runs, made with the client
         self.experiment_id = ""
         self.parent_run_id = ""
 
@@ -128,6 +156,7 @@ class MlflowTracker:
 
     def finish_search(self, result: SearchResult) -> None:
         """Summary metrics and artifacts on the parent run, then close it."""
+        self.flush()
         run_id = self.parent_run_id
         counts = {state.value: 0 for state in TrialState if state is not TrialState.RUNNING}
         for trial in result.trials:
@@ -161,9 +190,15 @@ class MlflowTracker:
         """The client, on first use: nothing is written before a search starts."""
         self.tracking_uri = self.tracking_uri or default_tracking_uri(self.home)
         self.client = MlflowClient(self.tracking_uri)
+        self.writer = Writer(self.client)
+
+    def flush(self) -> None:
+        """Wait until every trial write queued so far is in MLflow."""
+        self.writer.flush()
 
     def abort_search(self) -> None:
         """The search stopped early (interrupted, or an error): the parent run is KILLED."""
+        self.flush()
         self.client.set_terminated(self.parent_run_id, "KILLED")
 
     def tested_trial(self) -> tuple[int, dict[str, float]] | None:
@@ -193,13 +228,12 @@ class MlflowTracker:
             "hpo.seed": str(seed),
             "hpo.state": TrialState.RUNNING.value,
         }
-        run = self.client.create_run(self.experiment_id, tags=tags, run_name=f"trial-{number:04d}")
-        run_params = [Param(k, str(v)) for k, v in params.items()] + [Param("seed", str(seed))]
-        self.client.log_batch(run.info.run_id, params=run_params)
-        return TrialRun(self.client, run.info.run_id)
+        return TrialRun(self.writer, self.experiment_id, name=f"trial-{number:04d}", tags=tags,
+                        params={**params, "seed": seed})
 
     def trial_run_ids(self, number: int) -> list[str]:
         """The child run of trial ``number`` (none if its process died before creating it)."""
+        self.flush()  # a run this process asked for exists once its writes are done
         query = f"tags.`hpo.study_run` = '{self.parent_run_id}' and tags.`hpo.trial_number` = '{number}'"
         return [run.info.run_id for run in self.client.search_runs([self.experiment_id], query)]
 
@@ -210,9 +244,10 @@ class MlflowTracker:
             run = self.start_trial(
                 record.number, record.params, stage=record.stage, seed=record.seed, device=record.device
             )
-            run_ids = [run.run_id]
+            run.finish(record)
+            return
         for run_id in run_ids:
-            TrialRun(self.client, run_id).finish(record)
+            self.writer.submit(lambda client, run_id=run_id: _close(client, run_id, record))
 
     # -- helpers ----------------------------------------------------------------------------
     def _experiment_id(self) -> str:
@@ -223,6 +258,14 @@ class MlflowTracker:
         if self.tracking_uri.startswith(("sqlite:", "file:")) or "://" not in self.tracking_uri:
             location = (self.home / "mlartifacts" / self.experiment_name).resolve().as_uri()
         return self.client.create_experiment(self.experiment_name, artifact_location=location)
+
+
+def _close(client: MlflowClient, run_id: str, record: TrialRecord) -> None:
+    """End a run another process started and could not finish (it died)."""
+    tags = [RunTag("hpo.state", record.state.value), RunTag("hpo.reason", record.reason),
+            RunTag("hpo.node", record.node)]
+    _log_batch(client, run_id, metrics=[Metric("duration_s", record.duration_s, _now_ms(), 0)], tags=tags)
+    client.set_terminated(run_id, RUN_STATUS[record.state])
 
 
 def _best_config(result: SearchResult) -> dict[str, Any]:

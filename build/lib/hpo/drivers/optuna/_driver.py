@@ -13,7 +13,7 @@ from hpo._trial import INTERRUPTED, TrialRecord
 from hpo.dispatch import DeviceSlot, WorkerPool, plan_slots
 from hpo.drivers._base import Driver
 from hpo.drivers.optuna import OptunaOptions
-from hpo.loop import SearchListener, ShouldPrune, TrialLoop, set_up, work, worker_name
+from hpo.loop import Pruning, SearchListener, ShouldPrune, TrialLoop, set_up, work, worker_name
 from hpo.store import Claim
 from hpo.tracking import MlflowTracker
 
@@ -34,20 +34,22 @@ class OptunaDriver(Driver):
         there): the first slot's device."""
         return self.slots[0].device
 
-    def run(self, loop: TrialLoop, objective: Callable[..., Any], listener: SearchListener) -> None:
-        self._serve(loop, objective, listener, wait_for_others=True)
+    def run(self, loop: TrialLoop, objective: Callable[..., Any], listener: SearchListener,
+            population: int | str = 1) -> None:
+        self._serve(loop, objective, listener, population=population, wait_for_others=True)
 
-    def join(self, loop: TrialLoop, objective: Callable[..., Any], listener: SearchListener) -> None:
+    def join(self, loop: TrialLoop, objective: Callable[..., Any], listener: SearchListener,
+             population: int | str = 1) -> None:
         """Work on a search another process runs (``hpo worker``), until its budget is claimed."""
-        self._serve(loop, objective, listener, wait_for_others=False)
+        self._serve(loop, objective, listener, population=population, wait_for_others=False)
 
     def _serve(self, loop: TrialLoop, objective: Callable[..., Any], listener: SearchListener, *,
-               wait_for_others: bool) -> None:
+               population: int | str, wait_for_others: bool) -> None:
         if len(self.slots) == 1:
             work(loop, objective, device=self.device, context=set_up(objective, self.device), listener=listener,
-                 prune=pruning(loop), wait_for_others=wait_for_others)
+                 pruning=pruning(loop), wait_for_others=wait_for_others, population=population)
             return
-        payload = cloudpickle.dumps((loop.plan, objective, loop.store, loop.tracker.identity()))
+        payload = cloudpickle.dumps((loop.plan, objective, loop.store, loop.tracker.identity(), population))
         WorkerPool(
             self.slots, functools.partial(_worker_main, payload, wait_for_others),
             on_event=listener.trial_finished,
@@ -68,21 +70,32 @@ class _QueueListener(SearchListener):
 
 def _worker_main(payload: bytes, wait_for_others: bool, slot: DeviceSlot, events: Any) -> None:
     """A pool worker: the same loop as in-process, warm on its slot."""
-    plan, objective, store, tracking = cloudpickle.loads(payload)
+    plan, objective, store, tracking, population = cloudpickle.loads(payload)
     loop = TrialLoop(plan, store, MlflowTracker.attach(tracking))
-    work(loop, objective, device=slot.device, context=set_up(objective, slot.device), listener=_QueueListener(events),
-         prune=pruning(loop), wait_for_others=wait_for_others)
+    try:
+        work(loop, objective, device=slot.device, context=set_up(objective, slot.device),
+             listener=_QueueListener(events), pruning=pruning(loop), wait_for_others=wait_for_others,
+             population=population)
+    finally:
+        loop.tracker.flush()  # the trials' last MLflow writes, before the process ends
 
 
-def pruning(loop: TrialLoop) -> Callable[[Claim], ShouldPrune]:
-    """Each report's value of the space's metric goes to the store; the plan's Optuna pruner
-    decides from the study's values whether the trial stops."""
+def pruning(loop: TrialLoop) -> Pruning | None:
+    """With a pruner, each report's value of the space's metric goes to the store and the
+    plan's Optuna pruner decides from the study's values whether the trial stops."""
     pruner = make_pruner(loop.plan.pruner)
+    if pruner is None:
+        return None
 
     def for_claim(claim: Claim) -> ShouldPrune:
+        trial = loop.store.pruned_trial(claim, pruner)
+
         def should_prune(step: int, value: float) -> str | None:
-            loop.store.report(claim, step, value)
-            return loop.plan.pruner if pruner is not None and loop.store.should_prune(claim, pruner) else None
+            try:
+                trial.report(value, step)
+                return loop.plan.pruner if trial.should_prune() else None
+            except optuna.exceptions.UpdateFinishedTrialError:  # failed as lost meanwhile: finishing says so
+                return None
 
         return should_prune
 

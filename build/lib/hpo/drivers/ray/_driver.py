@@ -51,7 +51,8 @@ class RayDriver(Driver):
     def device(self) -> str:
         return "cuda:0" if self.options.gpus_per_trial > 0 else "cpu"  # Ray pins each actor to its GPUs
 
-    def run(self, loop: TrialLoop, objective: Callable[..., Any], listener: SearchListener) -> None:
+    def run(self, loop: TrialLoop, objective: Callable[..., Any], listener: SearchListener,
+            population: int | str = 1) -> None:
         if self.options.address is None:
             # A local instance listens on loopback only: Ray otherwise binds and dials the
             # machine's network address even when nothing outside it takes part.
@@ -128,13 +129,14 @@ class RayStudy:
         if self._idle_since is not None and time.monotonic() - self._idle_since < _ASK_AGAIN_S:
             return None
         self.loop.reap()
-        started = self.loop.claim(self.worker, self.device)
-        if started is DONE and not self.live and not self.loop.store.unfinished():
+        batch = self.loop.claim(self.worker, self.device)
+        if batch is DONE and not self.live and not self.loop.store.unfinished():
             return Searcher.FINISHED
-        if started is DONE or started is WAIT:
+        if batch is DONE or batch is WAIT:
             self._idle_since = time.monotonic()
             return None
-        assert isinstance(started, Started)
+        assert isinstance(batch, list)
+        (started,) = batch
         self._idle_since = None
         self.live[trial_id] = started
         self.heartbeat.add(started.claim.trial_id)

@@ -1,0 +1,220 @@
+"""Training K members of one model as one stacked model (``torch.func``), each member still its
+own trial: its own initialisation and shuffling (its seed), hyperparameters, reports, pruning
+and early stopping."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.func import functional_call, stack_module_state, vmap
+
+from hpo._trial import Outcome, Trial, TrialPruned, ended_by, outcome_of
+from hpo.population._optim import StackedOptimizer, StackedSchedule
+
+PER_MEMBER = ("lr", "weight_decay", "momentum", "dropout", "patience")
+"""The hyperparameters members of one population may differ in. The others (batch size,
+optimizer, schedule, epochs, model width...) change shapes or the loop: members share them."""
+
+TRAINING_DEFAULTS: dict[str, Any] = {
+    "lr": 1e-3, "weight_decay": 0.0, "dropout": 0.1, "batch_size": 64, "optimizer": "adamw", "momentum": 0.9,
+    "schedule": "cosine", "epochs": 25, "patience": 5,
+}
+"""What a member's parameters leave out."""
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """What hpo needs to train a population of an objective's model: the objective's
+    ``population(params, trial)`` returns it, and hpo trains the members together.
+
+    Training is the built-in objectives' procedure: the untrained model reported at step 0,
+    then per epoch (``epochs``) shuffled minibatches (``batch_size``) with the ``optimizer``
+    (sgd, sgd_momentum, nesterov, adam, adamw, rmsprop, adagrad) and a per-epoch ``schedule``
+    (constant, step, exponential, cosine); ``train_loss``, ``val_loss`` and ``val_accuracy``
+    reported each epoch; stopped after ``patience`` epochs without a better ``val_loss``, the
+    best epoch's metrics returned.
+
+    Args:
+        build: One member's model from its parameters (called under the member's seed, so each
+            starts from its own initialisation). Its ``nn.Dropout`` layers take each member's
+            own rate; batch norm is not supported (members would share running statistics).
+        train: Inputs and targets to train on, on the trial's device.
+        validation: Inputs and targets to report on, on the same device.
+        loss: ``loss(outputs, targets)``, a mean over the batch.
+        accuracy: Whether to report ``val_accuracy`` (outputs' argmax against the targets).
+        defaults: Hyperparameters the members' parameters leave out (``TRAINING_DEFAULTS``).
+    """
+
+    build: Callable[[Mapping[str, Any]], nn.Module]
+    train: tuple[Tensor, Tensor]
+    validation: tuple[Tensor, Tensor]
+    loss: Callable[[Tensor, Tensor], Tensor] = F.cross_entropy
+    accuracy: bool = True
+    defaults: Mapping[str, Any] = field(default_factory=lambda: dict(TRAINING_DEFAULTS))
+
+
+def group_key(params: Mapping[str, Any]) -> str:
+    """Members with the same key train together."""
+    return json.dumps({k: v for k, v in params.items() if k not in PER_MEMBER}, sort_keys=True, default=str)
+
+
+class _MemberDropout(nn.Module):
+    """Dropout whose rate is a buffer, so that stacked members each keep their own."""
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        self.register_buffer("p", torch.tensor(float(p)))
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training:
+            return x
+        return x * (torch.rand_like(x) >= self.p) / (1 - self.p)
+
+
+def _with_member_dropout(model: nn.Module) -> nn.Module:
+    for name, child in model.named_children():
+        if isinstance(child, nn.Dropout):
+            setattr(model, name, _MemberDropout(child.p))
+        else:
+            _with_member_dropout(child)
+    return model
+
+
+class _Population:
+    """The members still training, stacked: parameters, buffers and optimizer state, one row each."""
+
+    def __init__(self, recipe: Recipe, params: list[dict[str, Any]], trials: Sequence[Trial]) -> None:
+        models = []
+        for p, trial in zip(params, trials, strict=True):
+            torch.manual_seed(trial.seed)  # the member's own initialisation, as when trained alone
+            models.append(_with_member_dropout(recipe.build(p)).to(trial.device))
+        if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in models[0].modules()):
+            raise ValueError("population training does not support batch norm (members would share statistics)")
+        self.base = copy.deepcopy(models[0]).to("meta")
+        self.params, self.buffers = stack_module_state(models)
+        device = recipe.train[0].device
+        first = params[0]
+
+        def rates(name: str) -> Tensor:
+            return torch.tensor([float(p[name]) for p in params], device=device)
+
+        self.optimizer = StackedOptimizer(first["optimizer"], list(self.params.values()), lr=rates("lr"),
+                                          weight_decay=rates("weight_decay"), momentum=rates("momentum"))
+        self.schedule = StackedSchedule(first["schedule"], [p["lr"] for p in params], int(first["epochs"]))
+        self.rows = list(range(len(params)))  # each row's member
+
+    def outputs(self, x: Tensor, *, shared: bool) -> Tensor:
+        """Every member's outputs for its own inputs (``shared``: the same inputs for all)."""
+
+        def forward(params: dict, buffers: dict, inputs: Tensor) -> Tensor:
+            return functional_call(self.base, (params, buffers), (inputs,))
+
+        return vmap(forward, in_dims=(0, 0, None if shared else 0), randomness="different")(
+            self.params, self.buffers, x
+        )
+
+    def keep(self, members: list[int]) -> None:
+        """Drop the members that stopped: they neither compute nor update any more."""
+        index = torch.tensor([self.rows.index(m) for m in members], device=next(iter(self.params.values())).device)
+        self.params = {k: v.detach()[index].requires_grad_() for k, v in self.params.items()}
+        self.buffers = {k: v[index] for k, v in self.buffers.items()}
+        self.optimizer.keep(index, list(self.params.values()))
+        self.rows = members
+
+
+def train_population(recipe: Recipe, members: Sequence[tuple[Mapping[str, Any], Trial]], metric: str) -> list[Outcome]:
+    """Train ``members`` (parameters and trial) together; each member's outcome, as
+    ``run_objective`` would give it for the member trained alone."""
+    trials = [trial for _, trial in members]
+    params = [{**recipe.defaults, **p} for p, _ in members]
+    if len({group_key(p) for p in params}) > 1:
+        raise ValueError("members of one population must agree on everything but " + ", ".join(PER_MEMBER))
+    try:
+        results = _train(recipe, params, trials)
+    except Exception as error:  # one failure (out of memory, say) is every member's
+        return [ended_by(error, trial, metric) for trial in trials]
+    return [ended_by(r, t, metric) if isinstance(r, Exception) else outcome_of(r, t, metric)
+            for r, t in zip(results, trials, strict=True)]
+
+
+def _train(recipe: Recipe, params: list[dict[str, Any]], trials: list[Trial]) -> list[Any]:
+    """Each member's result (the best epoch's metrics) or the ``TrialPruned`` that stopped it."""
+    (x_train, y_train), (x_val, y_val) = recipe.train, recipe.validation
+    population = _Population(recipe, params, trials)
+    shuffles = [torch.Generator().manual_seed(trial.seed) for trial in trials]
+    n, batch_size, epochs = len(y_train), int(params[0]["batch_size"]), int(params[0]["epochs"])
+    results: list[Any] = [None] * len(trials)
+    best: list[dict[str, float]] = [{} for _ in trials]
+    stale = [0] * len(trials)
+    last_train = [math.nan] * len(trials)
+
+    def score(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        with torch.no_grad():
+            outputs = population.outputs(x, shared=True)
+            losses = vmap(recipe.loss, in_dims=(0, None))(outputs, y)
+            accuracy = (outputs.argmax(dim=-1) == y).float().mean(dim=-1)
+        return losses, accuracy
+
+    def report(step: int, train_loss: Tensor) -> None:
+        """Each active member reports; one that its trial stops leaves the population."""
+        population.base.eval()
+        val_loss, val_accuracy = score(x_val, y_val)
+        values = zip(population.rows, train_loss.tolist(), val_loss.tolist(), val_accuracy.tolist(), strict=True)
+        for member, train, loss, accuracy in values:
+            metrics = {"train_loss": train, "val_loss": loss} | ({"val_accuracy": accuracy} if recipe.accuracy else {})
+            last_train[member] = train
+            try:
+                trials[member].report(step, **metrics)
+            except TrialPruned as pruned:
+                results[member] = pruned
+                continue
+            if step == 0:
+                continue
+            if math.isfinite(loss) and loss < best[member].get("val_loss", math.inf) - 1e-4:
+                best[member] = {**metrics, "best_epoch": step}
+                stale[member] = 0
+            else:
+                stale[member] += 1
+                if stale[member] >= int(params[member]["patience"]):
+                    results[member] = _result(best[member], last_train[member], step)
+
+    population.base.eval()
+    report(0, score(x_train, y_train)[0])
+    for epoch in range(1, epochs + 1):
+        active = [m for m in population.rows if results[m] is None]
+        if not active:
+            break
+        if active != population.rows:
+            population.keep(active)
+        population.base.train()
+        orders = torch.stack([torch.randperm(n, generator=shuffles[m]) for m in active]).to(x_train.device)
+        total = torch.zeros(len(active), device=x_train.device)
+        for start in range(0, n, batch_size):
+            index = orders[:, start : start + batch_size]
+            losses = vmap(recipe.loss)(population.outputs(x_train[index], shared=False), y_train[index])
+            grads = torch.autograd.grad(losses.sum(), list(population.params.values()))
+            population.optimizer.step(grads)
+            total += losses.detach() * index.shape[1]
+        population.schedule.step()
+        rates = population.schedule.rates()
+        population.optimizer.lr = torch.tensor([rates[m] for m in active], device=x_train.device)
+        report(epoch, total / n)
+    for member in population.rows:
+        if results[member] is None:
+            results[member] = _result(best[member], last_train[member], epochs)
+    return results
+
+
+def _result(best: dict[str, float], train_loss: float, epochs: int) -> dict[str, float]:
+    """What the built-in objectives return: the best epoch's metrics, or NaN if none improved."""
+    if not best:
+        return {"val_loss": math.nan, "val_accuracy": 0.0, "train_loss": train_loss}
+    return {**best, "epochs": epochs}

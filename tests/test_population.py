@@ -1,0 +1,154 @@
+"""Population training: members trained together follow the same curves as alone, and each is
+still its own trial. Real training on scikit-learn's digits and MNIST-1D."""
+
+from __future__ import annotations
+
+import math
+
+import optuna
+import pytest
+from mlflow import MlflowClient
+
+import hpo
+from conftest import child_runs, digits_space
+from hpo import Trial, TrialState
+from hpo._trial import DivergenceGuard
+from hpo.population import OPTIMIZERS, SCHEDULES, train_population
+from hpo.strategies import params_key
+from objectives import digits_mlp, mnist1d_cnn
+
+MEMBERS = [
+    {"lr": 3e-3, "weight_decay": 0.0, "momentum": 0.9},
+    {"lr": 1e-2, "weight_decay": 1e-3, "momentum": 0.8},
+    {"lr": 5e-4, "weight_decay": 1e-4, "momentum": 0.5},
+]
+
+
+def trial(number: int, curve: list, **options) -> Trial:
+    return Trial(number, seed=100 + number, metric="val_loss", on_report=lambda s, m: curve.append((s, m)), **options)
+
+
+def alone(objective, params: list[dict], numbers: list[int] | None = None) -> list[list]:
+    """Each member's reports, trained on its own by the objective (torch.optim)."""
+    curves = []
+    for number, p in zip(numbers or range(len(params)), params, strict=True):
+        curve: list = []
+        objective(p, trial(number, curve))
+        curves.append(curve)
+    return curves
+
+
+def together(objective, params: list[dict], options: dict | None = None) -> tuple[list[list], list]:
+    """Each member's reports and outcome, trained as one population (``options``: each member's
+    trial options, by its index)."""
+    curves: list[list] = [[] for _ in params]
+    trials = [trial(number, curves[number], **(options or {}).get(number, {})) for number in range(len(params))]
+    recipe = objective.population(params[0], trials[0])
+    outcomes = train_population(recipe, list(zip(params, trials, strict=True)), "val_loss")
+    return curves, outcomes
+
+
+def assert_same_curves(first: list, second: list, tolerance: float) -> None:
+    assert [step for step, _ in first] == [step for step, _ in second]
+    for (step, a), (_, b) in zip(first, second, strict=True):
+        assert a.keys() == b.keys()
+        for name in a:
+            assert b[name] == pytest.approx(a[name], rel=tolerance, abs=tolerance), (step, name)
+
+
+@pytest.mark.parametrize("schedule", SCHEDULES)
+@pytest.mark.parametrize("optimizer", OPTIMIZERS)
+def test_a_population_reproduces_its_members_trained_alone(optimizer, schedule):
+    base = {"optimizer": optimizer, "schedule": schedule, "epochs": 4, "dropout": 0.0, "batch_size": 128,
+            "patience": 100}
+    params = [{**base, **member} for member in MEMBERS]
+    curves, outcomes = together(digits_mlp, params)
+    for solo, member in zip(alone(digits_mlp, params), curves, strict=True):
+        assert len(solo) == 5  # the untrained model, then four epochs
+        assert_same_curves(solo, member, tolerance=1e-5)
+    assert [o.state for o in outcomes] == [TrialState.COMPLETE] * 3
+
+
+def test_a_convolutional_population_reproduces_its_members_trained_alone():
+    base = {"optimizer": "adamw", "schedule": "cosine", "epochs": 2, "dropout": 0.0, "batch_size": 64}
+    params = [{**base, **member} for member in MEMBERS]
+    curves, _ = together(mnist1d_cnn, params)
+    for solo, member in zip(alone(mnist1d_cnn, params), curves, strict=True):
+        assert_same_curves(solo, member, tolerance=1e-3)  # vmapped convolutions sum in another order
+
+
+def test_members_keep_their_own_dropout_rate():
+    base = {"optimizer": "adam", "epochs": 5, "batch_size": 64, "lr": 3e-3}
+    params = [{**base, "dropout": 0.0}, {**base, "dropout": 0.6}]
+    curves, _ = together(digits_mlp, params)
+    solo = alone(digits_mlp, params)
+    assert_same_curves(solo[0], curves[0], tolerance=1e-5)  # the rate of its neighbour does not touch it
+
+    def last_train_loss(curve: list) -> float:
+        return curve[-1][1]["train_loss"]
+
+    # Heavy dropout raises the training loss, together as alone, by a similar amount.
+    assert last_train_loss(solo[1]) > 1.5 * last_train_loss(solo[0])
+    assert last_train_loss(curves[1]) > 1.5 * last_train_loss(curves[0])
+    assert last_train_loss(curves[1]) == pytest.approx(last_train_loss(solo[1]), rel=0.3)
+
+
+def test_pruning_one_member_leaves_the_others_curves_unchanged():
+    base = {"optimizer": "sgd_momentum", "epochs": 5, "dropout": 0.0, "batch_size": 128}
+    params = [{**base, **member} for member in MEMBERS]
+    free, _ = together(digits_mlp, params)
+    stop_at_2 = {"should_prune": lambda step, value: "median" if step == 2 else None}
+    pruned, outcomes = together(digits_mlp, params, {1: stop_at_2})
+    assert (outcomes[1].state, outcomes[1].reason) == (TrialState.PRUNED, "median")
+    assert [step for step, _ in pruned[1]] == [0, 1, 2]
+    for member in (0, 2):
+        assert_same_curves(free[member], pruned[member], tolerance=1e-6)
+        assert outcomes[member].state is TrialState.COMPLETE
+
+
+def test_a_member_that_goes_nan_is_pruned_as_diverged_and_the_others_finish():
+    base = {"optimizer": "sgd_momentum", "epochs": 4, "dropout": 0.0, "batch_size": 128}
+    params = [{**base, **MEMBERS[0]}, {**base, "lr": 1e4, "momentum": 0.9}, {**base, **MEMBERS[2]}]
+    guard = {"guard": DivergenceGuard()}
+    curves, outcomes = together(digits_mlp, params, {n: guard for n in range(3)})
+    assert (outcomes[1].state, outcomes[1].reason) == (TrialState.PRUNED, "diverged")
+    solo = alone(digits_mlp, [params[0], params[2]], numbers=[0, 2])
+    for member, curve in zip((0, 2), solo, strict=True):
+        assert outcomes[member].state is TrialState.COMPLETE and math.isfinite(outcomes[member].value)
+        assert_same_curves(curve, curves[member], tolerance=1e-5)
+
+
+def test_a_search_with_populations_keeps_every_trial_its_own(stores, unique):
+    space = digits_space(epochs=3, lr={"type": "float", "low": 1e-4, "high": 0.1, "log": True, "grid_points": 6},
+                         weight_decay={"type": "float", "low": 1e-6, "high": 1e-2, "log": True, "grid": [1e-5, 1e-3]})
+    result = hpo.search("digits_mlp", space, strategy="grid", n_trials=12, population=8, pruner="median",
+                        experiment=unique, study_name=unique, evaluate_test=False, **stores)
+    study = optuna.load_study(study_name=unique, storage=stores["storage"])
+    assert len(study.trials) == 12 == len({params_key(t.params) for t in study.trials})  # budget exact, points unique
+    assert sorted(t.number for t in result.trials) == list(range(12))
+    assert {t.seed for t in result.trials} == {hpo._trial.trial_seed(0, n) for n in range(12)}  # each its own seed
+    runs = child_runs(stores["tracking_uri"], result.parent_run_id)
+    assert len(runs) == 12
+    sizes = {r.data.tags["hpo.population"]: int(r.data.tags["hpo.population_size"]) for r in runs}
+    assert sorted(sizes.values()) == [4, 8]  # eight claimed together, then the four left
+    client = MlflowClient(stores["tracking_uri"])
+    for run in runs:  # each member's own curve, from the untrained model on
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, "val_loss")]
+        assert steps[0] == 0 and steps == list(range(len(steps)))
+        assert run.info.status == {"complete": "FINISHED", "pruned": "KILLED"}[run.data.tags["hpo.state"]]
+
+
+def plain(params, trial):
+    return params["lr"]
+
+
+def test_population_is_refused_where_it_cannot_run(stores, unique):
+    with pytest.raises(hpo.HpoError, match=r"--population: objective '.*plain' cannot train populations"):
+        hpo.prepare(plain, digits_space(), population=4, **stores)
+    with pytest.raises(hpo.HpoError, match="--population: the ray driver trains one trial per worker"):
+        hpo.prepare("digits_mlp", digits_space(), driver="ray", population=4, **stores)
+    with pytest.raises(hpo.HpoError, match="--population: expected a number or 'auto', got 'many'"):
+        hpo.prepare("digits_mlp", digits_space(), population="many", **stores)
+    result = hpo.search(plain, digits_space(), strategy="grid", n_trials=3, population="auto", experiment=unique,
+                        study_name=unique, evaluate_test=False, **stores)
+    assert len(result.trials) == 3  # auto: one at a time for an objective without populations
