@@ -10,6 +10,7 @@ import torch
 
 import hpo
 from conftest import digits_space
+from hpo.store import claimed_by
 from objectives import digits_mlp
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -43,7 +44,7 @@ def test_warm_workers_share_one_gpu(stores, unique, tmp_path):
                         experiment=unique, study_name=unique, home=tmp_path, evaluate_test=False, **stores)
     assert {t.device for t in result.trials} == {"cuda:0"}  # each worker sees its one GPU as cuda:0
     study = optuna.load_study(study_name=unique, storage=stores["storage"])
-    assert len({t.user_attrs["hpo.worker"] for t in study.trials}) == 2  # two worker processes on the one GPU
+    assert len({claimed_by(t) for t in study.trials}) == 2  # two worker processes on the one GPU
     assert result.count(hpo.TrialState.COMPLETE) == 4
 
 

@@ -21,7 +21,7 @@ import hpo.strategies
 from conftest import child_runs, digits_space
 from hpo import HpoError, SearchListener, TrialState
 from hpo.dispatch import plan_slots
-from hpo.store import to_record
+from hpo.store import claimed_by, retry_of, to_record
 from hpo.strategies import params_key
 from objectives import digits_mlp
 
@@ -70,7 +70,7 @@ def test_two_cpu_workers_run_exactly_the_budget_with_warm_setup(stores, unique, 
     study = optuna.load_study(study_name=unique, storage=stores["storage"])
     assert len(study.trials) == 8 and len(result.trials) == 8
     assert {t.state for t in result.trials} == {TrialState.COMPLETE}
-    assert len({t.user_attrs["hpo.worker"] for t in study.trials}) == 2  # both workers took trials
+    assert len({claimed_by(t) for t in study.trials}) == 2  # both workers took trials
     assert len(log.read_text().split()) == 2  # the setup ran once per worker, not once per trial
     assert len(heard.trials) == 8  # every trial reached the parent's progress bar
     assert len(child_runs(stores["tracking_uri"], result.parent_run_id)) == 8
@@ -119,7 +119,7 @@ def test_a_worker_killed_mid_trial_loses_no_trial(stores, unique, tmp_path, monk
     study = optuna.load_study(study_name=unique, storage=stores["storage"])
     lost = [t for t in study.trials if to_record(t).reason == "worker lost"]
     assert len(lost) == 1 and lost[0].state.name == "FAIL"
-    retry = [t for t in study.trials if t.user_attrs.get("hpo.retry_of") == lost[0].number]
+    retry = [t for t in study.trials if retry_of(t) == lost[0].number]
     assert len(retry) == 1 and retry[0].params == lost[0].params and retry[0].state.name == "COMPLETE"
     assert [t.state for t in result.trials] == [TrialState.COMPLETE] * 4  # the budget, all accounted
     runs = {}
@@ -289,7 +289,7 @@ def test_hpo_worker_joins_a_running_search_on_postgresql(postgres_url, stores, u
     seen = [(t.number, t.state.name, t.params, t.user_attrs) for t in study.trials]  # what a failure shows
     assert len(study.trials) == 8 and len(set(keys)) == 8, seen  # the budget exactly, no point twice
     assert {t.state.name for t in study.trials} == {"COMPLETE"}
-    assert len({t.user_attrs["hpo.worker"] for t in study.trials}) == 2
+    assert len({claimed_by(t) for t in study.trials}) == 2
     assert len(results["search"].trials) == 8
     assert len(child_runs(stores["tracking_uri"], results["search"].parent_run_id)) == 8
 
@@ -313,7 +313,7 @@ def test_a_coarse_to_fine_stage_starts_when_the_stage_before_has_finished(stores
     study = optuna.load_study(study_name=unique, storage=stores["storage"])
     stages = {}
     for trial in study.trials:
-        stages.setdefault(trial.user_attrs["hpo.stage"], []).append(trial)
+        stages.setdefault(to_record(trial).stage, []).append(trial)
     assert sorted((stage, len(trials)) for stage, trials in stages.items()) == [(0, 3), (1, 3), (2, 3)]
     for stage in (1, 2):
         assert min(t.datetime_start for t in stages[stage]) >= max(t.datetime_complete for t in stages[stage - 1])
@@ -366,5 +366,5 @@ def test_a_joined_search_continues_the_same_plan(stores, unique):
     study = optuna.load_study(study_name=unique, storage=stores["storage"])
     budgets, _ = strategy.stage_budgets(space, 8)
     assert budgets == [3, 2, 2, 1]  # three stages would be [3, 3, 2]
-    stages = [t.user_attrs["hpo.stage"] for t in sorted(study.trials, key=lambda t: t.number)]
+    stages = [to_record(t).stage for t in sorted(study.trials, key=lambda t: t.number)]
     assert stages == [0, 0, 0, 1, 1, 2, 2, 3]
