@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 DEFAULT_SPACE = "lr_wd"
 DEFAULT_STRATEGY = "coarse-to-fine"
 DEFAULT_TRIALS = 40
+DEFAULT_POPULATION = "auto"
 """The defaults of both ``hpo search`` and ``hpo.search``."""
 
 
@@ -39,7 +40,7 @@ class PreparedSearch:
     tracker: MlflowTracker
     space_path: Path | None
     evaluate_test: bool
-    population: int | str = 1
+    population: int | str = DEFAULT_POPULATION
 
     def run(self, listener: SearchListener | None = None) -> SearchResult:
         from hpo.loop import TrialLoop
@@ -81,7 +82,7 @@ def prepare(
     divergence_guard: bool = True,
     evaluate_test: bool = True,
     home: str | Path = ".hpo",
-    population: int | str = 1,
+    population: int | str = DEFAULT_POPULATION,
 ) -> PreparedSearch:
     """Check everything a user can get wrong, before anything is written; see ``search``."""
     home = Path(home)
@@ -165,8 +166,9 @@ def search(
         evaluate_test: Score the best configuration once with the objective's ``test``.
         home: The folder of the default stores (``.hpo``).
         population: Trials trained together as one stacked model, where the objective offers
-            it (``population(params, trial)``, as the built-in ones do); ``"auto"`` picks the
-            size from the device, or one at a time for an objective that does not.
+            it (``population(params, trial)``, as the built-in ones do); ``"auto"`` (default)
+            picks the size from the device, or one at a time for an objective that does not
+            (and on the Ray driver); ``1``: one at a time.
         listener: Hears of each finished trial (a progress bar).
 
     Example:
@@ -185,7 +187,7 @@ def join(
     storage: str,
     *,
     driver: str | DriverOptions = "optuna",
-    population: int | str = 1,
+    population: int | str = DEFAULT_POPULATION,
     listener: SearchListener | None = None,
 ) -> int:
     """Join a running search from another machine: claim and run trials of ``study_name`` in

@@ -18,7 +18,7 @@ from rich.console import Console
 from hpo._errors import HpoError
 from hpo._listener import SearchListener
 from hpo._plan import PRUNERS
-from hpo._search import DEFAULT_STRATEGY, DEFAULT_TRIALS
+from hpo._search import DEFAULT_POPULATION, DEFAULT_STRATEGY, DEFAULT_TRIALS
 from hpo._trial import TrialRecord, TrialState
 from hpo.drivers import DRIVERS, DriverOptions
 from hpo.strategies import STRATEGIES
@@ -131,8 +131,9 @@ def cli() -> None:
               help="End a trial at once when its loss turns NaN or explodes.")
 @click.option("--test/--no-test", "evaluate_test", default=True, show_default=True,
               help="Score the best configuration once on the test set.")
-@click.option("--population", default="1", show_default=True,
-              help="Trials trained together as one stacked model (N or auto), where the objective offers it.")
+@click.option("--population", default=DEFAULT_POPULATION, show_default=True,
+              help="Trials trained together as one stacked model: N, or auto (32 on a CPU, one at a time where "
+                   "the objective or the driver cannot).")
 @_engine_flags(_ENGINES)
 def search(space: str, objective: str | None, strategy: str, driver: str, n_trials: int, pruner: str,
            storage: str | None, tracking_uri: str | None, experiment: str | None, study_name: str | None,
@@ -159,8 +160,8 @@ def search(space: str, objective: str | None, strategy: str, driver: str, n_tria
 @cli.command()
 @click.option("--study", "study_name", required=True, help="The study of a running search (see its summary).")
 @click.option("--storage", required=True, help="The search's trial store (postgresql://... for many machines).")
-@click.option("--population", default="1", show_default=True,
-              help="Trials trained together as one stacked model (N or auto), where the objective offers it.")
+@click.option("--population", default=DEFAULT_POPULATION, show_default=True,
+              help="Trials trained together as one stacked model: N, or auto.")
 @_engine_flags({"optuna": _ENGINES["optuna"]})
 def worker(study_name: str, storage: str, population: str, **flags: Any) -> None:
     """Join a running search from this machine: draw trials from the same budget."""

@@ -94,6 +94,6 @@ def test_the_command_and_the_api_share_their_defaults():
 
     flags = {param.name: param.default for param in command.params}
     api = {name: param.default for name, param in inspect.signature(hpo.prepare).parameters.items()}
-    shared = ("strategy", "n_trials", "driver", "pruner", "seed", "divergence_guard", "evaluate_test")
+    shared = ("strategy", "n_trials", "driver", "pruner", "seed", "divergence_guard", "evaluate_test", "population")
     assert {name: flags[name] for name in shared} == {name: api[name] for name in shared}
     assert (api["strategy"], api["n_trials"]) == ("coarse-to-fine", 40)

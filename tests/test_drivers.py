@@ -188,14 +188,14 @@ def test_a_changed_space_under_the_same_study_is_refused_before_writing(engine, 
 
 
 def test_both_drivers_find_the_same_trials_and_record_them_alike(stores, unique, tmp_path, request):
-    """Parity: one grid space, one seed, on both drivers."""
+    """Parity: one grid space, one seed, on both drivers, one trial per worker (Ray trains no populations)."""
     request.getfixturevalue("ray_local")
     space = digits_space(epochs=2)
     results = {}
     for name in DRIVERS:
         results[name] = hpo.search("digits_mlp", space, driver=driver_options(name), strategy="grid", n_trials=3,
                                    seed=1, experiment=f"{unique}-{name}", study_name=f"{unique}-{name}", home=tmp_path,
-                                   evaluate_test=False, **stores)
+                                   evaluate_test=False, population=1, **stores)
     configs = {name: sorted(params_key(t.params) for t in r.trials) for name, r in results.items()}
     assert configs["optuna"] == configs["ray"]
     client = MlflowClient(stores["tracking_uri"])

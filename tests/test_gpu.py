@@ -75,3 +75,33 @@ def test_ray_driver_packs_fractional_gpu_trials(stores, unique, tmp_path):
                         tracking_uri=stores["tracking_uri"])
     assert {t.device for t in result.trials} == {"cuda:0"}  # Ray pins each actor to its GPU share
     assert result.count(hpo.TrialState.COMPLETE) == 3
+
+
+def test_auto_population_on_a_gpu_fills_it_with_many_members(stores, unique, tmp_path):
+    from hpo.population import auto_size
+
+    recipe = digits_mlp.population({}, hpo.Trial(0, seed=0, device="cuda:0", context=digits_mlp.setup("cuda:0")))
+    assert 32 < auto_size(recipe, {}, "cuda:0") <= 1024
+    space = digits_space(epochs=2, lr={"type": "float", "low": 1e-4, "high": 0.05, "log": True, "grid_points": 40})
+    result = hpo.search("digits_mlp", space, strategy="grid", n_trials=40, population="auto",
+                        driver=hpo.OptunaOptions(workers=1), experiment=unique, study_name=unique, home=tmp_path,
+                        evaluate_test=False, **stores)
+    assert {t.device for t in result.trials} == {"cuda:0"} and result.count(hpo.TrialState.COMPLETE) == 40
+
+
+def test_a_population_on_the_gpu_follows_its_members_trained_alone():
+    from hpo.population import train_population
+
+    params = [{"lr": lr, "epochs": 3, "dropout": 0.0, "batch_size": 128} for lr in (1e-3, 3e-3, 1e-2)]
+    context = digits_mlp.setup("cuda:0")
+    alone, together = [], [[] for _ in params]
+    for number, p in enumerate(params):
+        curve: list = []
+        digits_mlp(p, hpo.Trial(number, seed=number, device="cuda:0", context=context,
+                                on_report=lambda s, m, curve=curve: curve.append(m["val_loss"])))
+        alone.append(curve)
+    trials = [hpo.Trial(n, seed=n, device="cuda:0", context=context, on_report=lambda s, m, c=c: c.append(m["val_loss"]))
+              for n, c in enumerate(together)]
+    train_population(digits_mlp.population(params[0], trials[0]), list(zip(params, trials, strict=True)), "val_loss")
+    for solo, member in zip(alone, together, strict=True):
+        assert member == pytest.approx(solo, rel=1e-3)  # CUDA kernels sum in their own order

@@ -5,7 +5,7 @@ Imports torch: ``hpo`` loads it only when a search trains populations.
 """
 
 from hpo.population._optim import OPTIMIZERS, SCHEDULES, StackedOptimizer, StackedSchedule, make_schedule
-from hpo.population._train import PER_MEMBER, TRAINING_DEFAULTS, Recipe, group_key, train_population
+from hpo.population._train import PER_MEMBER, TRAINING_DEFAULTS, Recipe, auto_size, group_key, train_population
 
 __all__ = [
     "OPTIMIZERS",
@@ -13,6 +13,7 @@ __all__ = [
     "SCHEDULES",
     "TRAINING_DEFAULTS",
     "Recipe",
+    "auto_size",
     "StackedOptimizer",
     "StackedSchedule",
     "group_key",

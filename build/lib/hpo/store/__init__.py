@@ -1,7 +1,16 @@
 """The trial store: one study per search in an Optuna storage, for every engine and process."""
 
 from hpo.store._budget import MAX_RETRIES, in_budget
-from hpo.store._store import DONE, Claim, Heartbeat, TrialStore, default_storage_url, to_record
+from hpo.store._store import (
+    DONE,
+    Claim,
+    Heartbeat,
+    TrialStore,
+    claimed_by,
+    default_storage_url,
+    retry_of,
+    to_record,
+)
 
-__all__ = ["DONE", "MAX_RETRIES", "Claim", "Heartbeat", "TrialStore", "default_storage_url", "in_budget",
-           "to_record"]
+__all__ = ["DONE", "MAX_RETRIES", "Claim", "Heartbeat", "TrialStore", "claimed_by", "default_storage_url",
+           "in_budget", "retry_of", "to_record"]

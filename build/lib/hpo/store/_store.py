@@ -31,9 +31,8 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 PLAN = "hpo.plan"  # the plan, whole: what a joining process continues
 TRACKING = "hpo.tracking"  # the MLflow experiment and parent run the trials are written to
 FINGERPRINT = "hpo.space_fingerprint"
-STAGE = "hpo.stage"
-RETRY_OF = "hpo.retry_of"  # the lost trial whose configuration this one runs again
-WORKER = "hpo.worker"  # host:pid of the process that claimed the trial
+CLAIM = "hpo.claim"  # stage, worker (host:pid of the process that claimed it), retry_of (the lost trial
+# whose configuration it runs again): one attribute, as each costs the claim a database round trip
 RESULT = "hpo.result"  # state, reason, metrics, seed, device, duration: written once, as it ends
 
 _STATES = {
@@ -207,52 +206,53 @@ class TrialStore:
         the strategy waits for running trials; ``DONE`` once the budget is claimed."""
         claims: list[Claim] = []
         with self._lock:
-            records = self.trials()
+            frozen = self.study.get_trials(deepcopy=False)
+            records = [to_record(t) for t in frozen if t.state is not OptunaState.WAITING]
             while len(claims) < count:
-                claim = self._next(plan, worker, records)
+                # Optuna numbers a study's trials in the order they are created: under the lock, the
+                # next number is the next trial's.
+                claim = self._next(plan, worker, records, number=len(frozen) + len(claims))
                 if not isinstance(claim, Claim):
                     return claims or claim
                 claims.append(claim)
                 records.append(TrialRecord(claim.number, claim.params, TrialState.RUNNING, stage=claim.stage))
         return claims
 
-    def _next(self, plan: SearchPlan, worker: str, records: list[TrialRecord]) -> Claim | Suggestion | _Done:
+    def _next(self, plan: SearchPlan, worker: str, records: list[TrialRecord],
+              number: int) -> Claim | Suggestion | _Done:
         history = in_budget(records)
         if len(history) >= plan.n_trials:
             return DONE
         if not isinstance(plan.strategy, BaseStrategy):
-            return self._sample(plan, worker, len(records))
+            return self._sample(plan, worker, number)
         suggestion = plan.strategy.suggest(plan.space, history, plan.n_trials)
         if suggestion is None:
             return DONE
         if suggestion is WAIT:
             return WAIT
         lost = [r.number for r in records if r.lost and r.params == suggestion.params]
-        return self._start(plan, suggestion, worker, retry_of=lost[-1] if lost else None)
+        return self._start(plan, suggestion, worker, number, retry_of=lost[-1] if lost else None)
 
-    def _start(self, plan: SearchPlan, suggestion: Suggestion, worker: str, retry_of: int | None) -> Claim:
+    def _start(self, plan: SearchPlan, suggestion: Suggestion, worker: str, number: int,
+               retry_of: int | None) -> Claim:
         """The trial, with its parameters, stage and owner, created in one transaction."""
-        attrs: dict[str, Any] = {STAGE: suggestion.stage, WORKER: worker}
-        if retry_of is not None:
-            attrs[RETRY_OF] = retry_of
         template = optuna.trial.create_trial(
             state=OptunaState.RUNNING, params=suggestion.params,
-            distributions=distributions(plan.space, suggestion.params), user_attrs=attrs,
+            distributions=distributions(plan.space, suggestion.params),
+            user_attrs={CLAIM: {"stage": suggestion.stage, "worker": worker, "retry_of": retry_of}},
         )
         trial_id = self.storage.create_new_trial(self._study_id, template)
-        number = self.storage.get_trial_number_from_id(trial_id)
         return Claim(trial_id, number, suggestion.params, suggestion.stage, trial_seed(plan.seed, number), retry_of)
 
-    def _sample(self, plan: SearchPlan, worker: str, n_trials_so_far: int) -> Claim:
-        """A trial whose parameters Optuna's TPE samples, seeded by how many trials came before,
-        so that workers sampling one after another draw different configurations."""
-        sampler = optuna.samplers.TPESampler(seed=trial_seed(plan.seed, n_trials_so_far), constant_liar=True)
+    def _sample(self, plan: SearchPlan, worker: str, number: int) -> Claim:
+        """A trial whose parameters Optuna's TPE samples, seeded by its number, so that workers
+        sampling one after another draw different configurations."""
+        sampler = optuna.samplers.TPESampler(seed=trial_seed(plan.seed, number), constant_liar=True)
         with _optuna_on_purpose():
             study = optuna.load_study(study_name=self.study_name, storage=self.storage, sampler=sampler)
             trial = study.ask()
             params = suggest(trial, plan.space)
-        trial.set_user_attr(STAGE, 0)
-        trial.set_user_attr(WORKER, worker)
+        trial.set_user_attr(CLAIM, {"stage": 0, "worker": worker, "retry_of": None})
         trial_id = self.storage.get_trial_id_from_study_id_trial_number(self._study_id, trial.number)
         return Claim(trial_id, trial.number, params, 0, trial_seed(plan.seed, trial.number))
 
@@ -297,7 +297,7 @@ class TrialStore:
     def running(self, worker: str | None = None) -> list[int]:
         """The ids of running trials (of one worker, if named)."""
         running = self.study.get_trials(deepcopy=False, states=(OptunaState.RUNNING,))
-        return [self._id(t) for t in running if worker is None or t.user_attrs.get(WORKER) == worker]
+        return [self._id(t) for t in running if worker is None or claimed_by(t) == worker]
 
     def stale(self) -> list[int]:
         """Running trials whose process died: silent past the grace period, and still so two
@@ -414,7 +414,7 @@ def to_record(trial: FrozenTrial) -> TrialRecord:
         params=dict(trial.params),
         state=state,
         value=trial.value if trial.state is OptunaState.COMPLETE else result.get("value"),
-        stage=int(trial.user_attrs.get(STAGE, 0)),
+        stage=int(trial.user_attrs.get(CLAIM, {}).get("stage", 0)),
         reason=reason,
         metrics=result.get("metrics", {}),
         seed=result.get("seed", 0),
@@ -422,6 +422,16 @@ def to_record(trial: FrozenTrial) -> TrialRecord:
         duration_s=result.get("duration_s", 0.0),
         node=result.get("node", ""),
     )
+
+
+def claimed_by(trial: FrozenTrial) -> str | None:
+    """The worker (host:pid) that claimed a stored trial."""
+    return trial.user_attrs.get(CLAIM, {}).get("worker")
+
+
+def retry_of(trial: FrozenTrial) -> int | None:
+    """The lost trial whose configuration a stored trial runs again."""
+    return trial.user_attrs.get(CLAIM, {}).get("retry_of")
 
 
 def _result_attr(record: TrialRecord) -> dict[str, Any]:
