@@ -171,6 +171,15 @@ def train_population(recipe: Recipe, members: Sequence[tuple[Mapping[str, Any], 
             for r, t in zip(results, trials, strict=True)]
 
 
+def fit(recipe: Recipe, params: Mapping[str, Any], trial: Trial) -> dict[str, float]:
+    """Train one trial by the recipe, as an objective's ``__call__``: its metrics, or
+    ``TrialPruned`` when its trial stops it."""
+    (result,) = _train(recipe, [{**recipe.defaults, **params}], [trial])
+    if isinstance(result, Exception):
+        raise result
+    return result
+
+
 def _train(recipe: Recipe, params: list[dict[str, Any]], trials: list[Trial]) -> list[Any]:
     """Each member's result (the best epoch's metrics) or the ``TrialPruned`` that stopped it."""
     (x_train, y_train), (x_val, y_val) = recipe.train, recipe.validation
