@@ -102,7 +102,7 @@ class _MemberDropout(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if not self.training:
             return x
-        return x * (torch.rand_like(x) >= self.p) / (1 - self.p)
+        return x * ((torch.rand_like(x) >= self.p) * (1 / (1 - self.p)))  # one scaled mask: one product each way
 
 
 def _with_member_dropout(model: nn.Module) -> nn.Module:
