@@ -21,7 +21,7 @@ SEARCH_ARGS := $(if $(STRATEGY),--strategy $(STRATEGY)) $(if $(TRIALS),--trials 
 	$(if $(GPUS),--gpus $(GPUS)) $(if $(TRIALS_PER_GPU),--trials-per-gpu $(TRIALS_PER_GPU)) \
 	$(if $(POPULATION),--population $(POPULATION))
 
-.PHONY: install postgresql search test lint ui bench bench-gpu clean
+.PHONY: install postgresql search test lint ui bench bench-gpu bench-quality clean
 
 install: $(STAMP)
 
@@ -59,6 +59,11 @@ bench: $(STAMP)
 	$(BIN)/python bench/ray_overhead.py
 	@if $(BIN)/python -c "import sys, torch; sys.exit(not torch.cuda.is_available())"; then $(MAKE) bench-gpu; \
 		else echo "no CUDA GPU here: GPU throughput (make bench-gpu) not measured"; fi
+
+# Hours on two CPU cores: strategies and pruners at equal budget (resumes where it stopped).
+bench-quality: $(STAMP)
+	$(BIN)/python -m pip install -qq --disable-pip-version-check -e '.[bench]'
+	$(BIN)/python bench/quality.py
 
 bench-gpu: $(STAMP)
 	$(BIN)/python bench/gpu_throughput.py --objective mnist1d_cnn

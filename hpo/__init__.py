@@ -23,6 +23,7 @@ _WHERE = {
     "TrialRecord": "hpo._trial",
     "TrialState": "hpo._trial",
     "SearchSpace": "hpo.spaces",
+    "Pruning": "hpo.spaces",
     "load_space": "hpo.spaces",
     "OptunaOptions": "hpo.drivers.optuna",
     "RayOptions": "hpo.drivers.ray",
@@ -32,6 +33,7 @@ __all__ = [
     "HpoError",
     "OptunaOptions",
     "PreparedSearch",
+    "Pruning",
     "RayOptions",
     "SearchListener",
     "SearchPlan",
@@ -67,4 +69,4 @@ if TYPE_CHECKING:
     from hpo._trial import Trial, TrialPruned, TrialRecord, TrialState
     from hpo.drivers.optuna import OptunaOptions
     from hpo.drivers.ray import RayOptions
-    from hpo.spaces import SearchSpace, load_space
+    from hpo.spaces import Pruning, SearchSpace, load_space

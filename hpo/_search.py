@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING, Any
 from hpo._errors import HpoError
 from hpo._listener import SearchListener
 from hpo._objectives import resolve_objective
-from hpo._plan import SearchPlan, SearchResult
+from hpo._plan import SearchPlan, SearchResult, pruning_for
 from hpo._trial import Trial, TrialRecord, trial_seed
 from hpo.drivers import Driver, DriverOptions, driver_options
-from hpo.spaces import SearchSpace, load_space, resolve_space_path
+from hpo.spaces import Pruning, SearchSpace, load_space, resolve_space_path
 from hpo.strategies import Strategy, make_strategy
 
 if TYPE_CHECKING:
@@ -73,7 +73,9 @@ def prepare(
     strategy: str | Strategy = DEFAULT_STRATEGY,
     n_trials: int = DEFAULT_TRIALS,
     driver: str | DriverOptions = "optuna",
-    pruner: str = "none",
+    pruner: str | Pruning = "none",
+    warmup_steps: int | None = None,
+    warmup_trials: int | None = None,
     seed: int = 0,
     storage: str | None = None,
     tracking_uri: str | None = None,
@@ -101,7 +103,7 @@ def prepare(
         study_name=study_name or f"{space.name}-{objective_name.rpartition(':')[2]}-{planner.name}-seed{seed}",
         objective_name=objective_name,
         driver_name=options.name,
-        pruner=pruner,
+        pruning=pruning_for(space, pruner, warmup_steps, warmup_trials),
         seed=seed,
         divergence_guard=divergence_guard,
     )
@@ -156,7 +158,10 @@ def search(
         n_trials: Trials in the study in all (40); a rerun adds only what is missing.
         driver: ``"optuna"`` (default) or ``"ray"``, or the engine's options:
             ``hpo.OptunaOptions(workers=4)``, ``hpo.RayOptions(gpus_per_trial=0.25)``.
-        pruner: ``none``, ``median``, ``successive-halving`` or ``hyperband``.
+        pruner: ``none``, ``median``, ``successive-halving`` or ``hyperband`` (with the space's
+            warm-up), or a ``hpo.Pruning``.
+        warmup_steps: Reports before a pruner judges a trial [the space's; a fifth of its epochs].
+        warmup_trials: Finished trials the median rule needs first [the space's; 5].
         seed: Seeds the strategy and, through it, every trial.
         storage: The trial store, an Optuna storage URL; ``.hpo/optuna.db`` by default.
         tracking_uri: MLflow tracking URI; ``.hpo/mlflow.db`` by default.

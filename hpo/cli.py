@@ -17,10 +17,10 @@ from rich.console import Console
 
 from hpo._errors import HpoError
 from hpo._listener import SearchListener
-from hpo._plan import PRUNERS
 from hpo._search import DEFAULT_POPULATION, DEFAULT_STRATEGY, DEFAULT_TRIALS
 from hpo._trial import TrialRecord, TrialState
 from hpo.drivers import DRIVERS, DriverOptions
+from hpo.spaces import PRUNERS
 from hpo.strategies import STRATEGIES
 
 console = Console(stderr=True)
@@ -122,6 +122,10 @@ def cli() -> None:
 @click.option("--trials", "n_trials", default=DEFAULT_TRIALS, show_default=True, type=int,
               help="Trials in the study in all.")
 @click.option("--pruner", default="none", show_default=True, help=f"One of: {', '.join(PRUNERS)}.")
+@click.option("--warmup-steps", type=int, help="Reports before a pruner judges a trial [default: the space's, "
+                                               "or a fifth of its epochs].")
+@click.option("--warmup-trials", type=int, help="Finished trials the median rule needs first [default: the "
+                                                "space's, or 5].")
 @click.option("--storage", help="The trial store, an Optuna storage URL [default: sqlite:///.hpo/optuna.db].")
 @click.option("--tracking-uri", help="MLflow tracking URI [default: sqlite:///.hpo/mlflow.db].")
 @click.option("--experiment", help="MLflow experiment [default: the space's name].")
@@ -136,7 +140,8 @@ def cli() -> None:
                    "the objective or the driver cannot).")
 @_engine_flags(_ENGINES)
 def search(space: str, objective: str | None, strategy: str, driver: str, n_trials: int, pruner: str,
-           storage: str | None, tracking_uri: str | None, experiment: str | None, study_name: str | None,
+           warmup_steps: int | None, warmup_trials: int | None, storage: str | None, tracking_uri: str | None,
+           experiment: str | None, study_name: str | None,
            seed: int, divergence_guard: bool, evaluate_test: bool, population: str, **flags: Any) -> None:
     """Search SPACE (a name in search_spaces/ or a YAML path); rerunning resumes the study."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -145,7 +150,8 @@ def search(space: str, objective: str | None, strategy: str, driver: str, n_tria
     from hpo._search import prepare
 
     prepared = prepare(  # refuse bad input first
-        objective, space, strategy=strategy, n_trials=n_trials, pruner=pruner, seed=seed, storage=storage,
+        objective, space, strategy=strategy, n_trials=n_trials, pruner=pruner, warmup_steps=warmup_steps,
+        warmup_trials=warmup_trials, seed=seed, storage=storage,
         tracking_uri=tracking_uri, experiment=experiment, study_name=study_name, divergence_guard=divergence_guard,
         evaluate_test=evaluate_test, driver=engine_options(_ENGINES, driver, flags), population=population,
     )

@@ -29,7 +29,7 @@ from hpo.strategies import WAIT
 from hpo.tracking import MlflowTracker, TrialRun
 
 ShouldPrune = Callable[[int, float], "str | None"]
-Pruning = Callable[[Claim], "ShouldPrune | None"]
+PruneFor = Callable[[Claim], "ShouldPrune | None"]
 """For a claimed trial, the function its reports ask whether it must stop (``None``: never)."""
 
 @dataclass(frozen=True)
@@ -129,7 +129,7 @@ class TrialLoop:
         return started
 
     def run(self, batch: list[Started], objective: Callable[..., Any], *, device: str, context: Any = None,
-            pruning: Pruning | None = None) -> list[TrialRecord]:
+            pruning: PruneFor | None = None) -> list[TrialRecord]:
         """Run claimed trials here and finish them: together, in populations of the members
         that can train together, where the objective offers it; else one after another.
         Ctrl-C finishes every unfinished one as interrupted, then stops."""
@@ -163,7 +163,7 @@ class TrialLoop:
         return list(groups.values())
 
     def _run_population(self, group: list[Started], objective: Any, *, device: str, context: Any,
-                        pruning: Pruning | None) -> dict[int, TrialRecord]:
+                        pruning: PruneFor | None) -> dict[int, TrialRecord]:
         from hpo.population import train_population
 
         plan = self.plan
@@ -211,7 +211,7 @@ def work(
     device: str,
     context: Any,
     listener: SearchListener,
-    pruning: Pruning | None = None,
+    pruning: PruneFor | None = None,
     wait_for_others: bool = True,
     population: int | str = 1,
 ) -> None:

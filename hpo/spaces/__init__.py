@@ -1,12 +1,15 @@
 """Search spaces: YAML files of typed parameters, validated before any trial runs."""
 
 from hpo.spaces._params import CategoricalParam, FloatParam, IntParam
+from hpo.spaces._pruning import PRUNERS, Pruning
 from hpo.spaces._space import SearchSpace, load_space, resolve_space_path
 
 __all__ = [
+    "PRUNERS",
     "CategoricalParam",
     "FloatParam",
     "IntParam",
+    "Pruning",
     "SearchSpace",
     "load_space",
     "resolve_space_path",

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from hpo._errors import HpoError
 from hpo.spaces._params import CategoricalParam, Param, Scalar
+from hpo.spaces._pruning import Pruning
 
 
 class SearchSpace(BaseModel):
@@ -37,6 +38,13 @@ class SearchSpace(BaseModel):
     params: dict[str, Param] = Field(min_length=1)
     fixed: dict[str, Scalar] = Field(default_factory=dict)
     """Values passed to the objective as they are, never searched (epochs, model width...)."""
+    pruning: Pruning = Field(default_factory=Pruning)
+    """The pruner's warm-up for this space's trials (the pruner itself is chosen per search)."""
+
+    @property
+    def epochs(self) -> int:
+        """How many epochs a trial reports (the ``epochs`` fixed value; 25 where it has none)."""
+        return int(self.fixed.get("epochs", 25))
 
     @model_validator(mode="after")
     def _check_conditions(self):  # type: ignore[no-untyped-def]

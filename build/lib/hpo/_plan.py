@@ -8,10 +8,8 @@ from typing import Any
 
 from hpo._errors import HpoError
 from hpo._trial import TrialRecord, TrialState
-from hpo.spaces import SearchSpace
+from hpo.spaces import PRUNERS, Pruning, SearchSpace
 from hpo.strategies import Strategy, strategy_from_spec, strategy_spec
-
-PRUNERS = ("none", "median", "successive-halving", "hyperband")
 
 
 @dataclass(frozen=True)
@@ -25,25 +23,28 @@ class SearchPlan:
     study_name: str
     objective_name: str
     driver_name: str = "optuna"
-    pruner: str = "none"
+    pruning: Pruning = field(default_factory=Pruning)
     seed: int = 0
     divergence_guard: bool = True
 
     def __post_init__(self) -> None:
         if self.n_trials < 1:
             raise HpoError(f"--trials: must be at least 1, got {self.n_trials}")
-        if self.pruner not in PRUNERS:
-            raise HpoError(f"--pruner: unknown pruner {self.pruner!r} (choose from {', '.join(PRUNERS)})")
 
     @property
     def strategy_name(self) -> str:
         return self.strategy.name
 
+    @property
+    def pruner(self) -> str:
+        """The pruner's name (``none`` when trials run to their end)."""
+        return self.pruning.pruner
+
     def to_json(self) -> dict[str, Any]:
         return {
             "space": self.space.model_dump(mode="json"), "strategy": strategy_spec(self.strategy),
             "n_trials": self.n_trials, "study_name": self.study_name, "objective": self.objective_name,
-            "driver": self.driver_name, "pruner": self.pruner, "seed": self.seed,
+            "driver": self.driver_name, "pruning": self.pruning.model_dump(), "seed": self.seed,
             "divergence_guard": self.divergence_guard,
         }
 
@@ -52,9 +53,24 @@ class SearchPlan:
         return cls(
             space=SearchSpace.model_validate(data["space"]), strategy=strategy_from_spec(data["strategy"]),
             n_trials=data["n_trials"], study_name=data["study_name"], objective_name=data["objective"],
-            driver_name=data["driver"], pruner=data["pruner"], seed=data["seed"],
+            driver_name=data["driver"], pruning=Pruning.model_validate(data["pruning"]), seed=data["seed"],
             divergence_guard=data["divergence_guard"],
         )
+
+
+def pruning_for(space: SearchSpace, pruner: str | Pruning, warmup_steps: int | None = None,
+                warmup_trials: int | None = None) -> Pruning:
+    """The search's pruning: the one given, or the pruner named with the space's warm-up (and any
+    warm-up given overriding it)."""
+    if isinstance(pruner, Pruning):
+        return pruner
+    if pruner not in PRUNERS:
+        raise HpoError(f"--pruner: unknown pruner {pruner!r} (choose from {', '.join(PRUNERS)})")
+    for flag, value in (("--warmup-steps", warmup_steps), ("--warmup-trials", warmup_trials)):
+        if value is not None and value < 0:
+            raise HpoError(f"{flag}: must be at least 0, got {value}")
+    overrides = {"pruner": pruner, "warmup_steps": warmup_steps, "warmup_trials": warmup_trials}
+    return space.pruning.model_copy(update={k: v for k, v in overrides.items() if v is not None})
 
 
 @dataclass

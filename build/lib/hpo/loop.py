@@ -29,12 +29,8 @@ from hpo.strategies import WAIT
 from hpo.tracking import MlflowTracker, TrialRun
 
 ShouldPrune = Callable[[int, float], "str | None"]
-Pruning = Callable[[Claim], "ShouldPrune | None"]
+PruneFor = Callable[[Claim], "ShouldPrune | None"]
 """For a claimed trial, the function its reports ask whether it must stop (``None``: never)."""
-
-POPULATION_ON_CPU = 32
-"""``population="auto"`` on a CPU: where stacking stops paying on the MNIST-1D MLP (bench/population.py)."""
-
 
 @dataclass(frozen=True)
 class Started:
@@ -96,14 +92,18 @@ def record_of(claim: Claim, outcome: Outcome, device: str, duration_s: float, no
     )
 
 
-def population_size(population: int | str, objective: Callable[..., Any], device: str) -> int:
+def population_size(population: int | str, plan: SearchPlan, objective: Callable[..., Any], device: str,
+                    context: Any) -> int:
     """How many trials to claim and train together: ``population``, or for ``"auto"`` what suits
-    the device where the objective trains populations (one at a time where it cannot)."""
+    the device and the model where the objective trains populations (one at a time where it cannot)."""
     if population != "auto":
         return int(population)
     if not hasattr(objective, "population"):
         return 1
-    return POPULATION_ON_CPU if device == "cpu" else 1024
+    from hpo.population import auto_size
+
+    probe = Trial(-1, seed=0, device=device, context=context)
+    return auto_size(objective.population(plan.space.fixed, probe), plan.space.fixed, device)
 
 
 class TrialLoop:
@@ -129,7 +129,7 @@ class TrialLoop:
         return started
 
     def run(self, batch: list[Started], objective: Callable[..., Any], *, device: str, context: Any = None,
-            pruning: Pruning | None = None) -> list[TrialRecord]:
+            pruning: PruneFor | None = None) -> list[TrialRecord]:
         """Run claimed trials here and finish them: together, in populations of the members
         that can train together, where the objective offers it; else one after another.
         Ctrl-C finishes every unfinished one as interrupted, then stops."""
@@ -163,7 +163,7 @@ class TrialLoop:
         return list(groups.values())
 
     def _run_population(self, group: list[Started], objective: Any, *, device: str, context: Any,
-                        pruning: Pruning | None) -> dict[int, TrialRecord]:
+                        pruning: PruneFor | None) -> dict[int, TrialRecord]:
         from hpo.population import train_population
 
         plan = self.plan
@@ -211,7 +211,7 @@ def work(
     device: str,
     context: Any,
     listener: SearchListener,
-    pruning: Pruning | None = None,
+    pruning: PruneFor | None = None,
     wait_for_others: bool = True,
     population: int | str = 1,
 ) -> None:
@@ -219,7 +219,7 @@ def work(
     claimed, and, if asked, until every trial of it has finished (running a lost trial's
     retry if one turns up meanwhile)."""
     worker = worker_name()
-    size = population_size(population, objective, device)
+    size = population_size(population, loop.plan, objective, device, context)
     heartbeat = loop.store.heartbeat()
     try:
         while True:

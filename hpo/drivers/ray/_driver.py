@@ -232,24 +232,26 @@ def trainable_main(config: dict[str, Any], *, objective: Callable[..., Any], pla
 
 
 def scheduler(plan: SearchPlan) -> Any:
-    """hpo's pruner names on Tune's schedulers; time is the number of reports. The settings
-    mirror the Optuna driver's: no decision before the third report (step 2), and median
-    stopping only once five trials can be compared. None of them pauses a trial: a trainable
-    without checkpoints would restart a paused trial from its first epoch."""
+    """hpo's pruners on Tune's schedulers; time is the number of reports. The settings mirror
+    the Optuna driver's: no decision before the warm-up's reports (plus the untrained step),
+    and median stopping only once the warm-up's trials can be compared. None of them pauses a
+    trial: a trainable without checkpoints would restart a paused trial from its first epoch."""
     from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, MedianStoppingRule
 
-    max_t = int(plan.space.fixed.get("epochs", 100)) + 2  # + the untrained step and the final report
+    epochs = plan.space.epochs
+    grace = plan.pruning.steps(epochs) + 1
+    max_t = epochs + 2  # + the untrained step and the final report
     if plan.pruner == "median":
-        # With fewer than five trials to compare, Tune's rule pauses a trial to let others catch
-        # up, unless it has run for ``min_time_slice``: never, here.
-        return MedianStoppingRule(time_attr="training_iteration", grace_period=3, min_samples_required=5,
-                                  min_time_slice=math.inf)
+        # With fewer trials to compare than it needs, Tune's rule pauses a trial to let others
+        # catch up, unless it has run for ``min_time_slice``: never, here.
+        return MedianStoppingRule(time_attr="training_iteration", grace_period=grace,
+                                  min_samples_required=max(1, plan.pruning.warmup_trials), min_time_slice=math.inf)
     # Asynchronous successive halving (ASHA) and its HyperBand form (several brackets): unlike
     # the synchronous HyperBandScheduler they never pause a trial.
     if plan.pruner == "successive-halving":
-        return AsyncHyperBandScheduler(time_attr="training_iteration", max_t=max_t, grace_period=3,
+        return AsyncHyperBandScheduler(time_attr="training_iteration", max_t=max_t, grace_period=grace,
                                        reduction_factor=3, brackets=1)
     if plan.pruner == "hyperband":
-        return AsyncHyperBandScheduler(time_attr="training_iteration", max_t=max_t, grace_period=3,
+        return AsyncHyperBandScheduler(time_attr="training_iteration", max_t=max_t, grace_period=grace,
                                        reduction_factor=3, brackets=3)
     return FIFOScheduler()

@@ -5,7 +5,7 @@ Imports torch: ``hpo`` loads it only when a search trains populations.
 """
 
 from hpo.population._optim import OPTIMIZERS, SCHEDULES, StackedOptimizer, StackedSchedule, make_schedule
-from hpo.population._train import PER_MEMBER, TRAINING_DEFAULTS, Recipe, group_key, train_population
+from hpo.population._train import PER_MEMBER, TRAINING_DEFAULTS, Recipe, auto_size, fit, group_key, train_population
 
 __all__ = [
     "OPTIMIZERS",
@@ -15,6 +15,8 @@ __all__ = [
     "Recipe",
     "StackedOptimizer",
     "StackedSchedule",
+    "auto_size",
+    "fit",
     "group_key",
     "make_schedule",
     "train_population",

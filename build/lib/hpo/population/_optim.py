@@ -77,8 +77,9 @@ class StackedOptimizer:
         exp_avg.lerp_(grad, 1 - beta1)
         exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
         step_size = lr / (1 - beta1**self.steps)
-        denom = (exp_avg_sq.sqrt() / (1 - beta2**self.steps) ** 0.5).add_(_ADAM_EPS)
-        param.sub_(step_size * exp_avg / denom)
+        update = exp_avg_sq.sqrt().div_((1 - beta2**self.steps) ** 0.5).add_(_ADAM_EPS)  # the denominator,
+        torch.div(exp_avg, update, out=update)  # then the step, in one buffer
+        param.sub_(update.mul_(step_size))
 
     def _adamw(self, param: Tensor, grad: Tensor, state: dict, lr: Tensor, wd: Tensor, momentum: Tensor) -> None:
         self._adam(param, grad, state, lr, wd, momentum, decoupled=True)

@@ -118,12 +118,12 @@ class TrialStore:
         self._lock: Any = claim_lock(url, study_name)
         self._storage: optuna.storages.RDBStorage | None = None
         self._study: optuna.Study | None = None
-        self._pruned_study: optuna.Study | None = None
+        self._pruned_studies: dict[tuple[int, int | None], optuna.Study] = {}
         self._stale_since: dict[int, float] = {}  # trial id -> when this process first saw it stale
 
     def __getstate__(self) -> dict[str, Any]:
         """Only the address travels (to a worker process): connections and locks are made there."""
-        return {**self.__dict__, "_lock": None, "_storage": None, "_study": None, "_pruned_study": None,
+        return {**self.__dict__, "_lock": None, "_storage": None, "_study": None, "_pruned_studies": {},
                 "_stale_since": {}}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -256,12 +256,15 @@ class TrialStore:
         trial_id = self.storage.get_trial_id_from_study_id_trial_number(self._study_id, trial.number)
         return Claim(trial_id, trial.number, params, 0, trial_seed(plan.seed, trial.number))
 
-    def pruned_trial(self, claim: Claim, pruner: optuna.pruners.BasePruner) -> optuna.Trial:
+    def pruned_trial(self, claim: Claim, pruner: optuna.pruners.BasePruner, *, by_stage: bool) -> optuna.Trial:
         """The claimed trial as Optuna's own handle, whose ``report`` and ``should_prune`` ask
-        ``pruner`` (it keeps the trial's values in memory between reports)."""
-        if self._pruned_study is None or self._pruned_study.pruner is not pruner:
-            self._pruned_study = optuna.load_study(study_name=self.study_name, storage=self.storage, pruner=pruner)
-        return optuna.Trial(self._pruned_study, claim.trial_id)
+        ``pruner`` (it keeps the trial's values in memory between reports); ``by_stage``: the
+        pruner compares it only with the trials of its own stage."""
+        stage = claim.stage if by_stage else None
+        key = (id(pruner), stage)
+        if key not in self._pruned_studies:
+            self._pruned_studies[key] = _StageStudy(self.study_name, self.storage, pruner, stage)
+        return optuna.Trial(self._pruned_studies[key], claim.trial_id)
 
     def finish(self, claim: Claim, record: TrialRecord) -> TrialRecord:
         """End a claimed trial with its record; returns what the store holds: the record, or the
@@ -320,6 +323,23 @@ class TrialStore:
 
     def _id(self, trial: FrozenTrial) -> int:
         return self.storage.get_trial_id_from_study_id_trial_number(self._study_id, trial.number)
+
+
+class _StageStudy(optuna.Study):
+    """The study as a pruner sees it when it judges a trial of one coarse-to-fine stage: the
+    trials of that stage only (all of them where ``stage`` is None). Median and successive
+    halving read the study through ``get_trials``; Hyperband splits it into brackets of its own."""
+
+    def __init__(self, study_name: str, storage: optuna.storages.BaseStorage, pruner: optuna.pruners.BasePruner,
+                 stage: int | None) -> None:
+        super().__init__(study_name=study_name, storage=storage, pruner=pruner)
+        self._stage = stage
+
+    def get_trials(self, deepcopy: bool = True, states: Any = None) -> list[FrozenTrial]:
+        trials = super().get_trials(deepcopy=deepcopy, states=states)
+        if self._stage is None:
+            return trials
+        return [t for t in trials if t.user_attrs.get(CLAIM, {}).get("stage", 0) == self._stage]
 
 
 class Heartbeat:

@@ -143,6 +143,7 @@ class MlflowTracker:
             "n_trials": plan.n_trials,
             "seed": plan.seed,
             "pruner": plan.pruner,
+            **({"pruning": plan.pruning.model_dump_json(exclude={"pruner"})} if plan.pruner != "none" else {}),
             "objective": plan.objective_name,
             "metric": plan.space.metric,
             "direction": plan.space.direction,

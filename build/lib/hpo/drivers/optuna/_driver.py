@@ -13,7 +13,8 @@ from hpo._trial import INTERRUPTED, TrialRecord
 from hpo.dispatch import DeviceSlot, WorkerPool, plan_slots
 from hpo.drivers._base import Driver
 from hpo.drivers.optuna import OptunaOptions
-from hpo.loop import Pruning, SearchListener, ShouldPrune, TrialLoop, set_up, work, worker_name
+from hpo.loop import PruneFor, SearchListener, ShouldPrune, TrialLoop, set_up, work, worker_name
+from hpo.spaces import Pruning
 from hpo.store import Claim
 from hpo.tracking import MlflowTracker
 
@@ -80,15 +81,16 @@ def _worker_main(payload: bytes, wait_for_others: bool, slot: DeviceSlot, events
         loop.tracker.flush()  # the trials' last MLflow writes, before the process ends
 
 
-def pruning(loop: TrialLoop) -> Pruning | None:
+def pruning(loop: TrialLoop) -> PruneFor | None:
     """With a pruner, each report's value of the space's metric goes to the store and the
     plan's Optuna pruner decides from the study's values whether the trial stops."""
-    pruner = make_pruner(loop.plan.pruner)
+    plan = loop.plan
+    pruner = make_pruner(plan.pruning, plan.space.epochs)
     if pruner is None:
         return None
 
     def for_claim(claim: Claim) -> ShouldPrune:
-        trial = loop.store.pruned_trial(claim, pruner)
+        trial = loop.store.pruned_trial(claim, pruner, by_stage=plan.pruning.by_stage)
 
         def should_prune(step: int, value: float) -> str | None:
             try:
@@ -102,11 +104,14 @@ def pruning(loop: TrialLoop) -> Pruning | None:
     return for_claim
 
 
-def make_pruner(name: str) -> optuna.pruners.BasePruner | None:
-    if name == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=2)
-    if name == "successive-halving":
-        return optuna.pruners.SuccessiveHalvingPruner(min_resource=2, reduction_factor=3)
-    if name == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=2, reduction_factor=3)
+def make_pruner(pruning: Pruning, epochs: int) -> optuna.pruners.BasePruner | None:
+    """Optuna's pruner for ``pruning``, its warm-up in reports scaled to trials of ``epochs``."""
+    steps = pruning.steps(epochs)
+    if pruning.pruner == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=pruning.warmup_trials, n_warmup_steps=steps)
+    if pruning.pruner == "successive-halving":
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=max(1, steps), reduction_factor=3)
+    if pruning.pruner == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=max(1, steps), max_resource=max(steps + 1, epochs),
+                                              reduction_factor=3)
     return None
