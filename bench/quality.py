@@ -39,7 +39,6 @@ from rich.console import Console
 from rich.table import Table
 
 import hpo
-from hpo._trial import trial_seed
 from objectives import OBJECTIVES
 from objectives._training import evaluate
 
