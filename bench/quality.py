@@ -226,7 +226,8 @@ def plot(objective: str, summaries: list[tuple[dict, dict]], docs: Path) -> None
     by_trials.set(xlabel="trials", ylabel="test accuracy of the best so far (%)", title=f"{objective}: strategies")
     by_trials.legend()
     for pruner in PRUNERS:
-        curves = [s["curve_epochs"] for r, s in summaries if r["strategy"] == "coarse-to-fine" and r["pruner"] == pruner]
+        curves = [s["curve_epochs"] for r, s in summaries
+                  if r["strategy"] == "coarse-to-fine" and r["pruner"] == pruner]
         if curves:
             grid = np.linspace(0, max(c[-1][0] for c in curves), 100)
             values = [np.interp(grid, [e for e, _ in c], [np.nan_to_num(a) for _, a in c]) for c in curves]
