@@ -2,17 +2,49 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.util
+import inspect
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from hpo._errors import HpoError
+from hpo._trial import raised_at
 
 
 def resolve_objective(spec: str | Callable[..., Any] | None, default: str | None) -> tuple[Callable[..., Any], str]:
-    """The objective and the name it is recorded under."""
+    """The objective and the name it is recorded under, checked to be callable as
+    ``objective(params, trial)``."""
+    objective, name = _find(spec, default)
+    try:
+        inspect.signature(objective).bind(None, None)
+    except TypeError:
+        raise HpoError(f"{name}{inspect.signature(objective)} cannot be called as objective(params, trial)",
+                       argument="objective") from None
+    except ValueError:  # no signature to read (a builtin): let it be
+        pass
+    return objective, name
+
+
+def fingerprint(objective: Callable[..., Any], name: str) -> str | None:
+    """A short hash of the objective's source — the file of ``file.py:function``, else the code
+    of its function or class — so that a rerun of a study with a changed objective is told; None
+    where there is no source to read."""
+    try:
+        where = name.rpartition(":")[0]
+        if where.endswith(".py"):
+            source = Path(where).read_bytes()
+        else:
+            code = objective if inspect.isroutine(objective) or inspect.isclass(objective) else type(objective)
+            source = inspect.getsource(code).encode()
+    except (OSError, TypeError):
+        return None
+    return hashlib.sha256(source).hexdigest()[:12]
+
+
+def _find(spec: str | Callable[..., Any] | None, default: str | None) -> tuple[Callable[..., Any], str]:
     if callable(spec):
         name = getattr(spec, "__qualname__", type(spec).__qualname__)
         module = getattr(spec, "__module__", None) or type(spec).__module__
@@ -21,27 +53,43 @@ def resolve_objective(spec: str | Callable[..., Any] | None, default: str | None
         return spec, name
     name = spec or default
     if not name:
-        raise HpoError("--objective: none given and the space names no default 'objective'")
+        raise HpoError("none given and the space names no default 'objective'", argument="objective")
     if ":" not in name:
         from objectives import OBJECTIVES
 
         if name not in OBJECTIVES:
-            raise HpoError(f"--objective: unknown objective {name!r} (built-in: {', '.join(OBJECTIVES)})")
+            message = f"unknown objective {name!r} (built-in: {', '.join(OBJECTIVES)})"
+            raise HpoError(message, argument="objective")
         return OBJECTIVES[name], name
     where, _, attr = name.rpartition(":")
     try:
         if where.endswith(".py"):
             path = Path(where)
             if not path.is_file():
-                raise HpoError(f"--objective: {where}: file not found")
-            module_spec = importlib.util.spec_from_file_location(path.stem, path)
-            module = importlib.util.module_from_spec(module_spec)  # type: ignore[arg-type]
-            module_spec.loader.exec_module(module)  # type: ignore[union-attr]
+                raise HpoError(f"{where}: file not found", argument="objective")
+            module = _run_file(path)
         else:
             module = importlib.import_module(where)
     except ImportError as error:
-        raise HpoError(f"--objective: cannot import {where!r}: {error}") from None
+        raise HpoError(f"cannot import {where!r}: {error}", argument="objective") from None
     objective = getattr(module, attr, None)
     if not callable(objective):
-        raise HpoError(f"--objective: {where!r} has no callable {attr!r}")
+        raise HpoError(f"{where!r} has no callable {attr!r}", argument="objective")
     return objective, name
+
+
+def _run_file(path: Path) -> Any:
+    """The module a ``.py`` file defines; a file that does not compile or fails as it runs is
+    named with its line, in one line."""
+    try:
+        code = compile(path.read_bytes(), str(path), "exec")
+    except SyntaxError as error:
+        raise HpoError(f"{path}:{error.lineno}: SyntaxError: {error.msg}", argument="objective") from None
+    module_spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(module_spec)  # type: ignore[arg-type]
+    try:
+        exec(code, module.__dict__)
+    except Exception as error:
+        raise HpoError(f"{raised_at(error)}: {type(error).__name__}: {error}".splitlines()[0],
+                       argument="objective") from None
+    return module

@@ -29,7 +29,7 @@ class SearchPlan:
 
     def __post_init__(self) -> None:
         if self.n_trials < 1:
-            raise HpoError(f"--trials: must be at least 1, got {self.n_trials}")
+            raise HpoError(f"must be at least 1, got {self.n_trials}", argument="n_trials")
 
     @property
     def strategy_name(self) -> str:
@@ -65,10 +65,10 @@ def pruning_for(space: SearchSpace, pruner: str | Pruning, warmup_steps: int | N
     if isinstance(pruner, Pruning):
         return pruner
     if pruner not in PRUNERS:
-        raise HpoError(f"--pruner: unknown pruner {pruner!r} (choose from {', '.join(PRUNERS)})")
-    for flag, value in (("--warmup-steps", warmup_steps), ("--warmup-trials", warmup_trials)):
+        raise HpoError(f"unknown pruner {pruner!r} (choose from {', '.join(PRUNERS)})", argument="pruner")
+    for argument, value in (("warmup_steps", warmup_steps), ("warmup_trials", warmup_trials)):
         if value is not None and value < 0:
-            raise HpoError(f"{flag}: must be at least 0, got {value}")
+            raise HpoError(f"must be at least 0, got {value}", argument=argument)
     overrides = {"pruner": pruner, "warmup_steps": warmup_steps, "warmup_trials": warmup_trials}
     return space.pruning.model_copy(update={k: v for k, v in overrides.items() if v is not None})
 

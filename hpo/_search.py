@@ -4,6 +4,8 @@ known to be valid."""
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,9 +13,9 @@ from typing import TYPE_CHECKING, Any
 
 from hpo._errors import HpoError
 from hpo._listener import SearchListener
-from hpo._objectives import resolve_objective
+from hpo._objectives import fingerprint, resolve_objective
 from hpo._plan import SearchPlan, SearchResult, pruning_for
-from hpo._trial import Trial, TrialRecord, trial_seed
+from hpo._trial import Trial, TrialRecord, TrialState, trial_seed
 from hpo.drivers import Driver, DriverOptions, driver_options
 from hpo.spaces import Pruning, SearchSpace, load_space, resolve_space_path
 from hpo.strategies import Strategy, make_strategy
@@ -41,16 +43,21 @@ class PreparedSearch:
     space_path: Path | None
     evaluate_test: bool
     population: int | str = DEFAULT_POPULATION
+    objective_fingerprint: str | None = None
+    new_study: bool = False
+    keep_study: bool = False
 
     def run(self, listener: SearchListener | None = None) -> SearchResult:
         from hpo.loop import TrialLoop
 
         plan, store, tracker = self.plan, self.store, self.tracker
-        listener = listener or SearchListener()
-        store.check(plan)
+        if self.new_study:
+            plan, store = self._fresh_study()
+        listener = FailureWatch(listener or SearchListener(), plan)
+        store.check(plan, self.objective_fingerprint, keep=self.keep_study)
         tracker.start_search(plan, self.space_path)
         try:
-            store.open(plan, tracker.identity())
+            store.open(plan, tracker.identity(), self.objective_fingerprint)
             loop = TrialLoop(plan, store, tracker)
             listener.resumed(store.counted())
             self.driver.run(loop, self.objective, listener, self.population)
@@ -64,6 +71,19 @@ class PreparedSearch:
             result.test_metrics = _test_once(self.objective, result.best, tracker, plan, self.driver.device)
         tracker.finish_search(result)
         return result
+
+    def _fresh_study(self) -> tuple[SearchPlan, TrialStore]:
+        """The plan and store of the first study name not taken: NAME, NAME-2, NAME-3..."""
+        from hpo.store import TrialStore
+
+        name, number = self.plan.study_name, 1
+        store = self.store
+        while store.exists():
+            number += 1
+            store = TrialStore(self.store.url, f"{self.plan.study_name}-{number}",
+                               heartbeat_interval=self.store.heartbeat_interval, grace_period=self.store.grace_period)
+            name = store.study_name
+        return dataclasses.replace(self.plan, study_name=name), store
 
 
 def prepare(
@@ -85,6 +105,8 @@ def prepare(
     evaluate_test: bool = True,
     home: str | Path = ".hpo",
     population: int | str = DEFAULT_POPULATION,
+    new_study: bool = False,
+    keep_study: bool = False,
 ) -> PreparedSearch:
     """Check everything a user can get wrong, before anything is written; see ``search``."""
     home = Path(home)
@@ -120,6 +142,9 @@ def prepare(
         space_path=space_path,
         evaluate_test=evaluate_test,
         population=population,
+        objective_fingerprint=fingerprint(function, objective_name),
+        new_study=new_study,
+        keep_study=keep_study,
     )
 
 
@@ -130,15 +155,15 @@ def check_population(population: int | str, options: DriverOptions, objective: A
     try:
         size = int(population)
     except (TypeError, ValueError):
-        raise HpoError(f"--population: expected a number or 'auto', got {population!r}") from None
+        raise HpoError(f"expected a number or 'auto', got {population!r}", argument="population") from None
     if size < 1:
-        raise HpoError(f"--population: must be at least 1, got {size}")
+        raise HpoError(f"must be at least 1, got {size}", argument="population")
     if size > 1 and not options.populations:
-        raise HpoError(f"--population: the {options.name} driver trains one trial per worker; "
-                       "populations train on the optuna driver")
+        raise HpoError(f"the {options.name} driver trains one trial per worker; "
+                       "populations train on the optuna driver", argument="population")
     if size > 1 and not hasattr(objective, "population"):
-        raise HpoError(f"--population: objective {objective_name!r} cannot train populations (it has no "
-                       "population(params, trial) method); --population auto trains it one trial at a time")
+        raise HpoError(f"objective {objective_name!r} cannot train populations (it has no population(params, "
+                       "trial) method); population auto trains it one trial at a time", argument="population")
 
 
 def search(
@@ -170,6 +195,8 @@ def search(
         divergence_guard: End a trial whose loss turns NaN or explodes (pruned, "diverged").
         evaluate_test: Score the best configuration once with the objective's ``test``.
         home: The folder of the default stores (``.hpo``).
+        new_study: Start a fresh study (the name followed by -2, -3...) instead of resuming one.
+        keep_study: Resume the study even though the objective's source changed since it ran.
         population: Trials trained together as one stacked model, where the objective offers
             it (``population(params, trial)``, as the built-in ones do); ``"auto"`` (default)
             picks the size from the device, or one at a time for an objective that does not
@@ -206,16 +233,16 @@ def join(
 
     options = driver_options(driver)
     if not isinstance(options, OptunaOptions):
-        raise HpoError("--driver: joining a search runs its trials with the Optuna engine")
+        raise HpoError("joining a search runs its trials with the Optuna engine", argument="driver")
     engine = OptunaDriver(options)
     store = TrialStore(storage, study_name)
     if not store.exists():
-        raise HpoError(f"--study: no study {study_name!r} in {storage}")
+        raise HpoError(f"no study {study_name!r} in {storage}", argument="study_name")
     saved_plan, tracking = store.saved()
     plan = SearchPlan.from_json(saved_plan)
     objective, _ = resolve_objective(plan.objective_name, None)
     check_population(population, options, objective, plan.objective_name)
-    counter = _Counting(listener or SearchListener())
+    counter = _Counting(FailureWatch(listener or SearchListener(), plan))
     tracker = MlflowTracker.attach(tracking)
     try:
         engine.join(TrialLoop(plan, store, tracker), objective, counter, population)
@@ -227,16 +254,67 @@ def join(
 def _test_once(function: Any, best: TrialRecord, tracker: MlflowTracker, plan: SearchPlan,
                device: str) -> dict[str, float]:
     """The test-set score of the best configuration, computed once per best trial, retrained
-    with its seed on the kind of device its trial ran on."""
+    with its seed on the kind of device its trial ran on, with what the objective's setup gives."""
     from hpo.dispatch import usable_device
+    from hpo.loop import set_up
 
     known = tracker.tested_trial()
     if known is not None and known[0] == best.number:
         return known[1]
-    trial = Trial(best.number, seed=trial_seed(plan.seed, best.number), device=usable_device(device))
+    device = usable_device(device)
+    trial = Trial(best.number, seed=trial_seed(plan.seed, best.number), device=device,
+                  context=set_up(function, device))
     scores = {k: float(v) for k, v in function.test({**plan.space.fixed, **best.params}, trial).items()}
     tracker.record_test(best.number)
     return scores
+
+
+class FailureWatch(SearchListener):
+    """Stops a search whose first trials all fail the same way: every trial would (a misnamed
+    parameter, a metric the objective does not return), and the budget would go on it. One line
+    says why, and where in the user's code; a trial that succeeds first ends the watch, so
+    sporadic failures only fail their trial."""
+
+    def __init__(self, inner: SearchListener, plan: SearchPlan, first: int = 3) -> None:
+        self.inner = inner
+        self.plan = plan
+        self.first = min(first, plan.n_trials)
+        self.failed: list[TrialRecord] | None = []  # None once a trial did not fail like the others
+
+    def resumed(self, trials: list[TrialRecord]) -> None:
+        self.inner.resumed(trials)
+
+    def trial_finished(self, trial: TrialRecord) -> None:
+        self.inner.trial_finished(trial)
+        if self.failed is None or trial.lost:
+            return
+        if trial.state is not TrialState.FAILED or any(t.reason != trial.reason for t in self.failed):
+            self.failed = None
+            return
+        self.failed.append(trial)
+        if len(self.failed) >= self.first or trial.reason.startswith("its reports had no"):
+            raise HpoError(self.explain(trial))
+
+    def explain(self, trial: TrialRecord) -> str:
+        where = f"{trial.where}: " if trial.where else ""
+        runs = "the first trial" if len(self.failed or []) == 1 else f"the first {len(self.failed or [])} trials"
+        return f"{where}{trial.reason}{self.hint(trial)} ({runs} failed so; the search stops)"
+
+    def hint(self, trial: TrialRecord) -> str:
+        space = self.plan.space
+        if trial.reason.startswith("KeyError: "):
+            key = trial.reason.removeprefix("KeyError: ").strip("'\"")
+            known = [*space.params, *space.fixed]
+            if key not in known:
+                close = difflib.get_close_matches(key, known, n=1)
+                guess = f"; did you mean {close[0]!r}?" if close else ""
+                return f" — the space has {', '.join(space.params)}" + (
+                    f" (fixed: {', '.join(space.fixed)})" if space.fixed else "") + guess
+        if trial.reason.startswith("objective returned no "):
+            return f" — return the space's metric {space.metric!r}, or a dict holding it"
+        if trial.reason.startswith("its reports had no "):
+            return f" — report {space.metric!r}, or name the space's metric after what the objective reports"
+        return ""
 
 
 class _Counting(SearchListener):

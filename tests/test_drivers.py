@@ -312,7 +312,7 @@ class MissingData:
 
 
 def test_a_failing_setup_stops_the_search_with_its_real_error(engine, stores, unique):
-    with pytest.raises(hpo.HpoError, match=r"--objective: its setup on cpu failed: FileNotFoundError: data/train\.npy"):
+    with pytest.raises(hpo.HpoError, match=r"objective: its setup on cpu failed: FileNotFoundError: data/train\.npy"):
         engine(MissingData(), digits_space(epochs=1), strategy="grid", n_trials=3, experiment=unique,
                study_name=unique, evaluate_test=False)
     trials = TrialStore(stores["storage"], unique).trials()
@@ -320,7 +320,7 @@ def test_a_failing_setup_stops_the_search_with_its_real_error(engine, stores, un
     # records the error itself (not a lost worker), and the trials claimed beside it end as
     # interrupted, to run again once the setup is fixed.
     assert all(t.state is TrialState.FAILED for t in trials)
-    error = "HpoError: --objective: its setup on cpu failed: FileNotFoundError: data/train.npy"
+    error = "HpoError: objective: its setup on cpu failed: FileNotFoundError: data/train.npy"
     assert {t.reason for t in trials} <= {error, "interrupted"}
     assert (error in {t.reason for t in trials}) == (engine.name == "ray")
 

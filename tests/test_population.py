@@ -143,11 +143,11 @@ def plain(params, trial):
 
 
 def test_population_is_refused_where_it_cannot_run(stores, unique):
-    with pytest.raises(hpo.HpoError, match=r"--population: objective '.*plain' cannot train populations"):
+    with pytest.raises(hpo.HpoError, match=r"population: objective '.*plain' cannot train populations"):
         hpo.prepare(plain, digits_space(), population=4, **stores)
-    with pytest.raises(hpo.HpoError, match="--population: the ray driver trains one trial per worker"):
+    with pytest.raises(hpo.HpoError, match="population: the ray driver trains one trial per worker"):
         hpo.prepare("digits_mlp", digits_space(), driver="ray", population=4, **stores)
-    with pytest.raises(hpo.HpoError, match="--population: expected a number or 'auto', got 'many'"):
+    with pytest.raises(hpo.HpoError, match="population: expected a number or 'auto', got 'many'"):
         hpo.prepare("digits_mlp", digits_space(), population="many", **stores)
     result = hpo.search(plain, digits_space(), strategy="grid", n_trials=3, population="auto", experiment=unique,
                         study_name=unique, evaluate_test=False, **stores)

@@ -56,7 +56,7 @@ def test_a_killed_search_resumes_and_its_lost_trial_is_recorded_once(tmp_path, s
         return 1.0 / params["lr"]
 
     prepared = hpo.prepare(objective, digits_space(epochs=1), strategy="grid", n_trials=3, study_name=unique,
-                           experiment=unique, evaluate_test=False, **stores)
+                           experiment=unique, evaluate_test=False, keep_study=True, **stores)
     store = TrialStore(stores["storage"], unique, heartbeat_interval=1, grace_period=2)
     result = dataclasses.replace(prepared, store=store).run()
 
@@ -86,7 +86,8 @@ def test_ctrl_c_closes_the_running_trial_and_a_rerun_runs_it_again(stores, uniqu
     study = optuna.load_study(study_name=unique, storage=stores["storage"])
     assert [t.state.name for t in study.trials] == ["COMPLETE", "FAIL"]
 
-    result = hpo.search(lambda params, trial: 1.0 / params["lr"], digits_space(epochs=1), **options)
+    # The objective is fixed (here: another function); the study goes on with its trials.
+    result = hpo.search(lambda params, trial: 1.0 / params["lr"], digits_space(epochs=1), keep_study=True, **options)
     assert [(t.number, t.state.value) for t in result.trials] == [(0, "complete"), (2, "complete"), (3, "complete")]
     assert sorted(t.params["lr"] for t in result.trials) == [1e-3, 3e-3, 1e-2]
     runs = {int(r.data.tags["hpo.trial_number"]): r for r in child_runs(stores["tracking_uri"], result.parent_run_id)}

@@ -182,7 +182,7 @@ class MissingData:
 
 @pytest.mark.parametrize("workers", [1, 2])
 def test_a_failing_setup_stops_the_search_with_one_error(stores, unique, workers):
-    with pytest.raises(HpoError, match=r"--objective: its setup on cpu failed: FileNotFoundError: data/train\.npy"):
+    with pytest.raises(HpoError, match=r"objective: its setup on cpu failed: FileNotFoundError: data/train\.npy"):
         hpo.search(MissingData(), lr_space(4), strategy="grid", n_trials=4, driver=hpo.OptunaOptions(workers=workers), experiment=unique,
                    study_name=unique, evaluate_test=False, **stores)
     assert optuna.load_study(study_name=unique, storage=stores["storage"]).trials == []  # nothing ran
@@ -193,7 +193,7 @@ def kills_its_worker(params, trial):
 
 
 def test_workers_that_keep_dying_stop_the_search_with_every_trial_closed(stores, unique):
-    with pytest.raises(HpoError, match=r"--workers: workers keep dying \(5 so far, the last killed by SIGKILL\)"):
+    with pytest.raises(HpoError, match=r"workers: workers keep dying \(5 so far, the last killed by SIGKILL\)"):
         hpo.search(kills_its_worker, lr_space(4), strategy="grid", n_trials=4, driver=hpo.OptunaOptions(workers=2), experiment=unique,
                    study_name=unique, evaluate_test=False, **stores)
     trials = optuna.load_study(study_name=unique, storage=stores["storage"]).trials
@@ -242,11 +242,11 @@ def test_gpu_slots_spread_over_the_gpus_and_pin_through_the_inherited_device_lis
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"workers": "many"}, "--workers: expected a number or 'auto'"),
-        ({"workers": 0}, "--workers: must be at least 1"),
-        ({"gpus": "x"}, "--gpus: expected 'all', 'none' or GPU ids"),
-        ({"gpus": "7"}, "--gpus: no GPU 7 on this machine"),
-        ({"trials_per_gpu": 0}, "--trials-per-gpu: must be at least 1"),
+        ({"workers": "many"}, "workers: expected a number or 'auto'"),
+        ({"workers": 0}, "workers: must be at least 1"),
+        ({"gpus": "x"}, "gpus: expected 'all', 'none' or GPU ids"),
+        ({"gpus": "7"}, "gpus: no GPU 7 on this machine"),
+        ({"trials_per_gpu": 0}, "trials_per_gpu: must be at least 1"),
     ],
 )
 def test_bad_worker_flags_are_refused(kwargs, message):
@@ -295,7 +295,7 @@ def test_hpo_worker_joins_a_running_search_on_postgresql(postgres_url, stores, u
 
 
 def test_joining_an_unknown_study_is_a_one_line_error(postgres_url):
-    with pytest.raises(HpoError, match="--study: no study 'nowhere'"):
+    with pytest.raises(HpoError, match="study_name: no study 'nowhere'"):
         hpo.join("nowhere", postgres_url)
 
 

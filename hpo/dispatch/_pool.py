@@ -4,12 +4,13 @@ says so, and stops them all when the search ends."""
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import queue
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from hpo._errors import HpoError
@@ -24,9 +25,12 @@ WorkerMain = Callable[[DeviceSlot, Any], None]
 must pickle (a module-level function, or a ``functools.partial`` of one)."""
 
 
-class _Refused(str):
+class _Refused:
     """A worker's message to the parent: a user error (the objective's setup failed, say) that
     every worker would meet alike, so the search stops with it instead of replacing workers."""
+
+    def __init__(self, error: HpoError) -> None:
+        self.error = error
 
 
 def _interrupt(signum: int, frame: Any) -> None:
@@ -48,7 +52,7 @@ def _process_main(main: WorkerMain, slot: DeviceSlot, events: Any) -> None:
     except KeyboardInterrupt:
         sys.exit(130)
     except HpoError as error:
-        events.put(_Refused(str(error)))
+        events.put(_Refused(error))
         sys.exit(_REFUSED)
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)  # leaving: nothing left to close
@@ -99,8 +103,8 @@ class WorkerPool:
                         continue
                     self.on_lost(process.pid)
                     if restarts >= self.max_restarts:
-                        raise HpoError(f"--workers: workers keep dying ({restarts + 1} so far, the last "
-                                       f"{_how(process.exitcode)}); their output above says why")
+                        raise HpoError(f"workers keep dying ({restarts + 1} so far, the last "
+                                       f"{_how(process.exitcode)}); their output above says why", argument="workers")
                     restarts += 1
                     workers[index] = self._start(self.slots[index], events)
         finally:
@@ -113,12 +117,13 @@ class WorkerPool:
 
     def _hear(self, event: Any) -> None:
         if isinstance(event, _Refused):
-            raise HpoError(str(event))
+            raise event.error
         self.on_event(event)
 
     def _start(self, slot: DeviceSlot, events: Any) -> Any:
         process = self.context.Process(target=_process_main, args=(self.main, slot, events), name=f"hpo-{slot.name}")
-        process.start()
+        with _main_script_not_rerun():
+            process.start()
         return process
 
     def _stop(self, processes: list[Any]) -> None:
@@ -134,6 +139,24 @@ class WorkerPool:
                 process.kill()
                 process.join()
             self.on_stopped(process.pid)
+
+
+@contextlib.contextmanager
+def _main_script_not_rerun() -> Iterator[None]:
+    """Start a worker without running the user's script again. A spawned process first runs the
+    parent's ``__main__`` module, which, in a script without an ``if __name__ == "__main__":``
+    guard, starts the search again; workers need nothing from it (what they run travels
+    pickled, by value where it was defined in the script), so the script is hidden meanwhile."""
+    main = sys.modules["__main__"]
+    saved = {name: getattr(main, name) for name in ("__file__", "__spec__") if hasattr(main, name)}
+    main.__spec__ = None
+    if "__file__" in saved:
+        del main.__file__
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            setattr(main, name, value)
 
 
 def _how(exitcode: int) -> str:

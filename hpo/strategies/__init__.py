@@ -26,7 +26,8 @@ def make_strategy(name: str | Strategy, seed: int = 0) -> Strategy:
     try:
         return STRATEGIES[name](seed)
     except KeyError:
-        raise HpoError(f"--strategy: unknown strategy {name!r} (choose from {', '.join(STRATEGIES)})") from None
+        message = f"unknown strategy {name!r} (choose from {', '.join(STRATEGIES)})"
+        raise HpoError(message, argument="strategy") from None
 
 
 def strategy_spec(strategy: Strategy) -> dict[str, Any]:
@@ -39,12 +40,13 @@ def strategy_from_spec(spec: dict[str, Any]) -> Strategy:
     """The strategy ``strategy_spec`` describes, made again in this process."""
     where = spec["class"]
     if where.startswith("__main__:") or "<locals>" in where:
-        raise HpoError(f"--study: its strategy {where.partition(':')[2]} was defined in the script that started "
-                       "the search; define it in an importable module to join the search from elsewhere")
+        raise HpoError(f"its strategy {where.partition(':')[2]} was defined in the script that started the "
+                       "search; define it in an importable module to join the search from elsewhere",
+                       argument="study_name")
     try:
         cls = pkgutil.resolve_name(where)
     except (ImportError, AttributeError, ValueError) as error:
-        raise HpoError(f"--study: its strategy {where} cannot be imported here: {error}") from None
+        raise HpoError(f"its strategy {where} cannot be imported here: {error}", argument="study_name") from None
     return cls(**spec["settings"])
 
 

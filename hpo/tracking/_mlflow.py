@@ -84,10 +84,14 @@ class TrialRun:
         metrics, params = self._pending, self._params
         self._pending, self._params = [], []
         tags = {**(tags or {}), "hpo.state": record.state.value, "hpo.reason": record.reason, "hpo.node": record.node}
+        if record.where:
+            tags["hpo.where"] = record.where
 
         def finish(client: MlflowClient) -> None:
             _log_batch(client, self.run_id, metrics=metrics, params=params,
                        tags=[RunTag(k, v) for k, v in tags.items()])
+            if record.traceback:
+                client.log_text(self.run_id, record.traceback, "traceback.txt")
             client.set_terminated(self.run_id, RUN_STATUS[record.state])
 
         self.writer.submit(finish)

@@ -1,7 +1,29 @@
-"""The one exception type for mistakes a user can fix (bad file, bad flag, bad name)."""
+"""The one exception type for mistakes a user can fix (bad file, bad argument, bad name)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class HpoError(Exception):
-    """A user error: the CLI prints it on one line and exits with code 2, no traceback."""
+    """A user error: the CLI prints it on one line and exits with code 2, no traceback.
+
+    ``argument`` names what is at fault as the Python API calls it (``n_trials``); the message
+    then reads ``n_trials: must be at least 1``, and the CLI names its flag instead
+    (``--trials: must be at least 1``).
+    """
+
+    def __init__(self, message: str, *, argument: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.argument = argument
+
+    def __str__(self) -> str:
+        return f"{self.argument}: {self.message}" if self.argument else self.message
+
+    def __reduce__(self) -> tuple[Any, ...]:  # travels from a worker process to its parent
+        return _rebuild, (self.message, self.argument)
+
+
+def _rebuild(message: str, argument: str | None) -> HpoError:
+    return HpoError(message, argument=argument)

@@ -5,8 +5,12 @@ from __future__ import annotations
 import dataclasses
 import enum
 import math
+import os
+import sysconfig
+import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 CUDA_OOM = "cuda_oom"
@@ -48,6 +52,12 @@ class TrialRecord:
     duration_s: float = 0.0
     node: str = ""
     """Where it ran: the host for the Optuna driver, the Ray node for the Ray driver."""
+    where: str = ""
+    """For a trial whose objective raised: the line of the user's code that raised (``file.py:42``)."""
+    traceback: str = ""
+    """For a trial whose objective raised: the traceback."""
+    session: int = 0
+    """Which run of the search claimed it (each ``hpo search`` of the study is one more)."""
 
     @property
     def finished(self) -> bool:
@@ -153,6 +163,8 @@ class Outcome:
     value: float | None = None
     metrics: dict[str, float] = field(default_factory=dict)
     reason: str = ""
+    where: str = ""
+    traceback: str = ""
 
 
 def run_objective(objective: Callable[..., Any], params: dict[str, Any], trial: Trial, metric: str) -> Outcome:
@@ -175,11 +187,35 @@ def ended_by(error: Exception, trial: Trial, metric: str) -> Outcome:
         return Outcome(TrialState.PRUNED, _last_value(trial, metric), reason=error.reason)
     if type(error).__name__ == "OutOfMemoryError":
         return Outcome(TrialState.FAILED, reason=CUDA_OOM)
-    return Outcome(TrialState.FAILED, reason=f"{type(error).__name__}: {error}"[:500])
+    return Outcome(TrialState.FAILED, reason=f"{type(error).__name__}: {error}"[:500], where=raised_at(error),
+                   traceback="".join(traceback.format_exception(error)))
+
+
+def raised_at(error: BaseException) -> str:
+    """The line of the user's own code an error came from (``train.py:42``): the innermost
+    frame outside hpo, the standard library and installed packages (else the innermost)."""
+    frames = traceback.extract_tb(error.__traceback__)
+    if not frames:
+        return ""
+    library = (str(Path(__file__).parent), *{sysconfig.get_path(p) for p in ("stdlib", "purelib", "platlib")})
+    own = [f for f in frames if not f.filename.startswith(library) and not f.filename.startswith("<")]
+    frame = (own or frames)[-1]
+    try:
+        name = os.path.relpath(frame.filename)
+    except ValueError:
+        name = frame.filename
+    if name.startswith(".."):
+        name = os.path.basename(frame.filename)
+    return f"{name}:{frame.lineno}"
 
 
 def outcome_of(returned: Any, trial: Trial, metric: str) -> Outcome:
-    """The outcome of what an objective returned: the metric, or a dict holding it."""
+    """The outcome of what an objective returned: the metric, or a dict holding it. Where a
+    pruner reads the trial's reports, they must have held the metric."""
+    if trial._should_prune is not None and trial.history and not any(metric in v for _, v in trial.history):
+        names = sorted({name for _, values in trial.history for name in values})
+        return Outcome(TrialState.FAILED, reason=f"its reports had no {metric!r}, which the pruner reads "
+                                                 f"(they had {', '.join(names)})")
     metrics = dict(returned) if isinstance(returned, Mapping) else {metric: returned}
     if metric not in metrics:
         return Outcome(TrialState.FAILED, reason=f"objective returned no {metric!r}")

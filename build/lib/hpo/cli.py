@@ -14,6 +14,7 @@ from typing import Any
 import click
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 
 from hpo._errors import HpoError
 from hpo._listener import SearchListener
@@ -29,8 +30,10 @@ console = Console(stderr=True)
 class ProgressBar(SearchListener):
     """Trials done, pruned and failed, and the best value so far, while the search runs."""
 
-    def __init__(self, progress: Any, n_trials: int, metric: str, direction: str) -> None:
+    def __init__(self, progress: Any, n_trials: int, metric: str, direction: str, study: str = "") -> None:
         self.progress = progress
+        self.n_trials = n_trials
+        self.study = study
         self.metric = metric
         self.sign = 1 if direction == "minimize" else -1
         self.counts = {state: 0 for state in TrialState}
@@ -40,6 +43,10 @@ class ProgressBar(SearchListener):
     def resumed(self, trials: list[TrialRecord]) -> None:
         for trial in trials:
             self._count(trial)
+        if trials:
+            counts = ", ".join(f"{self.counts[s]} {s.value}" for s in TrialState if s is not TrialState.RUNNING)
+            self.progress.console.print(f"Resuming study {self.study!r}: {len(trials)} of its {self.n_trials} "
+                                        f"trials done ({counts}); --new-study starts a fresh one", highlight=False)
         self._draw()
 
     def trial_finished(self, trial: TrialRecord) -> None:
@@ -90,7 +97,7 @@ def _engine_flags(engines: dict[str, type[DriverOptions]]) -> Callable[[Any], An
 def engine_options(engines: dict[str, type[DriverOptions]], driver: str, flags: dict[str, Any]) -> DriverOptions:
     """The options of ``driver`` from the flags given; a flag of another engine is refused."""
     if driver not in engines:
-        raise HpoError(f"--driver: unknown driver {driver!r} (choose from {', '.join(engines)})")
+        raise HpoError(f"unknown driver {driver!r} (choose from {', '.join(engines)})", argument="driver")
     options = engines[driver]
     own = {flag.lstrip("-").replace("-", "_"): name for name, flag in options.flags().items()}
     for key, value in flags.items():
@@ -107,6 +114,14 @@ def engine_options(engines: dict[str, type[DriverOptions]], driver: str, flags: 
 
 
 _ENGINES = _engines()
+_FLAGS = {"n_trials": "--trials", "study_name": "--study"} | {
+    name: flag for options in _ENGINES.values() for name, flag in options.flags().items()
+}
+
+
+def flag_of(argument: str) -> str:
+    """The flag of the ``hpo.search`` argument ``argument``."""
+    return _FLAGS.get(argument, "--" + argument.replace("_", "-"))
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -138,11 +153,14 @@ def cli() -> None:
 @click.option("--population", default=DEFAULT_POPULATION, show_default=True,
               help="Trials trained together as one stacked model: N, or auto (32 on a CPU, one at a time where "
                    "the objective or the driver cannot).")
+@click.option("--new-study", is_flag=True, help="Start a fresh study (NAME-2, NAME-3...) instead of resuming one.")
+@click.option("--keep-study", is_flag=True, help="Resume the study though the objective changed since it ran.")
 @_engine_flags(_ENGINES)
 def search(space: str, objective: str | None, strategy: str, driver: str, n_trials: int, pruner: str,
            warmup_steps: int | None, warmup_trials: int | None, storage: str | None, tracking_uri: str | None,
            experiment: str | None, study_name: str | None,
-           seed: int, divergence_guard: bool, evaluate_test: bool, population: str, **flags: Any) -> None:
+           seed: int, divergence_guard: bool, evaluate_test: bool, population: str, new_study: bool,
+           keep_study: bool, **flags: Any) -> None:
     """Search SPACE (a name in search_spaces/ or a YAML path); rerunning resumes the study."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -154,12 +172,14 @@ def search(space: str, objective: str | None, strategy: str, driver: str, n_tria
         warmup_trials=warmup_trials, seed=seed, storage=storage,
         tracking_uri=tracking_uri, experiment=experiment, study_name=study_name, divergence_guard=divergence_guard,
         evaluate_test=evaluate_test, driver=engine_options(_ENGINES, driver, flags), population=population,
+        new_study=new_study, keep_study=keep_study,
     )
     plan = prepared.plan
     columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[status]}"), TimeElapsedColumn()]
     with Progress(*columns, console=console, transient=False) as progress:
-        result = prepared.run(ProgressBar(progress, plan.n_trials, plan.space.metric, plan.space.direction))
+        bar = ProgressBar(progress, plan.n_trials, plan.space.metric, plan.space.direction, plan.study_name)
+        result = prepared.run(bar)
     print_summary(result, Console())
 
 
@@ -182,10 +202,11 @@ def main() -> None:
     try:
         cli.main(standalone_mode=False)
     except HpoError as error:
-        console.print(f"[red]hpo: error:[/] {error}", highlight=False, soft_wrap=True)
+        text = f"{flag_of(error.argument)}: {error.message}" if error.argument else error.message
+        console.print(f"[red]hpo: error:[/] {escape(text)}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except click.ClickException as error:
-        console.print(f"[red]hpo: error:[/] {error.format_message()}", highlight=False, soft_wrap=True)
+        console.print(f"[red]hpo: error:[/] {escape(error.format_message())}", highlight=False, soft_wrap=True)
         sys.exit(error.exit_code)
     except (KeyboardInterrupt, click.exceptions.Abort):
         console.print("hpo: interrupted; run the same command again to resume")

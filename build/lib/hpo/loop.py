@@ -53,7 +53,8 @@ def set_up(objective: Callable[..., Any], device: str) -> Any:
     try:
         return objective.setup(device)
     except Exception as error:
-        raise HpoError(f"--objective: its setup on {device} failed: {type(error).__name__}: {error}") from error
+        message = f"its setup on {device} failed: {type(error).__name__}: {error}"
+        raise HpoError(message, argument="objective") from error
 
 
 def make_trial(plan: SearchPlan, claim: Claim, *, device: str, context: Any = None,
@@ -88,7 +89,7 @@ def record_of(claim: Claim, outcome: Outcome, device: str, duration_s: float, no
     return TrialRecord(
         number=claim.number, params=claim.params, state=outcome.state, value=outcome.value, stage=claim.stage,
         reason=outcome.reason, metrics=outcome.metrics, seed=claim.seed, device=device, duration_s=duration_s,
-        node=node or socket.gethostname(),
+        node=node or socket.gethostname(), where=outcome.where, traceback=outcome.traceback,
     )
 
 

@@ -101,8 +101,8 @@ class RayDriver(Driver):
             ray.init(address=self.options.address, include_dashboard=False, log_to_driver=False,
                      logging_level=logging.ERROR, ignore_reinit_error=True)
         except (ConnectionError, ValueError, RuntimeError) as error:
-            message = f"--ray-address: cannot reach a Ray cluster at {self.options.address!r}: {error}"
-            raise HpoError(message.splitlines()[0]) from None
+            message = f"cannot reach a Ray cluster at {self.options.address!r}: {error}"
+            raise HpoError(message.splitlines()[0], argument="address") from None
 
 
 class RayStudy:
@@ -182,7 +182,10 @@ class RayStudy:
                              node=report.get("node", ""))
         record = self.loop.finish(started, record)
         if not record.lost:
-            self.listener.trial_finished(record)
+            try:
+                self.listener.trial_finished(record)
+            except HpoError as error:  # the search must stop (every trial fails alike): Tune stops with it
+                self.fatal = error
 
 
 def _record(claim: Claim, state: TrialState, *, reason: str, device: str, value: float | None = None,

@@ -61,7 +61,7 @@ def plan_slots(workers: str | int = "auto", gpus: str | None = None, trials_per_
     """Slots for ``workers`` workers: K per GPU on the GPUs named (``"all"``, ``"0,2"``), or on
     every GPU there is; CPU slots when there is none, their threads sharing the cores."""
     if trials_per_gpu < 1:
-        raise HpoError(f"--trials-per-gpu: must be at least 1, got {trials_per_gpu}")
+        raise HpoError(f"must be at least 1, got {trials_per_gpu}", argument="trials_per_gpu")
     count = _workers(workers)
     cores = os.cpu_count() or 1
     ids = _gpu_ids(gpus)
@@ -88,10 +88,10 @@ def _gpu_ids(gpus: str | None) -> list[int]:
     try:
         ids = list(dict.fromkeys(int(part) for part in str(gpus).split(",")))
     except ValueError:
-        raise HpoError(f"--gpus: expected 'all', 'none' or GPU ids like 0,1, got {gpus!r}") from None
+        raise HpoError(f"expected 'all', 'none' or GPU ids like 0,1, got {gpus!r}", argument="gpus") from None
     missing = [i for i in ids if not 0 <= i < available]
     if missing:
-        raise HpoError(f"--gpus: no GPU {missing[0]} on this machine ({available} visible)")
+        raise HpoError(f"no GPU {missing[0]} on this machine ({available} visible)", argument="gpus")
     return ids
 
 
@@ -102,7 +102,7 @@ def _workers(workers: str | int) -> int:
     try:
         count = int(workers)
     except ValueError:
-        raise HpoError(f"--workers: expected a number or 'auto', got {workers!r}") from None
+        raise HpoError(f"expected a number or 'auto', got {workers!r}", argument="workers") from None
     if count < 1:
-        raise HpoError(f"--workers: must be at least 1, got {count}")
+        raise HpoError(f"must be at least 1, got {count}", argument="workers")
     return count

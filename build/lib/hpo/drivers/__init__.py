@@ -21,7 +21,7 @@ def driver_options(driver: str | DriverOptions) -> DriverOptions:
     if isinstance(driver, DriverOptions):
         return driver
     if driver not in DRIVERS:
-        raise HpoError(f"--driver: unknown driver {driver!r} (choose from {', '.join(DRIVERS)})")
+        raise HpoError(f"unknown driver {driver!r} (choose from {', '.join(DRIVERS)})", argument="driver")
     return pkgutil.resolve_name(DRIVERS[driver])()
 
 

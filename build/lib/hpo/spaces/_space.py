@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import importlib.resources
 import itertools
@@ -149,12 +150,14 @@ def load_space(space: str | Path) -> SearchSpace:
 
 
 def _describe(error: ValidationError) -> str:
-    """The first validation error as 'parameter 'lr': message' or 'field 'x': message'."""
-    first = error.errors()[0]
+    """The first validation error as 'parameter 'lr': message' or 'field 'x': message'. A key the
+    file misspells is named as written, with the valid key it is closest to."""
+    errors = error.errors()
+    first = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
     loc = [str(part) for part in first["loc"]]
     message = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
-        message = f"unknown key {loc[-1]!r}"
+        message = f"unknown key {loc[-1]!r}{_closest(loc[-1], _valid_keys(loc[:-1]))}"
         loc = loc[:-1]
     elif first["type"] == "union_tag_invalid":
         message = f"unknown type {first['input'].get('type')!r} (expected float, int or categorical)"
@@ -167,3 +170,20 @@ def _describe(error: ValidationError) -> str:
             where += f" field {'.'.join(rest)!r}"
         return f"{where}: {message}"
     return f"field {'.'.join(loc)!r}: {message}" if loc else message
+
+
+def _valid_keys(loc: list[str]) -> list[str]:
+    """The keys allowed where ``loc`` points: a space's, a parameter's (of its type), pruning's."""
+    from hpo.spaces._params import CategoricalParam, FloatParam, IntParam
+
+    if not loc:
+        return list(SearchSpace.model_fields)
+    if loc[0] == "pruning":
+        return list(Pruning.model_fields)
+    kind = {"float": FloatParam, "int": IntParam, "categorical": CategoricalParam}.get(loc[-1])
+    return list(kind.model_fields) if kind else []
+
+
+def _closest(word: str, keys: list[str]) -> str:
+    match = difflib.get_close_matches(word, keys, n=1, cutoff=0.6)
+    return f" (did you mean {match[0]!r}?)" if match else ""

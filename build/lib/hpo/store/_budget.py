@@ -5,21 +5,23 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable
 
-from hpo._trial import TrialRecord
+from hpo._trial import TrialRecord, TrialState
 from hpo.strategies import params_key
 
 MAX_RETRIES = 2
 """A configuration lost with its process (or to Ctrl-C) runs at most 1 + MAX_RETRIES times."""
 
 
-def in_budget(trials: Iterable[TrialRecord]) -> list[TrialRecord]:
+def in_budget(trials: Iterable[TrialRecord], session: int | None = None) -> list[TrialRecord]:
     """The trials that take a place in the budget, oldest first: all of them, except those
-    lost with their process or to Ctrl-C, whose configuration runs again — up to
-    ``MAX_RETRIES`` times; the last loss then stands as that configuration's failure."""
+    lost with their process or to Ctrl-C, and those that failed in an earlier run than
+    ``session`` (the objective may have been fixed since), whose configuration runs again — up
+    to ``MAX_RETRIES`` times; the last try then stands as that configuration's failure."""
     losses: Counter[str] = Counter()
     kept = []
     for trial in sorted(trials, key=lambda t: t.number):
-        if trial.lost:
+        earlier_failure = session is not None and trial.state is TrialState.FAILED and trial.session < session
+        if trial.lost or earlier_failure:
             key = params_key(trial.params)
             losses[key] += 1
             if losses[key] <= MAX_RETRIES:

@@ -20,8 +20,8 @@ def claim_lock(url: str, study_name: str) -> Any:
     if url.startswith("postgresql"):
         return AdvisoryLock(url, study_name)
     scheme = url.partition("://")[0]
-    raise HpoError(f"--storage: hpo claims trials under a lock it takes on SQLite files and PostgreSQL; "
-                   f"{scheme!r} is neither")
+    raise HpoError(f"hpo claims trials under a lock it takes on SQLite files and PostgreSQL; "
+                   f"{scheme!r} is neither", argument="storage")
 
 
 class AdvisoryLock:

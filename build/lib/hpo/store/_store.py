@@ -31,6 +31,8 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 PLAN = "hpo.plan"  # the plan, whole: what a joining process continues
 TRACKING = "hpo.tracking"  # the MLflow experiment and parent run the trials are written to
 FINGERPRINT = "hpo.space_fingerprint"
+OBJECTIVE = "hpo.objective_fingerprint"  # the objective's source, hashed: a rerun with another is told
+SESSION = "hpo.session"  # how many runs the search has had: claims carry the run's number
 CLAIM = "hpo.claim"  # stage, worker (host:pid of the process that claimed it), retry_of (the lost trial
 # whose configuration it runs again): one attribute, as each costs the claim a database round trip
 RESULT = "hpo.result"  # state, reason, metrics, seed, device, duration: written once, as it ends
@@ -108,7 +110,7 @@ class TrialStore:
 
     def __init__(self, url: str, study_name: str, *, heartbeat_interval: int = 5, grace_period: int = 20) -> None:
         if "://" not in url:
-            raise HpoError(f"--storage: {url!r} is not a database URL (e.g. sqlite:///study.db)")
+            raise HpoError(f"{url!r} is not a database URL (e.g. sqlite:///study.db)", argument="storage")
         if grace_period <= heartbeat_interval:
             raise ValueError(f"{grace_period=} must exceed {heartbeat_interval=}")
         self.url = url
@@ -120,6 +122,7 @@ class TrialStore:
         self._study: optuna.Study | None = None
         self._pruned_studies: dict[tuple[int, int | None], optuna.Study] = {}
         self._stale_since: dict[int, float] = {}  # trial id -> when this process first saw it stale
+        self.session = 0  # this run's number among the search's runs, known once the study is opened
 
     def __getstate__(self) -> dict[str, Any]:
         """Only the address travels (to a worker process): connections and locks are made there."""
@@ -140,8 +143,8 @@ class TrialStore:
                         self.url, heartbeat_interval=self.heartbeat_interval, grace_period=self.grace_period
                     )
             except Exception as error:
-                message = f"--storage: cannot open {self.url}: {type(error).__name__}: {error}"
-                raise HpoError(message.splitlines()[0]) from None
+                message = f"cannot open {self.url}: {type(error).__name__}: {error}"
+                raise HpoError(message.splitlines()[0], argument="storage") from None
         return self._storage
 
     @property
@@ -150,7 +153,7 @@ class TrialStore:
             try:
                 self._study = optuna.load_study(study_name=self.study_name, storage=self.storage)
             except KeyError:
-                raise HpoError(f"--study: no study {self.study_name!r} in {self.url}") from None
+                raise HpoError(f"no study {self.study_name!r} in {self.url}", argument="study_name") from None
         return self._study
 
     def exists(self) -> bool:
@@ -160,23 +163,37 @@ class TrialStore:
             return False
         return True
 
-    def check(self, plan: SearchPlan) -> None:
-        """Refuse to resume a study created for another version of the space."""
-        if self.exists() and self.study.user_attrs.get(FINGERPRINT) not in (None, plan.space.fingerprint):
-            raise HpoError(
-                f"--study: study {plan.study_name!r} was created with a different version of space "
-                f"{plan.space.name!r}; name a new study with --study"
-            )
+    def check(self, plan: SearchPlan, objective: str | None = None, *, keep: bool = False) -> None:
+        """Refuse to resume a study created for another version of the space, or with another
+        version of the objective (``objective``: its fingerprint) unless asked to ``keep`` it."""
+        if not self.exists():
+            return
+        attrs = self.study.user_attrs
+        if attrs.get(FINGERPRINT) not in (None, plan.space.fingerprint):
+            raise HpoError(f"study {plan.study_name!r} was created with a different version of space "
+                           f"{plan.space.name!r}; start a fresh one with new_study (--new-study)",
+                           argument="study_name")
+        if not keep and objective is not None and attrs.get(OBJECTIVE) not in (None, objective):
+            n = len(self.trials())
+            raise HpoError(f"{plan.objective_name} changed since study {plan.study_name!r} ran {n} trials with it; "
+                           "go on with them with keep_study (--keep-study), or start a fresh study with new_study "
+                           "(--new-study)", argument="objective")
 
-    def open(self, plan: SearchPlan, tracking: dict[str, str]) -> None:
-        """Create the study (or reopen it) and save the plan and where its trials are tracked."""
+    def open(self, plan: SearchPlan, tracking: dict[str, str], objective: str | None = None) -> None:
+        """Create the study (or reopen it) and save the plan, where its trials are tracked and the
+        objective's fingerprint; this run of the search is the study's next ``session``."""
         with _optuna_on_purpose():
             study = optuna.create_study(storage=self.storage, study_name=self.study_name,
                                         direction=plan.space.direction, load_if_exists=True)
             if study.metric_names is None:
                 study.set_metric_names([plan.space.metric])
-        if FINGERPRINT not in study.user_attrs:
+        attrs = study.user_attrs
+        if FINGERPRINT not in attrs:
             study.set_user_attr(FINGERPRINT, plan.space.fingerprint)
+        if objective is not None and attrs.get(OBJECTIVE) != objective:
+            study.set_user_attr(OBJECTIVE, objective)
+        self.session = int(attrs.get(SESSION, 0)) + 1
+        study.set_user_attr(SESSION, self.session)
         study.set_user_attr(PLAN, plan.to_json())
         study.set_user_attr(TRACKING, tracking)
         self._study = study
@@ -185,7 +202,8 @@ class TrialStore:
         """The plan and tracking identity saved with the study, for a process that joins it."""
         attrs = self.study.user_attrs
         if PLAN not in attrs:
-            raise HpoError(f"--study: {self.study_name!r} was not started by hpo search")
+            raise HpoError(f"{self.study_name!r} was not started by hpo search", argument="study_name")
+        self.session = int(attrs.get(SESSION, 1))  # a joining process works in the search's current run
         return attrs[PLAN], attrs[TRACKING]
 
     # -- trials -----------------------------------------------------------------------------
@@ -196,7 +214,7 @@ class TrialStore:
 
     def counted(self) -> list[TrialRecord]:
         """The trials that take a place in the budget (see ``in_budget``)."""
-        return in_budget(self.trials())
+        return in_budget(self.trials(), self.session)
 
     def unfinished(self) -> bool:
         return bool(self.study.get_trials(deepcopy=False, states=(OptunaState.RUNNING,)))
@@ -215,12 +233,13 @@ class TrialStore:
                 if not isinstance(claim, Claim):
                     return claims or claim
                 claims.append(claim)
-                records.append(TrialRecord(claim.number, claim.params, TrialState.RUNNING, stage=claim.stage))
+                records.append(TrialRecord(claim.number, claim.params, TrialState.RUNNING, stage=claim.stage,
+                                           session=self.session))
         return claims
 
     def _next(self, plan: SearchPlan, worker: str, records: list[TrialRecord],
               number: int) -> Claim | Suggestion | _Done:
-        history = in_budget(records)
+        history = in_budget(records, self.session)
         if len(history) >= plan.n_trials:
             return DONE
         if not isinstance(plan.strategy, BaseStrategy):
@@ -230,7 +249,8 @@ class TrialStore:
             return DONE
         if suggestion is WAIT:
             return WAIT
-        lost = [r.number for r in records if r.lost and r.params == suggestion.params]
+        counted = {t.number for t in history}  # the rest, lost or failed in an earlier run, are retried
+        lost = [r.number for r in records if r.number not in counted and r.params == suggestion.params]
         return self._start(plan, suggestion, worker, number, retry_of=lost[-1] if lost else None)
 
     def _start(self, plan: SearchPlan, suggestion: Suggestion, worker: str, number: int,
@@ -239,7 +259,8 @@ class TrialStore:
         template = optuna.trial.create_trial(
             state=OptunaState.RUNNING, params=suggestion.params,
             distributions=distributions(plan.space, suggestion.params),
-            user_attrs={CLAIM: {"stage": suggestion.stage, "worker": worker, "retry_of": retry_of}},
+            user_attrs={CLAIM: {"stage": suggestion.stage, "worker": worker, "retry_of": retry_of,
+                                "session": self.session}},
         )
         trial_id = self.storage.create_new_trial(self._study_id, template)
         return Claim(trial_id, number, suggestion.params, suggestion.stage, trial_seed(plan.seed, number), retry_of)
@@ -252,7 +273,7 @@ class TrialStore:
             study = optuna.load_study(study_name=self.study_name, storage=self.storage, sampler=sampler)
             trial = study.ask()
             params = suggest(trial, plan.space)
-        trial.set_user_attr(CLAIM, {"stage": 0, "worker": worker, "retry_of": None})
+        trial.set_user_attr(CLAIM, {"stage": 0, "worker": worker, "retry_of": None, "session": self.session})
         trial_id = self.storage.get_trial_id_from_study_id_trial_number(self._study_id, trial.number)
         return Claim(trial_id, trial.number, params, 0, trial_seed(plan.seed, trial.number))
 
@@ -441,6 +462,9 @@ def to_record(trial: FrozenTrial) -> TrialRecord:
         device=result.get("device", "cpu"),
         duration_s=result.get("duration_s", 0.0),
         node=result.get("node", ""),
+        where=result.get("where", ""),
+        traceback=result.get("traceback", ""),
+        session=int(trial.user_attrs.get(CLAIM, {}).get("session", 0)),
     )
 
 
@@ -458,4 +482,5 @@ def _result_attr(record: TrialRecord) -> dict[str, Any]:
     return {
         "state": record.state.value, "reason": record.reason, "metrics": record.metrics, "value": record.value,
         "seed": record.seed, "device": record.device, "duration_s": record.duration_s, "node": record.node,
+        **({"where": record.where, "traceback": record.traceback} if record.traceback else {}),
     }

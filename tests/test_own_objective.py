@@ -1,0 +1,184 @@
+"""A user's own objective, as a user meets it: a file in a fresh folder, the CLI or the API, and
+the one line expected when something is wrong."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import optuna
+import pytest
+from mlflow import MlflowClient
+
+import hpo
+from conftest import child_runs
+from hpo.store import to_record
+
+SPACE = """
+metric: val_loss
+direction: minimize
+params:
+  lr: {type: float, low: 1.0e-4, high: 0.1, log: true, grid: [0.0001, 0.001, 0.01, 0.1]}
+  weight_decay: {type: float, low: 1.0e-6, high: 1.0e-2, log: true, grid: [1.0e-5, 1.0e-3]}
+"""
+
+MISNAMED = """
+def objective(params, trial):
+    for step in range(3):
+        trial.report(step, val_loss=1.0 / (step + 1))
+    return params["learning_rate"] * 2
+"""
+
+
+def hpo_cli(folder: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([str(Path(sys.executable).with_name("hpo")), *args], cwd=folder, capture_output=True,
+                          text=True, timeout=600)
+
+
+def user_folder(tmp_path: Path, objective: str, space: str = SPACE) -> Path:
+    (tmp_path / "space.yaml").write_text(space)
+    (tmp_path / "mine.py").write_text(textwrap.dedent(objective))
+    return tmp_path
+
+
+def last_line(done: subprocess.CompletedProcess) -> str:
+    return done.stderr.strip().splitlines()[-1]
+
+
+def test_every_trial_failing_alike_stops_the_search_with_the_line_that_raised(tmp_path):
+    folder = user_folder(tmp_path, MISNAMED)
+    done = hpo_cli(folder, "search", "space.yaml", "--objective", "mine.py:objective", "--strategy", "grid",
+                   "--trials", "8", "--population", "1")
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert last_line(done) == ("hpo: error: mine.py:5: KeyError: 'learning_rate' — the space has lr, weight_decay "
+                               "(the first 3 trials failed so; the search stops)")
+    trials = optuna.load_study(study_name="space-objective-grid-seed0",
+                               storage=f"sqlite:///{folder / '.hpo' / 'optuna.db'}").trials
+    assert len(trials) == 3  # not the whole budget
+    records = [to_record(t) for t in trials]
+    assert all('params["learning_rate"]' in r.traceback and r.where == "mine.py:5" for r in records)
+    tracking_uri = f"sqlite:///{folder / '.hpo' / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri)
+    (parent,) = client.search_runs([client.get_experiment_by_name("space").experiment_id], "tags.`hpo.role` = 'search'")
+    runs = child_runs(tracking_uri, parent.info.run_id)
+    assert len(runs) == 3 and parent.info.status == "KILLED"
+    for run in runs:
+        assert run.data.tags["hpo.where"] == "mine.py:5"
+        text = Path(client.download_artifacts(run.info.run_id, "traceback.txt", str(tmp_path))).read_text()
+        assert "KeyError: 'learning_rate'" in text
+
+
+def test_the_api_raises_the_same_line(tmp_path, stores, unique):
+    def objective(params, trial):
+        return params["learning_rate"]
+
+    with pytest.raises(hpo.HpoError, match=r"^tests/test_own_objective\.py:\d+: KeyError: 'learning_rate' — the space has "
+                                           r"lr, weight_decay \(the first 3 trials"):
+        hpo.search(objective, hpo.load_space(user_folder(tmp_path, MISNAMED) / "space.yaml"), strategy="grid",
+                   n_trials=8, study_name=unique, experiment=unique, evaluate_test=False, **stores)
+
+
+def test_sporadic_failures_fail_only_their_trial_and_a_rerun_retries_them(tmp_path):
+    sometimes = """
+    def objective(params, trial):
+        if params["lr"] == 0.1:
+            raise ValueError("too fast for now")
+        return params["lr"]
+    """
+    folder = user_folder(tmp_path, sometimes)
+    args = ["search", "space.yaml", "--objective", "mine.py:objective", "--strategy", "grid", "--trials", "8"]
+    first = hpo_cli(folder, *args)
+    assert first.returncode == 0, first.stderr
+    assert "6 complete, 0 pruned, 2 failed" in first.stdout
+    (folder / "mine.py").write_text("def objective(params, trial):\n    return params['lr']\n")  # fixed
+    changed = hpo_cli(folder, *args)
+    assert changed.returncode == 2
+    assert last_line(changed) == (
+        "hpo: error: --objective: mine.py:objective changed since study 'space-objective-grid-seed0' ran 8 trials "
+        "with it; go on with them with keep_study (--keep-study), or start a fresh study with new_study (--new-study)")
+    again = hpo_cli(folder, *args, "--keep-study")
+    assert again.returncode == 0, again.stderr
+    assert "Resuming study 'space-objective-grid-seed0': 6 of its 8 trials done" in again.stderr
+    assert "8 complete, 0 pruned, 0 failed" in again.stdout  # the failed configurations ran again
+    fresh = hpo_cli(folder, *args, "--new-study")
+    assert fresh.returncode == 0 and "space-objective-grid-seed0-2: 8 trials" in fresh.stdout
+
+
+@pytest.mark.parametrize(
+    ("objective", "line"),
+    [
+        ("def objective(params):\n    return 1.0\n",
+         "--objective: mine.py:objective(params) cannot be called as objective(params, trial)"),
+        ("def objective(params, trial)\n    return 1.0\n", "--objective: mine.py:1: SyntaxError: expected ':'"),
+        ("import torch\nDATA = torch.load('missing.pt')\n\ndef objective(params, trial):\n    return 1.0\n",
+         "--objective: mine.py:2: FileNotFoundError: [Errno 2] No such file or directory: 'missing.pt'"),
+    ],
+    ids=["signature", "syntax", "import-time-error"],
+)
+def test_an_objective_that_cannot_run_is_refused_before_anything_is_written(tmp_path, objective, line):
+    folder = user_folder(tmp_path, objective)
+    done = hpo_cli(folder, "search", "space.yaml", "--objective", "mine.py:objective")
+    assert done.returncode == 2 and done.stderr.strip().splitlines() == [f"hpo: error: {line}"]
+    assert not (folder / ".hpo").exists()
+
+
+def test_a_metric_the_objective_does_not_report_stops_after_the_first_trial(tmp_path):
+    reports_val_loss = """
+    def objective(params, trial):
+        for step in range(4):
+            trial.report(step, val_loss=params["lr"] * (4 - step))
+        return params["lr"]
+    """
+    folder = user_folder(tmp_path, reports_val_loss, SPACE.replace("metric: val_loss", "metric: loss"))
+    done = hpo_cli(folder, "search", "space.yaml", "--objective", "mine.py:objective", "--pruner", "median",
+                   "--population", "1")
+    assert done.returncode == 2
+    assert last_line(done) == (
+        "hpo: error: its reports had no 'loss', which the pruner reads (they had val_loss) — report 'loss', or name "
+        "the space's metric after what the objective reports (the first trial failed so; the search stops)")
+
+
+def test_a_script_without_a_main_guard_runs_with_workers(tmp_path):
+    script = """
+    import hpo
+
+    def objective(params, trial):
+        for step in range(3):
+            trial.report(step, val_loss=params["lr"] + 1 / (step + 1))
+        return params["lr"]
+
+    result = hpo.search(objective, "space.yaml", strategy="grid", n_trials=8, driver=hpo.OptunaOptions(workers=2))
+    print("best", result.best_params["lr"])
+    """
+    folder = user_folder(tmp_path, "")
+    (folder / "search.py").write_text(textwrap.dedent(script))
+    done = subprocess.run([sys.executable, "search.py"], cwd=folder, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+    assert done.stdout.strip().splitlines() == ["best 0.0001"]  # the script ran once, in its own process
+
+
+def test_a_misspelt_key_is_named_as_written(tmp_path):
+    folder = user_folder(tmp_path, "", SPACE.replace("high: 0.1,", "hihg: 0.1,"))
+    done = hpo_cli(folder, "search", "space.yaml")
+    assert last_line(done) == "hpo: error: space.yaml: parameter 'lr': unknown key 'hihg' (did you mean 'high'?)"
+
+
+def test_api_errors_name_arguments_and_cli_errors_name_flags(tmp_path):
+    with pytest.raises(hpo.HpoError) as error:
+        hpo.prepare("digits_mlp", "lr_wd", n_trials=0)
+    assert str(error.value) == "n_trials: must be at least 1, got 0"
+    done = hpo_cli(tmp_path, "search", "lr_wd", "--trials", "0")
+    assert last_line(done) == "hpo: error: --trials: must be at least 1, got 0"
+
+
+def test_pruner_warm_up_comes_from_the_space_and_the_flags(tmp_path, stores, unique):
+    space = hpo.load_space(user_folder(tmp_path, "", SPACE + "pruning: {warmup_steps: 4, warmup_trials: 2}\n")
+                           / "space.yaml")
+    from_space = hpo.prepare("digits_mlp", space, pruner="median", **stores).plan.pruning
+    assert (from_space.pruner, from_space.warmup_steps, from_space.warmup_trials) == ("median", 4, 2)
+    flagged = hpo.prepare("digits_mlp", space, pruner="median", warmup_steps=1, **stores).plan.pruning
+    assert (flagged.warmup_steps, flagged.warmup_trials) == (1, 2)
+    default = hpo.prepare("digits_mlp", "lr_wd", pruner="successive-halving", **stores).plan.pruning
+    assert default.steps(25) == 5 and default.steps(5) == 2  # a fifth of the epochs, at least two
