@@ -14,6 +14,7 @@ _WHERE = {
     "PreparedSearch": "hpo._search",
     "join": "hpo._search",
     "prepare": "hpo._search",
+    "report": "hpo._search",
     "search": "hpo._search",
     "SearchListener": "hpo._listener",
     "SearchPlan": "hpo._plan",
@@ -46,6 +47,7 @@ __all__ = [
     "join",
     "load_space",
     "prepare",
+    "report",
     "search",
 ]
 
@@ -65,7 +67,7 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:
     from hpo._listener import SearchListener
     from hpo._plan import SearchPlan, SearchResult
-    from hpo._search import PreparedSearch, join, prepare, search
+    from hpo._search import PreparedSearch, join, prepare, report, search
     from hpo._trial import Trial, TrialPruned, TrialRecord, TrialState
     from hpo.drivers.optuna import OptunaOptions
     from hpo.drivers.ray import RayOptions

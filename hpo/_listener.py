@@ -11,5 +11,11 @@ class SearchListener:
     def resumed(self, trials: list[TrialRecord]) -> None:
         """The trials already in the study when the search starts."""
 
+    def running(self, numbers: list[int]) -> None:
+        """These trials (a population's members, or one) start running now, in this process."""
+
     def trial_finished(self, trial: TrialRecord) -> None:
         """A trial of this run has ended, whatever its state."""
+
+    def notice(self, text: str) -> None:
+        """Something the user should know (a store repaired)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from hpo._errors import HpoError
@@ -26,10 +27,14 @@ class SearchPlan:
     pruning: Pruning = field(default_factory=Pruning)
     seed: int = 0
     divergence_guard: bool = True
+    trial_timeout: float | None = None
+    """Seconds a trial may run (the space's ``timeout`` unless given)."""
 
     def __post_init__(self) -> None:
         if self.n_trials < 1:
             raise HpoError(f"must be at least 1, got {self.n_trials}", argument="n_trials")
+        if self.trial_timeout is not None and not self.trial_timeout > 0:
+            raise HpoError(f"must be more than 0 seconds, got {self.trial_timeout}", argument="trial_timeout")
 
     @property
     def strategy_name(self) -> str:
@@ -45,7 +50,7 @@ class SearchPlan:
             "space": self.space.model_dump(mode="json"), "strategy": strategy_spec(self.strategy),
             "n_trials": self.n_trials, "study_name": self.study_name, "objective": self.objective_name,
             "driver": self.driver_name, "pruning": self.pruning.model_dump(), "seed": self.seed,
-            "divergence_guard": self.divergence_guard,
+            "divergence_guard": self.divergence_guard, "trial_timeout": self.trial_timeout,
         }
 
     @classmethod
@@ -54,7 +59,7 @@ class SearchPlan:
             space=SearchSpace.model_validate(data["space"]), strategy=strategy_from_spec(data["strategy"]),
             n_trials=data["n_trials"], study_name=data["study_name"], objective_name=data["objective"],
             driver_name=data["driver"], pruning=Pruning.model_validate(data["pruning"]), seed=data["seed"],
-            divergence_guard=data["divergence_guard"],
+            divergence_guard=data["divergence_guard"], trial_timeout=data.get("trial_timeout"),
         )
 
 
@@ -88,6 +93,11 @@ class SearchResult:
     experiment_id: str = ""
     parent_run_id: str = ""
     test_metrics: dict[str, float] = field(default_factory=dict)
+    tracked: bool = True
+    """Whether MLflow holds all of it; if not (the tracking server was down at the end), the next
+    run of the search writes what is missing."""
+    report: Path | None = None
+    """The search's report (``report.html``, its plots beside it), written as the search ends."""
 
     @property
     def metric(self) -> str:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import NamedTuple
+from urllib.parse import quote, urlencode
 
 from rich.console import Console
 from rich.table import Table
@@ -61,8 +64,37 @@ def print_summary(result: SearchResult, console: Console) -> None:
         if result.test_metrics:
             tested = ", ".join(f"{k} {_fmt(v)}" for k, v in result.test_metrics.items())
             console.print(f"  [bold]test[/] (evaluated once): {tested}")
-    console.print(
-        f"MLflow: {result.tracking_uri}  experiment {result.space.name!r} "
-        f"(id {result.experiment_id}), search run {result.parent_run_id}; `make ui` opens "
-        f"http://127.0.0.1:5000/#/experiments/{result.experiment_id}/runs/{result.parent_run_id}"
-    )
+    if not result.tracked:
+        console.print("[yellow]MLflow could not be reached[/] to write all of this search: the next run of the "
+                      "same command writes what is missing from the study.")
+    if result.report is not None:
+        console.print(f"Report: {result.report}", soft_wrap=True)
+    console.print(mlflow_pointer(result), soft_wrap=True, highlight=False)
+
+
+def runs_url(base: str, result: SearchResult) -> str:
+    """The experiment's runs table in MLflow's model-training view, filtered to this search's
+    trials, best first."""
+    query = urlencode({
+        "workflowType": "machine_learning",
+        "searchFilter": f"tags.`hpo.study_run` = '{result.parent_run_id}'",
+        "orderByKey": f"metrics.`ranking_{result.metric}`",
+        "orderByAsc": str(result.space.direction == "minimize").lower(),
+    }, quote_via=quote)
+    return f"{base.rstrip('/')}/#/experiments/{result.experiment_id}/runs?{query}"
+
+
+def mlflow_pointer(result: SearchResult, cwd: Path | None = None) -> str:
+    """Where to see the search in MLflow: a link that lands on its trials, ranked. For the SQLite
+    store that ``make ui`` serves, at ``make ui``'s address (``HPO_UI_URL``, which ``make search``
+    sets from ``HOST``/``PORT``); for a tracking server, at the server; otherwise, how to serve it."""
+    uri = result.tracking_uri
+    where = f"MLflow: experiment id {result.experiment_id}, search run {result.parent_run_id}"
+    if uri.startswith(("http://", "https://")):
+        return f"{where}\n  {runs_url(uri, result)}"
+    served = ((cwd or Path.cwd()) / ".hpo" / "mlflow.db").resolve()
+    if uri.startswith("sqlite:///") and Path(uri.removeprefix("sqlite:///")).resolve() == served:
+        base = os.environ.get("HPO_UI_URL", "http://127.0.0.1:5000")
+        return f"{where}\n  `make ui` serves it: {runs_url(base, result)}"
+    return (f"{where} in {uri}\n  serve it with `mlflow ui --backend-store-uri {uri}`, then open "
+            f"{runs_url('http://127.0.0.1:5000', result)}")

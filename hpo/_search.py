@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,7 @@ from hpo._errors import HpoError
 from hpo._listener import SearchListener
 from hpo._objectives import fingerprint, resolve_objective
 from hpo._plan import SearchPlan, SearchResult, pruning_for
+from hpo._signals import stop_on_signals
 from hpo._trial import Trial, TrialRecord, TrialState, trial_seed
 from hpo.drivers import Driver, DriverOptions, driver_options
 from hpo.spaces import Pruning, SearchSpace, load_space, resolve_space_path
@@ -48,17 +50,31 @@ class PreparedSearch:
     keep_study: bool = False
 
     def run(self, listener: SearchListener | None = None) -> SearchResult:
+        """Run the search; Ctrl-C and SIGTERM stop it with its running trials closed as
+        interrupted (``KeyboardInterrupt``, ``Terminated``), to run again on resume."""
+        with stop_on_signals():
+            return self._run(listener or SearchListener())
+
+    def _run(self, listener: SearchListener) -> SearchResult:
         from hpo.loop import TrialLoop
 
         plan, store, tracker = self.plan, self.store, self.tracker
         if self.new_study:
-            plan, store = self._fresh_study()
-        listener = FailureWatch(listener or SearchListener(), plan)
+            plan, store = self._fresh_study(tracker)
+        listener = FailureWatch(listener, plan)
         store.check(plan, self.objective_fingerprint, keep=self.keep_study)
+        # MLflow first: a study that exists is in the store before any of its trials is in MLflow.
+        if (recorded := tracker.recorded_trials(plan.study_name)) and not store.exists():
+            raise HpoError(f"study {plan.study_name!r} is not in {store.url}, but MLflow holds {recorded} trial "
+                           "runs of its search: bring the study back, or start a fresh study with new_study "
+                           "(--new-study)", argument="storage")
         tracker.start_search(plan, self.space_path)
         try:
             store.open(plan, tracker.identity(), self.objective_fingerprint)
             loop = TrialLoop(plan, store, tracker)
+            if repaired := tracker.repair(store.trials()):
+                listener.notice(f"MLflow: {repaired} trial runs written again from the study (they were missing "
+                                "or left running)")
             listener.resumed(store.counted())
             self.driver.run(loop, self.objective, listener, self.population)
             trials = store.counted()
@@ -69,16 +85,19 @@ class PreparedSearch:
                               tracker.parent_run_id)
         if self.evaluate_test and result.best is not None and hasattr(self.objective, "test"):
             result.test_metrics = _test_once(self.objective, result.best, tracker, plan, self.driver.device)
-        tracker.finish_search(result)
+            store.record_test(result.test_metrics)
+        result.report = _write_report(store, tracker, result)
+        result.tracked = tracker.finish_search(result, store.trials(), result.report and result.report.parent)
         return result
 
-    def _fresh_study(self) -> tuple[SearchPlan, TrialStore]:
-        """The plan and store of the first study name not taken: NAME, NAME-2, NAME-3..."""
+    def _fresh_study(self, tracker: MlflowTracker) -> tuple[SearchPlan, TrialStore]:
+        """The plan and store of the first study name taken neither in the store nor in MLflow:
+        NAME, NAME-2, NAME-3..."""
         from hpo.store import TrialStore
 
         name, number = self.plan.study_name, 1
         store = self.store
-        while store.exists():
+        while store.exists() or tracker.recorded_trials(name):
             number += 1
             store = TrialStore(self.store.url, f"{self.plan.study_name}-{number}",
                                heartbeat_interval=self.store.heartbeat_interval, grace_period=self.store.grace_period)
@@ -107,6 +126,7 @@ def prepare(
     population: int | str = DEFAULT_POPULATION,
     new_study: bool = False,
     keep_study: bool = False,
+    trial_timeout: float | None = None,
 ) -> PreparedSearch:
     """Check everything a user can get wrong, before anything is written; see ``search``."""
     home = Path(home)
@@ -128,7 +148,11 @@ def prepare(
         pruning=pruning_for(space, pruner, warmup_steps, warmup_trials),
         seed=seed,
         divergence_guard=divergence_guard,
+        trial_timeout=trial_timeout if trial_timeout is not None else space.timeout,
     )
+    if plan.trial_timeout is not None and not options.time_limits:
+        raise HpoError(f"the {options.name} driver does not time trials out; the optuna driver does",
+                       argument="trial_timeout")
     engine = options.make(home)
     from hpo.store import TrialStore, default_storage_url
     from hpo.tracking import MlflowTracker
@@ -197,6 +221,7 @@ def search(
         home: The folder of the default stores (``.hpo``).
         new_study: Start a fresh study (the name followed by -2, -3...) instead of resuming one.
         keep_study: Resume the study even though the objective's source changed since it ran.
+        trial_timeout: Seconds a trial may run before it fails as ``timeout`` [the space's ``timeout``].
         population: Trials trained together as one stacked model, where the objective offers
             it (``population(params, trial)``, as the built-in ones do); ``"auto"`` (default)
             picks the size from the device, or one at a time for an objective that does not
@@ -212,6 +237,32 @@ def search(
         >>> result.best_params  # doctest: +SKIP
     """
     return prepare(objective, space, **options).run(listener)
+
+
+def report(study_name: str | None = None, storage: str | None = None, out: Path | None = None, *,
+           home: Path = Path(".hpo")) -> Path:
+    """Write the report of a past search (plots, ranked leaderboard, one HTML page) from its study
+    alone, offline; returns the page's path. ``study_name`` defaults to the storage's newest study,
+    ``out`` to ``HOME/reports/STUDY``.
+
+    Example:
+        >>> hpo.report("lr_wd-mnist1d_mlp-coarse-to-fine-seed0")  # doctest: +SKIP
+        PosixPath('.hpo/reports/lr_wd-mnist1d_mlp-coarse-to-fine-seed0/report.html')
+    """
+    from hpo.reporting import write_report
+    from hpo.store import TrialStore, default_storage_url, study_names
+
+    url = storage or default_storage_url(home)
+    names = study_names(url)
+    if not names:
+        raise HpoError(f"no study in {url}: run a search first", argument="storage")
+    if study_name is None:
+        study_name = names[-1]
+    elif study_name not in names:
+        close = difflib.get_close_matches(study_name, names, n=1)
+        hint = f"did you mean {close[0]!r}?" if close else f"it has {', '.join(map(repr, names[-5:]))}"
+        raise HpoError(f"no study {study_name!r} in {url}: {hint}", argument="study_name")
+    return write_report(TrialStore(url, study_name), out or home / "reports" / study_name)
 
 
 def join(
@@ -284,6 +335,9 @@ class FailureWatch(SearchListener):
     def resumed(self, trials: list[TrialRecord]) -> None:
         self.inner.resumed(trials)
 
+    def notice(self, text: str) -> None:
+        self.inner.notice(text)
+
     def trial_finished(self, trial: TrialRecord) -> None:
         self.inner.trial_finished(trial)
         if self.failed is None or trial.lost:
@@ -324,3 +378,17 @@ class _Counting(SearchListener):
     def trial_finished(self, trial: TrialRecord) -> None:
         self.count += 1
         self.inner.trial_finished(trial)
+
+
+def _write_report(store: TrialStore, tracker: MlflowTracker, result: SearchResult) -> Path | None:
+    """The search's report (``report.html`` and its plots) in ``reports/STUDY/`` beside the
+    study's home; None, with a warning, if it cannot be drawn: the search itself is done."""
+    from hpo.reporting import write_report
+
+    try:
+        return write_report(store, tracker.home / "reports" / result.study_name, run_ids=tracker.run_ids(),
+                            test_metrics=result.test_metrics)
+    except Exception as error:  # a plot that fails must not fail hours of search
+        warnings.warn(f"hpo: the search report could not be written: {type(error).__name__}: {error}",
+                      stacklevel=2)
+        return None

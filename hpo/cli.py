@@ -19,6 +19,7 @@ from rich.markup import escape
 from hpo._errors import HpoError
 from hpo._listener import SearchListener
 from hpo._search import DEFAULT_POPULATION, DEFAULT_STRATEGY, DEFAULT_TRIALS
+from hpo._signals import Terminated
 from hpo._trial import TrialRecord, TrialState
 from hpo.drivers import DRIVERS, DriverOptions
 from hpo.spaces import PRUNERS
@@ -41,17 +42,22 @@ class ProgressBar(SearchListener):
         self.task = progress.add_task("search", total=n_trials, status="")
 
     def resumed(self, trials: list[TrialRecord]) -> None:
+        self.progress.start()
         for trial in trials:
             self._count(trial)
         if trials:
             counts = ", ".join(f"{self.counts[s]} {s.value}" for s in TrialState if s is not TrialState.RUNNING)
             self.progress.console.print(f"Resuming study {self.study!r}: {len(trials)} of its {self.n_trials} "
-                                        f"trials done ({counts}); --new-study starts a fresh one", highlight=False)
+                                        f"trials done ({counts}); --new-study starts a fresh one", highlight=False,
+                                        soft_wrap=True)
         self._draw()
 
     def trial_finished(self, trial: TrialRecord) -> None:
         self._count(trial)
         self._draw()
+
+    def notice(self, text: str) -> None:
+        self.progress.console.print(text, highlight=False, soft_wrap=True)
 
     def _count(self, trial: TrialRecord) -> None:
         self.counts[trial.state] += 1
@@ -153,14 +159,16 @@ def cli() -> None:
 @click.option("--population", default=DEFAULT_POPULATION, show_default=True,
               help="Trials trained together as one stacked model: N, or auto (32 on a CPU, one at a time where "
                    "the objective or the driver cannot).")
+@click.option("--trial-timeout", type=float, help="Seconds a trial may run before it fails as timeout "
+                                                 "[default: the space's timeout, or none].")
 @click.option("--new-study", is_flag=True, help="Start a fresh study (NAME-2, NAME-3...) instead of resuming one.")
 @click.option("--keep-study", is_flag=True, help="Resume the study though the objective changed since it ran.")
 @_engine_flags(_ENGINES)
 def search(space: str, objective: str | None, strategy: str, driver: str, n_trials: int, pruner: str,
            warmup_steps: int | None, warmup_trials: int | None, storage: str | None, tracking_uri: str | None,
            experiment: str | None, study_name: str | None,
-           seed: int, divergence_guard: bool, evaluate_test: bool, population: str, new_study: bool,
-           keep_study: bool, **flags: Any) -> None:
+           seed: int, divergence_guard: bool, evaluate_test: bool, population: str, trial_timeout: float | None,
+           new_study: bool, keep_study: bool, **flags: Any) -> None:
     """Search SPACE (a name in search_spaces/ or a YAML path); rerunning resumes the study."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -172,15 +180,32 @@ def search(space: str, objective: str | None, strategy: str, driver: str, n_tria
         warmup_trials=warmup_trials, seed=seed, storage=storage,
         tracking_uri=tracking_uri, experiment=experiment, study_name=study_name, divergence_guard=divergence_guard,
         evaluate_test=evaluate_test, driver=engine_options(_ENGINES, driver, flags), population=population,
-        new_study=new_study, keep_study=keep_study,
+        new_study=new_study, keep_study=keep_study, trial_timeout=trial_timeout,
     )
     plan = prepared.plan
     columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[status]}"), TimeElapsedColumn()]
-    with Progress(*columns, console=console, transient=False) as progress:
-        bar = ProgressBar(progress, plan.n_trials, plan.space.metric, plan.space.direction, plan.study_name)
+    progress = Progress(*columns, console=console, transient=False)  # shown once the stores are open
+    bar = ProgressBar(progress, plan.n_trials, plan.space.metric, plan.space.direction, plan.study_name)
+    try:
         result = prepared.run(bar)
+    finally:
+        progress.stop()
     print_summary(result, Console())
+
+
+@cli.command()
+@click.argument("study", required=False)
+@click.option("--storage", help="The search's trial store [default: sqlite:///.hpo/optuna.db].")
+@click.option("--out", type=click.Path(file_okay=False), help="Folder for the report [default: .hpo/reports/STUDY].")
+def report(study: str | None, storage: str | None, out: str | None) -> None:
+    """Write the report of a past search (STUDY, or the newest) from its study: plots, ranked
+    leaderboard and one self-contained HTML page. Offline: no MLflow needed."""
+    from pathlib import Path
+
+    from hpo._search import report as write
+
+    console.print(f"Report: {write(study, storage, Path(out) if out else None)}", soft_wrap=True, highlight=False)
 
 
 @cli.command()
@@ -208,8 +233,12 @@ def main() -> None:
     except click.ClickException as error:
         console.print(f"[red]hpo: error:[/] {escape(error.format_message())}", highlight=False, soft_wrap=True)
         sys.exit(error.exit_code)
-    except (KeyboardInterrupt, click.exceptions.Abort):
-        console.print("hpo: interrupted; run the same command again to resume")
+    except (KeyboardInterrupt, click.exceptions.Abort) as stop:  # click turns Ctrl-C into Abort
+        if isinstance(stop, Terminated) or isinstance(stop.__cause__, Terminated):
+            console.print("hpo: terminated; its running trials are closed as interrupted: run the same command "
+                          "again to resume", soft_wrap=True)
+            sys.exit(143)
+        console.print("hpo: interrupted; run the same command again to resume", soft_wrap=True)
         sys.exit(130)
 
 

@@ -14,12 +14,15 @@ from typing import Any
 from hpo._errors import HpoError
 from hpo._listener import SearchListener
 from hpo._plan import SearchPlan
+from hpo._signals import TrialTimeout, time_limit
 from hpo._trial import (
     INTERRUPTED,
+    TIMEOUT,
     WORKER_LOST,
     DivergenceGuard,
     Outcome,
     Trial,
+    TrialPruned,
     TrialRecord,
     TrialState,
     run_objective,
@@ -28,7 +31,7 @@ from hpo.store import DONE, Claim, TrialStore
 from hpo.strategies import WAIT
 from hpo.tracking import MlflowTracker, TrialRun
 
-ShouldPrune = Callable[[int, float], "str | None"]
+ShouldPrune = Callable[[int, float], "TrialPruned | None"]
 PruneFor = Callable[[Claim], "ShouldPrune | None"]
 """For a claimed trial, the function its reports ask whether it must stop (``None``: never)."""
 
@@ -62,6 +65,7 @@ def make_trial(plan: SearchPlan, claim: Claim, *, device: str, context: Any = No
                should_prune: ShouldPrune | None = None) -> Trial:
     """The handle the objective gets for a claimed trial."""
     return Trial(claim.number, seed=claim.seed, device=device, stage=claim.stage, metric=plan.space.metric,
+                 direction=plan.space.direction,
                  on_report=on_report, should_prune=should_prune,
                  guard=DivergenceGuard() if plan.divergence_guard else None, context=context)
 
@@ -82,14 +86,16 @@ def run_trial(
     trial = make_trial(plan, claim, device=device, context=context, on_report=on_report, should_prune=should_prune)
     started = time.perf_counter()
     outcome = run_objective(objective, {**plan.space.fixed, **claim.params}, trial, plan.space.metric)
-    return record_of(claim, outcome, device, time.perf_counter() - started, node)
+    return record_of(claim, outcome, device, time.perf_counter() - started, node, trial.curve())
 
 
-def record_of(claim: Claim, outcome: Outcome, device: str, duration_s: float, node: str | None = None) -> TrialRecord:
+def record_of(claim: Claim, outcome: Outcome, device: str, duration_s: float, node: str | None = None,
+              curve: list[tuple[int, float]] | None = None) -> TrialRecord:
     return TrialRecord(
         number=claim.number, params=claim.params, state=outcome.state, value=outcome.value, stage=claim.stage,
         reason=outcome.reason, metrics=outcome.metrics, seed=claim.seed, device=device, duration_s=duration_s,
-        node=node or socket.gethostname(), where=outcome.where, traceback=outcome.traceback,
+        node=node or socket.gethostname(), where=outcome.where, traceback=outcome.traceback, detail=outcome.detail,
+        curve=curve or [],
     )
 
 
@@ -132,8 +138,10 @@ class TrialLoop:
     def run(self, batch: list[Started], objective: Callable[..., Any], *, device: str, context: Any = None,
             pruning: PruneFor | None = None) -> list[TrialRecord]:
         """Run claimed trials here and finish them: together, in populations of the members
-        that can train together, where the objective offers it; else one after another.
-        Ctrl-C finishes every unfinished one as interrupted, then stops."""
+        that can train together, where the objective offers it; else one after another, each
+        within the plan's time limit. Whatever stops the loop itself (Ctrl-C, SIGTERM, an error
+        that ends the search) finishes every unfinished one as interrupted first: none is left
+        running, and they run again on resume."""
         began = time.perf_counter()
         records: dict[int, TrialRecord] = {}
         try:
@@ -143,11 +151,12 @@ class TrialLoop:
                                                         pruning=pruning))
             else:
                 for started in batch:
-                    record = run_trial(self.plan, objective, started.claim, device=device, context=context,
-                                       on_report=started.run.log,
-                                       should_prune=pruning(started.claim) if pruning else None)
+                    with time_limit(self.plan.trial_timeout):
+                        record = run_trial(self.plan, objective, started.claim, device=device, context=context,
+                                           on_report=started.run.log,
+                                           should_prune=pruning(started.claim) if pruning else None)
                     records[started.claim.number] = self.finish(started, record)
-        except KeyboardInterrupt:  # the user stopped the search: these trials run again on resume
+        except BaseException:
             interrupted = Outcome(TrialState.FAILED, reason=INTERRUPTED)
             for started in batch:
                 if started.claim.number not in records:
@@ -172,14 +181,18 @@ class TrialLoop:
                              should_prune=pruning(s.claim) if pruning else None) for s in group]
         members = [({**plan.space.fixed, **s.claim.params}, trial) for s, trial in zip(group, trials, strict=True)]
         began = time.perf_counter()
-        recipe = objective.population(members[0][0], trials[0])
-        outcomes = train_population(recipe, members, plan.space.metric)
+        try:
+            with time_limit(plan.trial_timeout):  # the members share their time: the limit is each one's
+                outcomes = train_population(objective.population(members[0][0], trials[0]), members,
+                                            plan.space.metric)
+        except TrialTimeout:
+            outcomes = [Outcome(TrialState.FAILED, reason=TIMEOUT)] * len(group)
         duration = time.perf_counter() - began
         name = f"{worker_name()}/{group[0].claim.number}"
         tags = {"hpo.population": name, "hpo.population_size": str(len(group))}
         return {
-            s.claim.number: self.finish(s, record_of(s.claim, outcome, device, duration), tags)
-            for s, outcome in zip(group, outcomes, strict=True)
+            s.claim.number: self.finish(s, record_of(s.claim, outcome, device, duration, curve=trial.curve()), tags)
+            for s, outcome, trial in zip(group, outcomes, trials, strict=True)
         }
 
     def finish(self, started: Started, record: TrialRecord, tags: dict[str, str] | None = None) -> TrialRecord:
@@ -234,6 +247,7 @@ def work(
                 time.sleep(0.5)  # the next stage waits for trials running elsewhere
             else:
                 assert isinstance(batch, list)
+                listener.running([started.claim.number for started in batch])
                 with heartbeat.beating([started.claim.trial_id for started in batch]):
                     records = loop.run(batch, objective, device=device, context=context, pruning=pruning)
                 for record in records:

@@ -11,7 +11,7 @@ from mlflow import MlflowClient
 
 import hpo
 from conftest import child_runs, digits_space
-from hpo import Trial, TrialState
+from hpo import Trial, TrialPruned, TrialState
 from hpo._trial import DivergenceGuard
 from hpo.population import OPTIMIZERS, SCHEDULES, train_population
 from hpo.strategies import params_key
@@ -97,7 +97,7 @@ def test_pruning_one_member_leaves_the_others_curves_unchanged():
     base = {"optimizer": "sgd_momentum", "epochs": 5, "dropout": 0.0, "batch_size": 128}
     params = [{**base, **member} for member in MEMBERS]
     free, _ = together(digits_mlp, params)
-    stop_at_2 = {"should_prune": lambda step, value: "median" if step == 2 else None}
+    stop_at_2 = {"should_prune": lambda step, value: TrialPruned("median") if step == 2 else None}
     pruned, outcomes = together(digits_mlp, params, {1: stop_at_2})
     assert (outcomes[1].state, outcomes[1].reason) == (TrialState.PRUNED, "median")
     assert [step for step, _ in pruned[1]] == [0, 1, 2]
@@ -134,7 +134,8 @@ def test_a_search_with_populations_keeps_every_trial_its_own(stores, unique):
     client = MlflowClient(stores["tracking_uri"])
     for run in runs:  # each member's own curve, from the untrained model on
         steps = [m.step for m in client.get_metric_history(run.info.run_id, "val_loss")]
-        assert steps[0] == 0 and steps == list(range(len(steps)))
+        assert steps == list(range(1, len(steps) + 1))
+        assert [m.step for m in client.get_metric_history(run.info.run_id, "initial_val_loss")] == [0]
         assert run.info.status == {"complete": "FINISHED", "pruned": "KILLED"}[run.data.tags["hpo.state"]]
 
 

@@ -77,7 +77,8 @@ def test_a_killed_search_resumes_and_its_lost_trial_is_recorded_once(tmp_path, s
 def test_ctrl_c_closes_the_running_trial_and_a_rerun_runs_it_again(stores, unique):
     def interrupted_at_trial_1(params, trial):
         if trial.number == 1:
-            raise KeyboardInterrupt  # what Ctrl-C raises in the middle of training
+            os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C in the middle of training
+            time.sleep(10)
         return 1.0 / params["lr"]
 
     options = dict(strategy="grid", n_trials=3, study_name=unique, experiment=unique, evaluate_test=False, **stores)

@@ -19,7 +19,7 @@ def test_report_calls_the_sink_then_the_pruner():
 
 
 def test_pruner_decision_ends_the_trial_with_its_reason():
-    trial = Trial(0, seed=0, metric="val_loss", should_prune=lambda s, v: "median" if s >= 2 else None)
+    trial = Trial(0, seed=0, metric="val_loss", should_prune=lambda s, v: TrialPruned("median") if s >= 2 else None)
     trial.report(1, val_loss=1.0)
     with pytest.raises(TrialPruned) as pruned:
         trial.report(2, val_loss=1.0)

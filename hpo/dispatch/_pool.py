@@ -5,7 +5,10 @@ says so, and stops them all when the search ends."""
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import multiprocessing as mp
+import os
 import queue
 import signal
 import sys
@@ -14,11 +17,13 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from hpo._errors import HpoError
+from hpo._signals import STOP
 from hpo.dispatch._slots import DeviceSlot
 
 STOP_TIMEOUT_S = 30.0
 """How long a stopped worker may take to close its running trial before it is killed."""
 _REFUSED = 2  # a worker's exit code after it sent the parent a user error
+_PR_SET_PDEATHSIG = 1  # prctl(2): the signal a process gets when its parent dies
 
 WorkerMain = Callable[[DeviceSlot, Any], None]
 """What a worker runs: ``main(slot, events)``, with ``events.put(...)`` reaching the parent. It
@@ -34,20 +39,34 @@ class _Refused:
 
 
 def _interrupt(signum: int, frame: Any) -> None:
-    """SIGTERM from the parent: stop as Ctrl-C would, once."""
+    """SIGTERM from the parent (or sent when the parent died): stop as Ctrl-C would, once."""
+    STOP.set()
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise KeyboardInterrupt
 
 
-def _process_main(main: WorkerMain, slot: DeviceSlot, events: Any) -> None:
+def _die_with(parent: int) -> None:
+    """Have the kernel send this process SIGTERM when its parent dies (Linux), so that a worker
+    never goes on claiming trials for a search that is gone."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent:  # it died before the request was made
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _process_main(main: WorkerMain, slot: DeviceSlot, events: Any, parent: int) -> None:
     """A worker process: pin the slot, then run ``main``.
 
     Ctrl-C reaches the whole process group; the parent alone answers it, stopping each worker
     with SIGTERM, which ``main`` meets as ``KeyboardInterrupt`` (ending its trial as interrupted).
+    A worker whose parent dies gets the same SIGTERM, and leaves without waiting for the
+    parent to read what it sent.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _interrupt)
     try:
+        _die_with(parent)
         main(slot.pin(), events)
     except KeyboardInterrupt:
         sys.exit(130)
@@ -56,6 +75,8 @@ def _process_main(main: WorkerMain, slot: DeviceSlot, events: Any) -> None:
         sys.exit(_REFUSED)
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)  # leaving: nothing left to close
+        if os.getppid() != parent:
+            events.cancel_join_thread()  # nobody reads them any more: do not wait to flush them
 
 
 class WorkerPool:
@@ -74,6 +95,7 @@ class WorkerPool:
         on_event: Callable[[Any], None],
         on_lost: Callable[[int], None],
         on_stopped: Callable[[int], None],
+        on_tick: Callable[[WorkerPool], None] | None = None,
         max_restarts: int | None = None,
     ) -> None:
         self.slots = slots
@@ -81,6 +103,8 @@ class WorkerPool:
         self.on_event = on_event
         self.on_lost = on_lost
         self.on_stopped = on_stopped
+        self.on_tick = on_tick
+        self._replaced: set[int] = set()  # workers killed on purpose: replaced, not counted as dying
         self.max_restarts = 2 * len(slots) if max_restarts is None else max_restarts
         self.context = mp.get_context("spawn")  # no inherited CUDA state, locks or DB connections
 
@@ -95,6 +119,8 @@ class WorkerPool:
                     continue
                 except queue.Empty:
                     pass
+                if self.on_tick is not None:
+                    self.on_tick(self)
                 for index, process in list(workers.items()):
                     if process.exitcode is None:
                         continue
@@ -102,6 +128,9 @@ class WorkerPool:
                     if process.exitcode in (0, _REFUSED):  # done, or refused: its message is on the way
                         continue
                     self.on_lost(process.pid)
+                    if process.pid in self._replaced:
+                        workers[index] = self._start(self.slots[index], events)
+                        continue
                     if restarts >= self.max_restarts:
                         raise HpoError(f"workers keep dying ({restarts + 1} so far, the last "
                                        f"{_how(process.exitcode)}); their output above says why", argument="workers")
@@ -115,13 +144,20 @@ class WorkerPool:
             except queue.Empty:
                 break
 
+    def replace(self, pid: int) -> None:
+        """Kill worker ``pid`` (its trial hangs) and start another in its slot."""
+        self._replaced.add(pid)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
     def _hear(self, event: Any) -> None:
         if isinstance(event, _Refused):
             raise event.error
         self.on_event(event)
 
     def _start(self, slot: DeviceSlot, events: Any) -> Any:
-        process = self.context.Process(target=_process_main, args=(self.main, slot, events), name=f"hpo-{slot.name}")
+        process = self.context.Process(target=_process_main, args=(self.main, slot, events, os.getpid()),
+                                       name=f"hpo-{slot.name}")
         with _main_script_not_rerun():
             process.start()
         return process

@@ -21,6 +21,8 @@ class DriverOptions(BaseModel):
     name: ClassVar[str]
     populations: ClassVar[bool] = False
     """Whether the engine trains populations (``population`` > 1)."""
+    time_limits: ClassVar[bool] = False
+    """Whether the engine ends a trial that runs past ``trial_timeout``."""
 
     @classmethod
     def flags(cls) -> dict[str, str]:

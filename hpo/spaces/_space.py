@@ -41,6 +41,8 @@ class SearchSpace(BaseModel):
     """Values passed to the objective as they are, never searched (epochs, model width...)."""
     pruning: Pruning = Field(default_factory=Pruning)
     """The pruner's warm-up for this space's trials (the pruner itself is chosen per search)."""
+    timeout: float | None = Field(None, gt=0)
+    """Seconds a trial may run; one over it fails as ``timeout`` (``--trial-timeout`` overrides)."""
 
     @property
     def epochs(self) -> int:

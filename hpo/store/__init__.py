@@ -9,8 +9,9 @@ from hpo.store._store import (
     claimed_by,
     default_storage_url,
     retry_of,
+    study_names,
     to_record,
 )
 
 __all__ = ["DONE", "MAX_RETRIES", "Claim", "Heartbeat", "TrialStore", "claimed_by", "default_storage_url",
-           "in_budget", "retry_of", "to_record"]
+           "in_budget", "retry_of", "study_names", "to_record"]

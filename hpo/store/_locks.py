@@ -9,14 +9,16 @@ from typing import Any
 import filelock
 
 from hpo._errors import HpoError
+from hpo._files import sqlite_path
 
 
 def claim_lock(url: str, study_name: str) -> Any:
     """A lock file beside an SQLite storage (one machine), a PostgreSQL advisory lock keyed by
     the study (every machine on the database). Other databases are refused: without a lock,
     two workers could claim the same grid point or one trial too many."""
-    if url.startswith("sqlite:///") and len(url) > len("sqlite:///"):
-        return filelock.FileLock(url.removeprefix("sqlite:///") + ".claim.lock")
+    path = sqlite_path(url)
+    if path is not None:
+        return filelock.FileLock(f"{path}.claim.lock")
     if url.startswith("postgresql"):
         return AdvisoryLock(url, study_name)
     scheme = url.partition("://")[0]

@@ -19,6 +19,7 @@ from optuna.trial import FrozenTrial
 from optuna.trial import TrialState as OptunaState
 
 from hpo._errors import HpoError
+from hpo._files import create_whole, sqlite_path, unusable, writable
 from hpo._plan import SearchPlan
 from hpo._trial import WORKER_LOST, TrialRecord, TrialState, trial_seed
 from hpo.spaces import CategoricalParam, FloatParam, SearchSpace
@@ -35,6 +36,7 @@ OBJECTIVE = "hpo.objective_fingerprint"  # the objective's source, hashed: a rer
 SESSION = "hpo.session"  # how many runs the search has had: claims carry the run's number
 CLAIM = "hpo.claim"  # stage, worker (host:pid of the process that claimed it), retry_of (the lost trial
 # whose configuration it runs again): one attribute, as each costs the claim a database round trip
+TEST = "hpo.test"  # the best configuration's test score, once evaluated
 RESULT = "hpo.result"  # state, reason, metrics, seed, device, duration: written once, as it ends
 
 _STATES = {
@@ -90,6 +92,16 @@ def _optuna_on_purpose() -> Iterator[None]:
         yield
 
 
+def study_names(url: str) -> list[str]:
+    """The studies hpo started in a storage, oldest first (none where the file does not exist)."""
+    path = sqlite_path(url)
+    if path is not None and not path.exists():
+        return []
+    with _optuna_on_purpose():
+        summaries = optuna.get_all_study_summaries(url, include_best_trial=False)
+    return [s.study_name for s in summaries if PLAN in s.user_attrs]
+
+
 class TrialStore:
     """A search's trials in an Optuna storage (any RDB URL: an SQLite file for one machine,
     PostgreSQL for many), shared by every engine and every process of the search.
@@ -136,13 +148,20 @@ class TrialStore:
     # -- the study --------------------------------------------------------------------------
     @property
     def storage(self) -> optuna.storages.RDBStorage:
+        """The storage, connected on first use; an SQLite file is created whole if it is missing."""
         if self._storage is None:
+            path = sqlite_path(self.url)
+            if path is not None:
+                writable(path, "storage")
+                create_whole(path, optuna.storages.RDBStorage, "storage")
             try:
                 with _optuna_on_purpose():
                     self._storage = optuna.storages.RDBStorage(
                         self.url, heartbeat_interval=self.heartbeat_interval, grace_period=self.grace_period
                     )
             except Exception as error:
+                if path is not None:
+                    raise unusable(path, "Optuna study store", error, "storage") from None
                 message = f"cannot open {self.url}: {type(error).__name__}: {error}"
                 raise HpoError(message.splitlines()[0], argument="storage") from None
         return self._storage
@@ -157,6 +176,9 @@ class TrialStore:
         return self._study
 
     def exists(self) -> bool:
+        path = sqlite_path(self.url)
+        if path is not None and not path.exists():
+            return False  # and nothing is created to find it out
         try:
             self.storage.get_study_id_from_name(self.study_name)
         except KeyError:
@@ -205,6 +227,13 @@ class TrialStore:
             raise HpoError(f"{self.study_name!r} was not started by hpo search", argument="study_name")
         self.session = int(attrs.get(SESSION, 1))  # a joining process works in the search's current run
         return attrs[PLAN], attrs[TRACKING]
+
+    def record_test(self, metrics: dict[str, float]) -> None:
+        """Keep the best configuration's test score with the study (for its report)."""
+        self.study.set_user_attr(TEST, metrics)
+
+    def tested(self) -> dict[str, float]:
+        return dict(self.study.user_attrs.get(TEST, {}))
 
     # -- trials -----------------------------------------------------------------------------
     def trials(self, states: Sequence[OptunaState] | None = None) -> list[TrialRecord]:
@@ -465,6 +494,8 @@ def to_record(trial: FrozenTrial) -> TrialRecord:
         where=result.get("where", ""),
         traceback=result.get("traceback", ""),
         session=int(trial.user_attrs.get(CLAIM, {}).get("session", 0)),
+        detail=result.get("detail", ""),
+        curve=[(int(step), float(value)) for step, value in result.get("curve", [])],
     )
 
 
@@ -483,4 +514,6 @@ def _result_attr(record: TrialRecord) -> dict[str, Any]:
         "state": record.state.value, "reason": record.reason, "metrics": record.metrics, "value": record.value,
         "seed": record.seed, "device": record.device, "duration_s": record.duration_s, "node": record.node,
         **({"where": record.where, "traceback": record.traceback} if record.traceback else {}),
+        **({"detail": record.detail} if record.detail else {}),
+        **({"curve": [[step, value] for step, value in record.curve]} if record.curve else {}),
     }

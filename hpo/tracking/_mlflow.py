@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -13,8 +11,9 @@ from typing import TYPE_CHECKING, Any
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 
-from hpo._trial import TrialRecord, TrialState
-from hpo.tracking._writer import Writer
+from hpo._files import create_whole, sqlite_path, unusable, writable
+from hpo._trial import TrialRecord, TrialState, how_it_ended
+from hpo.tracking._writer import FLUSH_LIMIT_S, Writer
 
 if TYPE_CHECKING:
     from hpo._plan import SearchPlan, SearchResult
@@ -44,24 +43,32 @@ def _now_ms() -> int:
 class TrialRun:
     """A trial's child run, written by the tracker's background writer: created at once, its
     curves logged whenever the writer is idle (live curves) or else at the end, and finished
-    with one batch. The training path only queues."""
+    with one batch. The training path only queues.
 
-    def __init__(self, writer: Writer, experiment_id: str, *, name: str, tags: Mapping[str, str],
+    Step 0 (the untrained model, by the built-in objectives' convention) is logged as
+    ``initial_*``, so that its loss does not set the scale of every curve."""
+
+    def __init__(self, writer: Writer, experiment_id: str, *, number: int, metric: str, tags: Mapping[str, str],
                  params: Mapping[str, Any]) -> None:
         self.writer = writer
         self.run_id: str | None = None  # set by the writer once the run exists
-        self._params = [Param(k, str(v)) for k, v in params.items()]
+        self._params = [Param(k, shown(v)) for k, v in params.items()]
         self._pending: list[Metric] = []
         self._last_flush = time.monotonic()
+        self._metric = metric
+        self._last_step = 0
 
         def create(client: MlflowClient) -> None:
-            self.run_id = client.create_run(experiment_id, tags=dict(tags), run_name=name).info.run_id
+            self.run_id = client.create_run(experiment_id, tags=dict(tags), run_name=run_name(number)).info.run_id
 
         writer.submit(create)
 
     def log(self, step: int, metrics: Mapping[str, float]) -> None:
         now = _now_ms()
-        self._pending += [Metric(name, value, now, step) for name, value in metrics.items()]
+        prefix = "initial_" if step == 0 else ""
+        self._pending += [Metric(prefix + name, value, now, step) for name, value in metrics.items()]
+        if self._metric in metrics:
+            self._last_step = step
         if time.monotonic() - self._last_flush > _FLUSH_EVERY_S and self.writer.idle:
             self.flush()
 
@@ -74,18 +81,13 @@ class TrialRun:
             self.writer.submit(lambda client: _log_batch(client, self.run_id, metrics=metrics, params=params))
 
     def finish(self, record: TrialRecord, tags: Mapping[str, str] | None = None) -> None:
-        """Final metrics (``final_*``, apart from the per-step series), state, reason and
-        duration, and ``tags``; the run status mirrors the state."""
-        now = _now_ms()
-        final = {f"final_{name}": value for name, value in record.metrics.items()}
-        self._pending += [
-            Metric(name, value, now, 0) for name, value in {**final, "duration_s": record.duration_s}.items()
-        ]
+        """Final metrics (``final_*``, apart from the per-step series), the ranking metric, state,
+        reason and duration, and ``tags``; the run's name and description say how it ended,
+        its status mirrors the state."""
+        self._pending += _end_metrics(record, self._metric)
         metrics, params = self._pending, self._params
         self._pending, self._params = [], []
-        tags = {**(tags or {}), "hpo.state": record.state.value, "hpo.reason": record.reason, "hpo.node": record.node}
-        if record.where:
-            tags["hpo.where"] = record.where
+        tags = {**(tags or {}), **_end_tags(record, self._metric, self._last_step)}
 
         def finish(client: MlflowClient) -> None:
             _log_batch(client, self.run_id, metrics=metrics, params=params,
@@ -95,6 +97,48 @@ class TrialRun:
             client.set_terminated(self.run_id, RUN_STATUS[record.state])
 
         self.writer.submit(finish)
+
+
+def shown(value: Any) -> str:
+    """A parameter as the runs table shows it: floats to 4 significant digits (the exact values
+    are in the study and ``best_config.json``)."""
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def run_name(number: int, state: TrialState = TrialState.RUNNING, *, epoch: int = 0,
+             value: float | None = None, metric: str = "") -> str:
+    """What the runs table shows of a trial without any column chosen: ``trial-0007 val_loss=0.2314``,
+    ``trial-0007 pruned at epoch 2 val_loss=0.263``, ``trial-0007 failed``."""
+    name = f"trial-{number:04d}"
+    if state is TrialState.FAILED:
+        return f"{name} failed"
+    if state is TrialState.PRUNED:
+        name += " pruned" + (f" at epoch {epoch}" if epoch else "")
+    return name + (f" {metric}={value:.4g}" if value is not None and metric else "")
+
+
+def ranking_metric(metric: str) -> str:
+    """The metric every trial's run carries, whatever its state, for sorting and plotting: a
+    complete trial's value, a pruned trial's best before it was stopped."""
+    return f"ranking_{metric}"
+
+
+def _end_metrics(record: TrialRecord, metric: str) -> list[Metric]:
+    now = _now_ms()
+    values = {f"final_{name}": value for name, value in record.metrics.items()}
+    if record.value is not None and record.state is not TrialState.FAILED:
+        values[ranking_metric(metric)] = record.value
+    values["duration_s"] = record.duration_s
+    return [Metric(name, value, now, 0) for name, value in values.items()]
+
+
+def _end_tags(record: TrialRecord, metric: str, epoch: int = 0) -> dict[str, str]:
+    tags = {"hpo.state": record.state.value, "hpo.reason": record.reason, "hpo.node": record.node,
+            "mlflow.runName": run_name(record.number, record.state, epoch=epoch, value=record.value, metric=metric),
+            "mlflow.note.content": how_it_ended(record, metric)}
+    if record.where:
+        tags["hpo.where"] = record.where
+    return tags
 
 
 def _log_batch(client: MlflowClient, run_id: str | None, *, metrics: Sequence[Metric] = (),
@@ -121,19 +165,35 @@ class MlflowTracker:
         self.writer: Writer  # the background writer of trial runs, made with the client
         self.experiment_id = ""
         self.parent_run_id = ""
+        self.metric = ""  # the space's, set by start_search: what the trials' runs are ranked by
 
     # -- the search -------------------------------------------------------------------------
+    def recorded_trials(self, study_name: str) -> int:
+        """How many trial runs MLflow holds for the search of ``study_name`` (0 if none)."""
+        self._connect()
+        experiment = self.client.get_experiment_by_name(self.experiment_name)
+        if experiment is None:
+            return 0
+        parent = self._search_run(experiment.experiment_id, study_name)
+        if parent is None:
+            return 0
+        query = f"tags.`hpo.study_run` = '{parent.info.run_id}'"
+        return len(self.client.search_runs([experiment.experiment_id], query, max_results=1000))
+
+    def _search_run(self, experiment_id: str, study_name: str) -> Any:
+        runs = self.client.search_runs(
+            [experiment_id], f"tags.`hpo.study` = '{study_name}' and tags.`hpo.role` = 'search'", max_results=1
+        )
+        return runs[0] if runs else None
+
     def start_search(self, plan: SearchPlan, space_path: Path | None) -> None:
         """Create the parent run, or reopen the one of the same study when resuming."""
         self._connect()
+        self.metric = plan.space.metric
         self.experiment_id = self._experiment_id()
-        runs = self.client.search_runs(
-            [self.experiment_id],
-            f"tags.`hpo.study` = '{plan.study_name}' and tags.`hpo.role` = 'search'",
-            max_results=1,
-        )
-        if runs:
-            self.parent_run_id = runs[0].info.run_id
+        found = self._search_run(self.experiment_id, plan.study_name)
+        if found is not None:
+            self.parent_run_id = found.info.run_id
             self.client.update_run(self.parent_run_id, status="RUNNING")
             self.client.set_tag(self.parent_run_id, "hpo.budget", str(plan.n_trials))
             return
@@ -159,28 +219,35 @@ class MlflowTracker:
         else:
             self.client.log_dict(self.parent_run_id, plan.space.model_dump(mode="json"), "space.json")
 
-    def finish_search(self, result: SearchResult) -> None:
-        """Summary metrics and artifacts on the parent run, then close it."""
-        self.flush()
+    def finish_search(self, result: SearchResult, trials: Sequence[TrialRecord], report: Path | None = None) -> bool:
+        """After the trials' own writes: every trial of the study (``trials``) in MLflow as the
+        study holds it (a worker that could not write, an outage), then the summary on the parent
+        run (and the files of ``report``, a folder), closed. Waits at most ``FLUSH_LIMIT_S`` for a
+        tracking server that is down; returns whether everything is written (if not, the next run
+        writes it)."""
         run_id = self.parent_run_id
-        counts = {state.value: 0 for state in TrialState if state is not TrialState.RUNNING}
-        for trial in result.trials:
-            if trial.finished:
-                counts[trial.state.value] += 1
-        metrics = {f"trials_{state}": n for state, n in counts.items()}
-        if result.best is not None:
-            metrics[f"best_{result.metric}"] = result.best.value
-            self.client.log_dict(run_id, _best_config(result), "best_config.json")
-            self.client.set_tag(run_id, "hpo.best_trial", str(result.best.number))
-        metrics.update({f"test_{k}": v for k, v in result.test_metrics.items()})
-        now = _now_ms()
-        self.client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()])
-        self.client.log_text(run_id, _leaderboard_csv(result.trials), "leaderboard.csv")
-        self.client.set_terminated(run_id, "FINISHED")
+        self.writer.submit(lambda client: self._repair(client, trials))
+        self.writer.submit(lambda client: _summary(client, run_id, result, self._run_ids(client), report))
+        return self.writer.flush(FLUSH_LIMIT_S)
+
+    def run_ids(self) -> dict[int, str]:
+        """Each trial's child run id, by trial number (after the writes queued so far; empty when
+        MLflow cannot be reached)."""
+        if not self.flush():
+            return {}
+        try:
+            return self._run_ids(self.client)
+        except Exception:
+            return {}
+
+    def _run_ids(self, client: MlflowClient) -> dict[int, str]:
+        query = f"tags.`hpo.study_run` = '{self.parent_run_id}'"
+        runs = client.search_runs([self.experiment_id], query, max_results=50000)
+        return {int(run.data.tags["hpo.trial_number"]): run.info.run_id for run in runs}
 
     def identity(self) -> dict[str, str]:
         """Where this search is written: what another process needs to write into it."""
-        return {"uri": self.tracking_uri, "experiment": self.experiment_name,
+        return {"uri": self.tracking_uri, "experiment": self.experiment_name, "metric": self.metric,
                 "experiment_id": self.experiment_id, "parent_run_id": self.parent_run_id}
 
     @classmethod
@@ -189,26 +256,41 @@ class MlflowTracker:
         tracker = cls(identity["uri"], identity["experiment"])
         tracker._connect()
         tracker.experiment_id, tracker.parent_run_id = identity["experiment_id"], identity["parent_run_id"]
+        tracker.metric = identity["metric"]
         return tracker
 
     def _connect(self) -> None:
-        """The client, on first use: nothing is written before a search starts."""
+        """The client, on first use: nothing is written before a search starts. An SQLite store is
+        created whole if it is missing; one that cannot be used is refused in one line."""
         self.tracking_uri = self.tracking_uri or default_tracking_uri(self.home)
-        self.client = MlflowClient(self.tracking_uri)
+        path = sqlite_path(self.tracking_uri)
+        if path is not None:
+            writable(path, "tracking_uri")
+            create_whole(path, lambda url: MlflowClient(url).search_experiments(), "tracking_uri")
+        try:
+            self.client = MlflowClient(self.tracking_uri)
+            self.client.search_experiments(max_results=1)
+        except Exception as error:
+            raise unusable(path or self.tracking_uri, "MLflow store", error, "tracking_uri") from None
         self.writer = Writer(self.client)
 
-    def flush(self) -> None:
-        """Wait until every trial write queued so far is in MLflow."""
-        self.writer.flush()
+    def flush(self, limit_s: float | None = FLUSH_LIMIT_S) -> bool:
+        """Wait until every write queued so far is in MLflow (at most ``limit_s`` while the
+        tracking server is down); returns whether they all are."""
+        return self.writer.flush(limit_s)
 
     def abort_search(self) -> None:
         """The search stopped early (interrupted, or an error): the parent run is KILLED."""
+        self.writer.submit(lambda client: client.set_terminated(self.parent_run_id, "KILLED"))
         self.flush()
-        self.client.set_terminated(self.parent_run_id, "KILLED")
 
     def tested_trial(self) -> tuple[int, dict[str, float]] | None:
-        """The trial whose test score is already on the parent run, and that score."""
-        run = self.client.get_run(self.parent_run_id)
+        """The trial whose test score is already on the parent run, and that score (None also
+        when MLflow cannot say: the test then runs again)."""
+        try:
+            run = self.client.get_run(self.parent_run_id)
+        except Exception:
+            return None
         number = run.data.tags.get("hpo.tested_trial")
         if number is None:
             return None
@@ -216,15 +298,19 @@ class MlflowTracker:
         return int(number), scores
 
     def record_test(self, number: int) -> None:
-        self.client.set_tag(self.parent_run_id, "hpo.tested_trial", str(number))
+        self.writer.submit(lambda client: client.set_tag(self.parent_run_id, "hpo.tested_trial", str(number)))
 
     # -- trials -----------------------------------------------------------------------------
     def start_trial(
         self, number: int, params: Mapping[str, Any], *, stage: int, seed: int, device: str,
         tags: Mapping[str, str] | None = None,
     ) -> TrialRun:
-        tags = {
-            **(tags or {}),
+        tags = {**(tags or {}), **self._trial_tags(number, stage=stage, seed=seed, device=device)}
+        return TrialRun(self.writer, self.experiment_id, number=number, metric=self.metric, tags=tags,
+                        params={**params, "seed": seed})
+
+    def _trial_tags(self, number: int, *, stage: int, seed: int, device: str) -> dict[str, str]:
+        return {
             "mlflow.parentRunId": self.parent_run_id,
             "hpo.study_run": self.parent_run_id,
             "hpo.trial_number": str(number),
@@ -233,44 +319,111 @@ class MlflowTracker:
             "hpo.seed": str(seed),
             "hpo.state": TrialState.RUNNING.value,
         }
-        return TrialRun(self.writer, self.experiment_id, name=f"trial-{number:04d}", tags=tags,
-                        params={**params, "seed": seed})
 
-    def trial_run_ids(self, number: int) -> list[str]:
-        """The child run of trial ``number`` (none if its process died before creating it)."""
-        self.flush()  # a run this process asked for exists once its writes are done
-        query = f"tags.`hpo.study_run` = '{self.parent_run_id}' and tags.`hpo.trial_number` = '{number}'"
-        return [run.info.run_id for run in self.client.search_runs([self.experiment_id], query)]
+    def repair(self, trials: Sequence[TrialRecord]) -> int:
+        """Make MLflow agree with the study (see ``_repair``) now; returns how many runs it wrote."""
+        self.flush()
+        return self._repair(self.client, trials)
+
+    def _repair(self, client: MlflowClient, trials: Sequence[TrialRecord]) -> int:
+        """A finished trial whose run is missing (written while the tracking server was down, by
+        a worker that died, into a store since replaced) gets one, with its final metrics; one
+        left running is closed as the study says it ended. Returns how many it wrote."""
+        runs: dict[int, Any] = {}
+        query = f"tags.`hpo.study_run` = '{self.parent_run_id}'"
+        for run in client.search_runs([self.experiment_id], query, max_results=50000):
+            runs[int(run.data.tags["hpo.trial_number"])] = run  # (with its state: not _run_ids)
+        repaired = 0
+        for record in trials:
+            run = runs.get(record.number)
+            if not record.finished or (run is not None and run.info.status != "RUNNING"
+                                       and run.data.tags.get("hpo.state") == record.state.value):
+                continue
+            _close(client, run.info.run_id if run else self._create(client, record), record, self.metric)
+            repaired += 1
+        return repaired
+
+    def _create(self, client: MlflowClient, record: TrialRecord) -> str:
+        """A trial's run made from its record alone (no curve: the study keeps none), to be closed."""
+        tags = self._trial_tags(record.number, stage=record.stage, seed=record.seed, device=record.device)
+        run_id = client.create_run(self.experiment_id, tags=tags, run_name=run_name(record.number)).info.run_id
+        params = [Param(k, shown(v)) for k, v in {**record.params, "seed": record.seed}.items()]
+        _log_batch(client, run_id, params=params)  # its metrics: by _close
+        return run_id
 
     def record_lost(self, record: TrialRecord) -> None:
-        """Close the child run of a trial that died with its process, or create it if missing."""
-        run_ids = self.trial_run_ids(record.number)
-        if not run_ids:
-            run = self.start_trial(
-                record.number, record.params, stage=record.stage, seed=record.seed, device=record.device
-            )
-            run.finish(record)
-            return
-        for run_id in run_ids:
-            self.writer.submit(lambda client, run_id=run_id: _close(client, run_id, record))
+        """Close the child run of a trial that died with its process (create it if the process
+        died before it had one), in the writer's turn: after this process's own writes."""
+
+        def write(client: MlflowClient) -> None:
+            query = f"tags.`hpo.study_run` = '{self.parent_run_id}' and tags.`hpo.trial_number` = '{record.number}'"
+            run_ids = [run.info.run_id for run in client.search_runs([self.experiment_id], query)]
+            for run_id in run_ids or [self._create(client, record)]:
+                _close(client, run_id, record, self.metric)
+
+        self.writer.submit(write)
 
     # -- helpers ----------------------------------------------------------------------------
     def _experiment_id(self) -> str:
         experiment = self.client.get_experiment_by_name(self.experiment_name)
         if experiment is not None:
             return experiment.experiment_id
-        location = None
-        if self.tracking_uri.startswith(("sqlite:", "file:")) or "://" not in self.tracking_uri:
-            location = (self.home / "mlartifacts" / self.experiment_name).resolve().as_uri()
+        path = sqlite_path(self.tracking_uri)  # its artifacts go beside it (a file store or a server keeps its own)
+        location = (path.parent / "mlartifacts" / self.experiment_name).resolve().as_uri() if path else None
         return self.client.create_experiment(self.experiment_name, artifact_location=location)
 
 
-def _close(client: MlflowClient, run_id: str, record: TrialRecord) -> None:
-    """End a run another process started and could not finish (it died)."""
-    tags = [RunTag("hpo.state", record.state.value), RunTag("hpo.reason", record.reason),
-            RunTag("hpo.node", record.node)]
-    _log_batch(client, run_id, metrics=[Metric("duration_s", record.duration_s, _now_ms(), 0)], tags=tags)
+def _close(client: MlflowClient, run_id: str, record: TrialRecord, metric: str) -> None:
+    """End a run as its trial ended, where the process that ran it could not (it died, or
+    MLflow could not be reached)."""
+    _log_batch(client, run_id, metrics=_end_metrics(record, metric),
+               tags=[RunTag(k, v) for k, v in _end_tags(record, metric).items()])
     client.set_terminated(run_id, RUN_STATUS[record.state])
+
+
+def _summary(client: MlflowClient, run_id: str, result: SearchResult, run_ids: Mapping[int, str],
+             report: Path | None) -> None:
+    """Summary metrics, description, best run and artifacts (the files of the search's report)
+    on its parent run, then close it."""
+    counts = {state.value: 0 for state in TrialState if state is not TrialState.RUNNING}
+    for trial in result.trials:
+        if trial.finished:
+            counts[trial.state.value] += 1
+    metrics = {f"trials_{state}": n for state, n in counts.items()}
+    tags = {"mlflow.note.content": _description(result, counts, run_ids)}
+    if result.best is not None:
+        metrics[f"best_{result.metric}"] = result.best.value
+        client.log_dict(run_id, _best_config(result), "best_config.json")
+        tags["hpo.best_trial"] = str(result.best.number)
+        if result.best.number in run_ids:
+            tags["hpo.best_run_id"] = run_ids[result.best.number]
+    metrics.update({f"test_{k}": v for k, v in result.test_metrics.items()})
+    client.log_batch(run_id, metrics=[Metric(k, float(v), _now_ms(), 0) for k, v in metrics.items()],
+                     tags=[RunTag(k, v) for k, v in tags.items()])
+    if report is not None:
+        for path in sorted(report.iterdir()):
+            client.log_artifact(run_id, str(path), None if path.suffix == ".csv" else "report")
+    client.set_terminated(run_id, "FINISHED")
+
+
+def _description(result: SearchResult, counts: Mapping[str, int], run_ids: Mapping[int, str]) -> str:
+    """The parent run's description, in markdown: what the search found."""
+    lines = [f"**{result.study_name}**: " + ", ".join(f"{n} {state}" for state, n in counts.items()) + "."]
+    best = result.best
+    if best is None:
+        lines.append("No trial completed: each child run's description says how it ended.")
+        return "\n\n".join(lines)
+    trial = f"trial {best.number}"
+    if best.number in run_ids:
+        link = f"#/experiments/{result.experiment_id}/runs/{run_ids[best.number]}?workflowType=machine_learning"
+        trial = f"[{trial}]({link})"
+    config = ", ".join(f"`{k}={shown(v)}`" for k, v in best.params.items())
+    lines.append(f"Best: {trial}, {result.metric} **{best.value:.4g}**: {config}.")
+    if result.test_metrics:
+        lines.append("Test (evaluated once, best configuration): "
+                     + ", ".join(f"{k} **{v:.4g}**" for k, v in result.test_metrics.items()) + ".")
+    lines.append("Exact values: `best_config.json`; every trial ranked: `leaderboard.csv`; plots: `report/`.")
+    return "\n\n".join(lines)
 
 
 def _best_config(result: SearchResult) -> dict[str, Any]:
@@ -283,13 +436,3 @@ def _best_config(result: SearchResult) -> dict[str, Any]:
         "metrics": result.best.metrics,
         "test": result.test_metrics,
     }
-
-
-def _leaderboard_csv(trials: Sequence[TrialRecord]) -> str:
-    names = sorted({name for t in trials for name in t.params})
-    out = io.StringIO()
-    writer = csv.writer(out)
-    writer.writerow(["trial", "state", "reason", "stage", "value", *names])
-    for t in trials:
-        writer.writerow([t.number, t.state.value, t.reason, t.stage, t.value, *(t.params.get(n) for n in names)])
-    return out.getvalue()

@@ -1,5 +1,6 @@
 """MLflow writes off the training path: one background thread per tracker does them in the
-order they were asked, while training only queues them."""
+order they were asked, while training only queues them, and waits out a tracking server that
+is down."""
 
 from __future__ import annotations
 
@@ -15,26 +16,45 @@ logger = logging.getLogger("hpo")
 Write = Callable[[Any], None]
 """One write, given the MLflow client."""
 
-RETRIES_S = (0.5, 1.0, 2.0, 4.0, 8.0)
-"""How long the writer waits before each retry of a write that failed (a tracking server that
-is restarting, a locked SQLite file)."""
+RETRIES_S = (0.5, 1.0, 2.0, 4.0)
+"""Waits before each retry of a write that failed (a server restarting, a locked SQLite file)."""
+OUTAGE_RETRY_S = 10.0
+"""While the tracking server cannot be reached, how long the writer waits between tries."""
+FLUSH_LIMIT_S = 60.0
+"""How long the end of a search waits for writes held up by an outage before leaving them to
+the next run's repair (which rewrites each trial's run from the study)."""
+
+
+def unreachable(error: BaseException) -> bool:
+    """Whether ``error`` says the tracking server cannot be reached (as opposed to a refused write)."""
+    names = {cls.__name__ for cls in type(error).__mro__}
+    text = str(error)
+    return bool(names & {"ConnectionError", "Timeout", "MaxRetryError", "NewConnectionError"}) or any(
+        phrase in text for phrase in ("Max retries exceeded", "Connection refused", "Failed to establish",
+                                      "Read timed out", "API request to")
+    )
 
 
 class Writer:
-    """Runs writes on a background thread, first in, first out; ``flush`` waits for all of them.
+    """Runs writes on a background thread, first in, first out; ``flush`` waits for them.
 
-    A write that keeps failing after its retries is dropped and counted (``failures``), so that
-    training never stops for MLflow.
+    A write that fails is retried a few times; while the server cannot be reached, it is
+    retried every ``OUTAGE_RETRY_S`` for as long as the search runs (training goes on
+    meanwhile). ``flush`` waits at most ``limit_s`` for such writes; those left are counted in
+    ``pending``. A write refused for another reason is dropped and counted in ``failures``.
     """
 
     def __init__(self, client: Any) -> None:
         self.client = client
         self.failures: list[str] = []
+        self.pending = 0
         self._queue: queue.Queue[Write] = queue.Queue()
         self._idle = threading.Event()
         self._idle.set()
         self._thread: threading.Thread | None = None
         self._guard = threading.Lock()
+        self._abandon = threading.Event()  # set when the end of the search stops waiting
+        self.outage_since: float | None = None
 
     @property
     def idle(self) -> bool:
@@ -44,35 +64,64 @@ class Writer:
     def submit(self, write: Write) -> None:
         with self._guard:
             self._idle.clear()
+            self._abandon.clear()
             self._queue.put(write)
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="hpo-mlflow", daemon=True)
                 self._thread.start()
 
-    def flush(self) -> None:
-        """Wait until every write asked so far is done (or dropped)."""
-        if self._thread is not None:
-            self._queue.join()
+    def flush(self, limit_s: float | None = None) -> bool:
+        """Wait until every write asked so far is done (or dropped); with ``limit_s``, at most
+        that long while the server is unreachable. Returns whether everything was written."""
+        if self._thread is None:
+            return True
+        deadline = None if limit_s is None else time.monotonic() + limit_s
+        while not self.idle:
+            if deadline is not None and time.monotonic() > deadline and self.outage_since is not None:
+                self._abandon.set()
+                while not self.idle:  # the writer drops what is queued, counting it
+                    time.sleep(0.05)
+                return False
+            time.sleep(0.02)
+        return True
 
     def _run(self) -> None:
         while True:
             write = self._queue.get()
             try:
-                self._do(write)
+                if self._abandon.is_set():
+                    self.pending += 1
+                else:
+                    self._do(write)
             finally:
                 self._queue.task_done()
                 if self._queue.empty():
                     self._idle.set()
 
     def _do(self, write: Write) -> None:
-        for wait in (*RETRIES_S, None):
+        tries = 0
+        while True:
             try:
                 write(self.client)
+                if self.outage_since is not None:
+                    logger.warning("hpo: the MLflow tracking server is back after %.0f s", time.monotonic() -
+                                   self.outage_since)
+                self.outage_since = None
                 return
             except Exception as error:
-                if wait is None:
+                tries += 1
+                if unreachable(error):
+                    if self.outage_since is None:
+                        self.outage_since = time.monotonic()
+                        logger.warning("hpo: the MLflow tracking server cannot be reached; training goes on and "
+                                       "its writes wait (%s)", str(error).splitlines()[0][:200])
+                    if self._abandon.wait(OUTAGE_RETRY_S):
+                        self.pending += 1
+                        return
+                    continue
+                if tries > len(RETRIES_S):
                     message = f"{type(error).__name__}: {error}".splitlines()[0]
                     self.failures.append(message)
-                    logger.warning("hpo: an MLflow write failed after %d tries: %s", len(RETRIES_S) + 1, message)
+                    logger.warning("hpo: an MLflow write failed after %d tries: %s", tries, message)
                     return
-                time.sleep(wait)
+                time.sleep(RETRIES_S[tries - 1])

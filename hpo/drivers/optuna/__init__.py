@@ -20,6 +20,7 @@ class OptunaOptions(DriverOptions):
 
     name = "optuna"
     populations = True
+    time_limits = True
     workers: int | str = Field("auto", description="worker processes: N, or auto (one per GPU slot; "
                                                   "half the cores on a CPU-only machine)")
     gpus: str | None = Field(None, description="all, none, or GPU ids like 0,1 [default: all there are]")

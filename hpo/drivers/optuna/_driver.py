@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import math
+import os
+import statistics
+import time
 from collections.abc import Callable
 from typing import Any
 
 import cloudpickle
 import optuna
 
-from hpo._trial import INTERRUPTED, TrialRecord
+from hpo._trial import INTERRUPTED, TIMEOUT, WORKER_LOST, TrialPruned, TrialRecord
 from hpo.dispatch import DeviceSlot, WorkerPool, plan_slots
 from hpo.drivers._base import Driver
 from hpo.drivers.optuna import OptunaOptions
@@ -51,19 +56,65 @@ class OptunaDriver(Driver):
                  pruning=pruning(loop), wait_for_others=wait_for_others, population=population)
             return
         payload = cloudpickle.dumps((loop.plan, objective, loop.store, loop.tracker.identity(), population))
+        watch = _HangWatch(loop, listener)
         WorkerPool(
             self.slots, functools.partial(_worker_main, payload, wait_for_others),
-            on_event=listener.trial_finished,
-            on_lost=lambda pid: loop.fail_worker(worker_name(pid)),
+            on_event=watch.heard,
+            on_lost=lambda pid: loop.fail_worker(worker_name(pid), watch.reason(pid)),
             on_stopped=lambda pid: loop.fail_worker(worker_name(pid), INTERRUPTED),
+            on_tick=watch.tick if loop.plan.trial_timeout else None,
         ).run()
 
 
+HANG_GRACE_S = 5.0
+"""How long past its time limit a worker's trial may go on before the parent kills the worker:
+within the limit, the worker ends the trial itself; a trial hung inside C code cannot be."""
+
+
+class _HangWatch:
+    """The pool's parent side of the time limit: what each worker runs since when, and the
+    worker whose trial hangs past the limit killed and replaced, the trial failed as timeout."""
+
+    def __init__(self, loop: TrialLoop, listener: SearchListener) -> None:
+        self.loop = loop
+        self.listener = listener
+        self.since: dict[int, float] = {}  # worker pid -> when its running trials started
+        self.killed: set[int] = set()
+
+    def heard(self, event: Any) -> None:
+        if isinstance(event, _Running):
+            self.since[event.pid] = time.monotonic()
+        else:
+            self.listener.trial_finished(event)
+
+    def tick(self, pool: WorkerPool) -> None:
+        limit = (self.loop.plan.trial_timeout or 0) + HANG_GRACE_S
+        for pid, since in list(self.since.items()):
+            overdue = pid not in self.killed and time.monotonic() - since > limit
+            if overdue and self.loop.store.running(worker_name(pid)):
+                self.killed.add(pid)
+                pool.replace(pid)
+
+    def reason(self, pid: int) -> str:
+        return TIMEOUT if pid in self.killed else WORKER_LOST
+
+
+@dataclasses.dataclass(frozen=True)
+class _Running:
+    """A worker's message: it starts running trials now."""
+
+    pid: int
+
+
 class _QueueListener(SearchListener):
-    """A worker's listener: finished trials go to the parent (its progress bar)."""
+    """A worker's listener: what it runs, and finished trials, go to the parent (its progress
+    bar, its watch on time limits)."""
 
     def __init__(self, events: Any) -> None:
         self.events = events
+
+    def running(self, numbers: list[int]) -> None:
+        self.events.put(_Running(os.getpid()))
 
     def trial_finished(self, trial: TrialRecord) -> None:
         self.events.put(trial)
@@ -89,19 +140,42 @@ def pruning(loop: TrialLoop) -> PruneFor | None:
     if pruner is None:
         return None
 
+    sign = 1 if plan.space.direction == "minimize" else -1
+
     def for_claim(claim: Claim) -> ShouldPrune:
         trial = loop.store.pruned_trial(claim, pruner, by_stage=plan.pruning.by_stage)
+        best = math.inf
 
-        def should_prune(step: int, value: float) -> str | None:
+        def should_prune(step: int, value: float) -> TrialPruned | None:
+            nonlocal best
+            if math.isfinite(value):
+                best = min(best, sign * value)
             try:
                 trial.report(value, step)
-                return loop.plan.pruner if trial.should_prune() else None
+                if not trial.should_prune():
+                    return None
             except optuna.exceptions.UpdateFinishedTrialError:  # failed as lost meanwhile: finishing says so
                 return None
+            return TrialPruned(plan.pruner, why_pruned(trial, plan.pruner, step, sign * best, sign))
 
         return should_prune
 
     return for_claim
+
+
+def why_pruned(trial: optuna.Trial, pruner: str, step: int, best: float, sign: int) -> str:
+    """What the pruner saw, in words: ``at epoch 2: 0.263 > median 0.236 of 5 trials``."""
+    if pruner != "median":
+        return f"at epoch {step}: its best {best:.4g} was not among the best third of its rung"
+    bests = []
+    for other in trial.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+        values = [sign * v for s, v in other.intermediate_values.items() if s <= step and math.isfinite(v)]
+        if values:
+            bests.append(sign * min(values))
+    if not bests:
+        return f"at epoch {step}"
+    return (f"at epoch {step}: {best:.4g} {'>' if sign == 1 else '<'} median {statistics.median(bests):.4g} "
+            f"of {len(bests)} trials")
 
 
 def make_pruner(pruning: Pruning, epochs: int) -> optuna.pruners.BasePruner | None:

@@ -212,6 +212,15 @@ _CONTEXTS: dict[tuple[str, str, str], Any] = {}
 device: Tune reuses actors between trials, so it runs once per actor."""
 
 
+class _StoppedByTune(BaseException):
+    """Carries what ``tune.report`` raised when Tune stopped the trial (a scheduler's decision)
+    through the objective, which would otherwise take it for the objective's own exit."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__()
+        self.error = error
+
+
 def trainable_main(config: dict[str, Any], *, objective: Callable[..., Any], plan: SearchPlan, device: str) -> None:
     """Runs in a Tune actor: one claimed trial, every report forwarded to Tune, the trial's
     record in the last report."""
@@ -226,10 +235,16 @@ def trainable_main(config: dict[str, Any], *, objective: Callable[..., Any], pla
     node = ray.get_runtime_context().get_node_id()
 
     def forward(step: int, metrics: dict[str, float]) -> None:
-        tune.report({**metrics, "hpo": {"step": step, "metrics": metrics, "node": node}})
+        try:
+            tune.report({**metrics, "hpo": {"step": step, "metrics": metrics, "node": node}})
+        except BaseException as error:  # Tune ends the trial's thread this way
+            raise _StoppedByTune(error) from error
 
-    record = run_trial(plan, objective, Claim.from_json(config["hpo"]), device=device, context=_CONTEXTS[key],
-                       on_report=forward, node=node)
+    try:
+        record = run_trial(plan, objective, Claim.from_json(config["hpo"]), device=device, context=_CONTEXTS[key],
+                           on_report=forward, node=node)
+    except _StoppedByTune as stopped:
+        raise stopped.error from None
     last = {metric: record.value} if record.value is not None else {}
     tune.report({**last, "hpo": {"final": True, "record": record.to_json()}})
 

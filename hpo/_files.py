@@ -1,0 +1,59 @@
+"""The SQLite files a search keeps (its study, its MLflow store): made whole or not at all, and a
+one-line answer, naming the file and what to do, when one cannot be used."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import filelock
+
+from hpo._errors import HpoError
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The file of an SQLite URL (``sqlite:///path``), or None for any other store."""
+    if url.startswith("sqlite:///") and len(url) > len("sqlite:///"):
+        return Path(url.removeprefix("sqlite:///"))
+    return None
+
+
+def writable(path: Path, argument: str) -> None:
+    """Refuse, before anything is written, a store file or folder this process cannot write."""
+    if path.exists():
+        if not os.access(path, os.R_OK | os.W_OK):
+            raise HpoError(f"{path} is read-only; make it writable, or name another", argument=argument)
+        return
+    folder = next((p for p in path.absolute().parents if p.exists()), None)
+    if folder is None or not os.access(folder, os.W_OK | os.X_OK):
+        raise HpoError(f"cannot create {path}: {folder} is read-only; name a store in a folder you can write",
+                       argument=argument)
+
+
+def create_whole(path: Path, create: Callable[[str], object], argument: str) -> None:
+    """Create the SQLite store ``path`` if it does not exist, whole or not at all: under a lock
+    file beside it, into a temporary file that ``create`` (given its URL) fills and that is then
+    renamed into place. Two first runs at once make it once; an interrupted one leaves no store."""
+    if path.exists():
+        return
+    writable(path, argument)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with filelock.FileLock(f"{path}.lock"):
+        if path.exists():
+            return
+        for leftover in path.parent.glob(f"{path.name}.creating-*"):  # from a run that was interrupted
+            leftover.unlink(missing_ok=True)
+        temporary = path.with_name(f"{path.name}.creating-{os.getpid()}")
+        try:
+            create(f"sqlite:///{temporary}")
+            os.replace(temporary, path)
+        finally:
+            temporary.unlink(missing_ok=True)
+
+
+def unusable(path_or_url: object, what: str, error: BaseException, argument: str) -> HpoError:
+    """The error for a store that exists but cannot be used (corrupt, half-made by something else)."""
+    reason = f"{type(error).__name__}: {error}".splitlines()[0][:200]
+    return HpoError(f"{path_or_url} is not a usable {what} ({reason}); move it aside to start a new one, or name "
+                    "another", argument=argument)

@@ -1,0 +1,229 @@
+"""The search report: the whole search in plots and a ranked leaderboard, as PNG files and one
+self-contained HTML page, drawn from the study alone (no MLflow needed).
+
+Optuna's own plots where they exist (parameter importances, metric against each parameter on
+its scale, parallel coordinates); the history and the learning curves are drawn here, because
+they show what Optuna's cannot: coarse-to-fine stages and pruned trials where they ranked.
+
+    >>> report = write_report(store, Path(".hpo/reports/lr_wd"))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import io
+import math
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from hpo._trial import TrialRecord, TrialState, how_it_ended
+
+if TYPE_CHECKING:
+    from hpo.store import TrialStore
+
+STATE_STYLE = {TrialState.COMPLETE: ("o", None), TrialState.PRUNED: ("x", "tab:gray"),
+               TrialState.FAILED: ("", None)}
+
+
+@dataclass(frozen=True)
+class RankedTrial:
+    """A row of the leaderboard: every trial that has a value, complete or pruned (at its best
+    before it was stopped), best first; failed ones last."""
+
+    rank: int
+    record: TrialRecord
+    run_id: str = ""
+
+
+def ranked(trials: Sequence[TrialRecord], direction: str,
+           run_ids: Mapping[int, str] | None = None) -> list[RankedTrial]:
+    sign = 1 if direction == "minimize" else -1
+    ends = [t for t in trials if t.finished]
+    order = sorted(ends, key=lambda t: (t.value is None or t.state is TrialState.FAILED,
+                                        sign * t.value if t.value is not None else 0.0, t.number))
+    run_ids = run_ids or {}
+    return [RankedTrial(i + 1, t, run_ids.get(t.number, "")) for i, t in enumerate(order)]
+
+
+def leaderboard_csv(rows: Sequence[RankedTrial], metric: str) -> str:
+    names = sorted({name for row in rows for name in row.record.params})
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["rank", "trial", "state", metric, "stage", "reason", "run_id", *names])
+    for row in rows:
+        t = row.record
+        writer.writerow([row.rank, t.number, t.state.value, t.value, t.stage, how_it_ended(t, metric), row.run_id,
+                         *(t.params.get(n) for n in names)])
+    return out.getvalue()
+
+
+def write_report(store: TrialStore, out: Path, *, run_ids: Mapping[int, str] | None = None,
+                 test_metrics: Mapping[str, float] | None = None, link: str = "") -> Path:
+    """Plots (``out/*.png``), ``out/leaderboard.csv`` and ``out/report.html`` for the search of
+    ``store``'s study; returns the HTML page's path."""
+    from hpo._plan import SearchPlan
+
+    plan = SearchPlan.from_json(store.saved()[0])
+    trials = [t for t in store.trials() if t.finished]
+    space = plan.space
+    rows = ranked(trials, space.direction, run_ids)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "leaderboard.csv").write_text(leaderboard_csv(rows, space.metric))
+    plots = _plots(store, trials, plan, out)
+    page = _html(plan, rows, plots, test_metrics or store.tested(), link)
+    (out / "report.html").write_text(page, encoding="utf-8")
+    return out / "report.html"
+
+
+# -- plots ------------------------------------------------------------------------------------
+def _plots(store: TrialStore, trials: list[TrialRecord], plan: Any, out: Path) -> dict[str, Path]:
+    """Each plot there is data for, by title."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import optuna.visualization.matplotlib as optuna_plots
+
+    space = plan.space
+    complete = [t for t in trials if t.state is TrialState.COMPLETE]
+    drawn: dict[str, Path] = {}
+
+    def save(title: str, name: str, draw: Any) -> None:
+        plt.close("all")
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # Optuna's plots are "experimental"
+                axes = draw()
+        except (ValueError, RuntimeError, ZeroDivisionError):  # too few trials for this plot
+            return
+        figure = (axes.flat[0] if hasattr(axes, "flat") else axes).get_figure()
+        figure.savefig(out / f"{name}.png", dpi=100)
+        drawn[title] = out / f"{name}.png"
+
+    if trials:
+        save("History: each trial's value and the best so far", "history", lambda: _history(trials, plan))
+    if complete:
+        save("Learning curves of the best trials", "curves", lambda: _curves(trials, plan))
+    study = store.study
+    target = {"target_name": space.metric}
+    if len(complete) >= 2 and space.params:
+        save(f"{space.metric} against each parameter (log axis where log-scaled)", "slice",
+             lambda: optuna_plots.plot_slice(study, **target))
+    if len(complete) >= 3 and len(space.params) >= 2:
+        save("Parameter importances (fANOVA)", "importances",
+             lambda: optuna_plots.plot_param_importances(study, **target))
+        save("Parallel coordinates", "parallel", lambda: optuna_plots.plot_parallel_coordinate(study, **target))
+    plt.close("all")
+    return drawn
+
+
+def _history(trials: list[TrialRecord], plan: Any) -> Any:
+    import matplotlib.pyplot as plt
+
+    space = plan.space
+    sign = 1 if space.direction == "minimize" else -1
+    _, axes = plt.subplots(figsize=(7, 4.5), layout="constrained")
+    stages = sorted({t.stage for t in trials})
+    colors = plt.get_cmap("viridis")
+    for state in (TrialState.COMPLETE, TrialState.PRUNED):
+        for stage in stages:
+            points = [(t.number, t.value) for t in trials if t.state is state and t.stage == stage
+                      and t.value is not None and math.isfinite(t.value)]
+            if not points:
+                continue
+            color = colors(stage / max(1, len(stages) - 1)) if len(stages) > 1 else "tab:blue"
+            label = (f"stage {stage} " if len(stages) > 1 else "") + state.value
+            marker, _ = STATE_STYLE[state]
+            axes.scatter(*zip(*points, strict=True), marker=marker, color=color, label=label,
+                         alpha=0.5 if state is TrialState.PRUNED else 0.9)
+    best, steps = math.inf, []
+    for t in sorted(trials, key=lambda t: t.number):
+        if t.state is TrialState.COMPLETE and t.value is not None and math.isfinite(t.value):
+            best = min(best, sign * t.value)
+        if math.isfinite(best):
+            steps.append((t.number, sign * best))
+    if steps:
+        axes.step(*zip(*steps, strict=True), where="post", color="tab:red", label="best so far")
+    values = [t.value for t in trials if t.value is not None and math.isfinite(t.value)]
+    if values and min(values) > 0 and max(values) > 10 * min(values):
+        axes.set_yscale("log")  # one diverging trial would flatten the others
+    axes.set(xlabel="trial", ylabel=space.metric, title=f"{plan.study_name}: {plan.strategy_name}, "
+             f"pruner {plan.pruner}")
+    axes.legend(fontsize="small")
+    return axes
+
+
+def _curves(trials: list[TrialRecord], plan: Any, top: int = 5) -> Any:
+    """The best trials' curves from their first trained epoch (the untrained step 0 would set the
+    scale), with every other trial faint behind them."""
+    import matplotlib.pyplot as plt
+
+    space = plan.space
+    best = [row.record for row in ranked(trials, space.direction)
+            if row.record.state is TrialState.COMPLETE][:top]
+    _, axes = plt.subplots(figsize=(7, 4.5), layout="constrained")
+    for t in trials:
+        points = [(s, v) for s, v in t.curve if s > 0 and math.isfinite(v)]
+        if points and t not in best:
+            axes.plot(*zip(*points, strict=True), color="lightgray", linewidth=0.8,
+                      linestyle=":" if t.state is TrialState.PRUNED else "-")
+    for t in best:
+        points = [(s, v) for s, v in t.curve if s > 0 and math.isfinite(v)]
+        if points:
+            axes.plot(*zip(*points, strict=True), linewidth=1.6, label=f"trial {t.number}: {t.value:.4g}")
+    axes.set(xlabel="epoch", ylabel=space.metric, title=f"the {len(best)} best trials (others in gray, pruned dotted)")
+    if best:
+        axes.legend(fontsize="small")
+    return axes
+
+
+# -- the page ---------------------------------------------------------------------------------
+def _html(plan: Any, rows: list[RankedTrial], plots: dict[str, Path], test: Mapping[str, float], link: str) -> str:
+    space = plan.space
+    counts = {state: sum(r.record.state is state for r in rows) for state in STATE_STYLE}
+    best = next((r for r in rows if r.record.state is TrialState.COMPLETE), None)
+    names = sorted({name for r in rows for name in r.record.params})
+    e = html.escape
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'>",
+        f"<title>{e(plan.study_name)}: hpo search report</title>",
+        "<style>body{font-family:system-ui,sans-serif;margin:2em;max-width:1100px}"
+        "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}"
+        ".pruned{color:#777}.failed{color:#b00}img{max-width:100%}</style></head><body>",
+        f"<h1>{e(plan.study_name)}</h1>",
+        f"<p>Space <b>{e(space.name)}</b>, objective {e(plan.objective_name)}, strategy {e(plan.strategy_name)}, "
+        f"pruner {e(plan.pruner)}, seed {plan.seed}; {space.direction} <b>{e(space.metric)}</b>. "
+        + ", ".join(f"{n} {s.value}" for s, n in counts.items()) + ".</p>",
+    ]
+    if best is not None:
+        config = ", ".join(f"{k}={_fmt(v)}" for k, v in {**space.fixed, **best.record.params}.items())
+        parts.append(f"<p><b>Best</b>: trial {best.record.number}, {e(space.metric)} {best.record.value:.4g}: "
+                     f"<code>{e(config)}</code></p>")
+    if test:
+        parts.append("<p><b>Test</b> (evaluated once, best configuration): "
+                     + ", ".join(f"{e(k)} {v:.4g}" for k, v in test.items()) + "</p>")
+    if link:
+        parts.append(f"<p>In MLflow: <a href='{e(link)}'>{e(link)}</a></p>")
+    for title, path in plots.items():
+        data = base64.b64encode(path.read_bytes()).decode()
+        parts.append(f"<h2>{e(title)}</h2><img alt='{e(title)}' src='data:image/png;base64,{data}'>")
+    parts.append("<h2>Leaderboard</h2><p>Pruned trials rank by their best value before they were stopped.</p>")
+    header = ["#", "trial", "state", space.metric, "stage", *names, "how it ended", "MLflow run"]
+    parts.append("<table><tr>" + "".join(f"<th>{e(h)}</th>" for h in header) + "</tr>")
+    for r in rows:
+        t = r.record
+        value = "" if t.value is None else f"{t.value:.4g}"
+        cells = [str(r.rank), str(t.number), t.state.value, value, str(t.stage),
+                 *(_fmt(t.params.get(n, "")) for n in names), how_it_ended(t, space.metric), r.run_id]
+        parts.append(f"<tr class='{t.state.value}'>" + "".join(f"<td>{e(c)}</td>" for c in cells) + "</tr>")
+    parts.append("</table></body></html>")
+    return "\n".join(parts)
+
+
+def _fmt(value: object) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)

@@ -1,0 +1,404 @@
+"""What survives what: real processes, real signals, a real MLflow server stopped and started
+again, stores made unusable. After each fault the study and MLflow agree and a rerun finishes."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import urllib.request
+from pathlib import Path
+
+import optuna
+import pytest
+from mlflow import MlflowClient
+
+import hpo
+import hpo.tracking._writer
+from conftest import child_runs
+from hpo.store import to_record
+
+SPACE = """
+metric: val_loss
+direction: minimize
+params:
+  lr: {type: float, low: 1.0e-4, high: 0.1, log: true, grid: [0.0001, 0.001, 0.01, 0.1]}
+"""
+
+SLOW = """
+import os, pathlib, time
+
+def objective(params, trial):
+    pathlib.Path(f"started-{trial.number}-{os.getpid()}").touch()
+    time.sleep(float(os.environ.get("HPO_TEST_SLEEP", "60")))
+    return params["lr"]
+"""
+
+HPO = str(Path(sys.executable).with_name("hpo"))
+
+
+def folder_with(tmp_path: Path, objective: str = SLOW, space: str = SPACE) -> Path:
+    (tmp_path / "space.yaml").write_text(space)
+    (tmp_path / "mine.py").write_text(textwrap.dedent(objective))
+    return tmp_path
+
+
+def wait_for(condition, timeout: float = 120.0, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"waited {timeout} s for {what}"
+        time.sleep(0.1)
+
+
+def stores_of(folder: Path) -> tuple[str, str]:
+    return f"sqlite:///{folder / '.hpo' / 'optuna.db'}", f"sqlite:///{folder / '.hpo' / 'mlflow.db'}"
+
+
+def parent_run(tracking_uri: str, experiment: str = "space"):
+    client = MlflowClient(tracking_uri)
+    (parent,) = client.search_runs([client.get_experiment_by_name(experiment).experiment_id],
+                                   "tags.`hpo.role` = 'search'")
+    return parent
+
+
+def test_sigterm_closes_the_running_trial_as_interrupted_and_exits_143(tmp_path):
+    folder = folder_with(tmp_path)
+    search = subprocess.Popen([HPO, "search", "space.yaml", "--objective", "mine.py:objective", "--trials", "4"],
+                              cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for(lambda: list(folder.glob("started-*")), what="a trial to start")
+    search.send_signal(signal.SIGTERM)  # kill, timeout, Docker, Slurm
+    _, stderr = search.communicate(timeout=120)
+    assert search.returncode == 143
+    assert stderr.strip().splitlines()[-1] == ("hpo: terminated; its running trials are closed as interrupted: run "
+                                               "the same command again to resume")
+    storage, tracking_uri = stores_of(folder)
+    (trial,) = optuna.load_study(study_name="space-objective-coarse-to-fine-seed0", storage=storage).trials
+    assert (trial.state.name, to_record(trial).reason) == ("FAIL", "interrupted")
+    parent = parent_run(tracking_uri)
+    (run,) = child_runs(tracking_uri, parent.info.run_id)
+    assert (run.info.status, run.data.tags["hpo.reason"]) == ("FAILED", "interrupted")
+    assert parent.info.status == "KILLED"
+
+
+def raises_its_own(params, trial):
+    if params["lr"] == 0.1:
+        raise KeyboardInterrupt  # the objective's own, not the user's Ctrl-C
+    if params["lr"] == 0.01:
+        sys.exit(3)
+    return params["lr"]
+
+
+def test_an_objectives_own_keyboard_interrupt_or_exit_fails_only_its_trial(tmp_path, stores, unique):
+    space = hpo.load_space(folder_with(tmp_path) / "space.yaml")
+    result = hpo.search(raises_its_own, space, strategy="grid", n_trials=4, study_name=unique, experiment=unique,
+                        evaluate_test=False, **stores)
+    outcomes = sorted((t.params["lr"], t.state.value, t.reason) for t in result.trials)
+    assert outcomes == [(0.0001, "complete", ""), (0.001, "complete", ""), (0.01, "failed", "SystemExit: 3"),
+                        (0.1, "failed", "KeyboardInterrupt")]
+
+
+def hangs_on_the_largest_rate(params, trial):
+    if params["lr"] == 0.1:
+        time.sleep(120)  # hung (a deadlock, a stuck data loader)
+    return params["lr"]
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_trial_over_its_time_limit_fails_as_timeout_and_the_search_goes_on(tmp_path, stores, unique, workers):
+    space = hpo.load_space(folder_with(tmp_path) / "space.yaml")
+    started = time.monotonic()
+    result = hpo.search(hangs_on_the_largest_rate, space, strategy="grid", n_trials=4, trial_timeout=2,
+                        driver=hpo.OptunaOptions(workers=workers), study_name=unique, experiment=unique,
+                        evaluate_test=False, **stores)
+    assert time.monotonic() - started < 60
+    outcomes = sorted((t.params["lr"], t.state.value, t.reason) for t in result.trials)
+    assert outcomes == [(0.0001, "complete", ""), (0.001, "complete", ""), (0.01, "complete", ""),
+                        (0.1, "failed", "timeout")]
+
+
+HUNG_IN_C = """
+import ctypes
+
+def objective(params, trial):
+    if params["lr"] == 0.1:
+        ctypes.CDLL(None).sleep(120)  # hung inside C code: no Python runs to be interrupted
+    return params["lr"]
+"""
+
+
+def test_a_worker_hung_in_c_code_past_the_time_limit_is_replaced(tmp_path):
+    folder = folder_with(tmp_path, HUNG_IN_C)
+    done = subprocess.run([HPO, "search", "space.yaml", "--objective", "mine.py:objective", "--strategy", "grid",
+                           "--trials", "4", "--workers", "2", "--trial-timeout", "2"], cwd=folder,
+                          capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr
+    storage, _ = stores_of(folder)
+    trials = optuna.load_study(study_name="space-objective-grid-seed0", storage=storage).trials
+    outcomes = sorted((t.params["lr"], to_record(t).state.value, to_record(t).reason) for t in trials)
+    assert outcomes == [(0.0001, "complete", ""), (0.001, "complete", ""), (0.01, "complete", ""),
+                        (0.1, "failed", "timeout")]
+
+
+def test_workers_die_with_their_search(tmp_path):
+    folder = folder_with(tmp_path)
+    search = subprocess.Popen([HPO, "search", "space.yaml", "--objective", "mine.py:objective", "--trials", "4",
+                               "--workers", "2"], cwd=folder, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for(lambda: len(list(folder.glob("started-*"))) == 2, what="both workers to start a trial")
+    workers = [int(path.name.split("-")[2]) for path in folder.glob("started-*")]
+    search.kill()  # SIGKILL, an OOM kill: the parent cannot tell its workers anything
+    search.wait()
+
+    def gone(pid: int) -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        return False
+
+    wait_for(lambda: all(gone(pid) for pid in workers), timeout=30, what="the workers to exit")
+    time.sleep(1)
+    assert len(list(folder.glob("started-*"))) == 2  # and they claimed nothing more
+
+
+def test_the_first_run_makes_its_stores_whole_even_when_killed_or_run_twice_at_once(tmp_path):
+    quick = "def objective(params, trial):\n    return params['lr']\n"
+    folder = folder_with(tmp_path, quick)
+    args = [HPO, "search", "space.yaml", "--objective", "mine.py:objective", "--strategy", "grid", "--trials", "4"]
+    for delay in (0.5, 1.0, 1.5, 2.0, 3.0):  # killed somewhere while the first run creates its stores
+        shutil.rmtree(folder / ".hpo", ignore_errors=True)
+        first = subprocess.Popen(args, cwd=folder, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(delay)
+        first.kill()
+        first.wait()
+        again = subprocess.run(args, cwd=folder, capture_output=True, text=True, timeout=300)
+        assert again.returncode == 0, (delay, again.stderr)
+        assert "4 trials (4 complete" in again.stdout
+    shutil.rmtree(folder / ".hpo")
+    together = [subprocess.Popen(args, cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                for _ in range(2)]
+    results = [process.communicate(timeout=300) for process in together]
+    assert [process.returncode for process in together] == [0, 0], [err for _, err in results]
+    storage, tracking_uri = stores_of(folder)
+    assert len(optuna.load_study(study_name="space-objective-grid-seed0", storage=storage).trials) == 4
+    assert len(child_runs(tracking_uri, parent_run(tracking_uri).info.run_id)) == 4  # one search run, four trials
+
+
+def test_unusable_stores_are_refused_in_one_line_with_what_to_do(tmp_path):
+    quick = "def objective(params, trial):\n    return params['lr']\n"
+    folder = folder_with(tmp_path, quick)
+    args = [HPO, "search", "space.yaml", "--objective", "mine.py:objective", "--strategy", "grid", "--trials", "2"]
+    (folder / ".hpo").mkdir()
+    (folder / ".hpo" / "mlflow.db").write_text("not a database")
+    done = subprocess.run(args, cwd=folder, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2 and done.stderr.strip().splitlines() == [
+        f"hpo: error: --tracking-uri: {folder / '.hpo' / 'mlflow.db'} is not a usable MLflow store (DatabaseError: "
+        "(sqlite3.DatabaseError) file is not a database); move it aside to start a new one, or name another"]
+    assert not (folder / ".hpo" / "optuna.db").exists()  # nothing written
+
+    (folder / ".hpo" / "mlflow.db").unlink()
+    assert subprocess.run(args, cwd=folder, capture_output=True, timeout=300).returncode == 0
+    (folder / ".hpo" / "optuna.db").unlink()  # the study is gone, its MLflow runs are not
+    done = subprocess.run(args, cwd=folder, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2 and done.stderr.strip().splitlines() == [
+        f"hpo: error: --storage: study 'space-objective-grid-seed0' is not in sqlite:///{folder}/.hpo/optuna.db, but "
+        "MLflow holds 2 trial runs of its search: bring the study back, or start a fresh study with new_study "
+        "(--new-study)"]
+    fresh = subprocess.run([*args, "--new-study"], cwd=folder, capture_output=True, text=True, timeout=300)
+    assert fresh.returncode == 0 and "space-objective-grid-seed0-2: 2 trials" in fresh.stdout
+
+
+def as_user_without_overrides() -> list[str]:
+    """Root writes anywhere; without its capabilities to override file permissions, it is held
+    to them like any user (``setpriv`` from util-linux)."""
+    return ["setpriv", "--bounding-set=-dac_override,-dac_read_search", "--"] if os.geteuid() == 0 else []
+
+
+def test_read_only_stores_are_refused_before_anything_is_written(tmp_path):
+    folder = folder_with(tmp_path, "def objective(params, trial):\n    return params['lr']\n")
+    locked, study = folder / "locked", folder / "study.db"
+    locked.mkdir()
+    run = [HPO, "search", "space.yaml", "--objective", "mine.py:objective", "--trials", "2"]
+    subprocess.run([*run, "--storage", f"sqlite:///{study}", "--tracking-uri", f"sqlite:///{folder}/first.db"],
+                   cwd=folder, capture_output=True, timeout=300, check=True)
+    locked.chmod(0o555)
+    study.chmod(0o444)
+    try:
+        done = subprocess.run([*as_user_without_overrides(), *run, "--tracking-uri", f"sqlite:///{locked}/mlflow.db",
+                               "--storage", f"sqlite:///{folder}/other.db"], cwd=folder, capture_output=True,
+                              text=True, timeout=300)
+        assert done.returncode == 2 and done.stderr.strip().splitlines() == [
+            f"hpo: error: --tracking-uri: cannot create {locked}/mlflow.db: {locked} is read-only; name a store in a "
+            "folder you can write"]
+        done = subprocess.run([*as_user_without_overrides(), *run, "--storage", f"sqlite:///{study}",
+                               "--tracking-uri", f"sqlite:///{folder}/second.db"], cwd=folder, capture_output=True,
+                              text=True, timeout=300)
+        assert done.returncode == 2 and done.stderr.strip().splitlines() == [
+            f"hpo: error: --storage: {study} is read-only; make it writable, or name another"]
+        assert not (folder / "other.db").exists() and not (folder / "second.db").exists()  # nothing written
+    finally:
+        locked.chmod(0o755)
+        study.chmod(0o644)
+
+
+def test_artifacts_of_a_sqlite_tracked_search_live_beside_its_store(tmp_path, unique):
+    elsewhere = tmp_path / "runs"
+    elsewhere.mkdir()
+    store = tmp_path / "tracking" / "mlflow.db"
+    result = hpo.search(lambda params, trial: params["lr"], hpo.load_space(folder_with(tmp_path) / "space.yaml"),
+                        strategy="grid", n_trials=2, study_name=unique, experiment=unique, evaluate_test=False,
+                        tracking_uri=f"sqlite:///{store}", home=elsewhere)
+    client = MlflowClient(f"sqlite:///{store}")
+    location = client.get_experiment(result.experiment_id).artifact_location
+    assert location == (tmp_path / "tracking" / "mlartifacts" / unique).as_uri()
+    assert (tmp_path / "tracking" / "mlartifacts" / unique).is_dir()
+
+
+def start_server(port: int, backend: Path, artifacts: Path) -> subprocess.Popen:
+    server = subprocess.Popen(
+        [str(Path(sys.executable).with_name("mlflow")), "server", "--host", "127.0.0.1", "--port", str(port),
+         "--backend-store-uri", f"sqlite:///{backend}", "--artifacts-destination", str(artifacts), "--workers", "1"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+        start_new_session=True,  # its web server runs in processes of its own: stopped together
+    )
+
+    def up() -> bool:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1)
+            return True
+        except OSError:
+            assert server.poll() is None, "mlflow server exited"
+            return False
+
+    wait_for(up, what="the MLflow server")
+    return server
+
+
+def stop(server: subprocess.Popen) -> None:
+    """The server down for real: its whole process group killed."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(server.pid, signal.SIGKILL)
+    server.wait()
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def steady(params, trial):
+    for step in range(3):
+        time.sleep(0.4)
+        trial.report(step, val_loss=params["lr"] + 1 / (step + 1))
+    return params["lr"]
+
+
+def test_a_tracking_server_outage_delays_mlflow_never_training(tmp_path, stores, unique, monkeypatch):
+    # The client gives up on a request in about a second, not after minutes of its own retries.
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "1")
+    monkeypatch.setattr(hpo.tracking._writer, "OUTAGE_RETRY_S", 1.0)
+    port = free_port()
+    server = start_server(port, tmp_path / "server.db", tmp_path / "artifacts")
+    url = f"http://127.0.0.1:{port}"
+    space = hpo.SearchSpace.model_validate({
+        "name": "outage", "metric": "val_loss", "direction": "minimize",
+        "params": {"lr": {"type": "float", "low": 1e-4, "high": 0.1, "log": True, "grid_points": 8}}})
+    restarted: list = []
+
+    class Outage(hpo.SearchListener):
+        """Stops the server once two trials have ended, and starts it again three trials later."""
+
+        def __init__(self) -> None:
+            self.ended = 0
+
+        def trial_finished(self, trial) -> None:
+            self.ended += 1
+            if self.ended == 2:
+                stop(server)
+            if self.ended == 5:
+                restarted.append(start_server(port, tmp_path / "server.db", tmp_path / "artifacts"))
+
+    try:
+        result = hpo.search(steady, space, strategy="grid", n_trials=8, tracking_uri=url, storage=stores["storage"],
+                            study_name=unique, experiment=unique, evaluate_test=False, listener=Outage())
+        assert result.tracked  # written once the server was back
+        assert [t.state.value for t in result.trials] == ["complete"] * 8
+        assert max(t.duration_s for t in result.trials) < 3  # training never waited for MLflow
+        runs = child_runs(url, result.parent_run_id)
+        assert sorted(int(r.data.tags["hpo.trial_number"]) for r in runs) == list(range(8))
+        assert {r.info.status for r in runs} == {"FINISHED"}
+        client = MlflowClient(url)
+        assert all(len(client.get_metric_history(r.info.run_id, "val_loss")) == 2 for r in runs)  # curves whole
+    finally:
+        for process in [server, *restarted]:
+            stop(process)
+
+
+def test_an_outage_past_the_end_of_the_search_is_repaired_by_the_next_run(tmp_path, stores, unique, monkeypatch):
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "1")
+    monkeypatch.setattr(hpo.tracking._writer, "OUTAGE_RETRY_S", 1.0)
+    monkeypatch.setattr(hpo.tracking._writer, "FLUSH_LIMIT_S", 3.0)
+    port = free_port()
+    servers = [start_server(port, tmp_path / "server.db", tmp_path / "artifacts")]
+    url = f"http://127.0.0.1:{port}"
+    space = hpo.SearchSpace.model_validate({
+        "name": "outage", "metric": "val_loss", "direction": "minimize",
+        "params": {"lr": {"type": "float", "low": 1e-4, "high": 0.1, "log": True, "grid_points": 4}}})
+
+    class DownAfterOne(hpo.SearchListener):
+        def trial_finished(self, trial) -> None:
+            if servers[0].poll() is None:
+                stop(servers[0])
+
+    options = dict(strategy="grid", n_trials=4, tracking_uri=url, storage=stores["storage"], study_name=unique,
+                   experiment=unique, evaluate_test=False)
+    try:
+        first = hpo.search(steady, space, listener=DownAfterOne(), **options)
+        assert not first.tracked and [t.state.value for t in first.trials] == ["complete"] * 4  # no trial lost
+        servers.append(start_server(port, tmp_path / "server.db", tmp_path / "artifacts"))
+        notices: list[str] = []
+
+        class Heard(hpo.SearchListener):
+            def notice(self, text: str) -> None:
+                notices.append(text)
+
+        again = hpo.search(steady, space, listener=Heard(), **options)
+        assert again.tracked and again.trials == first.trials
+        assert notices and notices[0].startswith("MLflow: ")
+        runs = child_runs(url, again.parent_run_id)
+        assert sorted(int(r.data.tags["hpo.trial_number"]) for r in runs) == [0, 1, 2, 3]
+        assert {r.info.status for r in runs} == {"FINISHED"}
+    finally:
+        for process in servers:
+            stop(process)
+
+
+def test_a_pool_search_killed_leaves_nothing_running_after_a_rerun(tmp_path):
+    folder = folder_with(tmp_path)
+    args = [HPO, "search", "space.yaml", "--objective", "mine.py:objective", "--strategy", "grid", "--trials", "4",
+            "--workers", "2"]
+    search = subprocess.Popen(args, cwd=folder, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for(lambda: len(list(folder.glob("started-*"))) == 2, what="both workers to start a trial")
+    search.kill()
+    search.wait()
+    done = subprocess.run(args, cwd=folder, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "HPO_TEST_SLEEP": "0.1"})
+    assert done.returncode == 0, done.stderr
+    storage, tracking_uri = stores_of(folder)
+    trials = optuna.load_study(study_name="space-objective-grid-seed0", storage=storage).trials
+    assert not [t for t in trials if t.state.name == "RUNNING"]
+    # The workers closed their trials themselves when the search died (the parent-death signal).
+    assert sorted(to_record(t).reason for t in trials if t.state.name == "FAIL") == ["interrupted"] * 2
+    runs = child_runs(tracking_uri, parent_run(tracking_uri).info.run_id)
+    assert len(runs) == len(trials) and "RUNNING" not in {r.info.status for r in runs}
+    assert parent_run(tracking_uri).info.status == "FINISHED"
+
