@@ -11,6 +11,7 @@ TORCH ?= torch==2.13.0
 SPACE ?= lr_wd
 HOST ?= 127.0.0.1
 PORT ?= 5000
+DASHBOARD_PORT ?= 8080
 
 SEARCH_ARGS := $(if $(STRATEGY),--strategy $(STRATEGY)) $(if $(TRIALS),--trials $(TRIALS)) \
 	$(if $(OBJECTIVE),--objective $(OBJECTIVE)) $(if $(PRUNER),--pruner $(PRUNER)) \
@@ -21,7 +22,7 @@ SEARCH_ARGS := $(if $(STRATEGY),--strategy $(STRATEGY)) $(if $(TRIALS),--trials 
 	$(if $(GPUS),--gpus $(GPUS)) $(if $(TRIALS_PER_GPU),--trials-per-gpu $(TRIALS_PER_GPU)) \
 	$(if $(POPULATION),--population $(POPULATION))
 
-.PHONY: install postgresql search test lint ui bench bench-gpu bench-quality clean
+.PHONY: install postgresql chromium search report dashboard test lint ui bench bench-gpu bench-quality clean
 
 install: $(STAMP)
 
@@ -32,9 +33,18 @@ $(STAMP): pyproject.toml
 	touch $@
 
 search: $(STAMP)
-	$(BIN)/hpo search $(SPACE) $(SEARCH_ARGS)
+	HPO_UI_URL=http://$(HOST):$(PORT) $(BIN)/hpo search $(SPACE) $(SEARCH_ARGS)
 
-test: $(STAMP) postgresql
+# hpo report STUDY: the search report (plots, leaderboard, one HTML page) from the study alone.
+report: $(STAMP)
+	$(BIN)/hpo report $(or $(STUDY),$(SPACE)) $(if $(STORAGE),--storage $(STORAGE))
+
+# optuna-dashboard on the study storage: live plots of every study, on http://$(HOST):$(DASHBOARD_PORT)
+dashboard: $(STAMP)
+	$(BIN)/python -m pip install -qq --disable-pip-version-check -e '.[dashboard]'
+	$(BIN)/optuna-dashboard $(or $(STORAGE),sqlite:///$(CURDIR)/.hpo/optuna.db) --host $(HOST) --port $(DASHBOARD_PORT)
+
+test: $(STAMP) postgresql chromium
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
@@ -46,6 +56,11 @@ lint: $(STAMP)
 postgresql:
 	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null || \
 		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; }
+
+# The browser tests drive Debian's Chromium with Playwright (its own browser download needs the internet).
+chromium:
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
 
 ui: $(STAMP)
 	mkdir -p .hpo

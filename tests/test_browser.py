@@ -1,0 +1,110 @@
+"""In a real browser (headless Chromium): the link a search prints lands on its trials, ranked
+best first, in MLflow's model-training view; the search run's description names the best trial;
+the report's plots load. ``HPO_SCREENSHOTS=folder`` keeps the screenshots."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import hpo
+from conftest import digits_space
+from hpo._report import runs_url
+
+SPACE = {"lr": {"type": "float", "low": 1e-4, "high": 0.3, "log": True, "grid": [3e-4, 1e-3, 1e-2, 3e-2, 0.1]}}
+
+
+@pytest.fixture(scope="module")
+def searched(tmp_path_factory):
+    home = tmp_path_factory.mktemp("browser")
+    pruning = hpo.Pruning(pruner="median", warmup_trials=2, warmup_steps=1)
+    result = hpo.search("digits_mlp", digits_space(epochs=5, **SPACE), strategy="grid", n_trials=5, pruner=pruning,
+                        population=1, home=home)
+    return result, home
+
+
+@pytest.fixture(scope="module")
+def mlflow_ui(searched):
+    """``mlflow ui`` on the search's store, as ``make ui`` runs it."""
+    _, home = searched
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(
+        [str(Path(sys.executable).with_name("mlflow")), "ui", "--backend-store-uri", f"sqlite:///{home / 'mlflow.db'}",
+         "--default-artifact-root", str(home / "mlartifacts"), "--host", "127.0.0.1", "--port", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert server.poll() is None and time.monotonic() < deadline, "mlflow ui did not start"
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.5)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def page():
+    from playwright.sync_api import sync_playwright
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.fail("Chromium is not installed: `make test` installs it (apt-get install chromium)")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking"])
+        yield browser.new_page(viewport={"width": 1500, "height": 900})
+        browser.close()
+
+
+def _shot(page, name: str, tmp_path: Path) -> None:
+    folder = Path(os.environ.get("HPO_SCREENSHOTS", tmp_path))
+    folder.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(folder / f"{name}.png"))
+
+
+def test_the_printed_link_shows_the_searchs_trials_ranked_best_first(searched, mlflow_ui, page, tmp_path):
+    result, _ = searched
+    page.goto(runs_url(mlflow_ui, result))
+    page.get_by_text(f"{len(result.trials)} matching runs").wait_for(timeout=90_000)
+    names = page.locator("a", has_text="trial-").all_inner_texts()
+    _shot(page, "mlflow-runs", tmp_path)
+    ranked = sorted((t for t in result.trials if t.value is not None), key=lambda t: t.value)
+    assert [name.split()[0] for name in names] == [f"trial-{t.number:04d}" for t in ranked]
+    assert any(" pruned at epoch " in name for name in names), names
+    assert page.get_by_text("Model training").count() and page.get_by_text("Sort: ranking_val_loss").count()
+
+
+def test_the_search_run_describes_the_search(searched, mlflow_ui, page, tmp_path):
+    result, _ = searched
+    page.goto(f"{mlflow_ui}/#/experiments/{result.experiment_id}/runs/{result.parent_run_id}"
+              "?workflowType=machine_learning")
+    page.get_by_text(f"Best: trial {result.best.number}").wait_for(timeout=90_000)
+    _shot(page, "mlflow-search-run", tmp_path)
+    assert page.get_by_text("Test (evaluated once, best configuration)").count()
+
+
+def test_the_report_is_one_page_whose_plots_load(searched, page, tmp_path):
+    result, _ = searched
+    page.goto(result.report.resolve().as_uri())
+    images = page.locator("img")
+    assert images.count() >= 3  # history, learning curves, metric against the parameter
+    widths = images.evaluate_all("images => images.map(image => image.naturalWidth)")
+    assert all(width > 300 for width in widths), widths
+    assert page.locator("tr.pruned").count() >= 1
+    page.set_viewport_size({"width": 1200, "height": 2400})
+    _shot(page, "report", tmp_path)

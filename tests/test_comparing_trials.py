@@ -1,0 +1,116 @@
+"""Comparing trials: every child run ranks and plots honestly, the search run tells the story, the
+report is written from the study alone, and the printed link lands on the search's trials."""
+
+from __future__ import annotations
+
+import csv
+import io
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+import hpo
+from conftest import child_runs, digits_space
+from hpo._report import mlflow_pointer
+
+SPACE = {"lr": {"type": "float", "low": 1e-4, "high": 0.3, "log": True, "grid": [3e-4, 1e-3, 3e-2, 0.1, 0.3]}}
+
+
+@pytest.fixture(scope="module")
+def pruned_search(tmp_path_factory):
+    """A grid search on digits whose median rule prunes the slow learning rates early."""
+    home = tmp_path_factory.mktemp("comparing")
+    pruning = hpo.Pruning(pruner="median", warmup_trials=2, warmup_steps=1)
+    result = hpo.search("digits_mlp", digits_space(epochs=6, **SPACE), strategy="grid", n_trials=5, pruner=pruning,
+                        population=1, home=home)
+    return result, home
+
+
+def test_every_trial_carries_the_ranking_metric_and_says_how_it_ended(pruned_search):
+    result, _ = pruned_search
+    client = MlflowClient(result.tracking_uri)
+    runs = {int(r.data.tags["hpo.trial_number"]): r for r in child_runs(result.tracking_uri, result.parent_run_id)}
+    assert any(t.reason == "median" for t in result.trials), "the median rule pruned nothing: nothing to prove"
+    for trial in result.trials:
+        run = runs[trial.number]
+        curve = [m.value for m in client.get_metric_history(run.info.run_id, "val_loss")]
+        assert run.data.metrics["ranking_val_loss"] == pytest.approx(min(curve))  # best so far, also when pruned
+        assert all(m.step > 0 for m in client.get_metric_history(run.info.run_id, "val_loss"))
+        assert [m.step for m in client.get_metric_history(run.info.run_id, "initial_val_loss")] == [0]
+        note = run.data.tags["mlflow.note.content"]
+        if trial.state is hpo.TrialState.PRUNED:
+            assert "final_val_loss" not in run.data.metrics
+            assert run.info.run_name.startswith(f"trial-{trial.number:04d} pruned at epoch {len(curve)}")
+            if trial.reason == "median":
+                assert note.startswith(f"pruned by median at epoch {len(curve)}: ") and "> median" in note
+            else:
+                assert note.startswith(f"diverged at epoch {len(curve)}: ") and "val_loss" in note
+        else:
+            assert run.info.run_name == f"trial-{trial.number:04d} val_loss={trial.value:.4g}"
+            assert note.startswith("complete: val_loss")
+
+
+def test_the_search_run_names_its_best_run_and_ranks_every_trial(pruned_search):
+    result, home = pruned_search
+    client = MlflowClient(result.tracking_uri)
+    parent = client.get_run(result.parent_run_id)
+    runs = {int(r.data.tags["hpo.trial_number"]): r.info.run_id
+            for r in child_runs(result.tracking_uri, result.parent_run_id)}
+    best_run = runs[result.best.number]
+    assert parent.data.tags["hpo.best_run_id"] == best_run
+    assert f"runs/{best_run}?workflowType=machine_learning)" in parent.data.tags["mlflow.note.content"]
+    board = list(csv.DictReader(io.StringIO(Path(client.download_artifacts(
+        result.parent_run_id, "leaderboard.csv", str(home))).read_text())))
+    assert [int(row["trial"]) for row in board] == [t.number for t in sorted(result.trials, key=lambda t: t.value)]
+    assert {int(row["trial"]): row["run_id"] for row in board} == runs
+    assert {row["state"] for row in board} == {"complete", "pruned"}
+    shipped = {f.path for f in client.list_artifacts(result.parent_run_id, "report")}
+    assert {"report/report.html", "report/history.png", "report/curves.png", "report/slice.png"} <= shipped
+
+
+def test_hpo_report_writes_the_report_from_the_study_alone(pruned_search, tmp_path):
+    result, home = pruned_search
+    storage = f"sqlite:///{home / 'optuna.db'}"
+    out = tmp_path / "report"
+    done = subprocess.run([sys.executable, "-m", "hpo.cli", "report", result.study_name, "--storage", storage,
+                           "--out", str(out)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    page = (out / "report.html").read_text()
+    assert page.count("data:image/png;base64,") >= 3  # self-contained
+    for trial in result.trials:
+        assert f"<td>{trial.state.value}</td>" in page
+    wrong = subprocess.run([sys.executable, "-m", "hpo.cli", "report", result.study_name[:-1], "--storage", storage],
+                           capture_output=True, text=True, timeout=120)
+    assert wrong.returncode == 2 and f"did you mean {result.study_name!r}" in wrong.stderr
+    assert len(wrong.stderr.strip().splitlines()) == 1
+
+
+def test_the_printed_link_lands_on_the_search_where_its_store_is_served(pruned_search, tmp_path, monkeypatch):
+    result, home = pruned_search
+    ranked = "orderByKey=metrics.%60ranking_val_loss%60&orderByAsc=true"
+    filtered = f"searchFilter=tags.%60hpo.study_run%60%20%3D%20%27{result.parent_run_id}%27"
+    monkeypatch.setenv("HPO_UI_URL", "http://0.0.0.0:5123")
+    served = mlflow_pointer(result, cwd=home.parent if home.name == ".hpo" else _as_project(home, tmp_path))
+    assert f"http://0.0.0.0:5123/#/experiments/{result.experiment_id}/runs?workflowType=machine_learning" in served
+    assert ranked in served and filtered in served
+    elsewhere = mlflow_pointer(result, cwd=tmp_path)
+    assert f"mlflow ui --backend-store-uri {result.tracking_uri}" in elsewhere and "5123" not in elsewhere
+    server = mlflow_pointer(_with_uri(result, "http://tracking.example:5000"))
+    assert f"http://tracking.example:5000/#/experiments/{result.experiment_id}/runs?" in server
+
+
+def _as_project(home: Path, tmp_path: Path) -> Path:
+    """A project folder whose .hpo/mlflow.db is the search's store (as `make ui` serves it)."""
+    project = tmp_path / "project"
+    (project / ".hpo").mkdir(parents=True)
+    (project / ".hpo" / "mlflow.db").symlink_to(home / "mlflow.db")
+    return project
+
+
+def _with_uri(result, uri: str):
+    import dataclasses
+
+    return dataclasses.replace(result, tracking_uri=uri)
