@@ -1,2 +1,0 @@
-"""The bundled search spaces (YAML data), installed with ``hpo``: ``hpo search lr_wd`` finds them
-from any folder."""
