@@ -72,6 +72,8 @@ bench: $(STAMP)
 	$(BIN)/python bench/startup.py
 	$(BIN)/python bench/overhead.py
 	$(BIN)/python bench/ray_overhead.py
+	$(BIN)/python bench/population.py --objective mnist1d_mlp
+	$(BIN)/python bench/population.py --objective mnist1d_cnn
 	@if $(BIN)/python -c "import sys, torch; sys.exit(not torch.cuda.is_available())"; then $(MAKE) bench-gpu; \
 		else echo "no CUDA GPU here: GPU throughput (make bench-gpu) not measured"; fi
 

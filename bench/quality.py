@@ -172,21 +172,27 @@ def _spread(values: list[float], scale: float = 1.0, digits: int = 1) -> str:
 
 
 def report(searches: list[dict[str, Any]], docs: Path) -> None:
+    """Print the tables, and write them (``docs/tables.md``) and the plots (``docs/*.png``)."""
     console = Console(width=200)
+    tables: list[str] = []
     by_objective: dict[str, list[dict]] = {}
     for search in searches:
         by_objective.setdefault(search["objective"], []).append(search)
     for objective, runs in by_objective.items():
         summaries = [(run, summary(run)) for run in runs]
         best_known = max(s["best_test_accuracy"] for _, s in summaries if not math.isnan(s["best_test_accuracy"]))
+        lowest_loss = min(s["best_val_loss"] for _, s in summaries if not math.isnan(s["best_val_loss"]))
         unpruned_best = {}  # (strategy, seed) -> the test accuracy the unpruned search found
         for run, s in summaries:
             if run["pruner"] == "none":
                 unpruned_best[(run["strategy"], run["seed"])] = s
+        columns = ("strategy", "pruner", "seeds", "test acc %", "val acc %", "val loss", "regret (val loss)",
+                   "regret (test pts)", "epochs", "epochs / unpruned", "top-10% pruned")
         table = Table(title=f"{objective}: best of each search (median \\[min, max] over seeds)")
-        for column in ("strategy", "pruner", "seeds", "test acc %", "val acc %", "val loss", "regret (test pts)",
-                       "epochs", "epochs / unpruned", "top-10% pruned"):
+        for column in columns:
             table.add_column(column, justify="right")
+        markdown = [f"### {objective}", "", "| " + " | ".join(columns) + " |",
+                    "| " + " | ".join(["---"] * 2 + ["---:"] * (len(columns) - 2)) + " |"]
         for strategy in STRATEGIES:
             for pruner in PRUNERS:
                 group = [(r, s) for r, s in summaries if r["strategy"] == strategy and r["pruner"] == pruner]
@@ -194,19 +200,25 @@ def report(searches: list[dict[str, Any]], docs: Path) -> None:
                     continue
                 ratios = [s["epochs"] / unpruned_best[(r["strategy"], r["seed"])]["epochs"] for r, s in group
                           if (r["strategy"], r["seed"]) in unpruned_best]
-                table.add_row(
+                row = (
                     strategy, pruner, str(len(group)),
                     _spread([s["best_test_accuracy"] for _, s in group], 100),
                     _spread([s["best_val_accuracy"] for _, s in group], 100),
                     _spread([s["best_val_loss"] for _, s in group], 1, 3),
+                    _spread([s["best_val_loss"] - lowest_loss for _, s in group], 1, 3),
                     _spread([best_known - s["best_test_accuracy"] for _, s in group], 100),
                     f"{statistics.median([s['epochs'] for _, s in group]):.0f}",
                     f"{statistics.median(ratios):.2f}" if ratios else "-",
                     f"{sum(s['top_pruned'] for _, s in group)} of {sum(s['top'] for _, s in group)}"
                     if pruner != "none" else "-",
                 )
+                table.add_row(*row)
+                markdown.append("| " + " | ".join(row) + " |")
         console.print(table)
         plot(objective, summaries, docs)
+        tables.append("\n".join(markdown))
+    docs.mkdir(parents=True, exist_ok=True)
+    (docs / "tables.md").write_text("\n\n".join(tables) + "\n")
 
 
 def plot(objective: str, summaries: list[tuple[dict, dict]], docs: Path) -> None:

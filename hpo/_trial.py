@@ -68,6 +68,8 @@ class TrialRecord:
     """For a pruned trial: what the rule saw, and the epoch it stopped at."""
     curve: list[tuple[int, float]] = field(default_factory=list)
     """The space's metric at each step it reported (kept in the study, for the search's report)."""
+    run_id: str = ""
+    """Its MLflow child run, where the run existed when the trial ended."""
 
     @property
     def finished(self) -> bool:

@@ -4,6 +4,7 @@ searcher (claims), trainable (runs) and callback (finishes)."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
 import time
@@ -196,8 +197,9 @@ class TrialLoop:
         }
 
     def finish(self, started: Started, record: TrialRecord, tags: dict[str, str] | None = None) -> TrialRecord:
-        """End the trial in the store, then its child run the same way the store holds it."""
-        stored = self.store.finish(started.claim, record)
+        """End the trial in the store (naming its child run, once MLflow has made it), then its
+        child run the same way the store holds it."""
+        stored = self.store.finish(started.claim, dataclasses.replace(record, run_id=started.run.run_id or ""))
         started.run.finish(stored, tags)
         return stored
 

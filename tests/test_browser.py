@@ -31,21 +31,17 @@ def searched(tmp_path_factory):
     return result, home
 
 
-@pytest.fixture(scope="module")
-def mlflow_ui(searched):
-    """``mlflow ui`` on the search's store, as ``make ui`` runs it."""
-    _, home = searched
+def _serve(command: list[str]):
+    """Run a web server on a free loopback port (``{port}`` in ``command``); yields its URL."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    server = subprocess.Popen(
-        [str(Path(sys.executable).with_name("mlflow")), "ui", "--backend-store-uri", f"sqlite:///{home / 'mlflow.db'}",
-         "--default-artifact-root", str(home / "mlartifacts"), "--host", "127.0.0.1", "--port", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    server = subprocess.Popen([part.format(port=port) for part in command], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         deadline = time.monotonic() + 120
         while True:
-            assert server.poll() is None and time.monotonic() < deadline, "mlflow ui did not start"
+            assert server.poll() is None and time.monotonic() < deadline, f"{command[0]} did not start"
             try:
                 socket.create_connection(("127.0.0.1", port), timeout=1).close()
                 break
@@ -54,7 +50,28 @@ def mlflow_ui(searched):
         yield f"http://127.0.0.1:{port}"
     finally:
         os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:  # gunicorn's workers may outlast their master's SIGTERM
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def mlflow_ui(searched):
+    """``mlflow ui`` on the search's store, as ``make ui`` runs it."""
+    _, home = searched
+    yield from _serve([str(Path(sys.executable).with_name("mlflow")), "ui", "--backend-store-uri",
+                       f"sqlite:///{home / 'mlflow.db'}", "--default-artifact-root", str(home / "mlartifacts"),
+                       "--host", "127.0.0.1", "--port", "{port}"])
+
+
+@pytest.fixture(scope="module")
+def dashboard(searched):
+    """optuna-dashboard on the study storage, as ``make dashboard`` runs it."""
+    _, home = searched
+    yield from _serve([str(Path(sys.executable).with_name("optuna-dashboard")), f"sqlite:///{home / 'optuna.db'}",
+                       "--host", "127.0.0.1", "--port", "{port}"])
 
 
 @pytest.fixture(scope="module")
@@ -71,22 +88,39 @@ def page():
         browser.close()
 
 
-def _shot(page, name: str, tmp_path: Path) -> None:
+def _shot(page, name: str, tmp_path: Path) -> Path:
+    """A screenshot of the page, named in the assertion messages that follow it."""
     folder = Path(os.environ.get("HPO_SCREENSHOTS", tmp_path))
     folder.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(folder / f"{name}.png"))
+    return folder / f"{name}.png"
 
 
 def test_the_printed_link_shows_the_searchs_trials_ranked_best_first(searched, mlflow_ui, page, tmp_path):
     result, _ = searched
     page.goto(runs_url(mlflow_ui, result))
+    from playwright.sync_api import expect
+
     page.get_by_text(f"{len(result.trials)} matching runs").wait_for(timeout=90_000)
+    expect(page.locator("a", has_text="trial-")).to_have_count(len(result.trials), timeout=30_000)
     names = page.locator("a", has_text="trial-").all_inner_texts()
-    _shot(page, "mlflow-runs", tmp_path)
+    shot = _shot(page, "mlflow-runs", tmp_path)
     ranked = sorted((t for t in result.trials if t.value is not None), key=lambda t: t.value)
-    assert [name.split()[0] for name in names] == [f"trial-{t.number:04d}" for t in ranked]
-    assert any(" pruned at epoch " in name for name in names), names
-    assert page.get_by_text("Model training").count() and page.get_by_text("Sort: ranking_val_loss").count()
+    assert [name.split()[0] for name in names] == [f"trial-{t.number:04d}" for t in ranked], shot
+    assert any(" pruned at epoch " in name for name in names), (names, shot)
+    assert page.get_by_text("Sort: ranking_val_loss").count(), shot
+
+
+def test_a_trial_run_shows_its_learning_curve(searched, mlflow_ui, page, tmp_path):
+    result, _ = searched
+    run_id = next(t.run_id for t in result.trials if t.number == result.best.number)
+    page.goto(f"{mlflow_ui}/#/experiments/{result.experiment_id}/runs/{run_id}/model-metrics"
+              "?workflowType=machine_learning")
+    page.get_by_placeholder("Search metric charts").fill("val_loss")
+    page.get_by_text("val_loss", exact=True).first.wait_for(timeout=90_000)
+    page.wait_for_timeout(2000)  # the charts draw after their data arrives
+    shot = _shot(page, "mlflow-trial-curves", tmp_path)
+    assert page.locator("canvas, svg.main-svg, .js-plotly-plot").count() >= 1, shot
 
 
 def test_the_search_run_describes_the_search(searched, mlflow_ui, page, tmp_path):
@@ -94,8 +128,23 @@ def test_the_search_run_describes_the_search(searched, mlflow_ui, page, tmp_path
     page.goto(f"{mlflow_ui}/#/experiments/{result.experiment_id}/runs/{result.parent_run_id}"
               "?workflowType=machine_learning")
     page.get_by_text(f"Best: trial {result.best.number}").wait_for(timeout=90_000)
-    _shot(page, "mlflow-search-run", tmp_path)
-    assert page.get_by_text("Test (evaluated once, best configuration)").count()
+    shot = _shot(page, "mlflow-search-run", tmp_path)
+    assert page.get_by_text("Test (evaluated once, best configuration)").count(), shot
+    page.goto(f"{mlflow_ui}/#/experiments/{result.experiment_id}/runs/{result.parent_run_id}/artifacts"
+              "?workflowType=machine_learning")
+    page.get_by_text("leaderboard.csv").wait_for(timeout=90_000)
+    shot = _shot(page, "mlflow-search-artifacts", tmp_path)
+    assert page.get_by_text("report", exact=True).count() and page.get_by_text("best_config.json").count(), shot
+
+
+def test_optuna_dashboard_shows_the_study_with_its_metric(searched, dashboard, page, tmp_path):
+    result, _ = searched
+    page.goto(dashboard)
+    page.get_by_text(result.study_name).first.wait_for(timeout=90_000)
+    page.get_by_text(result.study_name).first.click()
+    page.get_by_text("val_loss").first.wait_for(timeout=90_000)
+    shot = _shot(page, "optuna-dashboard", tmp_path)
+    assert page.get_by_text("val_loss").count(), shot
 
 
 def test_the_report_is_one_page_whose_plots_load(searched, page, tmp_path):

@@ -47,7 +47,7 @@ def ranked(trials: Sequence[TrialRecord], direction: str,
     order = sorted(ends, key=lambda t: (t.value is None or t.state is TrialState.FAILED,
                                         sign * t.value if t.value is not None else 0.0, t.number))
     run_ids = run_ids or {}
-    return [RankedTrial(i + 1, t, run_ids.get(t.number, "")) for i, t in enumerate(order)]
+    return [RankedTrial(i + 1, t, run_ids.get(t.number, t.run_id)) for i, t in enumerate(order)]
 
 
 def leaderboard_csv(rows: Sequence[RankedTrial], metric: str) -> str:

@@ -496,6 +496,7 @@ def to_record(trial: FrozenTrial) -> TrialRecord:
         session=int(trial.user_attrs.get(CLAIM, {}).get("session", 0)),
         detail=result.get("detail", ""),
         curve=[(int(step), float(value)) for step, value in result.get("curve", [])],
+        run_id=result.get("mlflow_run_id", ""),
     )
 
 
@@ -516,4 +517,5 @@ def _result_attr(record: TrialRecord) -> dict[str, Any]:
         **({"where": record.where, "traceback": record.traceback} if record.traceback else {}),
         **({"detail": record.detail} if record.detail else {}),
         **({"curve": [[step, value] for step, value in record.curve]} if record.curve else {}),
+        **({"mlflow_run_id": record.run_id} if record.run_id else {}),
     }
