@@ -261,7 +261,7 @@ def report(study_name: str | None = None, storage: str | None = None, out: Path 
     elif study_name not in names:
         close = difflib.get_close_matches(study_name, names, n=1)
         hint = f"did you mean {close[0]!r}?" if close else f"it has {', '.join(map(repr, names[-5:]))}"
-        raise HpoError(f"no study {study_name!r} in {url}: {hint}", argument="study_name")
+        raise HpoError(f"no study {study_name!r} in {url}: {hint}")
     return write_report(TrialStore(url, study_name), out or home / "reports" / study_name)
 
 
