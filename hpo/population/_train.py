@@ -115,7 +115,12 @@ def _with_member_dropout(model: nn.Module) -> nn.Module:
 
 
 class _Population:
-    """The members still training, stacked: parameters, buffers and optimizer state, one row each."""
+    """The members still training, stacked: parameters, buffers and optimizer state, one row each.
+
+    All of a member's parameters are one row of ``flat`` (members x parameters); the model's
+    tensors are views of it. So a training step takes one gradient and the optimizer updates
+    every parameter of every member with a handful of elementwise kernels, not a handful per
+    tensor (the same elementwise arithmetic: the same numbers)."""
 
     def __init__(self, recipe: Recipe, params: list[dict[str, Any]], trials: Sequence[Trial]) -> None:
         models = []
@@ -125,17 +130,29 @@ class _Population:
         if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in models[0].modules()):
             raise ValueError("population training does not support batch norm (members would share statistics)")
         self.base = copy.deepcopy(models[0]).to("meta")
-        self.params, self.buffers = stack_module_state(models)
+        stacked, self.buffers = stack_module_state(models)
+        self._shapes = {name: tensor.shape[1:] for name, tensor in stacked.items()}
+        self.flat = torch.cat([t.detach().reshape(len(models), -1) for t in stacked.values()], dim=1).requires_grad_()
+        self.params = self._views()
         device = recipe.train[0].device
         first = params[0]
 
         def rates(name: str) -> Tensor:
             return torch.tensor([float(p[name]) for p in params], device=device)
 
-        self.optimizer = StackedOptimizer(first["optimizer"], list(self.params.values()), lr=rates("lr"),
+        self.optimizer = StackedOptimizer(first["optimizer"], [self.flat], lr=rates("lr"),
                                           weight_decay=rates("weight_decay"), momentum=rates("momentum"))
         self.schedule = StackedSchedule(first["schedule"], [p["lr"] for p in params], int(first["epochs"]))
         self.rows = list(range(len(params)))  # each row's member
+
+    def _views(self) -> dict[str, Tensor]:
+        """Each parameter's stack, as a view of its columns of ``flat``."""
+        views, start = {}, 0
+        for name, shape in self._shapes.items():
+            size = shape.numel()
+            views[name] = self.flat[:, start : start + size].view(-1, *shape)
+            start += size
+        return views
 
     def outputs(self, x: Tensor, *, shared: bool) -> Tensor:
         """Every member's outputs for its own inputs (``shared``: the same inputs for all)."""
@@ -149,10 +166,11 @@ class _Population:
 
     def keep(self, members: list[int]) -> None:
         """Drop the members that stopped: they neither compute nor update any more."""
-        index = torch.tensor([self.rows.index(m) for m in members], device=next(iter(self.params.values())).device)
-        self.params = {k: v.detach()[index].requires_grad_() for k, v in self.params.items()}
+        index = torch.tensor([self.rows.index(m) for m in members], device=self.flat.device)
+        self.flat = self.flat.detach()[index].requires_grad_()
+        self.params = self._views()
         self.buffers = {k: v[index] for k, v in self.buffers.items()}
-        self.optimizer.keep(index, list(self.params.values()))
+        self.optimizer.keep(index, [self.flat])
         self.rows = members
 
 
@@ -235,8 +253,7 @@ def _train(recipe: Recipe, params: list[dict[str, Any]], trials: list[Trial]) ->
         for start in range(0, n, batch_size):
             index = orders[:, start : start + batch_size]
             losses = vmap(recipe.loss)(population.outputs(x_train[index], shared=False), y_train[index])
-            grads = torch.autograd.grad(losses.sum(), list(population.params.values()))
-            population.optimizer.step(grads)
+            population.optimizer.step(torch.autograd.grad(losses.sum(), [population.flat]))
             total += losses.detach() * index.shape[1]
         population.schedule.step()
         rates = population.schedule.rates()
