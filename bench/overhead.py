@@ -30,7 +30,7 @@ from hpo import SearchSpace
 from hpo.population import Recipe
 
 SPACE = SearchSpace.model_validate(
-    {"name": "null", "metric": "loss", "direction": "minimize",
+    {"name": "null", "metric": "val_loss", "direction": "minimize",
      "params": {"lr": {"type": "float", "low": 1e-5, "high": 1.0, "log": True},
                 "weight_decay": {"type": "float", "low": 1e-6, "high": 1e-2, "log": True}},
      "fixed": {"epochs": 10, "batch_size": 1, "optimizer": "sgd"}}
@@ -44,8 +44,8 @@ class NullObjective:
 
     def __call__(self, params, trial):
         for step in range(STEPS):
-            trial.report(step, loss=params["lr"] / (step + 1))
-        return params["lr"] / STEPS
+            trial.report(step, val_loss=params["lr"] / (step + 1))
+        return {"val_loss": params["lr"] / STEPS}
 
     def population(self, params, trial):
         one = (torch.zeros(1, 1), torch.zeros(1, 1))

@@ -87,6 +87,7 @@ def _plots(store: TrialStore, trials: list[TrialRecord], plan: Any, out: Path) -
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import optuna
     import optuna.visualization.matplotlib as optuna_plots
 
     space = plan.space
@@ -115,8 +116,10 @@ def _plots(store: TrialStore, trials: list[TrialRecord], plan: Any, out: Path) -
         save(f"{space.metric} against each parameter (log axis where log-scaled)", "slice",
              lambda: optuna_plots.plot_slice(study, **target))
     if len(complete) >= 3 and len(space.params) >= 2:
-        save("Parameter importances (fANOVA)", "importances",
-             lambda: optuna_plots.plot_param_importances(study, **target))
+        # PED-ANOVA: fANOVA's random forest took 6 s for 200 trials on 2 cores, this a fraction of one
+        evaluator = optuna.importance.PedAnovaImportanceEvaluator()
+        save("Parameter importances (PED-ANOVA)", "importances",
+             lambda: optuna_plots.plot_param_importances(study, evaluator=evaluator, **target))
         save("Parallel coordinates", "parallel", lambda: optuna_plots.plot_parallel_coordinate(study, **target))
     plt.close("all")
     return drawn

@@ -4,10 +4,11 @@ process claims, finishes and fails trials."""
 from __future__ import annotations
 
 import contextlib
+import copy
 import threading
 import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -133,6 +134,7 @@ class TrialStore:
         self._storage: optuna.storages.RDBStorage | None = None
         self._study: optuna.Study | None = None
         self._pruned_studies: dict[tuple[int, int | None], optuna.Study] = {}
+        self._ended_here = 0  # trials this process has ended: what a pruner's view of the study waits for
         self._stale_since: dict[int, float] = {}  # trial id -> when this process first saw it stale
         self.session = 0  # this run's number among the search's runs, known once the study is opened
 
@@ -313,7 +315,8 @@ class TrialStore:
         stage = claim.stage if by_stage else None
         key = (id(pruner), stage)
         if key not in self._pruned_studies:
-            self._pruned_studies[key] = _StageStudy(self.study_name, self.storage, pruner, stage)
+            self._pruned_studies[key] = _StageStudy(self.study_name, self.storage, pruner, stage,
+                                                    version=lambda: self._ended_here)
         return optuna.Trial(self._pruned_studies[key], claim.trial_id)
 
     def finish(self, claim: Claim, record: TrialRecord) -> TrialRecord:
@@ -326,6 +329,8 @@ class TrialStore:
                 self.storage.set_trial_state_values(claim.trial_id, _TELL[record.state], values)
             except UpdateFinishedTrialError:
                 return to_record(self.storage.get_trial(claim.trial_id))
+            finally:
+                self._ended_here += 1
         return record
 
     def fail(self, trial_ids: Sequence[int], reason: str = WORKER_LOST) -> list[TrialRecord]:
@@ -378,15 +383,32 @@ class TrialStore:
 class _StageStudy(optuna.Study):
     """The study as a pruner sees it when it judges a trial of one coarse-to-fine stage: the
     trials of that stage only (all of them where ``stage`` is None). Median and successive
-    halving read the study through ``get_trials``; Hyperband splits it into brackets of its own."""
+    halving read the study through ``get_trials``; Hyperband splits it into brackets of its own.
+
+    The median rule reads every complete trial at every report, and Optuna's SQL storage can
+    only read them all (even to count them): that made pruning quadratic in the study's size. So
+    complete trials, which never change, are read again only when ``version()`` has changed: when
+    this process has ended a trial, or at most every ``REFRESH_S`` seconds (for what other
+    processes end). In one process the view is always exact."""
+
+    REFRESH_S = 2.0
 
     def __init__(self, study_name: str, storage: optuna.storages.BaseStorage, pruner: optuna.pruners.BasePruner,
-                 stage: int | None) -> None:
+                 stage: int | None, version: Callable[[], int]) -> None:
         super().__init__(study_name=study_name, storage=storage, pruner=pruner)
         self._stage = stage
+        self._version = version
+        self._complete: tuple[tuple[int, float], list[FrozenTrial]] | None = None
 
     def get_trials(self, deepcopy: bool = True, states: Any = None) -> list[FrozenTrial]:
-        trials = super().get_trials(deepcopy=deepcopy, states=states)
+        if states is None or tuple(states) != (OptunaState.COMPLETE,):
+            return self._of_stage(super().get_trials(deepcopy=deepcopy, states=states))
+        version = (self._version(), time.monotonic() // self.REFRESH_S)
+        if self._complete is None or self._complete[0] != version:
+            self._complete = version, self._of_stage(super().get_trials(deepcopy=False, states=states))
+        return copy.deepcopy(self._complete[1]) if deepcopy else list(self._complete[1])
+
+    def _of_stage(self, trials: list[FrozenTrial]) -> list[FrozenTrial]:
         if self._stage is None:
             return trials
         return [t for t in trials if t.user_attrs.get(CLAIM, {}).get("stage", 0) == self._stage]
