@@ -15,20 +15,14 @@ from pathlib import Path
 
 import pytest
 
-import hpo
-from conftest import digits_space
+from conftest import pruned_grid_search
 from hpo._report import runs_url
-
-SPACE = {"lr": {"type": "float", "low": 1e-4, "high": 0.3, "log": True, "grid": [3e-4, 1e-3, 1e-2, 3e-2, 0.1]}}
 
 
 @pytest.fixture(scope="module")
 def searched(tmp_path_factory):
     home = tmp_path_factory.mktemp("browser")
-    pruning = hpo.Pruning(pruner="median", warmup_trials=2, warmup_steps=1)
-    result = hpo.search("digits_mlp", digits_space(epochs=5, **SPACE), strategy="grid", n_trials=5, pruner=pruning,
-                        population=1, home=home)
-    return result, home
+    return pruned_grid_search(home, [3e-4, 1e-3, 1e-2, 3e-2, 0.1], epochs=5), home
 
 
 def _serve(command: list[str]):

@@ -13,20 +13,14 @@ import pytest
 from mlflow import MlflowClient
 
 import hpo
-from conftest import child_runs, digits_space
+from conftest import child_runs, pruned_grid_search
 from hpo._report import mlflow_pointer
-
-SPACE = {"lr": {"type": "float", "low": 1e-4, "high": 0.3, "log": True, "grid": [3e-4, 1e-3, 3e-2, 0.1, 0.3]}}
 
 
 @pytest.fixture(scope="module")
 def pruned_search(tmp_path_factory):
-    """A grid search on digits whose median rule prunes the slow learning rates early."""
     home = tmp_path_factory.mktemp("comparing")
-    pruning = hpo.Pruning(pruner="median", warmup_trials=2, warmup_steps=1)
-    result = hpo.search("digits_mlp", digits_space(epochs=6, **SPACE), strategy="grid", n_trials=5, pruner=pruning,
-                        population=1, home=home)
-    return result, home
+    return pruned_grid_search(home, [3e-4, 1e-3, 3e-2, 0.1, 0.3], epochs=6), home
 
 
 def test_every_trial_carries_the_ranking_metric_and_says_how_it_ended(pruned_search):
