@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from hpo._plan import SearchResult
-from hpo._trial import TrialState
+from hpo._trial import TrialState, shown
 
 
 class LeaderboardRow(NamedTuple):
@@ -31,10 +31,6 @@ def leaderboard(result: SearchResult, top: int = 10) -> list[LeaderboardRow]:
     return [LeaderboardRow(i + 1, t.number, t.stage, t.value, t.metrics, t.params) for i, t in enumerate(ranked)]  # type: ignore[arg-type]
 
 
-def _fmt(value: object) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
-
-
 def print_summary(result: SearchResult, console: Console) -> None:
     rows = leaderboard(result)
     ended = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAILED)
@@ -50,19 +46,19 @@ def print_summary(result: SearchResult, console: Console) -> None:
             table.add_column(column, justify="right")
         for row in rows:
             table.add_row(
-                str(row.rank), str(row.number), str(row.stage), _fmt(row.value),
-                *(_fmt(row.metrics.get(m, "")) for m in extra),
-                *(_fmt(row.params.get(p, "-")) for p in param_names),
+                str(row.rank), str(row.number), str(row.stage), shown(row.value),
+                *(shown(row.metrics.get(m, "")) for m in extra),
+                *(shown(row.params.get(p, "-")) for p in param_names),
             )
         console.print(table)
         best = result.best
         assert best is not None
-        chosen = ", ".join(f"{k}={_fmt(v)}" for k, v in result.best_params.items())
+        chosen = ", ".join(f"{k}={shown(v)}" for k, v in result.best_params.items())
         console.print(f"[bold]Best[/] trial {best.number}: {chosen}")
-        scores = ", ".join(f"{k} {_fmt(v)}" for k, v in best.metrics.items() if k.startswith("val_"))
+        scores = ", ".join(f"{k} {shown(v)}" for k, v in best.metrics.items() if k.startswith("val_"))
         console.print(f"  validation: {scores}")
         if result.test_metrics:
-            tested = ", ".join(f"{k} {_fmt(v)}" for k, v in result.test_metrics.items())
+            tested = ", ".join(f"{k} {shown(v)}" for k, v in result.test_metrics.items())
             console.print(f"  [bold]test[/] (evaluated once): {tested}")
     if not result.tracked:
         console.print("[yellow]MLflow could not be reached[/] to write all of this search: the next run of the "

@@ -166,12 +166,18 @@ class Trial:
         if self._on_report is not None:
             self._on_report(step, values)
         if self._guard is not None and self._guard.diverged(values):
-            shown = ", ".join(f"{name} {value:.4g}" for name, value in values.items())
-            raise TrialPruned("diverged", f"at epoch {step}: {shown}")
+            seen = ", ".join(f"{name} {value:.4g}" for name, value in values.items())
+            raise TrialPruned("diverged", f"at epoch {step}: {seen}")
         if self._should_prune is not None and self._metric in values:
             stop = self._should_prune(step, values[self._metric])
             if stop is not None:
                 raise stop
+
+
+def shown(value: Any) -> str:
+    """A value as tables show it: floats to 4 significant digits (the exact values are in the
+    study and ``best_config.json``)."""
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 def how_it_ended(record: TrialRecord, metric: str) -> str:

@@ -21,13 +21,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hpo._trial import TrialRecord, TrialState, how_it_ended
+from hpo._trial import TrialRecord, TrialState, how_it_ended, shown
 
 if TYPE_CHECKING:
     from hpo.store import TrialStore
 
-STATE_STYLE = {TrialState.COMPLETE: ("o", None), TrialState.PRUNED: ("x", "tab:gray"),
-               TrialState.FAILED: ("", None)}
+ENDED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAILED)
+MARKERS = {TrialState.COMPLETE: "o", TrialState.PRUNED: "x"}
 
 
 @dataclass(frozen=True)
@@ -63,7 +63,7 @@ def leaderboard_csv(rows: Sequence[RankedTrial], metric: str) -> str:
 
 
 def write_report(store: TrialStore, out: Path, *, run_ids: Mapping[int, str] | None = None,
-                 test_metrics: Mapping[str, float] | None = None, link: str = "") -> Path:
+                 test_metrics: Mapping[str, float] | None = None) -> Path:
     """Plots (``out/*.png``), ``out/leaderboard.csv`` and ``out/report.html`` for the search of
     ``store``'s study; returns the HTML page's path."""
     from hpo._plan import SearchPlan
@@ -75,7 +75,7 @@ def write_report(store: TrialStore, out: Path, *, run_ids: Mapping[int, str] | N
     out.mkdir(parents=True, exist_ok=True)
     (out / "leaderboard.csv").write_text(leaderboard_csv(rows, space.metric))
     plots = _plots(store, trials, plan, out)
-    page = _html(plan, rows, plots, test_metrics or store.tested(), link)
+    page = _html(plan, rows, plots, test_metrics or store.tested())
     (out / "report.html").write_text(page, encoding="utf-8")
     return out / "report.html"
 
@@ -141,8 +141,7 @@ def _history(trials: list[TrialRecord], plan: Any) -> Any:
                 continue
             color = colors(stage / max(1, len(stages) - 1)) if len(stages) > 1 else "tab:blue"
             label = (f"stage {stage} " if len(stages) > 1 else "") + state.value
-            marker, _ = STATE_STYLE[state]
-            axes.scatter(*zip(*points, strict=True), marker=marker, color=color, label=label,
+            axes.scatter(*zip(*points, strict=True), marker=MARKERS[state], color=color, label=label,
                          alpha=0.5 if state is TrialState.PRUNED else 0.9)
     best, steps = math.inf, []
     for t in sorted(trials, key=lambda t: t.number):
@@ -186,9 +185,9 @@ def _curves(trials: list[TrialRecord], plan: Any, top: int = 5) -> Any:
 
 
 # -- the page ---------------------------------------------------------------------------------
-def _html(plan: Any, rows: list[RankedTrial], plots: dict[str, Path], test: Mapping[str, float], link: str) -> str:
+def _html(plan: Any, rows: list[RankedTrial], plots: dict[str, Path], test: Mapping[str, float]) -> str:
     space = plan.space
-    counts = {state: sum(r.record.state is state for r in rows) for state in STATE_STYLE}
+    counts = {state: sum(r.record.state is state for r in rows) for state in ENDED}
     best = next((r for r in rows if r.record.state is TrialState.COMPLETE), None)
     names = sorted({name for r in rows for name in r.record.params})
     e = html.escape
@@ -204,14 +203,12 @@ def _html(plan: Any, rows: list[RankedTrial], plots: dict[str, Path], test: Mapp
         + ", ".join(f"{n} {s.value}" for s, n in counts.items()) + ".</p>",
     ]
     if best is not None:
-        config = ", ".join(f"{k}={_fmt(v)}" for k, v in {**space.fixed, **best.record.params}.items())
+        config = ", ".join(f"{k}={shown(v)}" for k, v in {**space.fixed, **best.record.params}.items())
         parts.append(f"<p><b>Best</b>: trial {best.record.number}, {e(space.metric)} {best.record.value:.4g}: "
                      f"<code>{e(config)}</code></p>")
     if test:
         parts.append("<p><b>Test</b> (evaluated once, best configuration): "
                      + ", ".join(f"{e(k)} {v:.4g}" for k, v in test.items()) + "</p>")
-    if link:
-        parts.append(f"<p>In MLflow: <a href='{e(link)}'>{e(link)}</a></p>")
     for title, path in plots.items():
         data = base64.b64encode(path.read_bytes()).decode()
         parts.append(f"<h2>{e(title)}</h2><img alt='{e(title)}' src='data:image/png;base64,{data}'>")
@@ -222,11 +219,7 @@ def _html(plan: Any, rows: list[RankedTrial], plots: dict[str, Path], test: Mapp
         t = r.record
         value = "" if t.value is None else f"{t.value:.4g}"
         cells = [str(r.rank), str(t.number), t.state.value, value, str(t.stage),
-                 *(_fmt(t.params.get(n, "")) for n in names), how_it_ended(t, space.metric), r.run_id]
+                 *(shown(t.params.get(n, "")) for n in names), how_it_ended(t, space.metric), r.run_id]
         parts.append(f"<tr class='{t.state.value}'>" + "".join(f"<td>{e(c)}</td>" for c in cells) + "</tr>")
     parts.append("</table></body></html>")
     return "\n".join(parts)
-
-
-def _fmt(value: object) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else str(value)

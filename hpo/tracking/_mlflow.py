@@ -12,7 +12,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 
 from hpo._files import create_whole, sqlite_path, unusable, writable
-from hpo._trial import TrialRecord, TrialState, how_it_ended
+from hpo._trial import TrialRecord, TrialState, how_it_ended, shown
 from hpo.tracking._writer import FLUSH_LIMIT_S, Writer
 
 if TYPE_CHECKING:
@@ -97,12 +97,6 @@ class TrialRun:
             client.set_terminated(self.run_id, RUN_STATUS[record.state])
 
         self.writer.submit(finish)
-
-
-def shown(value: Any) -> str:
-    """A parameter as the runs table shows it: floats to 4 significant digits (the exact values
-    are in the study and ``best_config.json``)."""
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 def run_name(number: int, state: TrialState = TrialState.RUNNING, *, epoch: int = 0,
@@ -241,9 +235,13 @@ class MlflowTracker:
             return {}
 
     def _run_ids(self, client: MlflowClient) -> dict[int, str]:
+        return {number: run.info.run_id for number, run in self._trial_runs(client).items()}
+
+    def _trial_runs(self, client: MlflowClient) -> dict[int, Any]:
+        """The search's trial runs, by trial number."""
         query = f"tags.`hpo.study_run` = '{self.parent_run_id}'"
         runs = client.search_runs([self.experiment_id], query, max_results=50000)
-        return {int(run.data.tags["hpo.trial_number"]): run.info.run_id for run in runs}
+        return {int(run.data.tags["hpo.trial_number"]): run for run in runs}
 
     def identity(self) -> dict[str, str]:
         """Where this search is written: what another process needs to write into it."""
@@ -329,10 +327,7 @@ class MlflowTracker:
         """A finished trial whose run is missing (written while the tracking server was down, by
         a worker that died, into a store since replaced) gets one, with its final metrics; one
         left running is closed as the study says it ended. Returns how many it wrote."""
-        runs: dict[int, Any] = {}
-        query = f"tags.`hpo.study_run` = '{self.parent_run_id}'"
-        for run in client.search_runs([self.experiment_id], query, max_results=50000):
-            runs[int(run.data.tags["hpo.trial_number"])] = run  # (with its state: not _run_ids)
+        runs = self._trial_runs(client)
         repaired = 0
         for record in trials:
             run = runs.get(record.number)
