@@ -191,16 +191,22 @@ class TrialLoop:
         duration = time.perf_counter() - began
         name = f"{worker_name()}/{group[0].claim.number}"
         tags = {"hpo.population": name, "hpo.population_size": str(len(group))}
-        return {
-            s.claim.number: self.finish(s, record_of(s.claim, outcome, device, duration, curve=trial.curve()), tags)
-            for s, outcome, trial in zip(group, outcomes, trials, strict=True)
-        }
+        records = [record_of(s.claim, outcome, device, duration, curve=trial.curve())
+                   for s, outcome, trial in zip(group, outcomes, trials, strict=True)]
+        return {record.number: record for record in self.finish_many(list(zip(group, records, strict=True)), tags)}
 
     def finish(self, started: Started, record: TrialRecord, tags: dict[str, str] | None = None) -> TrialRecord:
         """End the trial in the store (naming its child run, once MLflow has made it), then its
         child run the same way the store holds it."""
-        stored = self.store.finish(started.claim, dataclasses.replace(record, run_id=started.run.run_id or ""))
-        started.run.finish(stored, tags)
+        return self.finish_many([(started, record)], tags)[0]
+
+    def finish_many(self, ended: list[tuple[Started, TrialRecord]], tags: dict[str, str] | None = None,
+                    ) -> list[TrialRecord]:
+        """``finish`` for several trials (a population), written to the store together."""
+        stored = self.store.finish_many(
+            [(s.claim, dataclasses.replace(record, run_id=s.run.run_id or "")) for s, record in ended])
+        for (started, _), record in zip(ended, stored, strict=True):
+            started.run.finish(record, tags)
         return stored
 
     def fail(self, trial_ids: list[int], reason: str = WORKER_LOST) -> list[TrialRecord]:

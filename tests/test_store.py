@@ -3,8 +3,13 @@ while another process fails it. Each process has its own connection to one real 
 
 from __future__ import annotations
 
+import math
 import threading
 import time
+
+import optuna
+import pytest
+import sqlalchemy
 
 import hpo
 from conftest import child_runs, digits_space
@@ -80,3 +85,69 @@ def test_a_trial_failed_as_lost_meanwhile_keeps_that_verdict(stores, unique):
     owner.tracker.flush()  # MLflow is written in the background
     runs = child_runs(stores["tracking_uri"], owner.tracker.parent_run_id)
     assert [(r.info.status, r.data.tags["hpo.reason"]) for r in runs] == [("FAILED", "worker lost")]
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_stores(request, stores) -> dict[str, str]:
+    """The session's stores, with the study storage on SQLite and on PostgreSQL in turn."""
+    if request.param == "sqlite":
+        return stores
+    return {**stores, "storage": request.getfixturevalue("postgres_url")}
+
+
+class WriteTransactions:
+    """Counts the transactions that write to a store's database (reads commit too, and are not counted)."""
+
+    def __init__(self, store: TrialStore) -> None:
+        self.count = 0
+        self._writing = False
+        sqlalchemy.event.listen(store.storage.engine, "before_cursor_execute", self._executed)
+        sqlalchemy.event.listen(store.storage.engine, "commit", self._committed)
+
+    def _executed(self, conn, cursor, statement: str, *args) -> None:
+        self._writing |= statement.lstrip().upper().startswith(("INSERT", "UPDATE", "DELETE"))
+
+    def _committed(self, conn) -> None:
+        self.count += self._writing
+        self._writing = False
+
+
+def test_a_population_is_claimed_reported_and_ended_in_one_write_each(any_stores, unique):
+    """K trials claimed, one epoch of K reports, K trials ended: one write transaction each
+    (they were K and 2K), and the study holds what Optuna's own calls would have written —
+    numbers, parameters, distributions, NaN and infinite reports, states, values — but for a
+    trial another process failed as lost meanwhile, which keeps that verdict and no reports."""
+    space = {"lr": {"type": "float", "low": 1e-4, "high": 0.05, "log": True, "grid": [1e-3, 2e-3, 3e-3, 1e-2]}}
+    prepared = hpo.prepare(lambda params, trial: 1.0, digits_space(epochs=2, **space), strategy="grid", n_trials=4,
+                           study_name=unique, experiment=unique, evaluate_test=False, **any_stores)
+    store = TrialStore(any_stores["storage"], unique)
+    store.open(prepared.plan, {})
+    writes = WriteTransactions(store)
+
+    claims = store.claim(prepared.plan, "here:1", count=4)
+    assert writes.count == 1
+    assert [c.number for c in claims] == [0, 1, 2, 3]
+    values = [0.5, math.nan, math.inf, 0.25]
+    for claim, value in zip(claims, values, strict=True):
+        store.report(claim.trial_id, 1, value)
+    lost = claims[3]
+    TrialStore(any_stores["storage"], unique).fail([lost.trial_id])  # another process, on its own connection
+    store.write_reports()
+    assert writes.count == 2
+    ended = store.finish_many([(c, TrialRecord(c.number, c.params, TrialState.PRUNED if c.number == 1 else
+                                               TrialState.COMPLETE, 0.4 + c.number, metrics={"val_loss": 0.4}))
+                               for c in claims])
+    assert writes.count == 3
+    assert [(r.state, r.reason) for r in ended][3] == (TrialState.FAILED, "worker lost")
+
+    frozen = optuna.load_study(study_name=unique, storage=any_stores["storage"]).get_trials()
+    assert [t.number for t in frozen] == [0, 1, 2, 3]
+    assert [t.params for t in frozen] == [c.params for c in claims]
+    assert all(t.distributions == {"lr": optuna.distributions.FloatDistribution(1e-4, 0.05, log=True)} for t in frozen)
+    assert [t.state.name for t in frozen] == ["COMPLETE", "PRUNED", "COMPLETE", "FAIL"]
+    assert [t.value for t in frozen[:3]] == [0.4, 1.4, 2.4]
+    assert frozen[0].intermediate_values == {1: 0.5}
+    assert math.isnan(frozen[1].intermediate_values[1]) and frozen[2].intermediate_values == {1: math.inf}
+    assert frozen[3].intermediate_values == {}  # ended elsewhere before its report was written
+    assert [store.trials()[i].state for i in range(4)] == [r.state for r in ended]
+    assert all(t.user_attrs["hpo.claim"]["worker"] == "here:1" for t in frozen)

@@ -24,6 +24,7 @@ from hpo._files import create_whole, sqlite_path, unusable, writable
 from hpo._plan import SearchPlan
 from hpo._trial import WORKER_LOST, TrialRecord, TrialState, trial_seed
 from hpo.spaces import CategoricalParam, FloatParam, SearchSpace
+from hpo.store import _sql
 from hpo.store._budget import in_budget
 from hpo.store._locks import claim_lock
 from hpo.strategies import WAIT, BaseStrategy, Suggestion
@@ -39,6 +40,7 @@ CLAIM = "hpo.claim"  # stage, worker (host:pid of the process that claimed it), 
 # whose configuration it runs again): one attribute, as each costs the claim a database round trip
 TEST = "hpo.test"  # the best configuration's test score, once evaluated
 RESULT = "hpo.result"  # state, reason, metrics, seed, device, duration: written once, as it ends
+REPORTS_EVERY_S = 1.0  # how long a trial's intermediate values may wait to be written together
 
 _STATES = {
     OptunaState.RUNNING: TrialState.RUNNING,
@@ -135,13 +137,15 @@ class TrialStore:
         self._study: optuna.Study | None = None
         self._pruned_studies: dict[tuple[int, int | None], optuna.Study] = {}
         self._ended_here = 0  # trials this process has ended: what a pruner's view of the study waits for
+        self._held: list[tuple[int, int, float]] = []  # reports not written yet: (trial id, step, value)
+        self._written_at = time.monotonic()
         self._stale_since: dict[int, float] = {}  # trial id -> when this process first saw it stale
         self.session = 0  # this run's number among the search's runs, known once the study is opened
 
     def __getstate__(self) -> dict[str, Any]:
         """Only the address travels (to a worker process): connections and locks are made there."""
         return {**self.__dict__, "_lock": None, "_storage": None, "_study": None, "_pruned_studies": {},
-                "_stale_since": {}}
+                "_stale_since": {}, "_held": []}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
@@ -251,30 +255,39 @@ class TrialStore:
         return bool(self.study.get_trials(deepcopy=False, states=(OptunaState.RUNNING,)))
 
     def claim(self, plan: SearchPlan, worker: str, count: int = 1) -> list[Claim] | Suggestion | _Done:
-        """Start up to ``count`` trials for ``worker``, reading the history once; ``WAIT`` while
-        the strategy waits for running trials; ``DONE`` once the budget is claimed."""
-        claims: list[Claim] = []
+        """Start up to ``count`` trials for ``worker``, reading the history once and creating
+        them in one transaction; ``WAIT`` while the strategy waits for running trials; ``DONE``
+        once the budget is claimed."""
         with self._lock:
             frozen = self.study.get_trials(deepcopy=False)
             records = [to_record(t) for t in frozen if t.state is not OptunaState.WAITING]
-            while len(claims) < count:
+            if not isinstance(plan.strategy, BaseStrategy):  # Optuna's sampler: one trial after another
+                budget = plan.n_trials - len(in_budget(records, self.session))
+                if budget <= 0:
+                    return DONE
+                return [self._sample(plan, worker, len(frozen) + i) for i in range(min(count, budget))]
+            planned: list[tuple[Suggestion, int | None]] = []
+            while len(planned) < count:
                 # Optuna numbers a study's trials in the order they are created: under the lock, the
                 # next number is the next trial's.
-                claim = self._next(plan, worker, records, number=len(frozen) + len(claims))
-                if not isinstance(claim, Claim):
-                    return claims or claim
-                claims.append(claim)
-                records.append(TrialRecord(claim.number, claim.params, TrialState.RUNNING, stage=claim.stage,
-                                           session=self.session))
-        return claims
+                step = self._next(plan, records)
+                if not isinstance(step, tuple):
+                    if planned:
+                        break
+                    return step
+                planned.append(step)
+                suggestion = step[0]
+                records.append(TrialRecord(len(frozen) + len(planned) - 1, suggestion.params, TrialState.RUNNING,
+                                           stage=suggestion.stage, session=self.session))
+            return self._start(plan, planned, worker, first=len(frozen))
 
-    def _next(self, plan: SearchPlan, worker: str, records: list[TrialRecord],
-              number: int) -> Claim | Suggestion | _Done:
+    def _next(self, plan: SearchPlan, records: list[TrialRecord]) -> tuple[Suggestion, int | None] | Suggestion | _Done:
+        """The strategy's next trial (its suggestion, and the lost trial it retries), else
+        ``WAIT`` or ``DONE``."""
         history = in_budget(records, self.session)
         if len(history) >= plan.n_trials:
             return DONE
-        if not isinstance(plan.strategy, BaseStrategy):
-            return self._sample(plan, worker, number)
+        assert isinstance(plan.strategy, BaseStrategy)
         suggestion = plan.strategy.suggest(plan.space, history, plan.n_trials)
         if suggestion is None:
             return DONE
@@ -282,23 +295,30 @@ class TrialStore:
             return WAIT
         counted = {t.number for t in history}  # the rest, lost or failed in an earlier run, are retried
         lost = [r.number for r in records if r.number not in counted and r.params == suggestion.params]
-        return self._start(plan, suggestion, worker, number, retry_of=lost[-1] if lost else None)
+        return suggestion, lost[-1] if lost else None
 
-    def _start(self, plan: SearchPlan, suggestion: Suggestion, worker: str, number: int,
-               retry_of: int | None) -> Claim:
-        """The trial, with its parameters, stage and owner, created in one transaction."""
-        template = optuna.trial.create_trial(
-            state=OptunaState.RUNNING, params=suggestion.params,
-            distributions=distributions(plan.space, suggestion.params),
-            user_attrs={CLAIM: {"stage": suggestion.stage, "worker": worker, "retry_of": retry_of,
-                                "session": self.session}},
-        )
-        trial_id = self.storage.create_new_trial(self._study_id, template)
-        return Claim(trial_id, number, suggestion.params, suggestion.stage, trial_seed(plan.seed, number), retry_of)
+    def _start(self, plan: SearchPlan, planned: list[tuple[Suggestion, int | None]], worker: str,
+               first: int) -> list[Claim]:
+        """The trials, each with its parameters, stage and owner, created in one transaction."""
+        templates = [
+            optuna.trial.create_trial(
+                state=OptunaState.RUNNING, params=suggestion.params,
+                distributions=distributions(plan.space, suggestion.params),
+                user_attrs={CLAIM: {"stage": suggestion.stage, "worker": worker, "retry_of": retry_of,
+                                    "session": self.session}},
+            )
+            for suggestion, retry_of in planned
+        ]
+        with _sql.transaction(self.storage) as session:
+            trial_ids = _sql.add_trials(session, self._study_id, templates)
+        return [Claim(trial_id, first + i, suggestion.params, suggestion.stage, trial_seed(plan.seed, first + i),
+                      retry_of)
+                for i, (trial_id, (suggestion, retry_of)) in enumerate(zip(trial_ids, planned, strict=True))]
 
     def _sample(self, plan: SearchPlan, worker: str, number: int) -> Claim:
         """A trial whose parameters Optuna's TPE samples, seeded by its number, so that workers
-        sampling one after another draw different configurations."""
+        sampling one after another draw different configurations (one at a time: each sample
+        sees the trials started before it)."""
         sampler = optuna.samplers.TPESampler(seed=trial_seed(plan.seed, number), constant_liar=True)
         with _optuna_on_purpose():
             study = optuna.load_study(study_name=self.study_name, storage=self.storage, sampler=sampler)
@@ -315,23 +335,49 @@ class TrialStore:
         stage = claim.stage if by_stage else None
         key = (id(pruner), stage)
         if key not in self._pruned_studies:
-            self._pruned_studies[key] = _StageStudy(self.study_name, self.storage, pruner, stage,
+            storage = _HeldReports(optuna.storages.get_storage(self.storage), self.report)
+            self._pruned_studies[key] = _StageStudy(self.study_name, storage, pruner, stage,
                                                     version=lambda: self._ended_here)
         return optuna.Trial(self._pruned_studies[key], claim.trial_id)
 
     def finish(self, claim: Claim, record: TrialRecord) -> TrialRecord:
         """End a claimed trial with its record; returns what the store holds: the record, or the
         trial as another process failed it meanwhile (its heartbeat looked stale)."""
-        values = [record.value] if record.value is not None and record.state is not TrialState.FAILED else None
-        with self._lock:  # Optuna checks a trial's state, then sets it: atomic only under a lock on SQLite
-            try:
-                self.storage.set_trial_user_attr(claim.trial_id, RESULT, _result_attr(record))
-                self.storage.set_trial_state_values(claim.trial_id, _TELL[record.state], values)
-            except UpdateFinishedTrialError:
-                return to_record(self.storage.get_trial(claim.trial_id))
-            finally:
-                self._ended_here += 1
-        return record
+        return self.finish_many([(claim, record)])[0]
+
+    def finish_many(self, ended: Sequence[tuple[Claim, TrialRecord]]) -> list[TrialRecord]:
+        """End claimed trials (a population's) in one transaction, with the reports still held
+        back (``report``); for each, what the store holds, as ``finish`` says."""
+        ends = [_sql.End(claim.trial_id, _TELL[record.state],
+                         None if record.state is TrialState.FAILED else record.value, {RESULT: _result_attr(record)})
+                for claim, record in ended]
+        with self._lock:  # a trial's state is checked, then set: atomic only under a lock on SQLite
+            with _sql.transaction(self.storage) as session:
+                _sql.add_reports(session, self._held)
+                ended_before = _sql.end_trials(session, self.storage, ends)
+            self._held = []
+            self._ended_here += len(ended)
+        return [to_record(self.storage.get_trial(claim.trial_id)) if claim.trial_id in ended_before else record
+                for claim, record in ended]
+
+    def report(self, trial_id: int, step: int, value: float) -> None:
+        """A running trial's intermediate value, for its pruner and for live views of the study.
+        Values are held back and written together, at most ``REPORTS_EVERY_S`` after the first
+        (so a population's members reporting one epoch take one transaction, not one each), and
+        at the latest with the trial's end. Pruners read only ended trials' values, and what
+        a killed process held back belonged to trials that run again."""
+        self._held.append((trial_id, step, value))
+        if time.monotonic() - self._written_at >= REPORTS_EVERY_S:
+            self.write_reports()
+
+    def write_reports(self) -> None:
+        """Write the reports held back, now."""
+        if not self._held:
+            return
+        with _sql.transaction(self.storage) as session:
+            _sql.add_reports(session, self._held)
+        self._held = []
+        self._written_at = time.monotonic()
 
     def fail(self, trial_ids: Sequence[int], reason: str = WORKER_LOST) -> list[TrialRecord]:
         """Fail running trials whose process is gone; returns those this call failed. A trial
@@ -414,6 +460,21 @@ class _StageStudy(optuna.Study):
         return [t for t in trials if t.user_attrs.get(CLAIM, {}).get("stage", 0) == self._stage]
 
 
+class _HeldReports:
+    """A study's storage whose intermediate values go to the store's ``report`` (held back and
+    written together); everything else is the storage's own."""
+
+    def __init__(self, storage: optuna.storages.BaseStorage, report: Callable[[int, int, float], None]) -> None:
+        self._storage = storage
+        self._report = report
+
+    def set_trial_intermediate_value(self, trial_id: int, step: int, intermediate_value: float) -> None:
+        self._report(trial_id, step, intermediate_value)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._storage, name)
+
+
 class Heartbeat:
     """Beats for the trials this process runs, from one background thread: each trial beats as
     it is added, then every ``heartbeat_interval`` seconds until it is discarded."""
@@ -427,18 +488,17 @@ class Heartbeat:
 
     @contextlib.contextmanager
     def beating(self, trial_ids: Sequence[int]) -> Iterator[None]:
-        for trial_id in trial_ids:
-            self.add(trial_id)
+        self.add(*trial_ids)
         try:
             yield
         finally:
             for trial_id in trial_ids:
                 self.discard(trial_id)
 
-    def add(self, trial_id: int) -> None:
-        self.store.storage.record_heartbeat(trial_id)
+    def add(self, *trial_ids: int) -> None:
+        _sql.beat(self.store.storage, trial_ids)
         with self._guard:
-            self._ids.add(trial_id)
+            self._ids.update(trial_ids)
             if self._thread is None:
                 self._thread = threading.Thread(target=self._beat, name="hpo-heartbeat", daemon=True)
                 self._thread.start()
@@ -454,9 +514,8 @@ class Heartbeat:
         while not self._stop.wait(self.store.heartbeat_interval):
             with self._guard:
                 ids = list(self._ids)
-            for trial_id in ids:
-                with contextlib.suppress(Exception):  # a database hiccup: the next beat comes soon
-                    self.store.storage.record_heartbeat(trial_id)
+            with contextlib.suppress(Exception):  # a database hiccup: the next beat comes soon
+                _sql.beat(self.store.storage, ids)
 
 
 def distributions(space: SearchSpace, params: dict[str, Any]) -> dict[str, BaseDistribution]:
