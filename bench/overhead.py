@@ -134,7 +134,8 @@ def time_mlflow_floor(folder: Path, n_trials: int) -> float:
         client.log_batch(run.info.run_id,
                          metrics=[Metric(name, 0.5, 0, step) for step in range(STEPS) for name in ("loss", "acc")],
                          params=[Param("lr", "0.1"), Param("weight_decay", "0.01")],
-                         tags=[RunTag("hpo.state", "complete"), RunTag("mlflow.runName", f"trial-{number:04d} loss=0.5")])
+                         tags=[RunTag("hpo.state", "complete"),
+                               RunTag("mlflow.runName", f"trial-{number:04d} loss=0.5")])
         client.set_terminated(run.info.run_id, "FINISHED")
     return time.perf_counter() - started
 
