@@ -46,9 +46,9 @@ def transaction(storage: RDBStorage) -> Iterator[Any]:
         yield session
 
 
-def add_trials(session: Any, study_id: int, templates: Sequence[FrozenTrial]) -> list[int]:
+def add_trials(session: Any, study_id: int, templates: Sequence[FrozenTrial]) -> list[tuple[int, int]]:
     """Create running trials with the templates' parameters and user attributes, numbered in
-    order after the study's last; their ids. The study's row is locked first, as Optuna does,
+    order after the study's last; their ids and numbers. The study's row is locked first, as Optuna does,
     so that numbers stay unique between processes."""
     models.StudyModel.find_or_raise_by_id(study_id, session, for_update=True)
     first = session.query(sqlalchemy.func.count(models.TrialModel.trial_id)).filter(
@@ -67,7 +67,7 @@ def add_trials(session: Any, study_id: int, templates: Sequence[FrozenTrial]) ->
         session.execute(sqlalchemy.insert(models.TrialParamModel), params)
     if attrs:
         session.execute(sqlalchemy.insert(models.TrialUserAttributeModel), attrs)
-    return [trial.trial_id for trial in trials]
+    return [(trial.trial_id, trial.number) for trial in trials]
 
 
 def add_reports(session: Any, reports: Sequence[tuple[int, int, float]]) -> None:

@@ -279,7 +279,7 @@ class TrialStore:
                 suggestion = step[0]
                 records.append(TrialRecord(len(frozen) + len(planned) - 1, suggestion.params, TrialState.RUNNING,
                                            stage=suggestion.stage, session=self.session))
-            return self._start(plan, planned, worker, first=len(frozen))
+            return self._start(plan, planned, worker)
 
     def _next(self, plan: SearchPlan, records: list[TrialRecord]) -> tuple[Suggestion, int | None] | Suggestion | _Done:
         """The strategy's next trial (its suggestion, and the lost trial it retries), else
@@ -297,8 +297,7 @@ class TrialStore:
         lost = [r.number for r in records if r.number not in counted and r.params == suggestion.params]
         return suggestion, lost[-1] if lost else None
 
-    def _start(self, plan: SearchPlan, planned: list[tuple[Suggestion, int | None]], worker: str,
-               first: int) -> list[Claim]:
+    def _start(self, plan: SearchPlan, planned: list[tuple[Suggestion, int | None]], worker: str) -> list[Claim]:
         """The trials, each with its parameters, stage and owner, created in one transaction."""
         templates = [
             optuna.trial.create_trial(
@@ -310,10 +309,9 @@ class TrialStore:
             for suggestion, retry_of in planned
         ]
         with _sql.transaction(self.storage) as session:
-            trial_ids = _sql.add_trials(session, self._study_id, templates)
-        return [Claim(trial_id, first + i, suggestion.params, suggestion.stage, trial_seed(plan.seed, first + i),
-                      retry_of)
-                for i, (trial_id, (suggestion, retry_of)) in enumerate(zip(trial_ids, planned, strict=True))]
+            made = _sql.add_trials(session, self._study_id, templates)
+        return [Claim(trial_id, number, suggestion.params, suggestion.stage, trial_seed(plan.seed, number), retry_of)
+                for (trial_id, number), (suggestion, retry_of) in zip(made, planned, strict=True)]
 
     def _sample(self, plan: SearchPlan, worker: str, number: int) -> Claim:
         """A trial whose parameters Optuna's TPE samples, seeded by its number, so that workers
