@@ -3,12 +3,12 @@
 Optuna's ``RDBStorage`` commits once per call: a trial created, a value reported, an attribute
 set, a state set, a heartbeat. On SQLite each commit is a write to disk (1-2 ms here), which
 made a population of 32 trials cost 32 commits per epoch and ~100 ms of bookkeeping a trial.
-These functions do the same writes, with Optuna's own helpers and models, inside one session:
+These functions do the same writes, with Optuna's own models and helpers, inside one session:
 one commit for a whole population's claims, reports, results or heartbeats.
 
-They lean on Optuna's private storage helpers (``_create_scoped_session``,
-``_get_prepared_new_trial``, ``_set_trial_*_without_commit``); ``pyproject.toml`` pins Optuna to 5.x
-and the store's tests run them on SQLite and PostgreSQL.
+They lean on Optuna's private storage modules (``_rdb.models``, ``_create_scoped_session``,
+``_set_trial_*_without_commit``); ``pyproject.toml`` pins Optuna to 5.x and the store's tests
+run them on SQLite and PostgreSQL.
 """
 
 from __future__ import annotations
@@ -109,7 +109,9 @@ def end_trials(session: Any, storage: RDBStorage, ends: Sequence[End]) -> set[in
 
 
 def beat(storage: RDBStorage, trial_ids: Sequence[int]) -> None:
-    """Record a heartbeat for each trial, in one transaction."""
+    """Record a heartbeat for each trial, in one transaction (none for no trials)."""
+    if not trial_ids:
+        return
     with _create_scoped_session(storage.scoped_session, True) as session:
         now = session.execute(sqlalchemy.func.now()).scalar()
         for trial_id in trial_ids:

@@ -353,7 +353,7 @@ class TrialStore:
             with _sql.transaction(self.storage) as session:
                 _sql.add_reports(session, self._held)
                 ended_before = _sql.end_trials(session, self.storage, ends)
-            self._held = []
+            self._held_written()
             self._ended_here += len(ended)
         return [to_record(self.storage.get_trial(claim.trial_id)) if claim.trial_id in ended_before else record
                 for claim, record in ended]
@@ -374,6 +374,10 @@ class TrialStore:
             return
         with _sql.transaction(self.storage) as session:
             _sql.add_reports(session, self._held)
+        self._held_written()
+
+    def _held_written(self) -> None:
+        """The reports held back are in the study now (committed): hold the next ones afresh."""
         self._held = []
         self._written_at = time.monotonic()
 
