@@ -10,6 +10,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+import sqlalchemy
 from mlflow import MlflowClient
 
 from hpo import SearchSpace
@@ -108,3 +109,20 @@ def pruned_grid_search(home: Path, learning_rates: list[float], epochs: int):
     pruning = hpo.Pruning(pruner="median", warmup_trials=2, warmup_steps=1)
     return hpo.search("digits_mlp", digits_space(epochs=epochs, **space), strategy="grid",
                       n_trials=len(learning_rates), pruner=pruning, population=1, home=home)
+
+
+class WriteTransactions:
+    """Counts the transactions that write to a database (reads commit too, and are not counted)."""
+
+    def __init__(self, engine: sqlalchemy.Engine) -> None:
+        self.count = 0
+        self._writing = False
+        sqlalchemy.event.listen(engine, "before_cursor_execute", self._executed)
+        sqlalchemy.event.listen(engine, "commit", self._committed)
+
+    def _executed(self, conn, cursor, statement: str, *args) -> None:
+        self._writing |= statement.lstrip().upper().startswith(("INSERT", "UPDATE", "DELETE"))
+
+    def _committed(self, conn) -> None:
+        self.count += self._writing
+        self._writing = False

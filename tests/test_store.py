@@ -9,10 +9,9 @@ import time
 
 import optuna
 import pytest
-import sqlalchemy
 
 import hpo
-from conftest import child_runs, digits_space
+from conftest import WriteTransactions, child_runs, digits_space
 from hpo import TrialRecord, TrialState
 from hpo.loop import TrialLoop
 from hpo.store import TrialStore
@@ -95,23 +94,6 @@ def any_stores(request, stores) -> dict[str, str]:
     return {**stores, "storage": request.getfixturevalue("postgres_url")}
 
 
-class WriteTransactions:
-    """Counts the transactions that write to a store's database (reads commit too, and are not counted)."""
-
-    def __init__(self, store: TrialStore) -> None:
-        self.count = 0
-        self._writing = False
-        sqlalchemy.event.listen(store.storage.engine, "before_cursor_execute", self._executed)
-        sqlalchemy.event.listen(store.storage.engine, "commit", self._committed)
-
-    def _executed(self, conn, cursor, statement: str, *args) -> None:
-        self._writing |= statement.lstrip().upper().startswith(("INSERT", "UPDATE", "DELETE"))
-
-    def _committed(self, conn) -> None:
-        self.count += self._writing
-        self._writing = False
-
-
 def test_a_population_is_claimed_reported_and_ended_in_one_write_each(any_stores, unique):
     """K trials claimed, one epoch of K reports, K trials ended: one write transaction each
     (they were K and 2K), and the study holds what Optuna's own calls would have written —
@@ -122,7 +104,7 @@ def test_a_population_is_claimed_reported_and_ended_in_one_write_each(any_stores
                            study_name=unique, experiment=unique, evaluate_test=False, **any_stores)
     store = TrialStore(any_stores["storage"], unique)
     store.open(prepared.plan, {})
-    writes = WriteTransactions(store)
+    writes = WriteTransactions(store.storage.engine)
 
     claims = store.claim(prepared.plan, "here:1", count=4)
     assert writes.count == 1

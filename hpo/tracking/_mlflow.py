@@ -13,6 +13,7 @@ from mlflow.entities import Metric, Param, RunTag
 
 from hpo._files import create_whole, sqlite_path, unusable, writable
 from hpo._trial import TrialRecord, TrialState, how_it_ended, shown
+from hpo.tracking._runs import HasRunId, RunRef, RunWrite
 from hpo.tracking._writer import FLUSH_LIMIT_S, Writer
 
 if TYPE_CHECKING:
@@ -43,7 +44,8 @@ def _now_ms() -> int:
 class TrialRun:
     """A trial's child run, written by the tracker's background writer: created at once, its
     curves logged whenever the writer is idle (live curves) or else at the end, and finished
-    with one batch. The training path only queues.
+    with one write. The training path only queues; the writer joins what other trials queued
+    meanwhile (a population's runs) into one batch.
 
     Step 0 (the untrained model, by the built-in objectives' convention) is logged as
     ``initial_*``, so that its loss does not set the scale of every curve."""
@@ -57,11 +59,8 @@ class TrialRun:
         self._last_flush = time.monotonic()
         self._metric = metric
         self._last_step = 0
-
-        def create(client: MlflowClient) -> None:
-            self.run_id = client.create_run(experiment_id, tags=dict(tags), run_name=run_name(number)).info.run_id
-
-        writer.submit(create)
+        writer.submit(RunWrite(self, experiment_id, name=run_name(number), start_time=_now_ms(),
+                               tags=[RunTag(k, v) for k, v in tags.items()]))
 
     def log(self, step: int, metrics: Mapping[str, float]) -> None:
         now = _now_ms()
@@ -78,7 +77,7 @@ class TrialRun:
         self._pending, self._params = [], []
         self._last_flush = time.monotonic()
         if metrics or params:
-            self.writer.submit(lambda client: _log_batch(client, self.run_id, metrics=metrics, params=params))
+            self.writer.submit(RunWrite(self, metrics=metrics, params=params))
 
     def finish(self, record: TrialRecord, tags: Mapping[str, str] | None = None) -> None:
         """Final metrics (``final_*``, apart from the per-step series), the ranking metric, state,
@@ -88,15 +87,10 @@ class TrialRun:
         metrics, params = self._pending, self._params
         self._pending, self._params = [], []
         tags = {**(tags or {}), **_end_tags(record, self._metric, self._last_step)}
-
-        def finish(client: MlflowClient) -> None:
-            _log_batch(client, self.run_id, metrics=metrics, params=params,
-                       tags=[RunTag(k, v) for k, v in tags.items()])
-            if record.traceback:
-                client.log_text(self.run_id, record.traceback, "traceback.txt")
-            client.set_terminated(self.run_id, RUN_STATUS[record.state])
-
-        self.writer.submit(finish)
+        if record.traceback:
+            self.writer.submit(lambda client: client.log_text(self.run_id, record.traceback, "traceback.txt"))
+        self.writer.submit(RunWrite(self, metrics=metrics, params=params, tags=[RunTag(k, v) for k, v in tags.items()],
+                                    status=RUN_STATUS[record.state], end_time=_now_ms()))
 
 
 def run_name(number: int, state: TrialState = TrialState.RUNNING, *, epoch: int = 0,
@@ -135,13 +129,11 @@ def _end_tags(record: TrialRecord, metric: str, epoch: int = 0) -> dict[str, str
     return tags
 
 
-def _log_batch(client: MlflowClient, run_id: str | None, *, metrics: Sequence[Metric] = (),
-               params: Sequence[Param] = (), tags: Sequence[RunTag] = ()) -> None:
-    """One ``log_batch`` where MLflow's limits allow (1000 metrics, 100 params, 100 tags), else several."""
-    assert run_id is not None, "the run is created by an earlier write"
-    while metrics or params or tags:
-        client.log_batch(run_id, metrics=metrics[:1000], params=params[:100], tags=tags[:100])
-        metrics, params, tags = metrics[1000:], params[100:], tags[100:]
+def _end_write(run: HasRunId, record: TrialRecord, metric: str) -> RunWrite:
+    """End a run as its trial ended, where the process that ran it could not (it died, or
+    MLflow could not be reached)."""
+    return RunWrite(run, metrics=_end_metrics(record, metric), status=RUN_STATUS[record.state], end_time=_now_ms(),
+                    tags=[RunTag(k, v) for k, v in _end_tags(record, metric).items()])
 
 
 class MlflowTracker:
@@ -326,25 +318,29 @@ class MlflowTracker:
     def _repair(self, client: MlflowClient, trials: Sequence[TrialRecord]) -> int:
         """A finished trial whose run is missing (written while the tracking server was down, by
         a worker that died, into a store since replaced) gets one, with its final metrics; one
-        left running is closed as the study says it ended. Returns how many it wrote."""
+        left running is closed as the study says it ended. All in one batch; returns how many
+        runs it wrote."""
         runs = self._trial_runs(client)
-        repaired = 0
+        writes: list[RunWrite] = []
         for record in trials:
             run = runs.get(record.number)
             if not record.finished or (run is not None and run.info.status != "RUNNING"
                                        and run.data.tags.get("hpo.state") == record.state.value):
                 continue
-            _close(client, run.info.run_id if run else self._create(client, record), record, self.metric)
-            repaired += 1
-        return repaired
+            writes += self._close(record, run.info.run_id if run else None)
+        self.writer.write_runs(client, writes)
+        return sum(write.status is not None for write in writes)
 
-    def _create(self, client: MlflowClient, record: TrialRecord) -> str:
-        """A trial's run made from its record alone (no curve: the study keeps none), to be closed."""
+    def _close(self, record: TrialRecord, run_id: str | None) -> list[RunWrite]:
+        """The writes that end a trial's run as the study says it ended; without ``run_id``, the
+        run is first made from the record alone (no curve: the study keeps none)."""
+        run = RunRef(run_id)
+        if run_id is not None:
+            return [_end_write(run, record, self.metric)]
         tags = self._trial_tags(record.number, stage=record.stage, seed=record.seed, device=record.device)
-        run_id = client.create_run(self.experiment_id, tags=tags, run_name=run_name(record.number)).info.run_id
         params = [Param(k, shown(v)) for k, v in {**record.params, "seed": record.seed}.items()]
-        _log_batch(client, run_id, params=params)  # its metrics: by _close
-        return run_id
+        return [RunWrite(run, self.experiment_id, name=run_name(record.number), start_time=_now_ms(), params=params,
+                         tags=[RunTag(k, v) for k, v in tags.items()]), _end_write(run, record, self.metric)]
 
     def record_lost(self, record: TrialRecord) -> None:
         """Close the child run of a trial that died with its process (create it if the process
@@ -353,8 +349,7 @@ class MlflowTracker:
         def write(client: MlflowClient) -> None:
             query = f"tags.`hpo.study_run` = '{self.parent_run_id}' and tags.`hpo.trial_number` = '{record.number}'"
             run_ids = [run.info.run_id for run in client.search_runs([self.experiment_id], query)]
-            for run_id in run_ids or [self._create(client, record)]:
-                _close(client, run_id, record, self.metric)
+            self.writer.write_runs(client, [w for run_id in run_ids or [None] for w in self._close(record, run_id)])
 
         self.writer.submit(write)
 
@@ -366,14 +361,6 @@ class MlflowTracker:
         path = sqlite_path(self.tracking_uri)  # its artifacts go beside it (a file store or a server keeps its own)
         location = (path.parent / "mlartifacts" / self.experiment_name).resolve().as_uri() if path else None
         return self.client.create_experiment(self.experiment_name, artifact_location=location)
-
-
-def _close(client: MlflowClient, run_id: str, record: TrialRecord, metric: str) -> None:
-    """End a run as its trial ended, where the process that ran it could not (it died, or
-    MLflow could not be reached)."""
-    _log_batch(client, run_id, metrics=_end_metrics(record, metric),
-               tags=[RunTag(k, v) for k, v in _end_tags(record, metric).items()])
-    client.set_terminated(run_id, RUN_STATUS[record.state])
 
 
 def _summary(client: MlflowClient, run_id: str, result: SearchResult, run_ids: Mapping[int, str],

@@ -1,6 +1,6 @@
 """MLflow writes off the training path: one background thread per tracker does them in the
 order they were asked, while training only queues them, and waits out a tracking server that
-is down."""
+is down. Writes to trials' runs found queued one after another are done as one batch."""
 
 from __future__ import annotations
 
@@ -11,10 +11,14 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from hpo.tracking._runs import RunWrite, run_writer
+
 logger = logging.getLogger("hpo")
 
 Write = Callable[[Any], None]
 """One write, given the MLflow client."""
+BATCH_LIMIT = 512
+"""The most run writes done as one batch."""
 
 RETRIES_S = (0.5, 1.0, 2.0, 4.0)
 """Waits before each retry of a write that failed (a server restarting, a locked SQLite file)."""
@@ -42,13 +46,16 @@ class Writer:
     retried every ``OUTAGE_RETRY_S`` for as long as the search runs (training goes on
     meanwhile). ``flush`` waits at most ``limit_s`` for such writes; those left are counted in
     ``pending``. A write refused for another reason is dropped and counted in ``failures``.
+    Run writes (``RunWrite``) queued one after another are written together, by ``write_runs``.
     """
 
     def __init__(self, client: Any) -> None:
         self.client = client
         self.failures: list[str] = []
         self.pending = 0
-        self._queue: queue.Queue[Write] = queue.Queue()
+        self.write_runs = run_writer(client)
+        self._queue: queue.Queue[Write | RunWrite] = queue.Queue()
+        self._held: Write | None = None  # taken off the queue after a batch of run writes: next in line
         self._idle = threading.Event()
         self._idle.set()
         self._thread: threading.Thread | None = None
@@ -61,7 +68,7 @@ class Writer:
         """Nothing is waiting to be written."""
         return self._idle.is_set() and self._queue.empty()
 
-    def submit(self, write: Write) -> None:
+    def submit(self, write: Write | RunWrite) -> None:
         with self._guard:
             self._idle.clear()
             self._abandon.clear()
@@ -87,16 +94,33 @@ class Writer:
 
     def _run(self) -> None:
         while True:
-            write = self._queue.get()
+            write, taken = self._next()
             try:
                 if self._abandon.is_set():
-                    self.pending += 1
+                    self.pending += taken
                 else:
                     self._do(write)
             finally:
-                self._queue.task_done()
-                if self._queue.empty():
+                if self._held is None and self._queue.empty():
                     self._idle.set()
+
+    def _next(self) -> tuple[Write, int]:
+        """The next write, with the run writes queued right behind it joined into one; and how
+        many queued writes it is."""
+        first, self._held = self._held or self._queue.get(), None
+        if not isinstance(first, RunWrite):
+            return first, 1
+        batch = [first]
+        while len(batch) < BATCH_LIMIT:
+            try:
+                write = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if not isinstance(write, RunWrite):
+                self._held = write
+                break
+            batch.append(write)
+        return (lambda client: self.write_runs(client, batch)), len(batch)
 
     def _do(self, write: Write) -> None:
         tries = 0

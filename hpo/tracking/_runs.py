@@ -1,0 +1,167 @@
+"""Writes to trials' child runs, joined across runs: what the background writer finds queued
+together (a population's K runs created, or ended, at once) is written in one go.
+
+On a database store (SQLite by default, or PostgreSQL) that is one transaction on MLflow's own
+tables, through its own SQLAlchemy models and its store's sessions: the client API takes seven
+for a run created, logged to once and ended (``create_run``; ``log_batch`` commits params,
+metrics, tags and the run's name separately; ``set_terminated``), and nothing joins runs.
+Anywhere else (a tracking server) the same writes go through the client, run by run. This
+leans on MLflow's private models; ``pyproject.toml`` pins MLflow to 3.x and the tests compare
+both ways on SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.store.tracking.dbmodels.models import SqlExperiment, SqlLatestMetric, SqlMetric, SqlParam, SqlRun, SqlTag
+from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
+from mlflow.utils.uri import append_to_uri_path
+from sqlalchemy import insert, select, update
+
+
+class HasRunId(Protocol):
+    """What a run write is for: anything with a ``run_id``, set once the run is created."""
+
+    run_id: str | None
+
+
+@dataclass
+class RunRef:
+    """A run known by its id alone (or to be created: ``None``)."""
+
+    run_id: str | None = None
+
+
+@dataclass
+class RunWrite:
+    """One write to a trial's run: created (``name``, ``tags``), logged to, ended (``status``)."""
+
+    run: HasRunId
+    experiment_id: str = ""
+    name: str = ""  # with it, the run is created (unless it already is), tagged with ``tags``
+    start_time: int = 0
+    metrics: Sequence[Metric] = ()
+    params: Sequence[Param] = ()
+    tags: Sequence[RunTag] = ()
+    status: str | None = None  # with it, the run is ended
+    end_time: int | None = None
+
+
+RunWriter = Callable[[Any, Sequence[RunWrite]], None]
+"""Writes a batch of run writes in their order, given the MLflow client."""
+
+
+def run_writer(client: Any) -> RunWriter:
+    """How ``client``'s store takes a batch: one transaction on a database, else call by call."""
+    store = client._tracking_client.store
+    return _in_one_transaction if isinstance(store, SqlAlchemyStore) else write_one_by_one
+
+
+def write_one_by_one(client: Any, writes: Sequence[RunWrite]) -> None:
+    """The client API's calls for each write (safe to repeat after a failure part-way)."""
+    for write in writes:
+        metrics, params, tags_after = write.metrics, write.params, write.tags
+        if write.name and write.run.run_id is None:
+            tags = {tag.key: tag.value for tag in write.tags}
+            write.run.run_id = client.create_run(write.experiment_id, start_time=write.start_time, tags=tags,
+                                                 run_name=write.name).info.run_id
+            tags_after = ()
+        run_id = write.run.run_id
+        assert run_id is not None, "the run is created by an earlier write"
+        while metrics or params or tags_after:  # MLflow's limits: 1000 metrics, 100 params, 100 tags a call
+            client.log_batch(run_id, metrics=metrics[:1000], params=params[:100], tags=tags_after[:100])
+            metrics, params, tags_after = metrics[1000:], params[100:], tags_after[100:]
+        if write.status is not None:
+            client.set_terminated(run_id, write.status, end_time=write.end_time)
+
+
+def _in_one_transaction(client: Any, writes: Sequence[RunWrite]) -> None:
+    """All of ``writes`` as the client calls would leave them, in one transaction. Run ids are
+    handed out only once it has committed, so a failed batch can be retried whole."""
+    store: SqlAlchemyStore = client._tracking_client.store
+    created: dict[int, str] = {}  # id(write.run) -> the run id this transaction gives it
+    for write in writes:
+        if write.name and write.run.run_id is None and id(write.run) not in created:
+            created[id(write.run)] = uuid.uuid4().hex
+    run_ids = [write.run.run_id or created[id(write.run)] for write in writes]
+    with store.ManagedSessionMaker(read_only=False) as session:
+        if created:
+            _create_runs(session, [w for w in writes if w.name and id(w.run) in created], created)
+        ids = set(run_ids)
+        tags = {(run_id, key) for run_id, key in session.execute(
+            select(SqlTag.run_uuid, SqlTag.key).where(SqlTag.run_uuid.in_(ids)))}
+        params = {(run_id, key) for run_id, key in session.execute(
+            select(SqlParam.run_uuid, SqlParam.key).where(SqlParam.run_uuid.in_(ids)))}
+        latest = {(row.run_uuid, row.key): (row.step, row.timestamp, row.value) for row in session.execute(
+            select(SqlLatestMetric.run_uuid, SqlLatestMetric.key, SqlLatestMetric.step, SqlLatestMetric.timestamp,
+                   SqlLatestMetric.value).where(SqlLatestMetric.run_uuid.in_(ids)))}
+        tag_values: dict[tuple[str, str], str] = {}
+        new_params: list[dict[str, str]] = []
+        metrics: dict[tuple, dict[str, Any]] = {}  # by MLflow's key for a metric row: repeats are dropped
+        latest_rows: dict[tuple[str, str], dict[str, Any]] = {}
+        runs: dict[str, dict[str, Any]] = {}  # what changes on the run's own row
+        for write, run_id in zip(writes, run_ids, strict=True):
+            for tag in [*write.tags, *([RunTag(MLFLOW_RUN_NAME, write.name)] if write.name else [])]:
+                tag_values[(run_id, tag.key)] = tag.value
+                if tag.key == MLFLOW_RUN_NAME:
+                    runs.setdefault(run_id, {})["name"] = tag.value
+            for param in write.params:
+                if (run_id, param.key) not in params:
+                    params.add((run_id, param.key))
+                    new_params.append({"run_uuid": run_id, "key": param.key, "value": param.value})
+            for metric in write.metrics:
+                is_nan, value = store.sanitize_metric_value(metric.value)
+                row = {"run_uuid": run_id, "key": metric.key, "value": value, "timestamp": metric.timestamp,
+                       "step": metric.step, "is_nan": is_nan}
+                metrics[(run_id, metric.key, metric.timestamp, metric.step, value, is_nan)] = row
+                held = latest_rows.get((run_id, metric.key))
+                newest = latest.get((run_id, metric.key)) if held is None else (held["step"], held["timestamp"],
+                                                                                  held["value"])
+                if newest is None or (metric.step, metric.timestamp, value) > newest:
+                    latest_rows[(run_id, metric.key)] = row
+            if write.status is not None:
+                runs.setdefault(run_id, {}).update(status=write.status, end_time=write.end_time)
+        _upsert(session, SqlTag, [{"run_uuid": run_id, "key": key, "value": value}
+                                  for (run_id, key), value in tag_values.items()], tags)
+        if new_params:
+            session.execute(insert(SqlParam), new_params)
+        if metrics:
+            session.execute(insert(SqlMetric), list(metrics.values()))
+        _upsert(session, SqlLatestMetric, list(latest_rows.values()), set(latest))
+        for run_id, values in runs.items():
+            session.execute(update(SqlRun).where(SqlRun.run_uuid == run_id).values(**values))
+    for write in writes:
+        if write.run.run_id is None and id(write.run) in created:
+            write.run.run_id = created[id(write.run)]
+
+
+def _create_runs(session: Any, writes: Sequence[RunWrite], run_ids: dict[int, str]) -> None:
+    """The runs' own rows, as ``create_run`` makes them (their tags come with the other tags)."""
+    experiments = {int(write.experiment_id) for write in writes}
+    locations = dict(session.execute(select(SqlExperiment.experiment_id, SqlExperiment.artifact_location)
+                                     .where(SqlExperiment.experiment_id.in_(experiments))).all())
+    session.execute(insert(SqlRun), [
+        {"run_uuid": run_ids[id(w.run)], "name": w.name, "experiment_id": int(w.experiment_id),
+         "artifact_uri": append_to_uri_path(locations[int(w.experiment_id)], run_ids[id(w.run)],
+                                            SqlAlchemyStore.ARTIFACTS_FOLDER_NAME),
+         "source_type": "UNKNOWN", "source_name": "", "entry_point_name": "", "source_version": "",
+         "user_id": "unknown", "status": "RUNNING", "start_time": w.start_time, "end_time": None,
+         "deleted_time": None, "lifecycle_stage": "active"}
+        for w in writes])
+
+
+def _upsert(session: Any, model: Any, rows: list[dict[str, Any]], present: set[tuple[str, str]]) -> None:
+    """Rows keyed by (run, key), their primary key: inserted where new, updated where ``present``
+    (each in one statement for all rows)."""
+    new = [row for row in rows if (row["run_uuid"], row["key"]) not in present]
+    old = [row for row in rows if (row["run_uuid"], row["key"]) in present]
+    if new:
+        session.execute(insert(model), new)
+    if old:
+        session.execute(update(model), old)  # SQLAlchemy's bulk update by primary key

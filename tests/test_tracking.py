@@ -1,0 +1,120 @@
+"""Trials' child runs as MLflow holds them, however they are written: joined into one
+transaction on a database store, or call by call through the client (as to a tracking server)."""
+
+from __future__ import annotations
+
+import math
+import threading
+
+import pytest
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param, RunTag
+
+from conftest import WriteTransactions
+from hpo.tracking._runs import RunRef, RunWrite, write_one_by_one
+from hpo.tracking._writer import Writer
+
+WAYS = {"one transaction": None, "client calls": write_one_by_one}
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def tracking_uri(request, tmp_path, unique) -> str:
+    """An MLflow store on SQLite, or in a database of its own on the session's PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'mlflow.db'}"
+    import sqlalchemy
+
+    server = request.getfixturevalue("postgres_url")
+    with sqlalchemy.create_engine(server, isolation_level="AUTOCOMMIT").connect() as connection:
+        connection.execute(sqlalchemy.text(f"CREATE DATABASE mlflow_{unique}"))
+    return server.rsplit("/", 1)[0] + f"/mlflow_{unique}"
+
+
+def writer(client: MlflowClient, way: str) -> Writer:
+    writer = Writer(client)
+    writer.write_runs = WAYS[way] or writer.write_runs
+    return writer
+
+
+def populate(writer: Writer, experiment_id: str) -> list[RunRef]:
+    """Three runs created together, their curves and parameters in two batches (the second
+    reaching runs that already have values), then ended together: the writes a population's
+    trials queue, with what the store must get right (NaN and infinite values, a curve logged
+    out of order, an end overwriting a tag and the run's name)."""
+    runs = [RunRef() for _ in range(3)]
+    hold = threading.Event()
+    writer.submit(lambda client: hold.wait())  # all that follows is queued before the writer takes it
+    for n, run in enumerate(runs):
+        writer.submit(RunWrite(run, experiment_id, name=f"trial-{n:04d}", start_time=1000 + n,
+                               tags=[RunTag("hpo.trial_number", str(n)), RunTag("hpo.state", "running")]))
+    for n, run in enumerate(runs):
+        writer.submit(RunWrite(run, params=[Param("lr", str(0.1 * (n + 1))), Param("seed", str(n))],
+                               metrics=[Metric("loss", 1.0 / (n + 1), 2000, 1), Metric("loss", [0.5, math.nan, math.inf][n], 2001, 2),
+                                        Metric("acc", 0.3, 2000, 1)]))
+    for n, run in enumerate(runs):
+        writer.submit(RunWrite(run, metrics=[Metric("loss", 9.0, 1999, 0), Metric("loss", 0.25, 3000, 3)],
+                               params=[Param("seed", str(n))]))
+        writer.submit(RunWrite(run, metrics=[Metric("final_loss", 0.25, 4000, 0)], status="FINISHED" if n else "KILLED",
+                               end_time=5000 + n, tags=[RunTag("hpo.state", "complete"), RunTag("hpo.reason", "done"),
+                                                       RunTag("mlflow.runName", f"trial-{n:04d} loss=0.25")]))
+    hold.set()
+    assert writer.flush() and not writer.failures
+    return runs
+
+
+def read(client: MlflowClient, runs: list[RunRef]) -> list[dict]:
+    """What MLflow's client reads of the runs, NaN spelled so that it compares equal."""
+    def value(v: float) -> float | str:
+        return "nan" if math.isnan(v) else v
+
+    out = []
+    for ref in runs:
+        run = client.get_run(ref.run_id)
+        out.append({
+            "name": run.info.run_name, "status": run.info.status, "start": run.info.start_time,
+            "end": run.info.end_time, "stage": run.info.lifecycle_stage,
+            "artifacts": run.info.artifact_uri.endswith(f"/{ref.run_id}/artifacts"),
+            "tags": run.data.tags, "params": run.data.params,
+            "latest": {k: value(v) for k, v in run.data.metrics.items()},
+            "curves": {key: sorted((m.step, m.timestamp, value(m.value)) for m in client.get_metric_history(ref.run_id, key))
+                       for key in run.data.metrics},
+        })
+    return out
+
+
+def test_trial_runs_read_the_same_however_they_are_written(tracking_uri, unique):
+    client = MlflowClient(tracking_uri)
+    written = {}
+    for way in WAYS:
+        experiment_id = client.create_experiment(f"{unique} {way}")
+        written[way] = read(client, populate(writer(client, way), experiment_id))
+    assert written["one transaction"] == written["client calls"]
+    first, second, third = written["one transaction"]
+    assert (first["name"], first["status"], first["end"]) == ("trial-0000 loss=0.25", "KILLED", 5000)
+    assert first["tags"]["hpo.state"] == "complete" and first["params"] == {"lr": "0.1", "seed": "0"}
+    assert first["latest"]["loss"] == 0.25  # the highest step, though not logged last
+    assert first["curves"]["loss"] == [(0, 1999, 9.0), (1, 2000, 1.0), (2, 2001, 0.5), (3, 3000, 0.25)]
+    assert second["curves"]["loss"][2] == (2, 2001, "nan") and third["curves"]["loss"][2][2] > 1e300
+
+
+def test_runs_queued_together_are_written_in_one_transaction(tracking_uri, unique):
+    """A population's creations, then its ends: one write transaction each (the client's
+    calls take seven a run)."""
+    client = MlflowClient(tracking_uri)
+    experiment_id = client.create_experiment(unique)
+    transactions = WriteTransactions(client._tracking_client.store.engine)
+    writer, runs, hold = Writer(client), [RunRef() for _ in range(8)], threading.Event()
+    writer.submit(lambda client: hold.wait())
+    for n, run in enumerate(runs):
+        writer.submit(RunWrite(run, experiment_id, name=f"trial-{n}", tags=[RunTag("hpo.trial_number", str(n))],
+                               params=[Param("lr", str(n))], metrics=[Metric("loss", 1.0, 0, 0)]))
+    hold.set()
+    assert writer.flush() and transactions.count == 1
+    hold.clear()
+    writer.submit(lambda client: hold.wait())
+    for run in runs:
+        writer.submit(RunWrite(run, metrics=[Metric("loss", 0.5, 1, 1)], status="FINISHED", end_time=2,
+                               tags=[RunTag("hpo.state", "complete")]))
+    hold.set()
+    assert writer.flush() and transactions.count == 2
+    assert {client.get_run(run.run_id).info.status for run in runs} == {"FINISHED"}
