@@ -6,8 +6,8 @@ made a population of 32 trials cost 32 commits per epoch and ~100 ms of bookkeep
 These functions do the same writes, with Optuna's own models and helpers, inside one session:
 one commit for a whole population's claims, reports, results or heartbeats.
 
-They lean on Optuna's private storage modules (``_rdb.models``, ``_create_scoped_session``,
-``_set_trial_*_without_commit``); ``pyproject.toml`` pins Optuna to 5.x and the store's tests
+They lean on Optuna's private storage modules (``_rdb.models``, ``_create_scoped_session``);
+``pyproject.toml`` pins Optuna to 5.x and the store's tests
 run them on SQLite and PostgreSQL.
 """
 
@@ -27,6 +27,7 @@ from optuna.storages._rdb import models
 from optuna.storages._rdb.storage import _create_scoped_session
 from optuna.trial import FrozenTrial
 from optuna.trial import TrialState as OptunaState
+from sqlalchemy import bindparam, insert, select, update
 
 
 @dataclass(frozen=True)
@@ -64,9 +65,9 @@ def add_trials(session: Any, study_id: int, templates: Sequence[FrozenTrial]) ->
     attrs = [{"trial_id": trial.trial_id, "key": key, "value_json": json.dumps(value)}
              for trial, template in zip(trials, templates, strict=True) for key, value in template.user_attrs.items()]
     if params:
-        session.execute(sqlalchemy.insert(models.TrialParamModel), params)
+        session.execute(insert(models.TrialParamModel), params)
     if attrs:
-        session.execute(sqlalchemy.insert(models.TrialUserAttributeModel), attrs)
+        session.execute(insert(models.TrialUserAttributeModel), attrs)
     return [(trial.trial_id, trial.number) for trial in trials]
 
 
@@ -87,36 +88,65 @@ def add_reports(session: Any, reports: Sequence[tuple[int, int, float]]) -> None
             rows.append({"trial_id": trial_id, "step": step, "intermediate_value": stored,
                          "intermediate_value_type": kind})
     if rows:
-        session.execute(sqlalchemy.insert(models.TrialIntermediateValueModel), rows)
+        session.execute(insert(models.TrialIntermediateValueModel), rows)
 
 
-def end_trials(session: Any, storage: RDBStorage, ends: Sequence[End]) -> set[int]:
-    """Set each trial's attributes, value and final state; returns the ids of those that had
-    already ended (left as they are)."""
-    ended_before = set()
+def end_trials(session: Any, ends: Sequence[End]) -> set[int]:
+    """Set each trial's attributes, value and final state, a statement for each kind of row
+    for all trials; returns the ids of those that had already ended (left as they are). The
+    trials' rows are locked first, as Optuna does."""
+    trial = models.TrialModel
+    ids = [end.trial_id for end in ends]
+    states = dict(session.execute(select(trial.trial_id, trial.state).where(trial.trial_id.in_(ids))
+                                  .with_for_update()).all())
+    ended_before = {trial_id for trial_id in ids if states[trial_id].is_finished()}
+    ends = [end for end in ends if end.trial_id not in ended_before]
+    attrs = [{"trial_id": end.trial_id, "key": key, "value_json": json.dumps(value)}
+             for end in ends for key, value in end.user_attrs.items()]
+    _upsert(session, models.TrialUserAttributeModel, attrs, ("trial_id", "key"))
+    values = []
     for end in ends:
-        trial = models.TrialModel.find_or_raise_by_id(end.trial_id, session, for_update=True)
-        if trial.state.is_finished():
-            ended_before.add(end.trial_id)
-            continue
-        for key, value in end.user_attrs.items():
-            storage._set_trial_attr_without_commit(session, models.TrialUserAttributeModel, end.trial_id, key, value)
         if end.value is not None:
-            storage._set_trial_value_without_commit(session, trial, 0, end.value)
-        trial.state = end.state
-        trial.datetime_complete = datetime.now()
+            stored, kind = models.TrialValueModel.value_to_stored_repr(end.value)
+            values.append({"trial_id": end.trial_id, "objective": 0, "value": stored, "value_type": kind})
+    _upsert(session, models.TrialValueModel, values, ("trial_id", "objective"))
+    if ends:
+        now = datetime.now()
+        session.execute(update(trial.__table__).where(trial.trial_id == bindparam("id"))
+                        .values(state=bindparam("state"), datetime_complete=bindparam("done")),
+                        [{"id": end.trial_id, "state": end.state, "done": now} for end in ends])
     return ended_before
+
+
+def _upsert(session: Any, model: Any, rows: list[dict[str, Any]], key: tuple[str, str]) -> None:
+    """Rows unique by the two columns of ``key``: inserted where new, the rest of them
+    updated where present; one statement each for all rows."""
+    if not rows:
+        return
+    first, second = (getattr(model, name) for name in key)
+    present = set(session.execute(select(first, second).where(first.in_({row[key[0]] for row in rows}),
+                                                              second.in_({row[key[1]] for row in rows}))).all())
+    new = [row for row in rows if (row[key[0]], row[key[1]]) not in present]
+    old = [{f"b_{name}": value for name, value in row.items()} for row in rows if (row[key[0]], row[key[1]]) in present]
+    if new:
+        session.execute(insert(model), new)
+    if old:
+        table = model.__table__
+        changed = [name for name in rows[0] if name not in key]
+        session.execute(update(table).where(table.c[key[0]] == bindparam(f"b_{key[0]}"),
+                                            table.c[key[1]] == bindparam(f"b_{key[1]}"))
+                        .values({name: bindparam(f"b_{name}") for name in changed}), old)
 
 
 def beat(storage: RDBStorage, trial_ids: Sequence[int]) -> None:
     """Record a heartbeat for each trial, in one transaction (none for no trials)."""
     if not trial_ids:
         return
+    heartbeat = models.TrialHeartbeatModel
     with _create_scoped_session(storage.scoped_session, True) as session:
         now = session.execute(sqlalchemy.func.now()).scalar()
-        for trial_id in trial_ids:
-            heartbeat = models.TrialHeartbeatModel.where_trial_id(trial_id, session, True)
-            if heartbeat is None:
-                session.add(models.TrialHeartbeatModel(trial_id=trial_id))
-            else:
-                heartbeat.heartbeat = now
+        have = set(session.scalars(select(heartbeat.trial_id).where(heartbeat.trial_id.in_(trial_ids))))
+        if have:
+            session.execute(update(heartbeat).where(heartbeat.trial_id.in_(have)).values(heartbeat=now))
+        if new := [{"trial_id": trial_id, "heartbeat": now} for trial_id in trial_ids if trial_id not in have]:
+            session.execute(insert(heartbeat), new)

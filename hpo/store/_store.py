@@ -352,7 +352,7 @@ class TrialStore:
         with self._lock:  # a trial's state is checked, then set: atomic only under a lock on SQLite
             with _sql.transaction(self.storage) as session:
                 _sql.add_reports(session, self._held)
-                ended_before = _sql.end_trials(session, self.storage, ends)
+                ended_before = _sql.end_trials(session, ends)
             self._held_written()
             self._ended_here += len(ended)
         return [to_record(self.storage.get_trial(claim.trial_id)) if claim.trial_id in ended_before else record
