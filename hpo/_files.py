@@ -31,6 +31,14 @@ def writable(path: Path, argument: str) -> None:
                        argument=argument)
 
 
+def cache_dir() -> Path:
+    """Where hpo keeps what any project on this machine can reuse: ``$HPO_CACHE_DIR``, else
+    ``$XDG_CACHE_HOME/hpo``, else ``~/.cache/hpo``."""
+    if os.environ.get("HPO_CACHE_DIR"):
+        return Path(os.environ["HPO_CACHE_DIR"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "hpo"
+
+
 def create_whole(path: Path, create: Callable[[str], object], argument: str) -> None:
     """Create the SQLite store ``path`` if it does not exist, whole or not at all: under a lock
     file beside it, into a temporary file that ``create`` (given its URL) fills and that is then
@@ -50,6 +58,18 @@ def create_whole(path: Path, create: Callable[[str], object], argument: str) -> 
             os.replace(temporary, path)
         finally:
             temporary.unlink(missing_ok=True)
+
+
+def cached_store(name: str, create: Callable[[str], object]) -> Path | None:
+    """The SQLite store ``name`` kept in ``cache_dir()``, made whole by ``create`` the first time
+    (``name`` must change whenever what ``create`` makes may); None where the cache cannot be
+    written. New stores can be copies of it."""
+    cached = cache_dir() / f"{name}.db"
+    try:
+        create_whole(cached, create, "cache")
+    except (OSError, HpoError):
+        return None
+    return cached
 
 
 def unusable(path_or_url: object, what: str, error: BaseException, argument: str) -> HpoError:

@@ -26,6 +26,7 @@ def data_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """MNIST-1D is generated once per test session, not once per test."""
     path = tmp_path_factory.mktemp("data")
     os.environ["HPO_DATA_DIR"] = str(path)
+    os.environ["HPO_CACHE_DIR"] = str(tmp_path_factory.mktemp("cache"))  # the session's, not the user's
     return path
 
 

@@ -4,13 +4,17 @@ transaction on a database store, or call by call through the client (as to a tra
 from __future__ import annotations
 
 import math
+import sqlite3
 import threading
+from pathlib import Path
 
+import mlflow
 import pytest
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 
 from conftest import WriteTransactions
+from hpo.tracking import MlflowTracker
 from hpo.tracking._runs import RunRef, RunWrite, write_one_by_one
 from hpo.tracking._writer import Writer
 
@@ -118,3 +122,35 @@ def test_runs_queued_together_are_written_in_one_transaction(tracking_uri, uniqu
     hold.set()
     assert writer.flush() and transactions.count == 2
     assert {client.get_run(run.run_id).info.status for run in runs} == {"FINISHED"}
+
+
+def schema(path: Path) -> tuple:
+    """What a store is, apart from its rows of runs: tables and indexes (the lines of their SQL,
+    whose order two migrations by MLflow need not agree on), schema version, experiments."""
+    with sqlite3.connect(path) as db:
+        return (sorted((kind, name, sorted((sql or "").splitlines()))
+                       for kind, name, sql in db.execute("select type, name, sql from sqlite_master")),
+                db.execute("select version_num from alembic_version").fetchall(),
+                db.execute("select experiment_id, name, artifact_location from experiments").fetchall())
+
+
+def test_a_new_mlflow_store_is_a_copy_of_the_one_mlflow_made_once(tmp_path, monkeypatch):
+    """MLflow migrates a new SQLite store for seconds; hpo does that once per MLflow version and
+    machine, and copies. A copy is what MLflow makes, its Default experiment's artifacts where
+    MLflow puts them from here; with no cache to write, the store is made in place."""
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("HPO_CACHE_DIR", str(cache))
+    (tmp_path / "project").mkdir()
+    monkeypatch.chdir(tmp_path / "project")
+    MlflowClient(f"sqlite:///{tmp_path / 'by_mlflow.db'}").search_experiments()
+    MlflowTracker(f"sqlite:///{tmp_path / 'first.db'}", "x")._connect()
+    assert (cache / f"mlflow-{mlflow.__version__}.db").exists()
+    (cache / f"mlflow-{mlflow.__version__}.db").chmod(0o444)  # a copy reads it, never writes it
+    MlflowTracker(f"sqlite:///{tmp_path / 'second.db'}", "x")._connect()
+    assert schema(tmp_path / "second.db") == schema(tmp_path / "first.db") == schema(tmp_path / "by_mlflow.db")
+    assert schema(tmp_path / "second.db")[2] == [(0, "Default", str(tmp_path / "project" / "mlruns" / "0"))]
+
+    monkeypatch.setenv("HPO_CACHE_DIR", "/proc/no-cache-here")
+    tracker = MlflowTracker(f"sqlite:///{tmp_path / 'third.db'}", "x")
+    tracker._connect()
+    assert schema(tmp_path / "third.db") == schema(tmp_path / "by_mlflow.db")

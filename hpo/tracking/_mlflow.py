@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import shutil
+import sqlite3
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import mlflow
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
+from mlflow.store.tracking import DEFAULT_LOCAL_FILE_AND_ARTIFACT_PATH
+from mlflow.utils.uri import append_to_uri_path, resolve_uri_if_local
 
-from hpo._files import create_whole, sqlite_path, unusable, writable
+from hpo._files import cached_store, create_whole, sqlite_path, unusable, writable
 from hpo._trial import TrialRecord, TrialState, how_it_ended, shown
 from hpo.tracking._runs import HasRunId, RunRef, RunWrite
 from hpo.tracking._writer import FLUSH_LIMIT_S, Writer
@@ -256,7 +262,7 @@ class MlflowTracker:
         path = sqlite_path(self.tracking_uri)
         if path is not None:
             writable(path, "tracking_uri")
-            create_whole(path, lambda url: MlflowClient(url).search_experiments(), "tracking_uri")
+            create_whole(path, _new_store, "tracking_uri")
         try:
             self.client = MlflowClient(self.tracking_uri)
             self.client.search_experiments(max_results=1)
@@ -361,6 +367,22 @@ class MlflowTracker:
         path = sqlite_path(self.tracking_uri)  # its artifacts go beside it (a file store or a server keeps its own)
         location = (path.parent / "mlartifacts" / self.experiment_name).resolve().as_uri() if path else None
         return self.client.create_experiment(self.experiment_name, artifact_location=location)
+
+
+def _new_store(url: str) -> None:
+    """A new MLflow SQLite store at ``url``: a copy of the one this MLflow version made once on
+    this machine (its schema migrations take seconds, a copy milliseconds), its Default
+    experiment's artifacts where MLflow would put them now; made in place where there is no
+    cache."""
+    path = sqlite_path(url)
+    made = cached_store(f"mlflow-{mlflow.__version__}", lambda url: MlflowClient(url).search_experiments())
+    if made is None or path is None:
+        MlflowClient(url).search_experiments()
+        return
+    shutil.copyfile(made, path)
+    artifacts = append_to_uri_path(resolve_uri_if_local(DEFAULT_LOCAL_FILE_AND_ARTIFACT_PATH), "0")
+    with contextlib.closing(sqlite3.connect(path)) as db, db:
+        db.execute("UPDATE experiments SET artifact_location = ? WHERE experiment_id = 0", (artifacts,))
 
 
 def _summary(client: MlflowClient, run_id: str, result: SearchResult, run_ids: Mapping[int, str],
