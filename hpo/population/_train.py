@@ -111,7 +111,7 @@ _ELEMENTWISE = (nn.ReLU, nn.GELU, nn.Tanh, nn.Sigmoid, nn.SiLU, nn.LeakyReLU, nn
 def _chain(model: nn.Module) -> list[tuple[str, nn.Module]] | None:
     """The model's layers in order, where it is a chain of linear layers, member dropout and
     elementwise activations (an MLP): the population computes those with batched matrix
-    products, bit for bit what ``vmap`` computes, in fewer kernels. None for any other model."""
+    products, bit for bit what ``vmap`` computes, with less overhead. None for any other model."""
     layers = list(model.named_children())
     if isinstance(model, nn.Sequential) and all(isinstance(m, (nn.Linear, _MemberDropout, *_ELEMENTWISE))
                                                 for _, m in layers):
@@ -185,9 +185,9 @@ class _Population:
         """``outputs`` of a chain (see ``_chain``), for inputs stacked members first."""
         for name, layer in self.chain or ():
             if isinstance(layer, nn.Linear):
-                weight = self.params[f"{name}.weight"].transpose(1, 2)
-                bias = self.params.get(f"{name}.bias")
-                x = torch.bmm(x, weight) if bias is None else torch.baddbmm(bias.unsqueeze(1), x, weight)
+                x = torch.matmul(x, self.params[f"{name}.weight"].transpose(1, 2))
+                if f"{name}.bias" in self.params:  # added after the product, as vmap does (baddbmm rounds otherwise)
+                    x = x + self.params[f"{name}.bias"].unsqueeze(1)
             elif isinstance(layer, _MemberDropout):
                 if self.base.training:
                     p = self.buffers[f"{name}.p"].view(-1, 1, 1)
