@@ -154,3 +154,21 @@ def test_a_new_mlflow_store_is_a_copy_of_the_one_mlflow_made_once(tmp_path, monk
     tracker = MlflowTracker(f"sqlite:///{tmp_path / 'third.db'}", "x")
     tracker._connect()
     assert schema(tmp_path / "third.db") == schema(tmp_path / "by_mlflow.db")
+
+
+@pytest.mark.parametrize("way", WAYS)
+def test_a_write_mlflow_refuses_loses_no_other_runs(tracking_uri, unique, way, monkeypatch):
+    """One run of a population's batch cannot be written (its experiment does not exist): the
+    others are, and the one failure is counted."""
+    monkeypatch.setattr("hpo.tracking._writer.RETRIES_S", (0.0,))
+    client = MlflowClient(tracking_uri)
+    experiment_id = client.create_experiment(unique)
+    written, runs, hold = writer(client, way), [RunRef() for _ in range(3)], threading.Event()
+    written.submit(lambda client: hold.wait())
+    for n, run in enumerate(runs):
+        written.submit(RunWrite(run, "987654" if n == 1 else experiment_id, name=f"trial-{n}",
+                                metrics=[Metric("loss", 1.0, 0, 0)], status="FINISHED", end_time=1))
+    hold.set()
+    assert written.flush()
+    assert runs[1].run_id is None and len(written.failures) == 1
+    assert [client.get_run(runs[n].run_id).info.status for n in (0, 2)] == ["FINISHED", "FINISHED"]

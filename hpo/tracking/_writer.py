@@ -46,7 +46,8 @@ class Writer:
     retried every ``OUTAGE_RETRY_S`` for as long as the search runs (training goes on
     meanwhile). ``flush`` waits at most ``limit_s`` for such writes; those left are counted in
     ``pending``. A write refused for another reason is dropped and counted in ``failures``.
-    Run writes (``RunWrite``) queued one after another are written together, by ``write_runs``.
+    Run writes (``RunWrite``) queued one after another are written together, by ``write_runs``;
+    a batch refused for good is tried again run by run.
     """
 
     def __init__(self, client: Any) -> None:
@@ -94,22 +95,23 @@ class Writer:
 
     def _run(self) -> None:
         while True:
-            write, taken = self._next()
+            write = self._next()
             try:
                 if self._abandon.is_set():
-                    self.pending += taken
+                    self.pending += len(write) if isinstance(write, list) else 1
+                elif isinstance(write, list):
+                    self._write_runs(write)
                 else:
                     self._do(write)
             finally:
                 if self._held is None and self._queue.empty():
                     self._idle.set()
 
-    def _next(self) -> tuple[Write, int]:
-        """The next write, with the run writes queued right behind it joined into one; and how
-        many queued writes it is."""
+    def _next(self) -> Write | list[RunWrite]:
+        """The next write, or the run writes queued one after another from here."""
         first, self._held = self._held or self._queue.get(), None
         if not isinstance(first, RunWrite):
-            return first, 1
+            return first
         batch = [first]
         while len(batch) < BATCH_LIMIT:
             try:
@@ -120,9 +122,24 @@ class Writer:
                 self._held = write
                 break
             batch.append(write)
-        return (lambda client: self.write_runs(client, batch)), len(batch)
+        return batch
 
-    def _do(self, write: Write) -> None:
+    def _write_runs(self, batch: list[RunWrite]) -> None:
+        """Run writes in one go; where that is refused for good, run by run, so that a write
+        MLflow refuses loses no other run's (a refused batch wrote nothing, or, through the
+        client, what writing again leaves as it is)."""
+        runs: dict[int, list[RunWrite]] = {}
+        for write in batch:
+            runs.setdefault(id(write.run), []).append(write)
+        if self._do(lambda client: self.write_runs(client, batch), count=len(batch), alone=len(runs) == 1):
+            return
+        if len(runs) > 1 and not self._abandon.is_set():
+            for writes in runs.values():
+                self._do(lambda client, writes=writes: self.write_runs(client, writes), count=len(writes))
+
+    def _do(self, write: Write, *, count: int = 1, alone: bool = True) -> bool:
+        """Do ``write`` (``count`` queued writes), retrying as the class says; whether it was
+        done. A failure is counted only when ``alone`` (nothing else will try it)."""
         tries = 0
         while True:
             try:
@@ -131,7 +148,7 @@ class Writer:
                     logger.warning("hpo: the MLflow tracking server is back after %.0f s", time.monotonic() -
                                    self.outage_since)
                 self.outage_since = None
-                return
+                return True
             except Exception as error:
                 tries += 1
                 if unreachable(error):
@@ -140,12 +157,13 @@ class Writer:
                         logger.warning("hpo: the MLflow tracking server cannot be reached; training goes on and "
                                        "its writes wait (%s)", str(error).splitlines()[0][:200])
                     if self._abandon.wait(OUTAGE_RETRY_S):
-                        self.pending += 1
-                        return
+                        self.pending += count
+                        return False
                     continue
                 if tries > len(RETRIES_S):
-                    message = f"{type(error).__name__}: {error}".splitlines()[0]
-                    self.failures.append(message)
-                    logger.warning("hpo: an MLflow write failed after %d tries: %s", tries, message)
-                    return
+                    if alone:
+                        message = f"{type(error).__name__}: {error}".splitlines()[0]
+                        self.failures.append(message)
+                        logger.warning("hpo: an MLflow write failed after %d tries: %s", tries, message)
+                    return False
                 time.sleep(RETRIES_S[tries - 1])
