@@ -68,9 +68,14 @@ class PreparedSearch:
             raise HpoError(f"study {plan.study_name!r} is not in {store.url}, but MLflow holds {recorded} trial "
                            "runs of its search: bring the study back, or start a fresh study with new_study "
                            "(--new-study)", argument="storage")
-        tracker.start_search(plan, self.space_path)
+        with store.locked():  # runs started at once: one search run in MLflow, a session of the study each
+            tracker.start_search(plan, self.space_path)
+            try:
+                store.open(plan, tracker.identity(), self.objective_fingerprint)
+            except BaseException:
+                tracker.abort_search()
+                raise
         try:
-            store.open(plan, tracker.identity(), self.objective_fingerprint)
             loop = TrialLoop(plan, store, tracker)
             if repaired := tracker.repair(store.trials()):
                 listener.notice(f"MLflow: {repaired} trial runs written again from the study (they were missing "

@@ -226,6 +226,10 @@ class TrialStore:
         study.set_user_attr(TRACKING, tracking)
         self._study = study
 
+    def locked(self) -> Any:
+        """The study's lock (``claim_lock``), for what two processes must not do at once."""
+        return self._lock
+
     def saved(self) -> tuple[dict[str, Any], dict[str, str]]:
         """The plan and tracking identity saved with the study, for a process that joins it."""
         attrs = self.study.user_attrs
