@@ -107,7 +107,9 @@ def _in_one_transaction(client: Any, writes: Sequence[RunWrite]) -> None:
         latest_rows: dict[tuple[str, str], dict[str, Any]] = {}
         runs: dict[str, dict[str, Any]] = {}  # what changes on the run's own row
         for write, run_id in zip(writes, run_ids, strict=True):
-            for tag in [*write.tags, *([RunTag(MLFLOW_RUN_NAME, write.name)] if write.name else [])]:
+            if write.name and id(write.run) in created:  # its row was inserted with the name: the tag alone
+                tag_values.setdefault((run_id, MLFLOW_RUN_NAME), write.name)
+            for tag in write.tags:
                 tag_values[(run_id, tag.key)] = tag.value
                 if tag.key == MLFLOW_RUN_NAME:
                     runs.setdefault(run_id, {})["name"] = tag.value
@@ -134,8 +136,8 @@ def _in_one_transaction(client: Any, writes: Sequence[RunWrite]) -> None:
         if metrics:
             session.execute(insert(SqlMetric), list(metrics.values()))
         _upsert(session, SqlLatestMetric, list(latest_rows.values()), set(latest))
-        for run_id, values in runs.items():
-            session.execute(update(SqlRun).where(SqlRun.run_uuid == run_id).values(**values))
+        if runs:
+            session.execute(update(SqlRun), [{"run_uuid": run_id, **values} for run_id, values in runs.items()])
     for write in writes:
         if write.run.run_id is None and id(write.run) in created:
             write.run.run_id = created[id(write.run)]
