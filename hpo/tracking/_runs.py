@@ -83,7 +83,10 @@ def write_one_by_one(client: Any, writes: Sequence[RunWrite]) -> None:
 
 def _in_one_transaction(client: Any, writes: Sequence[RunWrite]) -> None:
     """All of ``writes`` as the client calls would leave them, in one transaction. Run ids are
-    handed out only once it has committed, so a failed batch can be retried whole."""
+    handed out only once it has committed, so a failed batch can be retried whole. No writes,
+    no transaction (a repair that finds nothing to mend, at every search's start and end)."""
+    if not writes:
+        return
     store: SqlAlchemyStore = client._tracking_client.store
     created: dict[int, str] = {}  # id(write.run) -> the run id this transaction gives it
     for write in writes:
