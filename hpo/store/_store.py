@@ -4,12 +4,12 @@ process claims, finishes and fails trials."""
 from __future__ import annotations
 
 import contextlib
-import copy
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,8 @@ from hpo.spaces import CategoricalParam, FloatParam, SearchSpace
 from hpo.store import _sql
 from hpo.store._budget import in_budget
 from hpo.store._locks import claim_lock
-from hpo.strategies import WAIT, BaseStrategy, Suggestion
+from hpo.store._pruning import HeldReports, StageStudy
+from hpo.strategies import WAIT, BaseStrategy, Suggestion, params_key
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -140,12 +141,13 @@ class TrialStore:
         self._held: list[tuple[int, int, float]] = []  # reports not written yet: (trial id, step, value)
         self._written_at = time.monotonic()
         self._stale_since: dict[int, float] = {}  # trial id -> when this process first saw it stale
+        self._ended_records: dict[int, TrialRecord] = {}  # trial id -> record, for the trials ended so far
         self.session = 0  # this run's number among the search's runs, known once the study is opened
 
     def __getstate__(self) -> dict[str, Any]:
         """Only the address travels (to a worker process): connections and locks are made there."""
         return {**self.__dict__, "_lock": None, "_storage": None, "_study": None, "_pruned_studies": {},
-                "_stale_since": {}, "_held": []}
+                "_stale_since": {}, "_held": [], "_ended_records": {}}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
@@ -263,32 +265,52 @@ class TrialStore:
         them in one transaction; ``WAIT`` while the strategy waits for running trials; ``DONE``
         once the budget is claimed."""
         with self._lock:
-            frozen = self.study.get_trials(deepcopy=False)
-            records = [to_record(t) for t in frozen if t.state is not OptunaState.WAITING]
+            created, records = self._records()
+            history = in_budget(records, self.session)
             if not isinstance(plan.strategy, BaseStrategy):  # Optuna's sampler: one trial after another
-                budget = plan.n_trials - len(in_budget(records, self.session))
+                budget = plan.n_trials - len(history)
                 if budget <= 0:
                     return DONE
-                return [self._sample(plan, worker, len(frozen) + i) for i in range(min(count, budget))]
+                return [self._sample(plan, worker, created + i) for i in range(min(count, budget))]
+            counted = {t.number for t in history}  # the rest, lost or failed in an earlier run, are retried
+            lost = {params_key(r.params): r.number for r in records if r.number not in counted}
             planned: list[tuple[Suggestion, int | None]] = []
             while len(planned) < count:
-                # Optuna numbers a study's trials in the order they are created: under the lock, the
-                # next number is the next trial's.
-                step = self._next(plan, records)
+                step = self._next(plan, history, lost)
                 if not isinstance(step, tuple):
                     if planned:
                         break
                     return step
                 planned.append(step)
+                # Optuna numbers a study's trials in the order they are created: under the lock, the
+                # next number is the next trial's.
                 suggestion = step[0]
-                records.append(TrialRecord(len(frozen) + len(planned) - 1, suggestion.params, TrialState.RUNNING,
+                history.append(TrialRecord(created + len(planned) - 1, suggestion.params, TrialState.RUNNING,
                                            stage=suggestion.stage, session=self.session))
             return self._start(plan, planned, worker)
 
-    def _next(self, plan: SearchPlan, records: list[TrialRecord]) -> tuple[Suggestion, int | None] | Suggestion | _Done:
-        """The strategy's next trial (its suggestion, and the lost trial it retries), else
-        ``WAIT`` or ``DONE``."""
-        history = in_budget(records, self.session)
+    def _records(self) -> tuple[int, list[TrialRecord]]:
+        """How many trials the study has created, and hpo's trials as records, oldest first.
+        An ended trial's record is made once: ended trials never change, and a claim reads the
+        whole history."""
+        frozen = self.study.get_trials(deepcopy=False)
+        records = []
+        for trial in frozen:
+            record = self._ended_records.get(trial._trial_id)
+            if record is None:
+                if trial.state is OptunaState.WAITING:
+                    continue
+                record = to_record(trial)
+                if trial.state.is_finished():
+                    self._ended_records[trial._trial_id] = record
+            records.append(record)
+        return len(frozen), records
+
+    def _next(self, plan: SearchPlan, history: list[TrialRecord], lost: dict[str, int],
+              ) -> tuple[Suggestion, int | None] | Suggestion | _Done:
+        """The strategy's next trial after ``history`` (the trials in the budget): its
+        suggestion, and the ``lost`` trial (by configuration) it runs again; else ``WAIT`` or
+        ``DONE``."""
         if len(history) >= plan.n_trials:
             return DONE
         assert isinstance(plan.strategy, BaseStrategy)
@@ -297,9 +319,7 @@ class TrialStore:
             return DONE
         if suggestion is WAIT:
             return WAIT
-        counted = {t.number for t in history}  # the rest, lost or failed in an earlier run, are retried
-        lost = [r.number for r in records if r.number not in counted and r.params == suggestion.params]
-        return suggestion, lost[-1] if lost else None
+        return suggestion, lost.get(params_key(suggestion.params))
 
     def _start(self, plan: SearchPlan, planned: list[tuple[Suggestion, int | None]], worker: str) -> list[Claim]:
         """The trials, each with its parameters, stage and owner, created in one transaction."""
@@ -330,17 +350,24 @@ class TrialStore:
         trial_id = self.storage.get_trial_id_from_study_id_trial_number(self._study_id, trial.number)
         return Claim(trial_id, trial.number, params, 0, trial_seed(plan.seed, trial.number))
 
-    def pruned_trial(self, claim: Claim, pruner: optuna.pruners.BasePruner, *, by_stage: bool) -> optuna.Trial:
+    def pruned_trial(self, plan: SearchPlan, claim: Claim, pruner: optuna.pruners.BasePruner) -> optuna.Trial:
         """The claimed trial as Optuna's own handle, whose ``report`` and ``should_prune`` ask
-        ``pruner`` (it keeps the trial's values in memory between reports); ``by_stage``: the
-        pruner compares it only with the trials of its own stage."""
-        stage = claim.stage if by_stage else None
+        ``pruner`` (it keeps the trial's values in memory between reports). The pruner compares
+        it only with the trials of its own stage where the plan's pruning says ``by_stage``."""
+        stage = claim.stage if plan.pruning.by_stage else None
         key = (id(pruner), stage)
         if key not in self._pruned_studies:
-            storage = _HeldReports(optuna.storages.get_storage(self.storage), self.report)
-            self._pruned_studies[key] = _StageStudy(self.study_name, storage, pruner, stage,
-                                                    version=lambda: self._ended_here)
-        return optuna.Trial(self._pruned_studies[key], claim.trial_id)
+            storage = HeldReports(optuna.storages.get_storage(self.storage), self.report)
+            of_stage = None if stage is None else lambda trial: stage_of(trial) == stage
+            self._pruned_studies[key] = StageStudy(self.study_name, storage, pruner, of_stage,
+                                                   version=lambda: self._ended_here)
+        study = self._pruned_studies[key]
+        # The trial as the claim created it: Optuna's handle would read it back from the storage.
+        attrs = {CLAIM: {"stage": claim.stage, "retry_of": claim.retry_of, "session": self.session}}
+        study._storage.started[claim.trial_id] = FrozenTrial(
+            claim.number, OptunaState.RUNNING, None, datetime.now(), None, dict(claim.params),
+            distributions(plan.space, claim.params), attrs, {}, {}, claim.trial_id)
+        return optuna.Trial(study, claim.trial_id)
 
     def finish(self, claim: Claim, record: TrialRecord) -> TrialRecord:
         """End a claimed trial with its record; returns what the store holds: the record, or the
@@ -430,55 +457,6 @@ class TrialStore:
 
     def _id(self, trial: FrozenTrial) -> int:
         return self.storage.get_trial_id_from_study_id_trial_number(self._study_id, trial.number)
-
-
-class _StageStudy(optuna.Study):
-    """The study as a pruner sees it when it judges a trial of one coarse-to-fine stage: the
-    trials of that stage only (all of them where ``stage`` is None). Median and successive
-    halving read the study through ``get_trials``; Hyperband splits it into brackets of its own.
-
-    The median rule reads every complete trial at every report, and Optuna's SQL storage can
-    only read them all (even to count them): that made pruning quadratic in the study's size. So
-    complete trials, which never change, are read again only when ``version()`` has changed: when
-    this process has ended a trial, or at most every ``REFRESH_S`` seconds (for what other
-    processes end). In one process the view is always exact."""
-
-    REFRESH_S = 2.0
-
-    def __init__(self, study_name: str, storage: optuna.storages.BaseStorage, pruner: optuna.pruners.BasePruner,
-                 stage: int | None, version: Callable[[], int]) -> None:
-        super().__init__(study_name=study_name, storage=storage, pruner=pruner)
-        self._stage = stage
-        self._version = version
-        self._complete: tuple[tuple[int, float], list[FrozenTrial]] | None = None
-
-    def get_trials(self, deepcopy: bool = True, states: Any = None) -> list[FrozenTrial]:
-        if states is None or tuple(states) != (OptunaState.COMPLETE,):
-            return self._of_stage(super().get_trials(deepcopy=deepcopy, states=states))
-        version = (self._version(), time.monotonic() // self.REFRESH_S)
-        if self._complete is None or self._complete[0] != version:
-            self._complete = version, self._of_stage(super().get_trials(deepcopy=False, states=states))
-        return copy.deepcopy(self._complete[1]) if deepcopy else list(self._complete[1])
-
-    def _of_stage(self, trials: list[FrozenTrial]) -> list[FrozenTrial]:
-        if self._stage is None:
-            return trials
-        return [t for t in trials if t.user_attrs.get(CLAIM, {}).get("stage", 0) == self._stage]
-
-
-class _HeldReports:
-    """A study's storage whose intermediate values go to the store's ``report`` (held back and
-    written together); everything else is the storage's own."""
-
-    def __init__(self, storage: optuna.storages.BaseStorage, report: Callable[[int, int, float], None]) -> None:
-        self._storage = storage
-        self._report = report
-
-    def set_trial_intermediate_value(self, trial_id: int, step: int, intermediate_value: float) -> None:
-        self._report(trial_id, step, intermediate_value)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._storage, name)
 
 
 class Heartbeat:
@@ -571,7 +549,7 @@ def to_record(trial: FrozenTrial) -> TrialRecord:
         params=dict(trial.params),
         state=state,
         value=trial.value if trial.state is OptunaState.COMPLETE else result.get("value"),
-        stage=int(trial.user_attrs.get(CLAIM, {}).get("stage", 0)),
+        stage=stage_of(trial),
         reason=reason,
         metrics=result.get("metrics", {}),
         seed=result.get("seed", 0),
@@ -590,6 +568,11 @@ def to_record(trial: FrozenTrial) -> TrialRecord:
 def claimed_by(trial: FrozenTrial) -> str | None:
     """The worker (host:pid) that claimed a stored trial."""
     return trial.user_attrs.get(CLAIM, {}).get("worker")
+
+
+def stage_of(trial: FrozenTrial) -> int:
+    """The coarse-to-fine stage a stored trial was claimed for."""
+    return int(trial.user_attrs.get(CLAIM, {}).get("stage", 0))
 
 
 def retry_of(trial: FrozenTrial) -> int | None:

@@ -6,7 +6,6 @@ import dataclasses
 import functools
 import math
 import os
-import statistics
 import time
 from collections.abc import Callable
 from typing import Any
@@ -20,7 +19,7 @@ from hpo.drivers._base import Driver
 from hpo.drivers.optuna import OptunaOptions
 from hpo.loop import PruneFor, SearchListener, ShouldPrune, TrialLoop, set_up, work, worker_name
 from hpo.spaces import Pruning
-from hpo.store import Claim
+from hpo.store import Claim, MedianRule, StageStudy
 from hpo.tracking import MlflowTracker
 
 
@@ -143,7 +142,7 @@ def pruning(loop: TrialLoop) -> PruneFor | None:
     sign = 1 if plan.space.direction == "minimize" else -1
 
     def for_claim(claim: Claim) -> ShouldPrune:
-        trial = loop.store.pruned_trial(claim, pruner, by_stage=plan.pruning.by_stage)
+        trial = loop.store.pruned_trial(plan, claim, pruner)
         best = math.inf
 
         def should_prune(step: int, value: float) -> TrialPruned | None:
@@ -156,33 +155,29 @@ def pruning(loop: TrialLoop) -> PruneFor | None:
                     return None
             except optuna.exceptions.UpdateFinishedTrialError:  # failed as lost meanwhile: finishing says so
                 return None
-            return TrialPruned(plan.pruner, why_pruned(trial, plan.pruner, step, sign * best, sign))
+            return TrialPruned(plan.pruner, why_pruned(trial, plan.pruner, step, sign * best))
 
         return should_prune
 
     return for_claim
 
 
-def why_pruned(trial: optuna.Trial, pruner: str, step: int, best: float, sign: int) -> str:
+def why_pruned(trial: optuna.Trial, pruner: str, step: int, best: float) -> str:
     """What the pruner saw, in words: ``at epoch 2: 0.263 > median 0.236 of 5 trials``."""
     if pruner != "median":
         return f"at epoch {step}: its best {best:.4g} was not among the best third of its rung"
-    bests = []
-    for other in trial.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
-        values = [sign * v for s, v in other.intermediate_values.items() if s <= step and math.isfinite(v)]
-        if values:
-            bests.append(sign * min(values))
-    if not bests:
-        return f"at epoch {step}"
-    return (f"at epoch {step}: {best:.4g} {'>' if sign == 1 else '<'} median {statistics.median(bests):.4g} "
-            f"of {len(bests)} trials")
+    study = trial.study
+    assert isinstance(study, StageStudy)
+    median, count = study.percentile_at(step, 50.0, 1)
+    worse = "<" if study.direction == optuna.study.StudyDirection.MAXIMIZE else ">"
+    return f"at epoch {step}: {best:.4g} {worse} median {median:.4g} of {count} trials"
 
 
 def make_pruner(pruning: Pruning, epochs: int) -> optuna.pruners.BasePruner | None:
     """Optuna's pruner for ``pruning``, its warm-up in reports scaled to trials of ``epochs``."""
     steps = pruning.steps(epochs)
     if pruning.pruner == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=pruning.warmup_trials, n_warmup_steps=steps)
+        return MedianRule(n_startup_trials=pruning.warmup_trials, n_warmup_steps=steps)
     if pruning.pruner == "successive-halving":
         return optuna.pruners.SuccessiveHalvingPruner(min_resource=max(1, steps), reduction_factor=3)
     if pruning.pruner == "hyperband":
