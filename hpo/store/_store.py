@@ -4,6 +4,7 @@ process claims, finishes and fails trials."""
 from __future__ import annotations
 
 import contextlib
+import math
 import threading
 import time
 import warnings
@@ -41,6 +42,7 @@ CLAIM = "hpo.claim"  # stage, worker (host:pid of the process that claimed it), 
 # whose configuration it runs again): one attribute, as each costs the claim a database round trip
 TEST = "hpo.test"  # the best configuration's test score, once evaluated
 RESULT = "hpo.result"  # state, reason, metrics, seed, device, duration: written once, as it ends
+LOOK_EVERY_S = 1.0  # how often a process looks for trials whose process died (they stay silent 20 s first)
 REPORTS_EVERY_S = 1.0  # how long a trial's intermediate values may wait to be written together
 
 _STATES = {
@@ -141,6 +143,7 @@ class TrialStore:
         self._held: list[tuple[int, int, float]] = []  # reports not written yet: (trial id, step, value)
         self._written_at = time.monotonic()
         self._stale_since: dict[int, float] = {}  # trial id -> when this process first saw it stale
+        self._looked_at = -math.inf  # when this process last looked for stale trials
         self._ended_records: dict[int, TrialRecord] = {}  # trial id -> record, for the trials ended so far
         self.session = 0  # this run's number among the search's runs, known once the study is opened
 
@@ -442,8 +445,12 @@ class TrialStore:
         (its machine stalled or slept, or the clock stepped forward) beats again in between.
 
         Optuna's public ``fail_stale_trials`` fails a trial at the first stale look, which would
-        fail live trials after a stall; the second look needs the stale ids it reads."""
+        fail live trials after a stall; the second look needs the stale ids it reads. It looks
+        at most every ``LOOK_EVERY_S`` (a driver asks before every claim), and finds none between."""
         now = time.monotonic()
+        if now - self._looked_at < LOOK_EVERY_S:
+            return []
+        self._looked_at = now
         stale = self.storage._get_stale_trial_ids(self._study_id)
         self._stale_since = {trial_id: self._stale_since.get(trial_id, now) for trial_id in stale}
         return [i for i, since in self._stale_since.items() if now - since >= 2 * self.heartbeat_interval]
