@@ -202,3 +202,29 @@ def test_a_claimed_trials_pruning_handle_is_made_without_reading_the_study(store
         assert not handle.should_prune()
         assert handle.number == claim.number and handle.params == claim.params
     assert reads.count == 0
+
+
+def test_a_claim_reads_again_only_the_trials_that_changed(stores, unique):
+    """The Ray driver claims one trial at a time with many running: a claim reads the trials
+    that are new or changed state since the last (here: one that another process ended, one it
+    failed as lost, one it claimed), and its history is the study's, trial for trial."""
+    space = {"lr": {"type": "float", "low": 1e-4, "high": 0.05, "log": True}}
+    prepared = hpo.prepare(lambda params, trial: 1.0, digits_space(epochs=2, **space), strategy="random",
+                           n_trials=40, study_name=unique, experiment=unique, evaluate_test=False, **stores)
+    here, there = (TrialStore(stores["storage"], unique) for _ in range(2))
+    here.open(prepared.plan, {})
+    running = [claim for _ in range(16) for claim in here.claim(prepared.plan, "here:1")]
+    params_read = []
+    sqlalchemy.event.listen(here.storage.engine, "before_cursor_execute",
+                            lambda conn, cursor, statement, *args: params_read.append(
+                                statement.lstrip().startswith("SELECT") and "FROM trial_params" in statement))
+    here.claim(prepared.plan, "here:1")
+    assert not any(params_read)  # nothing changed, and its own new trial is known without reading it
+
+    there.finish(running[0], complete(running[0].number, running[0].params))
+    there.fail([running[1].trial_id])
+    there.claim(prepared.plan, "there:2")
+    params_read.clear()
+    here.claim(prepared.plan, "here:1")
+    assert sum(params_read) == 1  # the three changed trials, in one read
+    assert here._records()[1] == here.trials()

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -48,9 +48,9 @@ def transaction(storage: RDBStorage) -> Iterator[Any]:
 
 
 def add_trials(session: Any, study_id: int, templates: Sequence[FrozenTrial]) -> list[tuple[int, int]]:
-    """Create running trials with the templates' parameters and user attributes, numbered in
-    order after the study's last; their ids and numbers. The study's row is locked first, as Optuna does,
-    so that numbers stay unique between processes."""
+    """Create running trials with the templates' parameters and user attributes, and their
+    first heartbeat, numbered in order after the study's last; their ids and numbers. The
+    study's row is locked first, as Optuna does, so that numbers stay unique between processes."""
     models.StudyModel.find_or_raise_by_id(study_id, session, for_update=True)
     first = session.query(sqlalchemy.func.count(models.TrialModel.trial_id)).filter(
         models.TrialModel.study_id == study_id).scalar()
@@ -68,7 +68,20 @@ def add_trials(session: Any, study_id: int, templates: Sequence[FrozenTrial]) ->
         session.execute(insert(models.TrialParamModel), params)
     if attrs:
         session.execute(insert(models.TrialUserAttributeModel), attrs)
+    now = session.execute(sqlalchemy.func.now()).scalar()  # the database's clock, as heartbeats use
+    session.execute(insert(models.TrialHeartbeatModel), [{"trial_id": t.trial_id, "heartbeat": now} for t in trials])
     return [(trial.trial_id, trial.number) for trial in trials]
+
+
+def trial_states(session: Any, study_id: int, after: int, among: Collection[int]) -> dict[int, OptunaState]:
+    """The state of each of the study's trials created after trial id ``after`` or among
+    ``among``, by trial id, in order."""
+    trial = models.TrialModel
+    which = trial.trial_id > after
+    if among:
+        which = sqlalchemy.or_(which, trial.trial_id.in_(among))
+    return dict(session.execute(select(trial.trial_id, trial.state).where(trial.study_id == study_id, which)
+                                .order_by(trial.trial_id)).all())
 
 
 def add_reports(session: Any, reports: Sequence[tuple[int, int, float]]) -> None:

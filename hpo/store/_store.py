@@ -4,6 +4,7 @@ process claims, finishes and fails trials."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import threading
 import time
@@ -144,13 +145,14 @@ class TrialStore:
         self._written_at = time.monotonic()
         self._stale_since: dict[int, float] = {}  # trial id -> when this process first saw it stale
         self._looked_at = -math.inf  # when this process last looked for stale trials
-        self._ended_records: dict[int, TrialRecord] = {}  # trial id -> record, for the trials ended so far
+        self._known: dict[int, tuple[OptunaState, TrialRecord | None]] = {}  # trial id -> state, record as read
+        self._last_id = -1  # the newest trial id in ``_known``
         self.session = 0  # this run's number among the search's runs, known once the study is opened
 
     def __getstate__(self) -> dict[str, Any]:
         """Only the address travels (to a worker process): connections and locks are made there."""
         return {**self.__dict__, "_lock": None, "_storage": None, "_study": None, "_pruned_studies": {},
-                "_stale_since": {}, "_held": [], "_ended_records": {}}
+                "_stale_since": {}, "_held": [], "_known": {}, "_last_id": -1}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
@@ -294,20 +296,20 @@ class TrialStore:
 
     def _records(self) -> tuple[int, list[TrialRecord]]:
         """How many trials the study has created, and hpo's trials as records, oldest first.
-        An ended trial's record is made once: ended trials never change, and a claim reads the
-        whole history."""
-        frozen = self.study.get_trials(deepcopy=False)
-        records = []
-        for trial in frozen:
-            record = self._ended_records.get(trial._trial_id)
-            if record is None:
-                if trial.state is OptunaState.WAITING:
-                    continue
-                record = to_record(trial)
-                if trial.state.is_finished():
-                    self._ended_records[trial._trial_id] = record
-            records.append(record)
-        return len(frozen), records
+
+        A claim reads the whole history, and the Ray driver claims trial by trial: so a trial
+        is read again only once it is new or its state has changed (one query finds which)."""
+        with _sql.transaction(self.storage) as session:
+            unfinished = [i for i, (state, _) in self._known.items() if not state.is_finished()]
+            found = _sql.trial_states(session, self._study_id, self._last_id, unfinished)
+        changed = {i for i, state in found.items() if i not in self._known or self._known[i][0] is not state}
+        if changed:
+            for trial in self.storage._get_trials(self._study_id, None, changed, max(changed)):
+                record = None if trial.state is OptunaState.WAITING else to_record(trial)
+                self._known[trial._trial_id] = trial.state, record
+                self._last_id = max(self._last_id, trial._trial_id)
+        records = [record for _, record in self._known.values() if record is not None]
+        return len(self._known), sorted(records, key=lambda r: r.number)
 
     def _next(self, plan: SearchPlan, history: list[TrialRecord], lost: dict[str, int],
               ) -> tuple[Suggestion, int | None] | Suggestion | _Done:
@@ -337,6 +339,10 @@ class TrialStore:
         ]
         with _sql.transaction(self.storage) as session:
             made = _sql.add_trials(session, self._study_id, templates)
+        for (trial_id, number), (suggestion, _) in zip(made, planned, strict=True):
+            self._known[trial_id] = OptunaState.RUNNING, TrialRecord(
+                number, suggestion.params, TrialState.RUNNING, stage=suggestion.stage, session=self.session)
+            self._last_id = max(self._last_id, trial_id)
         return [Claim(trial_id, number, suggestion.params, suggestion.stage, trial_seed(plan.seed, number), retry_of)
                 for (trial_id, number), (suggestion, retry_of) in zip(made, planned, strict=True)]
 
@@ -351,6 +357,7 @@ class TrialStore:
             params = suggest(trial, plan.space)
         trial.set_user_attr(CLAIM, {"stage": 0, "worker": worker, "retry_of": None, "session": self.session})
         trial_id = self.storage.get_trial_id_from_study_id_trial_number(self._study_id, trial.number)
+        _sql.beat(self.storage, [trial_id])  # its first heartbeat, as claims write it
         return Claim(trial_id, trial.number, params, 0, trial_seed(plan.seed, trial.number))
 
     def pruned_trial(self, plan: SearchPlan, claim: Claim, pruner: optuna.pruners.BasePruner) -> optuna.Trial:
@@ -458,7 +465,7 @@ class TrialStore:
     def heartbeat(self) -> Heartbeat:
         return Heartbeat(self)
 
-    @property
+    @functools.cached_property
     def _study_id(self) -> int:
         return self.storage.get_study_id_from_name(self.study_name)
 
@@ -467,8 +474,8 @@ class TrialStore:
 
 
 class Heartbeat:
-    """Beats for the trials this process runs, from one background thread: each trial beats as
-    it is added, then every ``heartbeat_interval`` seconds until it is discarded."""
+    """Beats for the trials this process runs, from one background thread, every
+    ``heartbeat_interval`` seconds from when each is added until it is discarded."""
 
     def __init__(self, store: TrialStore) -> None:
         self.store = store
@@ -487,7 +494,7 @@ class Heartbeat:
                 self.discard(trial_id)
 
     def add(self, *trial_ids: int) -> None:
-        _sql.beat(self.store.storage, trial_ids)
+        """Beat for claimed trials from now on (the claim wrote each one's first beat)."""
         with self._guard:
             self._ids.update(trial_ids)
             if self._thread is None:
