@@ -304,7 +304,10 @@ class TrialStore:
             found = _sql.trial_states(session, self._study_id, self._last_id, unfinished)
         changed = {i for i, state in found.items() if i not in self._known or self._known[i][0] is not state}
         if changed:
-            for trial in self.storage._get_trials(self._study_id, None, changed, max(changed)):
+            # Optuna's read: the trials named, and any created after the last one found (none
+            # but what another process created meanwhile)
+            newest = max(self._last_id, *found)
+            for trial in self.storage._get_trials(self._study_id, None, changed, newest):
                 record = None if trial.state is OptunaState.WAITING else to_record(trial)
                 self._known[trial._trial_id] = trial.state, record
                 self._last_id = max(self._last_id, trial._trial_id)
