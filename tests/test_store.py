@@ -208,7 +208,8 @@ def test_a_claimed_trials_pruning_handle_is_made_without_reading_the_study(store
 def test_a_claim_reads_again_only_the_trials_that_changed(stores, unique):
     """The Ray driver claims one trial at a time with many running: a claim reads the trials
     that changed state since the last (here: one that another process ended, one it failed as
-    lost), not the others running, and its history is the study's, trial for trial."""
+    lost), not the others running nor those it ended itself, and its history is the study's,
+    trial for trial."""
     space = {"lr": {"type": "float", "low": 1e-4, "high": 0.05, "log": True}}
     prepared = hpo.prepare(lambda params, trial: 1.0, digits_space(epochs=2, **space), strategy="random",
                            n_trials=40, study_name=unique, experiment=unique, evaluate_test=False, **stores)
@@ -224,6 +225,9 @@ def test_a_claim_reads_again_only_the_trials_that_changed(stores, unique):
 
     there.finish(running[0], complete(running[0].number, running[0].params))
     there.fail([running[1].trial_id])
+    ended_here = TrialRecord(running[2].number, running[2].params, TrialState.PRUNED, math.inf, reason="median",
+                             metrics={"val_loss": math.inf}, curve=[(0, 2.5), (1, math.inf)], detail="at epoch 1")
+    here.finish(running[2], ended_here)
     loaded = []
 
     def load(trial, context) -> None:

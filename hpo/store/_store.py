@@ -10,7 +10,7 @@ import threading
 import time
 import warnings
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -303,11 +303,11 @@ class TrialStore:
             unfinished = [i for i, (state, _) in self._known.items() if not state.is_finished()]
             found = _sql.trial_states(session, self._study_id, self._last_id, unfinished)
         changed = {i for i, state in found.items() if i not in self._known or self._known[i][0] is not state}
+        self._last_id = max(self._last_id, *found) if found else self._last_id
         if changed:
             # Optuna's read: the trials named, and any created after the last one found (none
             # but what another process created meanwhile)
-            newest = max(self._last_id, *found)
-            for trial in self.storage._get_trials(self._study_id, None, changed, newest):
+            for trial in self.storage._get_trials(self._study_id, None, changed, self._last_id):
                 record = None if trial.state is OptunaState.WAITING else to_record(trial)
                 self._known[trial._trial_id] = trial.state, record
                 self._last_id = max(self._last_id, trial._trial_id)
@@ -399,8 +399,12 @@ class TrialStore:
                 ended_before = _sql.end_trials(session, ends)
             self._held_written()
             self._ended_here += len(ended)
-        return [to_record(self.storage.get_trial(claim.trial_id)) if claim.trial_id in ended_before else record
-                for claim, record in ended]
+        stored = [to_record(self.storage.get_trial(claim.trial_id)) if claim.trial_id in ended_before
+                  else replace(record, session=self.session) for claim, record in ended]
+        for (claim, _), record in zip(ended, stored, strict=True):
+            if claim.trial_id in self._known:  # as the study holds it now: the next claim need not read it
+                self._known[claim.trial_id] = _TELL[record.state], record
+        return stored
 
     def report(self, trial_id: int, step: int, value: float) -> None:
         """A running trial's intermediate value, for its pruner and for live views of the study.
