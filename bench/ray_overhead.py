@@ -3,8 +3,10 @@
 1. Per-trial overhead on a null objective that reports 10 steps.
 2. 200 one-second trials: the wall time against its 100-second minimum on 2 CPUs.
 
-hpo's Ray driver also writes every trial to a SQLite MLflow store. Both runners run with
-Tune's per-trial file loggers off (hpo turns them off; the bare run gets the same setting).
+hpo's Ray driver also writes every trial to a SQLite MLflow store; the null workload is also
+run with bare Tune and Ray's own ``MLflowLoggerCallback`` writing to one, as a Tune user would
+wire it by hand. Every runner runs with Tune's per-trial file loggers off (hpo turns them off;
+the bare runs get the same setting).
 """
 
 from __future__ import annotations
@@ -62,13 +64,24 @@ def time_hpo(objective, n_trials: int, folder: Path) -> float:
     return time.perf_counter() - started
 
 
-def time_bare(trainable, n_trials: int, folder: Path) -> float:
+def time_bare(trainable, n_trials: int, folder: Path, with_mlflow: bool = False) -> float:
+    """Bare Tune; ``with_mlflow``: with Ray's own ``MLflowLoggerCallback`` writing each trial's
+    run (params, every result's metrics, status) to a SQLite MLflow store, created untimed."""
+    callbacks = []
+    if with_mlflow:
+        from mlflow import MlflowClient
+        from ray.air.integrations.mlflow import MLflowLoggerCallback
+
+        uri = f"sqlite:///{folder / 'mlflow.db'}"
+        folder.mkdir(parents=True, exist_ok=True)
+        MlflowClient(uri).create_experiment("bare")
+        callbacks.append(MLflowLoggerCallback(tracking_uri=uri, experiment_name="bare"))
     started = time.perf_counter()
     tuner = tune.Tuner(
         tune.with_resources(trainable, {"cpu": 1}),
         param_space={"lr": tune.loguniform(1e-5, 1.0)},
         tune_config=tune.TuneConfig(metric="loss", mode="min", num_samples=n_trials, reuse_actors=True),
-        run_config=tune.RunConfig(storage_path=str(folder), name=trainable.__name__, verbose=0),
+        run_config=tune.RunConfig(storage_path=str(folder), name=trainable.__name__, verbose=0, callbacks=callbacks),
     )
     tuner.fit()
     return time.perf_counter() - started
@@ -86,8 +99,10 @@ def main() -> None:
         time_bare(bare_null, 2, root / "warm")  # actors, imports: outside the timed part
         time_hpo(hpo_null, 2, root / "warm")
         bare = time_bare(bare_null, args.null_trials, root / "bare")
+        logged = time_bare(bare_null, args.null_trials, root / "bare-mlflow", with_mlflow=True)
         ours = time_hpo(hpo_null, args.null_trials, root / "hpo")
         rows.append(("null objective, 10 reports", args.null_trials, bare, ours, None))
+        rows.append(("null, bare + MLflowLoggerCallback", args.null_trials, logged, ours, None))
         bare = time_bare(bare_sleep, args.sleep_trials, root / "bare")
         ours = time_hpo(hpo_sleep, args.sleep_trials, root / "hpo")
         rows.append(("one-second trials", args.sleep_trials, bare, ours, args.sleep_trials / 2))
