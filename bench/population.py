@@ -8,8 +8,9 @@ MNIST-1D MLP or CNN, every trial the same number of epochs (no early stopping, n
 - hpo, warm workers: one process per slot (two on this CPU; --workers);
 - hpo, population K: K trials claimed together and trained as one stacked model.
 The plain loop and K=1 run fewer trials (their rate is flat); a population runs at least 2K
-trials so that it is full twice. The plain loop counts its fastest of three runs, every hpo
-row its only run, so the ratios err against hpo. hpo's times include its study, MLflow writes
+trials so that it is full twice. The plain loop and the populations run in turns, ``--rounds``
+times (the machine's speed drifts within minutes), and each counts its fastest run; the last
+column gives each round's ratio. K=1 and the workers run once. hpo's times include its study, MLflow writes
 and the report, and the test of nothing (``evaluate_test=False``).
 
     python bench/population.py --objective mnist1d_mlp --ks 8 32
@@ -95,32 +96,40 @@ def main() -> None:
                         help="population sizes [8 32; on a GPU also 128 1024]")
     parser.add_argument("--one-at-a-time-trials", type=int, default=8, help="trials of the plain loop and of K=1")
     parser.add_argument("--workers", type=int, default=2, help="warm worker processes")
-    parser.add_argument("--plain-repeats", type=int, default=3,
-                        help="the plain loop's time is its fastest of this many runs (the others: one run)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="rounds of the plain loop and the populations, one after the other; each counts "
+                             "its fastest (hpo one at a time and its workers: one run)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
     ks = args.ks or ([8, 32, 128, 1024] if args.device == "cuda" else [8, 32])
-    rows = []
     few = args.one_at_a_time_trials
-    seconds = min(plain(args.objective, few, args.device) for _ in range(args.plain_repeats))
-    rows.append(("plain loop, one at a time", "-", few, seconds))
+    plains: list[float] = []
+    populations: dict[int, list[float]] = {k: [] for k in ks}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        rows.append(("hpo, one at a time", "1", few, with_hpo(args.objective, few, root / "k1", args.device)))
-        n = max(args.trials, 2 * args.workers)
-        rows.append((f"hpo, {args.workers} warm workers", "1", n,
-                     with_hpo(args.objective, n, root / "workers", args.device, workers=args.workers)))
-        for k in ks:
-            n = max(args.trials, 2 * k)
-            rows.append(("hpo, population", str(k), n, with_hpo(args.objective, n, root / f"k{k}", args.device,
-                                                                 population=k)))
-    plain_rate = rows[0][2] / rows[0][3] * 3600
-    table = Table(title=f"{args.objective}: trials per hour, {EPOCHS} epochs a trial, on {args.device}")
-    for column in ("runner", "K", "trials", "seconds", "trials/hour", "x plain"):
+        # The machine's speed drifts within minutes: the plain loop and the populations take
+        # turns, so that each round compares them at about the same speed.
+        for round_ in range(args.rounds):
+            plains.append(plain(args.objective, few, args.device))
+            for k in ks:
+                populations[k].append(with_hpo(args.objective, max(args.trials, 2 * k), root / f"k{k}-{round_}",
+                                               args.device, population=k))
+        one = with_hpo(args.objective, few, root / "k1", args.device)
+        n_workers = max(args.trials, 2 * args.workers)
+        workers = with_hpo(args.objective, n_workers, root / "workers", args.device, workers=args.workers)
+    rows = [("plain loop, one at a time", "-", few, plains), ("hpo, one at a time", "1", few, [one]),
+            (f"hpo, {args.workers} warm workers", "1", n_workers, [workers])]
+    rows += [("hpo, population", str(k), max(args.trials, 2 * k), populations[k]) for k in ks]
+    plain_rate = few / min(plains) * 3600
+    table = Table(title=f"{args.objective}: trials per hour, {EPOCHS} epochs a trial, on {args.device} "
+                        f"(fastest of {args.rounds} rounds where there are several)")
+    for column in ("runner", "K", "trials", "seconds", "trials/hour", "x plain", "x plain, each round"):
         table.add_column(column, justify="right")
-    for name, k, n, seconds in rows:
-        rate = n / seconds * 3600
-        table.add_row(name, k, str(n), f"{seconds:.1f}", f"{rate:.0f}", f"{rate / plain_rate:.1f}x")
+    for name, k, n, times in rows:
+        rate = n / min(times) * 3600
+        rounds = (" ".join(f"{n / t / (few / p):.1f}x" for t, p in zip(times, plains, strict=True))
+                  if name == "hpo, population" else "")
+        table.add_row(name, k, str(n), f"{min(times):.1f}", f"{rate:.0f}", f"{rate / plain_rate:.1f}x", rounds)
     console = Console(width=160)
     console.print(table)
     name = torch.cuda.get_device_name(0) if args.device == "cuda" else platform.processor() or platform.machine()
