@@ -39,9 +39,10 @@ class StageStudy(optuna.Study):
 
     REFRESH_S = 2.0
 
-    def __init__(self, study_name: str, storage: optuna.storages.BaseStorage, pruner: optuna.pruners.BasePruner,
+    def __init__(self, study_name: str, storage: HeldReports, pruner: optuna.pruners.BasePruner,
                  of_stage: Callable[[FrozenTrial], bool] | None, version: Callable[[], int]) -> None:
         super().__init__(study_name=study_name, storage=storage, pruner=pruner)
+        self._held = storage
         self._in_stage = of_stage
         self._version = version
         self._complete: tuple[tuple[int, float], list[FrozenTrial]] | None = None
@@ -53,6 +54,12 @@ class StageStudy(optuna.Study):
         if self._direction is None:  # the study's, which never changes: read once
             self._direction = super().direction
         return self._direction
+
+    def handle(self, started: FrozenTrial) -> optuna.Trial:
+        """Optuna's handle for a trial just claimed, made from what the claim knows of it
+        (``started``): Optuna's would read the trial back from the storage."""
+        self._held.started[started._trial_id] = started
+        return optuna.Trial(self, started._trial_id)
 
     def get_trials(self, deepcopy: bool = True, states: Any = None) -> list[FrozenTrial]:
         if states is None or tuple(states) != (OptunaState.COMPLETE,):

@@ -146,13 +146,12 @@ class TrialStore:
         self._stale_since: dict[int, float] = {}  # trial id -> when this process first saw it stale
         self._looked_at = -math.inf  # when this process last looked for stale trials
         self._known: dict[int, tuple[OptunaState, TrialRecord | None]] = {}  # trial id -> state, record as read
-        self._last_id = -1  # the newest trial id in ``_known``
         self.session = 0  # this run's number among the search's runs, known once the study is opened
 
     def __getstate__(self) -> dict[str, Any]:
         """Only the address travels (to a worker process): connections and locks are made there."""
         return {**self.__dict__, "_lock": None, "_storage": None, "_study": None, "_pruned_studies": {},
-                "_stale_since": {}, "_held": [], "_known": {}, "_last_id": -1}
+                "_stale_since": {}, "_held": [], "_known": {}}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
@@ -301,16 +300,14 @@ class TrialStore:
         is read again only once it is new or its state has changed (one query finds which)."""
         with _sql.transaction(self.storage) as session:
             unfinished = [i for i, (state, _) in self._known.items() if not state.is_finished()]
-            found = _sql.trial_states(session, self._study_id, self._last_id, unfinished)
+            found = _sql.trial_states(session, self._study_id, max(self._known, default=-1), unfinished)
         changed = {i for i, state in found.items() if i not in self._known or self._known[i][0] is not state}
-        self._last_id = max(self._last_id, *found) if found else self._last_id
         if changed:
-            # Optuna's read: the trials named, and any created after the last one found (none
+            # Optuna's read: the trials named, and any created after the newest one found (none
             # but what another process created meanwhile)
-            for trial in self.storage._get_trials(self._study_id, None, changed, self._last_id):
+            for trial in self.storage._get_trials(self._study_id, None, changed, max(found)):
                 record = None if trial.state is OptunaState.WAITING else to_record(trial)
                 self._known[trial._trial_id] = trial.state, record
-                self._last_id = max(self._last_id, trial._trial_id)
         records = [record for _, record in self._known.values() if record is not None]
         return len(self._known), sorted(records, key=lambda r: r.number)
 
@@ -345,7 +342,6 @@ class TrialStore:
         for (trial_id, number), (suggestion, _) in zip(made, planned, strict=True):
             self._known[trial_id] = OptunaState.RUNNING, TrialRecord(
                 number, suggestion.params, TrialState.RUNNING, stage=suggestion.stage, session=self.session)
-            self._last_id = max(self._last_id, trial_id)
         return [Claim(trial_id, number, suggestion.params, suggestion.stage, trial_seed(plan.seed, number), retry_of)
                 for (trial_id, number), (suggestion, retry_of) in zip(made, planned, strict=True)]
 
@@ -374,13 +370,10 @@ class TrialStore:
             of_stage = None if stage is None else lambda trial: stage_of(trial) == stage
             self._pruned_studies[key] = StageStudy(self.study_name, storage, pruner, of_stage,
                                                    version=lambda: self._ended_here)
-        study = self._pruned_studies[key]
-        # The trial as the claim created it: Optuna's handle would read it back from the storage.
         attrs = {CLAIM: {"stage": claim.stage, "retry_of": claim.retry_of, "session": self.session}}
-        study._storage.started[claim.trial_id] = FrozenTrial(
+        return self._pruned_studies[key].handle(FrozenTrial(
             claim.number, OptunaState.RUNNING, None, datetime.now(), None, dict(claim.params),
-            distributions(plan.space, claim.params), attrs, {}, {}, claim.trial_id)
-        return optuna.Trial(study, claim.trial_id)
+            distributions(plan.space, claim.params), attrs, {}, {}, claim.trial_id))
 
     def finish(self, claim: Claim, record: TrialRecord) -> TrialRecord:
         """End a claimed trial with its record; returns what the store holds: the record, or the
