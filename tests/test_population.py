@@ -104,6 +104,21 @@ def test_members_keep_their_own_dropout_rate():
     assert last_train_loss(curves[1]) == pytest.approx(last_train_loss(solo[1]), rel=0.3)
 
 
+def test_each_member_drops_its_own_rate_of_inputs_and_keeps_their_expectation():
+    import torch
+
+    from hpo.population._train import _dropout, _mask_rate
+
+    rates = torch.tensor([0.0, 0.1, 0.37, 0.5, 0.9])
+    torch.manual_seed(0)
+    x = torch.ones(len(rates), 200, 301)  # an odd number of inputs per member: bits are drawn per member
+    out = _dropout(x, *(t.view(-1, 1, 1) for t in _mask_rate(rates)), members=1)
+    dropped = (out == 0).float().mean(dim=(1, 2))
+    assert dropped.tolist() == pytest.approx(rates.tolist(), abs=0.01)  # five standard deviations
+    assert out.mean(dim=(1, 2)).tolist() == pytest.approx([1.0] * len(rates), abs=0.06)
+    assert out[1].unique().tolist() == [0.0, pytest.approx(1 / 0.9, rel=1e-4)]
+
+
 def test_pruning_one_member_leaves_the_others_curves_unchanged():
     base = {"optimizer": "sgd_momentum", "epochs": 5, "dropout": 0.0, "batch_size": 128}
     params = [{**base, **member} for member in MEMBERS]

@@ -72,13 +72,13 @@ class StackedOptimizer:
         else:
             grad = grad + wd * param
         beta1, beta2 = _BETAS
-        exp_avg = state.setdefault("exp_avg", torch.zeros_like(param))
-        exp_avg_sq = state.setdefault("exp_avg_sq", torch.zeros_like(param))
+        exp_avg, exp_avg_sq = _zeros_once(state, param, "exp_avg", "exp_avg_sq")
         exp_avg.lerp_(grad, 1 - beta1)
         exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
         step_size = lr / (1 - beta1**self.steps)
-        update = exp_avg_sq.sqrt().div_((1 - beta2**self.steps) ** 0.5).add_(_ADAM_EPS)  # the denominator,
-        torch.div(exp_avg, update, out=update)  # then the step, in one buffer
+        (update,) = _zeros_once(state, param, "update")  # a buffer kept: a new one each step costs page faults
+        torch.sqrt(exp_avg_sq, out=update).div_((1 - beta2**self.steps) ** 0.5).add_(_ADAM_EPS)  # the denominator,
+        torch.div(exp_avg, update, out=update)  # then the step, in the same buffer
         param.sub_(update.mul_(step_size))
 
     def _adamw(self, param: Tensor, grad: Tensor, state: dict, lr: Tensor, wd: Tensor, momentum: Tensor) -> None:
@@ -86,15 +86,24 @@ class StackedOptimizer:
 
     def _rmsprop(self, param: Tensor, grad: Tensor, state: dict, lr: Tensor, wd: Tensor, momentum: Tensor) -> None:
         grad = grad + wd * param
-        square_avg = state.setdefault("square_avg", torch.zeros_like(param))
+        (square_avg,) = _zeros_once(state, param, "square_avg")
         square_avg.mul_(_RMSPROP_ALPHA).addcmul_(grad, grad, value=1 - _RMSPROP_ALPHA)
         param.sub_(lr * grad / square_avg.sqrt().add_(_RMSPROP_EPS))
 
     def _adagrad(self, param: Tensor, grad: Tensor, state: dict, lr: Tensor, wd: Tensor, momentum: Tensor) -> None:
         grad = grad + wd * param
-        state_sum = state.setdefault("sum", torch.zeros_like(param))
+        (state_sum,) = _zeros_once(state, param, "sum")
         state_sum.addcmul_(grad, grad, value=1)
         param.sub_(lr * grad / state_sum.sqrt().add_(_ADAGRAD_EPS))
+
+
+def _zeros_once(state: dict[str, Tensor], like: Tensor, *names: str) -> list[Tensor]:
+    """The state tensors ``names``, made zero at the first step (and only then: a new zero tensor
+    the size of every member's parameters at each step costs more than the update)."""
+    for name in names:
+        if name not in state:
+            state[name] = torch.zeros_like(like)
+    return [state[name] for name in names]
 
 
 def _per_member(values: Tensor, like: Tensor) -> Tensor:
