@@ -11,7 +11,8 @@ The plain loop and K=1 run fewer trials (their rate is flat); a population runs 
 trials so that it is full twice. The plain loop and the populations run in turns, ``--rounds``
 times (the machine's speed drifts within minutes), and each counts its fastest run; the last
 column gives each round's ratio. K=1 and the workers run once. hpo's times include its study, MLflow writes
-and the report, and the test of nothing (``evaluate_test=False``).
+and the report, and the test of nothing (``evaluate_test=False``). Last, each population's
+training alone, a step's time (what the search adds to it is the rest of its time).
 
     python bench/population.py --objective mnist1d_mlp --ks 8 32
 """
@@ -78,6 +79,28 @@ def plain(objective: str, n_trials: int, device: str) -> float:
     return time.perf_counter() - started
 
 
+def training_alone(objective: str, k: int, device: str) -> float:
+    """Seconds a step for K members trained together by ``hpo.population`` with no study, no
+    MLflow and no search around them (the fastest of two populations, the first one warming up)."""
+    import numpy as np
+
+    from hpo.population import train_population
+
+    rng = np.random.default_rng(0)
+    params = [{"lr": 10 ** rng.uniform(-4, -1), "weight_decay": 10 ** rng.uniform(-6, -2),
+               "dropout": rng.uniform(0, 0.5), "epochs": EPOCHS, "patience": EPOCHS, "batch_size": 64}
+              for _ in range(k)]
+    trials = [hpo.Trial(seed, seed=seed, metric="val_loss", device=device) for seed in range(k)]
+    recipe = OBJECTIVES[objective].population(params[0], trials[0])
+    fastest = float("inf")
+    for _ in range(2):
+        started = time.perf_counter()
+        train_population(recipe, list(zip(params, trials, strict=True)), "val_loss")
+        fastest = min(fastest, time.perf_counter() - started)
+    steps = EPOCHS * -(-len(recipe.train[1]) // 64)
+    return fastest / steps
+
+
 def with_hpo(objective: str, n_trials: int, folder: Path, device: str, *, population: int = 1,
              workers: int = 1) -> float:
     gpus = "0" if device == "cuda" else "none"
@@ -132,6 +155,9 @@ def main() -> None:
         table.add_row(name, k, str(n), f"{min(times):.1f}", f"{rate:.0f}", f"{rate / plain_rate:.1f}x", rounds)
     console = Console(width=160)
     console.print(table)
+    for k in ks:
+        console.print(f"K={k}, training alone (hpo.population, no study, no MLflow): "
+                      f"{training_alone(args.objective, k, args.device) * 1e3:.2f} ms a step of {k} members")
     name = torch.cuda.get_device_name(0) if args.device == "cuda" else platform.processor() or platform.machine()
     console.print(f"device: {name}, {os.cpu_count()} CPUs; torch {torch.__version__}, "
                   f"python {platform.python_version()}")
