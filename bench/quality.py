@@ -50,6 +50,8 @@ PRUNINGS = {
     "hyperband": hpo.Pruning(pruner="hyperband"),
     # The rule before it waited a fifth of the epochs and compared within stages:
     "median-2-steps-all-stages": hpo.Pruning(pruner="median", warmup_steps=2, by_stage=False),
+    # Successive halving's first rung at a tenth of 30 epochs (rungs at 3, 9, 27) instead of a fifth:
+    "successive-halving-3-steps": hpo.Pruning(pruner="successive-halving", warmup_steps=3),
 }
 PRUNERS = tuple(PRUNINGS)
 EPOCHS = {"mnist1d_mlp": 30, "mnist1d_cnn": 20, "digits_mlp": 30}
