@@ -52,6 +52,9 @@ PRUNINGS = {
     "median-2-steps-all-stages": hpo.Pruning(pruner="median", warmup_steps=2, by_stage=False),
     # Successive halving's first rung at a tenth of 30 epochs (rungs at 3, 9, 27) instead of a fifth:
     "successive-halving-3-steps": hpo.Pruning(pruner="successive-halving", warmup_steps=3),
+    "median-2-trials": hpo.Pruning(pruner="median", warmup_trials=2),
+    "median-3-steps-2-trials": hpo.Pruning(pruner="median", warmup_steps=3, warmup_trials=2),
+    "hyperband-3-steps": hpo.Pruning(pruner="hyperband", warmup_steps=3),
 }
 PRUNERS = tuple(PRUNINGS)
 EPOCHS = {"mnist1d_mlp": 30, "mnist1d_cnn": 20, "digits_mlp": 30}
