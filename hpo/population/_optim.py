@@ -99,7 +99,7 @@ class StackedOptimizer:
 
 def _zeros_once(state: dict[str, Tensor], like: Tensor, *names: str) -> list[Tensor]:
     """The state tensors ``names``, made zero at the first step (and only then: a new zero tensor
-    the size of every member's parameters at each step costs more than the update)."""
+    the size of every member's parameters at each step costs about as much as the update)."""
     for name in names:
         if name not in state:
             state[name] = torch.zeros_like(like)
