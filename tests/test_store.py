@@ -99,6 +99,27 @@ def any_stores(request, stores) -> dict[str, str]:
     return {**stores, "storage": request.getfixturevalue("postgres_url")}
 
 
+def test_the_reports_of_an_epoch_that_came_late_are_still_written_together(stores, unique, monkeypatch):
+    """The reports' clock starts at the first value held back, not at the last write: after a
+    long epoch, its members' reports wait for one another (the first was written alone)."""
+    monkeypatch.setattr("hpo.store._store.REPORTS_EVERY_S", 0.2)
+    prepared = hpo.prepare(lambda params, trial: 1.0, digits_space(epochs=2), strategy="random", n_trials=4,
+                           study_name=unique, experiment=unique, evaluate_test=False, **stores)
+    store = TrialStore(stores["storage"], unique)
+    store.open(prepared.plan, {})
+    claims = store.claim(prepared.plan, "here:1", count=4)
+    writes = WriteTransactions(store.storage.engine)
+    for epoch in (1, 2):
+        time.sleep(0.3)  # an epoch longer than the reports may wait
+        for claim in claims:
+            store.report(claim.trial_id, epoch, 0.5)
+    assert writes.count == 1  # epoch 1's four reports, written with epoch 2's first
+    store.write_reports()
+    assert writes.count == 2
+    reports = optuna.load_study(study_name=unique, storage=stores["storage"]).get_trials()
+    assert [t.intermediate_values for t in reports] == [{1: 0.5, 2: 0.5}] * 4
+
+
 def test_a_population_is_claimed_reported_and_ended_in_one_write_each(any_stores, unique):
     """K trials claimed, one epoch of K reports, K trials ended: one write transaction each
     (they were K and 2K), and the study holds what Optuna's own calls would have written —

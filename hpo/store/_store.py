@@ -142,7 +142,7 @@ class TrialStore:
         self._pruned_studies: dict[tuple[int, int | None], optuna.Study] = {}
         self._ended_here = 0  # trials this process has ended: what a pruner's view of the study waits for
         self._held: list[tuple[int, int, float]] = []  # reports not written yet: (trial id, step, value)
-        self._written_at = time.monotonic()
+        self._held_since = time.monotonic()  # when the first of the reports held back came
         self._stale_since: dict[int, float] = {}  # trial id -> when this process first saw it stale
         self._looked_at = -math.inf  # when this process last looked for stale trials
         self._known: dict[int, tuple[OptunaState, TrialRecord | None]] = {}  # trial id -> state, record as read
@@ -401,12 +401,15 @@ class TrialStore:
 
     def report(self, trial_id: int, step: int, value: float) -> None:
         """A running trial's intermediate value, for its pruner and for live views of the study.
-        Values are held back and written together, at most ``REPORTS_EVERY_S`` after the first
-        (so a population's members reporting one epoch take one transaction, not one each), and
-        at the latest with the trial's end. Pruners read only ended trials' values, and what
+        Values are held back and written together: by the first report that comes
+        ``REPORTS_EVERY_S`` or more after the first value held (so a population's members
+        reporting one epoch take one transaction, not one each, however long the epoch took),
+        and at the latest with the trial's end. Pruners read only ended trials' values, and what
         a killed process held back belonged to trials that run again."""
+        if not self._held:  # the clock starts at the first value held, not at the last write
+            self._held_since = time.monotonic()
         self._held.append((trial_id, step, value))
-        if time.monotonic() - self._written_at >= REPORTS_EVERY_S:
+        if time.monotonic() - self._held_since >= REPORTS_EVERY_S:
             self.write_reports()
 
     def write_reports(self) -> None:
@@ -420,7 +423,6 @@ class TrialStore:
     def _held_written(self) -> None:
         """The reports held back are in the study now (committed): hold the next ones afresh."""
         self._held = []
-        self._written_at = time.monotonic()
 
     def fail(self, trial_ids: Sequence[int], reason: str = WORKER_LOST) -> list[TrialRecord]:
         """Fail running trials whose process is gone; returns those this call failed. A trial
