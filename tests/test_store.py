@@ -116,8 +116,8 @@ def test_the_reports_of_an_epoch_that_came_late_are_still_written_together(store
     assert writes.count == 1  # epoch 1's four reports, written with epoch 2's first
     store.write_reports()
     assert writes.count == 2
-    reports = optuna.load_study(study_name=unique, storage=stores["storage"]).get_trials()
-    assert [t.intermediate_values for t in reports] == [{1: 0.5, 2: 0.5}] * 4
+    trials = optuna.load_study(study_name=unique, storage=stores["storage"]).get_trials()
+    assert [t.intermediate_values for t in trials] == [{1: 0.5, 2: 0.5}] * 4
 
 
 def test_a_population_is_claimed_reported_and_ended_in_one_write_each(any_stores, unique):

@@ -164,12 +164,11 @@ def _curves(trials: list[TrialRecord], plan: Any, top: int = 5) -> Any:
     """The best trials' curves from their first trained epoch (the untrained step 0 would set the
     scale), with every other trial faint behind them."""
     import matplotlib.pyplot as plt
+    from matplotlib.collections import LineCollection
 
     space = plan.space
     best = [row.record for row in ranked(trials, space.direction)
             if row.record.state is TrialState.COMPLETE][:top]
-    from matplotlib.collections import LineCollection
-
     _, axes = plt.subplots(figsize=(7, 4.5), layout="constrained")
     others: dict[bool, list[list[tuple[int, float]]]] = {False: [], True: []}  # by whether pruned
     for t in trials:
