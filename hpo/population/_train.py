@@ -172,9 +172,7 @@ class _Population:
         stacked, self.buffers = stack_module_state(models)
         self._shapes = {name: tensor.shape[1:] for name, tensor in stacked.items()}
         self.flat = torch.cat([t.detach().reshape(len(models), -1) for t in stacked.values()], dim=1).requires_grad_()
-        self.params = self._views(self.flat)
-        self.grad, self._grads = self._gradient_views()
-        self._dropout = self._dropout_rates()
+        self._derive()
         device = recipe.train[0].device
         first = params[0]
 
@@ -185,6 +183,13 @@ class _Population:
                                           weight_decay=rates("weight_decay"), momentum=rates("momentum"))
         self.schedule = StackedSchedule(first["schedule"], [p["lr"] for p in params], int(first["epochs"]))
         self.rows = list(range(len(params)))  # each row's member
+
+    def _derive(self) -> None:
+        """What follows from ``flat`` and the buffers: the parameters' views, the gradient's
+        buffer and views, and each dropout layer's thresholds (made anew when members leave)."""
+        self.params = self._views(self.flat)
+        self.grad, self._grads = self._gradient_views()
+        self._dropout = self._dropout_rates()
 
     def _views(self, flat: Tensor) -> dict[str, Tensor]:
         """Each parameter's stack, as a view of its columns of ``flat`` (or of a tensor shaped alike)."""
@@ -242,10 +247,8 @@ class _Population:
         """Drop the members that stopped: they neither compute nor update any more."""
         index = torch.tensor([self.rows.index(m) for m in members], device=self.flat.device)
         self.flat = self.flat.detach()[index].requires_grad_()
-        self.params = self._views(self.flat)
-        self.grad, self._grads = self._gradient_views()
         self.buffers = {k: v[index] for k, v in self.buffers.items()}
-        self._dropout = self._dropout_rates()
+        self._derive()
         self.optimizer.keep(index, [self.flat])
         self.rows = members
 
