@@ -376,3 +376,47 @@ def test_ray_retries_a_trial_whose_actor_died_in_the_same_run(request, stores, u
     runs = {r.data.tags["hpo.trial_number"]: r for r in child_runs(stores["tracking_uri"], result.parent_run_id)}
     assert runs[str(lost[0].number)].info.status == "FAILED"
     assert runs[str(retry[0].number)].data.tags["hpo.retry_of"] == str(lost[0].number)
+
+
+def quick_then_slow(params, trial):
+    """Four steps at once, then two a little over a second apart."""
+    for step in range(4):
+        trial.report(step, loss=params["lr"] / (step + 1))
+    for step in (4, 5):
+        time.sleep(1.2)
+        trial.report(step, loss=params["lr"] / (step + 1))
+    return params["lr"] / 6
+
+
+@pytest.mark.parametrize("pruner", ["none", "median"])
+def test_ray_sends_quick_reports_together_and_slow_ones_as_they_come(request, stores, unique, tmp_path,
+                                                                     monkeypatch, pruner):
+    """Each Tune result is a round trip between Tune's controller and the trial's actor. Without a
+    scheduler deciding on every report, reports made within a second of the last one sent travel
+    together; a report a second or more later goes at once, so MLflow's curves stay live."""
+    request.getfixturevalue("ray_local")
+    from hpo.drivers.ray._driver import RayStudy
+
+    sent: dict[str, list[list[int]]] = {}
+    reported = RayStudy.reported
+
+    def counted(self, trial_id, result):
+        steps = [step for step, _ in result.get("hpo", {}).get("reports", ())]
+        if steps:
+            sent.setdefault(trial_id, []).append(steps)
+        reported(self, trial_id, result)
+
+    monkeypatch.setattr(RayStudy, "reported", counted)
+    space = hpo.SearchSpace.model_validate(
+        {"name": "quick", "metric": "loss", "direction": "minimize",
+         "params": {"lr": {"type": "float", "low": 1e-3, "high": 1.0, "log": True}}})
+    result = hpo.search(quick_then_slow, space, driver=driver_options("ray"), strategy="random", n_trials=2,
+                        pruner=pruner, experiment=unique, study_name=unique, home=tmp_path, evaluate_test=False,
+                        **stores)
+    assert [t.state for t in result.trials] == [TrialState.COMPLETE] * 2
+    one_by_one = [[step] for step in range(6)]
+    assert list(sent.values()) == [[[0, 1, 2, 3, 4], [5]] if pruner == "none" else one_by_one] * 2
+    client = MlflowClient(stores["tracking_uri"])
+    for run in child_runs(stores["tracking_uri"], result.parent_run_id):
+        assert [m.step for m in client.get_metric_history(run.info.run_id, "loss")] == [1, 2, 3, 4, 5]
+        assert "initial_loss" in run.data.metrics  # step 0

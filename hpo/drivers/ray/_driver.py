@@ -33,6 +33,8 @@ os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", str(max(16, os.cpu_count() o
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 
+_FORWARD_EVERY_S = 1.0
+"""Without a Tune scheduler, how often a trial's reports go to the driver (its MLflow curves)."""
 _ASK_AGAIN_S = 1.0
 """After the store answered WAIT or DONE, how long the searcher waits before asking it again
 (unless a trial of this run ends first): Tune asks many times a second."""
@@ -151,9 +153,9 @@ class RayStudy:
         self.heartbeat.close()
 
     def reported(self, trial_id: str, result: dict[str, Any]) -> None:
-        report = result.get("hpo", {})
-        if trial_id in self.live and "step" in report:
-            self.live[trial_id].run.log(report["step"], report["metrics"])
+        if trial_id in self.live:
+            for step, metrics in result.get("hpo", {}).get("reports", ()):
+                self.live[trial_id].run.log(step, metrics)
 
     def ended(self, trial_id: str, last: dict[str, Any] | None, error: BaseException | None) -> None:
         """Finish the trial as its trainable recorded it; as pruned where Tune's scheduler
@@ -233,12 +235,22 @@ def trainable_main(config: dict[str, Any], *, objective: Callable[..., Any], pla
         _CONTEXTS[key] = set_up(objective, device)
     metric = plan.space.metric
     node = ray.get_runtime_context().get_node_id()
+    # Each Tune result is a round trip between Tune's controller and this actor. A scheduler
+    # decides on every report, so each goes at once; without one, reports go together, at most
+    # one result a second (and the last ones with the trial's record).
+    held: list[tuple[int, dict[str, float]]] = []
+    sent_at = time.monotonic()
 
     def forward(step: int, metrics: dict[str, float]) -> None:
-        try:
-            tune.report({**metrics, "hpo": {"step": step, "metrics": metrics, "node": node}})
-        except BaseException as error:  # Tune ends the trial's thread this way
-            raise _StoppedByTune(error) from error
+        nonlocal sent_at
+        held.append((step, metrics))
+        if plan.pruner != "none" or time.monotonic() - sent_at >= _FORWARD_EVERY_S:
+            try:
+                tune.report({**metrics, "hpo": {"reports": held[:], "node": node}})
+            except BaseException as error:  # Tune ends the trial's thread this way
+                raise _StoppedByTune(error) from error
+            held.clear()
+            sent_at = time.monotonic()
 
     try:
         record = run_trial(plan, objective, Claim.from_json(config["hpo"]), device=device, context=_CONTEXTS[key],
@@ -246,7 +258,7 @@ def trainable_main(config: dict[str, Any], *, objective: Callable[..., Any], pla
     except _StoppedByTune as stopped:
         raise stopped.error from None
     last = {metric: record.value} if record.value is not None else {}
-    tune.report({**last, "hpo": {"final": True, "record": record.to_json()}})
+    tune.report({**last, "hpo": {"reports": held, "final": True, "record": record.to_json()}})
 
 
 def scheduler(plan: SearchPlan) -> Any:
