@@ -1,6 +1,8 @@
 """The Ray driver against bare Ray Tune, on one local Ray instance (2 CPUs, 1 CPU a trial).
 
-1. Per-trial overhead on a null objective that reports 10 steps.
+1. Per-trial overhead on a null objective that reports 10 steps, without a pruner and with the
+   median rule (then every report goes to Tune's scheduler), beside bare Optuna with its
+   ``MLflowCallback`` in one process (``bench/overhead.py``'s reference) in the same run.
 2. 200 one-second trials: the wall time against its 100-second minimum on 2 CPUs.
 
 hpo's Ray driver also writes every trial to a SQLite MLflow store; the null workload is also
@@ -22,6 +24,7 @@ os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # loopback only
 os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
 
 import ray
+from overhead import time_optuna
 from ray import tune
 from rich.console import Console
 from rich.table import Table
@@ -57,10 +60,10 @@ def bare_sleep(config):
     tune.report({"loss": config["lr"]})
 
 
-def time_hpo(objective, n_trials: int, folder: Path) -> float:
+def time_hpo(objective, n_trials: int, folder: Path, pruner: str = "none") -> float:
     started = time.perf_counter()
-    hpo.search(objective, SPACE, driver="ray", strategy="random", n_trials=n_trials, home=folder,
-               study_name=f"bench-{objective.__name__}", evaluate_test=False)
+    hpo.search(objective, SPACE, driver="ray", strategy="random", n_trials=n_trials, home=folder, pruner=pruner,
+               study_name=f"bench-{objective.__name__}-{pruner}", evaluate_test=False)
     return time.perf_counter() - started
 
 
@@ -101,8 +104,12 @@ def main() -> None:
         bare = time_bare(bare_null, args.null_trials, root / "bare")
         logged = time_bare(bare_null, args.null_trials, root / "bare-mlflow", with_mlflow=True)
         ours = time_hpo(hpo_null, args.null_trials, root / "hpo")
+        median = time_hpo(hpo_null, args.null_trials, root / "hpo-median", pruner="median")
+        (root / "optuna").mkdir()
+        reference = time_optuna(root / "optuna", args.null_trials, 1, with_mlflow=True)
         rows.append(("null objective, 10 reports", args.null_trials, bare, ours, None))
         rows.append(("null, bare + MLflowLoggerCallback", args.null_trials, logged, ours, None))
+        rows.append(("null, hpo with the median pruner", args.null_trials, bare, median, None))
         bare = time_bare(bare_sleep, args.sleep_trials, root / "bare")
         ours = time_hpo(hpo_sleep, args.sleep_trials, root / "hpo")
         rows.append(("one-second trials", args.sleep_trials, bare, ours, args.sleep_trials / 2))
@@ -116,6 +123,11 @@ def main() -> None:
                       f"{ours / n * 1000:.0f}", f"{bare / minimum:.2f}x" if minimum else "-",
                       f"{ours / minimum:.2f}x" if minimum else "-")
     Console(width=160).print(table)
+    per_trial = reference / args.null_trials * 1000
+    Console(width=160).print(
+        f"bare Optuna + MLflowCallback, one process, median pruner, same null objective: {per_trial:.0f} ms a trial; "
+        f"hpo --driver ray {ours / reference:.2f}x that without a pruner, "
+        f"{median / reference:.2f}x with the median rule")
     machine = f"{platform.machine()}, {os.cpu_count()} CPUs, python {platform.python_version()}"
     Console(width=160).print(f"machine: {machine}, ray {ray.__version__}")
 

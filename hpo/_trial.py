@@ -43,6 +43,34 @@ class TrialPruned(Exception):
 
 
 @dataclass(frozen=True)
+class Claim:
+    """A trial started in the store: its parameters fixed, owned by the process that claimed it."""
+
+    trial_id: int
+    number: int
+    params: dict[str, Any]
+    stage: int
+    seed: int
+    retry_of: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Claim:
+        return cls(**data)
+
+
+class _Done:
+    def __repr__(self) -> str:
+        return "DONE"
+
+
+DONE = _Done()
+"""What ``claim`` returns once the budget is claimed (or the strategy has nothing left)."""
+
+
+@dataclass(frozen=True)
 class TrialRecord:
     """A trial as the strategies, the tracker and the result see it, whatever the engine."""
 

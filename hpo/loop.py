@@ -10,16 +10,18 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hpo._errors import HpoError
 from hpo._listener import SearchListener
 from hpo._plan import SearchPlan
 from hpo._signals import TrialTimeout, time_limit
 from hpo._trial import (
+    DONE,
     INTERRUPTED,
     TIMEOUT,
     WORKER_LOST,
+    Claim,
     DivergenceGuard,
     Outcome,
     Trial,
@@ -28,9 +30,11 @@ from hpo._trial import (
     TrialState,
     run_objective,
 )
-from hpo.store import DONE, Claim, TrialStore
 from hpo.strategies import WAIT
-from hpo.tracking import MlflowTracker, TrialRun
+
+if TYPE_CHECKING:  # a Ray trial's actor runs trials without either (MLflow takes seconds to import)
+    from hpo.store import TrialStore
+    from hpo.tracking import MlflowTracker, TrialRun
 
 ShouldPrune = Callable[[int, float], "TrialPruned | None"]
 PruneFor = Callable[[Claim], "ShouldPrune | None"]

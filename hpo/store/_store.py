@@ -10,7 +10,7 @@ import threading
 import time
 import warnings
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,7 @@ from optuna.trial import TrialState as OptunaState
 from hpo._errors import HpoError
 from hpo._files import create_whole, sqlite_path, unusable, writable
 from hpo._plan import SearchPlan
-from hpo._trial import WORKER_LOST, TrialRecord, TrialState, trial_seed
+from hpo._trial import DONE, WORKER_LOST, Claim, TrialRecord, TrialState, trial_seed
 from hpo.spaces import CategoricalParam, FloatParam, SearchSpace
 from hpo.store import _sql
 from hpo.store._budget import in_budget
@@ -53,34 +53,6 @@ _STATES = {
     OptunaState.FAIL: TrialState.FAILED,
 }
 _TELL = {ours: theirs for theirs, ours in _STATES.items() if ours is not TrialState.RUNNING}
-
-
-class _Done:
-    def __repr__(self) -> str:
-        return "DONE"
-
-
-DONE = _Done()
-"""What ``claim`` returns once the budget is claimed (or the strategy has nothing left)."""
-
-
-@dataclass(frozen=True)
-class Claim:
-    """A trial started in the store: its parameters fixed, owned by the process that claimed it."""
-
-    trial_id: int
-    number: int
-    params: dict[str, Any]
-    stage: int
-    seed: int
-    retry_of: int | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Claim:
-        return cls(**data)
 
 
 def default_storage_url(home: Path) -> str:
@@ -264,7 +236,7 @@ class TrialStore:
     def unfinished(self) -> bool:
         return bool(self.study.get_trials(deepcopy=False, states=(OptunaState.RUNNING,)))
 
-    def claim(self, plan: SearchPlan, worker: str, count: int = 1) -> list[Claim] | Suggestion | _Done:
+    def claim(self, plan: SearchPlan, worker: str, count: int = 1) -> list[Claim] | Suggestion | object:
         """Start up to ``count`` trials for ``worker``, reading the history once and creating
         them in one transaction; ``WAIT`` while the strategy waits for running trials; ``DONE``
         once the budget is claimed."""
@@ -312,7 +284,7 @@ class TrialStore:
         return len(self._known), sorted(records, key=lambda r: r.number)
 
     def _next(self, plan: SearchPlan, history: list[TrialRecord], lost: dict[str, int],
-              ) -> tuple[Suggestion, int | None] | Suggestion | _Done:
+              ) -> tuple[Suggestion, int | None] | Suggestion | object:
         """The strategy's next trial after ``history`` (the trials in the budget): its
         suggestion, and the ``lost`` trial (by configuration) it runs again; else ``WAIT`` or
         ``DONE``."""

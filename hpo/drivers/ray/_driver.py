@@ -15,10 +15,10 @@ from typing import Any
 from hpo._errors import HpoError
 from hpo._plan import SearchPlan
 from hpo._trial import INTERRUPTED, TrialRecord, TrialState
-from hpo.dispatch import usable_device
 from hpo.drivers._base import Driver
 from hpo.drivers.ray import RayOptions
-from hpo.loop import SearchListener, Started, TrialLoop, run_trial, set_up, worker_name
+from hpo.drivers.ray._trainable import trainable_main
+from hpo.loop import SearchListener, Started, TrialLoop, worker_name
 from hpo.store import DONE, Claim
 from hpo.strategies import WAIT
 
@@ -33,8 +33,6 @@ os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", str(max(16, os.cpu_count() o
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 
-_FORWARD_EVERY_S = 1.0
-"""Without a Tune scheduler, how often a trial's reports go to the driver (its MLflow curves)."""
 _ASK_AGAIN_S = 1.0
 """After the store answered WAIT or DONE, how long the searcher waits before asking it again
 (unless a trial of this run ends first): Tune asks many times a second."""
@@ -207,58 +205,6 @@ def _actor_died(error: BaseException) -> bool:
     from ray.exceptions import RayActorError
 
     return isinstance(error, RayActorError)
-
-
-_CONTEXTS: dict[tuple[str, str, str], Any] = {}
-"""What the objective's ``setup`` returned in this actor's process, by study, objective and
-device: Tune reuses actors between trials, so it runs once per actor."""
-
-
-class _StoppedByTune(BaseException):
-    """Carries what ``tune.report`` raised when Tune stopped the trial (a scheduler's decision)
-    through the objective, which would otherwise take it for the objective's own exit."""
-
-    def __init__(self, error: BaseException) -> None:
-        super().__init__()
-        self.error = error
-
-
-def trainable_main(config: dict[str, Any], *, objective: Callable[..., Any], plan: SearchPlan, device: str) -> None:
-    """Runs in a Tune actor: one claimed trial, every report forwarded to Tune, the trial's
-    record in the last report."""
-    import ray
-    from ray import tune
-
-    device = usable_device(device)
-    key = (plan.study_name, plan.objective_name, device)
-    if key not in _CONTEXTS:
-        _CONTEXTS[key] = set_up(objective, device)
-    metric = plan.space.metric
-    node = ray.get_runtime_context().get_node_id()
-    # Each Tune result is a round trip between Tune's controller and this actor. A scheduler
-    # decides on every report, so each goes at once; without one, reports go together, at most
-    # one result a second (and the last ones with the trial's record).
-    held: list[tuple[int, dict[str, float]]] = []
-    sent_at = time.monotonic()
-
-    def forward(step: int, metrics: dict[str, float]) -> None:
-        nonlocal sent_at
-        held.append((step, metrics))
-        if plan.pruner != "none" or time.monotonic() - sent_at >= _FORWARD_EVERY_S:
-            try:
-                tune.report({**metrics, "hpo": {"reports": held[:], "node": node}})
-            except BaseException as error:  # Tune ends the trial's thread this way
-                raise _StoppedByTune(error) from error
-            held.clear()
-            sent_at = time.monotonic()
-
-    try:
-        record = run_trial(plan, objective, Claim.from_json(config["hpo"]), device=device, context=_CONTEXTS[key],
-                           on_report=forward, node=node)
-    except _StoppedByTune as stopped:
-        raise stopped.error from None
-    last = {metric: record.value} if record.value is not None else {}
-    tune.report({**last, "hpo": {"reports": held, "final": True, "record": record.to_json()}})
 
 
 def scheduler(plan: SearchPlan) -> Any:
