@@ -1,4 +1,4 @@
-"""What an objective sees of a trial, and the record a finished trial leaves behind."""
+"""What an objective sees of a trial, the claim that starts one, and the record a finished trial leaves behind."""
 
 from __future__ import annotations
 
