@@ -228,7 +228,8 @@ def report(searches: list[dict[str, Any]], docs: Path) -> None:
 
 def plot(objective: str, summaries: list[tuple[dict, dict]], docs: Path) -> None:
     """Test accuracy of the best configuration so far, against trials (each strategy, no pruner)
-    and against epochs trained (each pruner, coarse-to-fine), the median over seeds."""
+    and against epochs trained (each pruner, on coarse-to-fine where it ran, else the first
+    strategy that did), the median over seeds."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -242,15 +243,16 @@ def plot(objective: str, summaries: list[tuple[dict, dict]], docs: Path) -> None
             by_trials.plot(range(1, len(median) + 1), 100 * median, label=strategy)
     by_trials.set(xlabel="trials", ylabel="test accuracy of the best so far (%)", title=f"{objective}: strategies")
     by_trials.legend()
+    ran = {r["strategy"] for r, _ in summaries}
+    pruned_with = "coarse-to-fine" if "coarse-to-fine" in ran else next(s for s in STRATEGIES if s in ran)
     for pruner in PRUNERS:
-        curves = [s["curve_epochs"] for r, s in summaries
-                  if r["strategy"] == "coarse-to-fine" and r["pruner"] == pruner]
+        curves = [s["curve_epochs"] for r, s in summaries if r["strategy"] == pruned_with and r["pruner"] == pruner]
         if curves:
             grid = np.linspace(0, max(c[-1][0] for c in curves), 100)
             values = [np.interp(grid, [e for e, _ in c], [np.nan_to_num(a) for _, a in c]) for c in curves]
             by_epochs.plot(grid, 100 * np.median(values, axis=0), label=pruner)
     by_epochs.set(xlabel="epochs trained", ylabel="test accuracy of the best so far (%)",
-                  title=f"{objective}: pruners (coarse-to-fine)")
+                  title=f"{objective}: pruners ({pruned_with})")
     by_epochs.legend()
     figure.tight_layout()
     docs.mkdir(parents=True, exist_ok=True)
