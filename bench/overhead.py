@@ -80,6 +80,7 @@ def _optuna_worker(storage: str, n_trials: int, tracking_uri: str | None, seed: 
 
 
 def time_optuna(folder: Path, n_trials: int, workers: int, with_mlflow: bool) -> float:
+    folder.mkdir(parents=True, exist_ok=True)
     storage = f"sqlite:///{folder / 'bare.db'}"
     tracking_uri = f"sqlite:///{folder / 'mlflow.db'}" if with_mlflow else None
     optuna.create_study(study_name="bare", storage=storage)

@@ -100,8 +100,6 @@ def main() -> None:
         root = Path(tmp)
         # The hand-wired Optuna reference first, before Ray's processes start (the faster of two:
         # the first imports MLflow and the callback).
-        for repeat in range(2):
-            (root / f"optuna-{repeat}").mkdir()
         reference = min(time_optuna(root / f"optuna-{repeat}", args.null_trials, 1, with_mlflow=True)
                         for repeat in range(2))
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)

@@ -65,15 +65,17 @@ class RayDriver(Driver):
         self._connect(ray)
         plan = loop.plan
         study = RayStudy(loop, listener, self.device)
+        pruning = scheduler(plan)
         trainable = tune.with_resources(
-            tune.with_parameters(trainable_main, objective=objective, plan=plan, device=self.device),
+            tune.with_parameters(trainable_main, objective=objective, plan=plan, device=self.device,
+                                 each_report=pruning is not None),
             {"cpu": self.options.cpus_per_trial, "gpu": self.options.gpus_per_trial},
         )
         tuner = tune.Tuner(
             trainable,
             tune_config=tune.TuneConfig(
                 metric=plan.space.metric, mode=plan.space.direction[:3], search_alg=StrategySearcher(study),
-                scheduler=scheduler(plan), num_samples=-1, max_concurrent_trials=self.options.max_concurrent,
+                scheduler=pruning, num_samples=-1, max_concurrent_trials=self.options.max_concurrent,
                 reuse_actors=True,
             ),
             run_config=tune.RunConfig(
@@ -207,12 +209,13 @@ def _actor_died(error: BaseException) -> bool:
     return isinstance(error, RayActorError)
 
 
-def scheduler(plan: SearchPlan) -> Any:
-    """hpo's pruners on Tune's schedulers; time is the number of reports. The settings mirror
-    the Optuna driver's: no decision before the warm-up's reports (plus the untrained step),
-    and median stopping only once the warm-up's trials can be compared. None of them pauses a
-    trial: a trainable without checkpoints would restart a paused trial from its first epoch."""
-    from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, MedianStoppingRule
+def scheduler(plan: SearchPlan) -> Any | None:
+    """hpo's pruner on Tune's scheduler (None without one: Tune's default reads no report); time
+    is the number of reports. The settings mirror the Optuna driver's: no decision before the
+    warm-up's reports (plus the untrained step), and median stopping only once the warm-up's
+    trials can be compared. None of them pauses a trial: a trainable without checkpoints would
+    restart a paused trial from its first epoch."""
+    from ray.tune.schedulers import AsyncHyperBandScheduler, MedianStoppingRule
 
     epochs = plan.space.epochs
     grace = plan.pruning.steps(epochs) + 1
@@ -230,4 +233,4 @@ def scheduler(plan: SearchPlan) -> Any:
     if plan.pruner == "hyperband":
         return AsyncHyperBandScheduler(time_attr="training_iteration", max_t=max_t, grace_period=grace,
                                        reduction_factor=3, brackets=3)
-    return FIFOScheduler()
+    return None

@@ -31,9 +31,10 @@ class _StoppedByTune(BaseException):
         self.error = error
 
 
-def trainable_main(config: dict[str, Any], *, objective: Callable[..., Any], plan: SearchPlan, device: str) -> None:
-    """Runs in a Tune actor: one claimed trial, every report forwarded to Tune, the trial's
-    record in the last report."""
+def trainable_main(config: dict[str, Any], *, objective: Callable[..., Any], plan: SearchPlan, device: str,
+                   each_report: bool) -> None:
+    """Runs in a Tune actor: one claimed trial, its reports forwarded to Tune (``each_report``:
+    each at once, for the scheduler that decides on it), the trial's record in the last report."""
     import ray
     from ray import tune
 
@@ -43,16 +44,16 @@ def trainable_main(config: dict[str, Any], *, objective: Callable[..., Any], pla
         _CONTEXTS[key] = set_up(objective, device)
     metric = plan.space.metric
     node = ray.get_runtime_context().get_node_id()
-    # Each Tune result is a round trip between Tune's controller and this actor. A scheduler
-    # decides on every report, so each goes at once; without one, reports go together, at most
-    # one result a second (and the last ones with the trial's record).
+    # Each Tune result is a round trip between Tune's controller and this actor: without a
+    # scheduler to read each report, reports go together, at most one result a second (and the
+    # last ones with the trial's record).
     held: list[tuple[int, dict[str, float]]] = []
     sent_at = time.monotonic()
 
     def forward(step: int, metrics: dict[str, float]) -> None:
         nonlocal sent_at
         held.append((step, metrics))
-        if plan.pruner != "none" or time.monotonic() - sent_at >= _FORWARD_EVERY_S:
+        if each_report or time.monotonic() - sent_at >= _FORWARD_EVERY_S:
             try:
                 tune.report({**metrics, "hpo": {"reports": held[:], "node": node}})
             except BaseException as error:  # Tune ends the trial's thread this way
