@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, stack_module_state, vmap
 
 from hpo._trial import Outcome, Trial, TrialPruned, ended_by, outcome_of
+from hpo.population._heap import keep_freed_memory
 from hpo.population._optim import StackedOptimizer, StackedSchedule
 
 PER_MEMBER = ("lr", "weight_decay", "momentum", "dropout", "patience")
@@ -60,6 +61,10 @@ class Recipe:
     accuracy: bool = True
     defaults: Mapping[str, Any] = field(default_factory=lambda: dict(TRAINING_DEFAULTS))
 
+
+_SCORED_AT_ONCE = 8192
+"""Examples times members a report scores at once: a whole training set at once made
+activations of 40 MB and more (32 members), which the allocator maps afresh each time."""
 
 ON_CPU = 32
 """Members of an automatic population on a CPU: where stacking stops paying for the MNIST-1D
@@ -280,6 +285,8 @@ def fit(recipe: Recipe, params: Mapping[str, Any], trial: Trial) -> dict[str, fl
 def _train(recipe: Recipe, params: list[dict[str, Any]], trials: list[Trial]) -> list[Any]:
     """Each member's result (the best epoch's metrics) or the ``TrialPruned`` that stopped it."""
     (x_train, y_train), (x_val, y_val) = recipe.train, recipe.validation
+    if x_train.device.type == "cpu":
+        keep_freed_memory()
     population = _Population(recipe, params, trials)
     shuffles = [torch.Generator().manual_seed(trial.seed) for trial in trials]
     n, batch_size, epochs = len(y_train), int(params[0]["batch_size"]), int(params[0]["epochs"])
@@ -289,11 +296,16 @@ def _train(recipe: Recipe, params: list[dict[str, Any]], trials: list[Trial]) ->
     last_train = [math.nan] * len(trials)
 
     def score(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        """Each member's mean loss and accuracy on ``(x, y)``, a few examples at a time."""
+        rows = max(batch_size, _SCORED_AT_ONCE // len(population.rows))
+        losses = correct = torch.zeros(len(population.rows), device=y.device)
         with torch.no_grad():
-            outputs = population.outputs(x, shared=True)
-            losses = _losses(recipe.loss, outputs, y.expand(len(outputs), *y.shape))
-            accuracy = (outputs.argmax(dim=-1) == y).float().mean(dim=-1)
-        return losses, accuracy
+            for start in range(0, len(y), rows):
+                xs, ys = x[start : start + rows], y[start : start + rows]
+                outputs = population.outputs(xs, shared=True)
+                losses = losses + _losses(recipe.loss, outputs, ys.expand(len(outputs), *ys.shape)) * len(ys)
+                correct = correct + (outputs.argmax(dim=-1) == ys).sum(dim=-1)
+        return losses / len(y), correct / len(y)
 
     def report(step: int, train_loss: Tensor) -> None:
         """Each active member reports; one that its trial stops leaves the population."""
