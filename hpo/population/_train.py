@@ -358,10 +358,11 @@ def _train(recipe: Recipe, params: list[dict[str, Any]], trials: list[Trial]) ->
 
 def _losses(loss: Callable[[Tensor, Tensor], Tensor], outputs: Tensor, targets: Tensor) -> Tensor:
     """Each member's ``loss`` of its outputs (members first). Cross-entropy, the default, is taken
-    for all members in one call: through ``vmap`` it cost about as much as a step's matrix products."""
+    for all members in one call (through ``vmap`` it cost about as much as a step's matrix
+    products), with the classes as the middle dimension: torch's CPU kernel works along the
+    batch there, and along ten classes took four times as long (42 against 175 us, 32 members)."""
     if loss is F.cross_entropy and outputs.dim() == 3:
-        members, batch = targets.shape
-        return F.cross_entropy(outputs.flatten(0, 1), targets.flatten(), reduction="none").view(members, batch).mean(1)
+        return F.cross_entropy(outputs.transpose(1, 2), targets, reduction="none").mean(1)
     return vmap(loss)(outputs, targets)
 
 
