@@ -144,9 +144,9 @@ print(min(page_faults(3) for _ in range(2)) - min(page_faults(1) for _ in range(
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator is tuned on Linux only")
 def test_a_cpu_populations_steps_reuse_their_memory_instead_of_faulting_it_in_again():
     """A K=32 step's activations (about 800 KB each) come from memory the previous step freed:
-    with glibc's defaults each step faulted its pages in again, some 300 a step. Counted in a
-    fresh process (the allocator as Python starts it): two epochs' 100 steps more cost
-    thousands of page faults before (10,000-18,000 measured), none or nearly so now."""
+    with glibc's defaults each step faulted its pages in again. Counted in a fresh process (the
+    allocator as Python starts it): two epochs' 100 steps more cost 10,000-18,000 more page
+    faults before, none or nearly so now."""
     extra = subprocess.run([sys.executable, "-c", _FAULTS_BY_EPOCHS], capture_output=True, text=True, check=True,
                            cwd=Path(__file__).parents[1])
     assert int(extra.stdout.split()[-1]) < 1000
