@@ -42,6 +42,12 @@ class TrialPruned(Exception):
         self.detail = detail
 
 
+def median_detail(step: int, best: float, median: float, count: int, direction: str) -> str:
+    """What the median rule saw, in words: ``at epoch 2: 0.263 > median 0.236 of 5 trials``."""
+    worse = "<" if direction == "maximize" else ">"
+    return f"at epoch {step}: {best:.4g} {worse} median {median:.4g} of {count} trials"
+
+
 @dataclass(frozen=True)
 class Claim:
     """A trial started in the store: its parameters fixed, owned by the process that claimed it."""

@@ -274,6 +274,75 @@ def test_halving_pruners_stop_the_worse_trials_early(engine, stores, unique, pru
         assert len(client.get_metric_history(runs[trial.number].info.run_id, "loss")) < 10
 
 
+SCRIPTED = {  # a loss curve over epochs 1-4 for each learning rate
+    1.0: [1.0, 0.50, 0.40, 0.30], 2.0: [1.0, 0.52, 0.42, 0.32], 3.0: [1.0, 0.48, 0.38, 0.28],
+    4.0: [1.0, 0.55, 0.45, 0.35], 5.0: [1.0, 0.45, 0.35, 0.25],  # the five the rule waits for
+    6.0: [1.0, 0.49, 0.39, 0.31],  # below each median until epoch 4
+    7.0: [1.0, 0.60, 0.40, 0.20],  # above it at epoch 2
+    8.0: [1.0, 0.44, 0.34, 0.24],  # below it throughout
+}
+
+
+def scripted(params, trial):
+    curve = SCRIPTED[params["lr"]]
+    for epoch, loss in enumerate(curve, start=1):
+        trial.report(epoch, loss=loss)
+    return curve[-1]
+
+
+def test_the_median_rule_decides_alike_on_both_drivers(engine, unique):
+    """Optuna's median rule: after the warm-up (epoch 2 of 4), a trial stops once its best loss
+    so far is above the median of the five complete trials' losses at that epoch. Tune's own
+    MedianStoppingRule compares running means instead, and would let trial 5 finish."""
+    space = hpo.SearchSpace.model_validate(
+        {"name": "scripted", "metric": "loss", "direction": "minimize", "fixed": {"epochs": 4},
+         "params": {"lr": {"type": "float", "low": 1.0, "high": 8.0}}})
+    result = engine(scripted, space, strategy=ListStrategy([{"lr": lr} for lr in SCRIPTED]), n_trials=8,
+                    pruner="median", experiment=unique, study_name=unique, sequential=True, evaluate_test=False)
+    assert [(t.state.value, t.detail) for t in result.trials] == [("complete", "")] * 5 + [
+        ("pruned", "at epoch 4: 0.31 > median 0.3 of 5 trials"),
+        ("pruned", "at epoch 2: 0.6 > median 0.5 of 5 trials"),
+        ("complete", ""),
+    ]
+    assert [t.reason for t in result.trials if t.state is TrialState.PRUNED] == ["median", "median"]
+
+
+def late(params, trial):
+    """Trials 0-4 report a steady curve, trial 4 after three seconds; trial 5 reports its first
+    epoch at once, then a worse second one five seconds later."""
+    if params["lr"] == 5.0:
+        trial.report(1, loss=0.5)
+        time.sleep(5.0)
+        trial.report(2, loss=0.9)
+        return 0.9
+    if params["lr"] == 4.0:
+        time.sleep(3.0)
+    for epoch, loss in enumerate([0.5, 0.4, 0.3], start=1):
+        trial.report(epoch, loss=loss)
+    return 0.3
+
+
+def test_ray_trials_that_run_long_are_judged_by_what_ended_meanwhile(request, stores, unique, tmp_path):
+    """Trial 5 starts beside trial 4, with four trials complete: too few for the median rule
+    then. Trial 4 ends while trial 5 runs, and trial 5, asking the driver's board for the newest
+    medians, is judged against all five."""
+    request.getfixturevalue("ray_local")
+    import ray
+
+    space = hpo.SearchSpace.model_validate(
+        {"name": "late", "metric": "loss", "direction": "minimize", "fixed": {"epochs": 3},
+         "params": {"lr": {"type": "float", "low": 0.0, "high": 5.0}}})
+    result = hpo.search(late, space, driver=driver_options("ray"), pruner="median", n_trials=6,
+                        strategy=ListStrategy([{"lr": float(lr)} for lr in range(6)]), experiment=unique,
+                        study_name=unique, home=tmp_path, evaluate_test=False, **stores)
+    assert [(t.state.value, t.detail) for t in result.trials] == [("complete", "")] * 5 + [
+        ("pruned", "at epoch 2: 0.5 > median 0.4 of 5 trials")]
+    deadline = time.monotonic() + 10
+    while any(name["name"].startswith("hpo-medians-") for name in ray.util.list_named_actors(all_namespaces=True)):
+        assert time.monotonic() < deadline, "the board outlived its search"
+        time.sleep(0.2)
+
+
 class Warm:
     """digits_mlp with a setup that leaves a line per call in a file; every trial checks that
     it got what setup returned."""
@@ -379,21 +448,23 @@ def test_ray_retries_a_trial_whose_actor_died_in_the_same_run(request, stores, u
 
 
 def quick_then_slow(params, trial):
-    """Four steps at once, then two a little over a second apart."""
+    """Four steps at once, then two a little over a second apart; every trial the same curve,
+    so that no pruner stops one."""
     for step in range(4):
-        trial.report(step, loss=params["lr"] / (step + 1))
+        trial.report(step, loss=1 / (step + 1))
     for step in (4, 5):
         time.sleep(1.2)
-        trial.report(step, loss=params["lr"] / (step + 1))
-    return params["lr"] / 6
+        trial.report(step, loss=1 / (step + 1))
+    return 1 / 6
 
 
-@pytest.mark.parametrize("pruner", ["none", "median"])
+@pytest.mark.parametrize("pruner", ["none", "median", "successive-halving"])
 def test_ray_sends_quick_reports_together_and_slow_ones_as_they_come(request, stores, unique, tmp_path,
                                                                      monkeypatch, pruner):
     """Each Tune result is a round trip between Tune's controller and the trial's actor. Without a
-    scheduler deciding on every report, reports made within a second of the last one sent travel
-    together; a report a second or more later goes at once, so MLflow's curves stay live."""
+    Tune scheduler deciding on every report (no pruner, or the median rule, which the actor
+    decides), reports made within a second of the last one sent travel together; a report a
+    second or more later goes at once, so MLflow's curves stay live."""
     request.getfixturevalue("ray_local")
     from hpo.drivers.ray._driver import RayStudy
 
@@ -415,7 +486,7 @@ def test_ray_sends_quick_reports_together_and_slow_ones_as_they_come(request, st
                         **stores)
     assert [t.state for t in result.trials] == [TrialState.COMPLETE] * 2
     one_by_one = [[step] for step in range(6)]
-    assert list(sent.values()) == [[[0, 1, 2, 3, 4], [5]] if pruner == "none" else one_by_one] * 2
+    assert list(sent.values()) == [one_by_one if pruner == "successive-halving" else [[0, 1, 2, 3, 4], [5]]] * 2
     client = MlflowClient(stores["tracking_uri"])
     for run in child_runs(stores["tracking_uri"], result.parent_run_id):
         assert [m.step for m in client.get_metric_history(run.info.run_id, "loss")] == [1, 2, 3, 4, 5]

@@ -118,12 +118,13 @@ class TrialStore:
         self._stale_since: dict[int, float] = {}  # trial id -> when this process first saw it stale
         self._looked_at = -math.inf  # when this process last looked for stale trials
         self._known: dict[int, tuple[OptunaState, TrialRecord | None]] = {}  # trial id -> state, record as read
+        self._finished: list[TrialRecord] = []  # the trials of _known, in the order they were known to be finished
         self.session = 0  # this run's number among the search's runs, known once the study is opened
 
     def __getstate__(self) -> dict[str, Any]:
         """Only the address travels (to a worker process): connections and locks are made there."""
         return {**self.__dict__, "_lock": None, "_storage": None, "_study": None, "_pruned_studies": {},
-                "_stale_since": {}, "_held": [], "_known": {}}
+                "_stale_since": {}, "_held": [], "_known": {}, "_finished": []}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
@@ -279,9 +280,21 @@ class TrialStore:
             # but what another process created meanwhile)
             for trial in self.storage._get_trials(self._study_id, None, changed, max(found)):
                 record = None if trial.state is OptunaState.WAITING else to_record(trial)
-                self._known[trial._trial_id] = trial.state, record
+                self._know(trial._trial_id, trial.state, record)
         records = [record for _, record in self._known.values() if record is not None]
         return len(self._known), sorted(records, key=lambda r: r.number)
+
+    def _know(self, trial_id: int, state: OptunaState, record: TrialRecord | None) -> None:
+        before = self._known.get(trial_id)
+        self._known[trial_id] = state, record
+        if record is not None and state.is_finished() and (before is None or not before[0].is_finished()):
+            self._finished.append(record)
+
+    def finished_since(self, seen: int) -> list[TrialRecord]:
+        """The trials this store's claims read as finished, and those it finished itself, in the
+        order it learnt of them, from the ``seen``-th on: what changed since a caller's last look,
+        without a read of the study."""
+        return self._finished[seen:]
 
     def _next(self, plan: SearchPlan, history: list[TrialRecord], lost: dict[str, int],
               ) -> tuple[Suggestion, int | None] | Suggestion | object:
@@ -312,8 +325,8 @@ class TrialStore:
         with _sql.transaction(self.storage) as session:
             made = _sql.add_trials(session, self._study_id, templates)
         for (trial_id, number), (suggestion, _) in zip(made, planned, strict=True):
-            self._known[trial_id] = OptunaState.RUNNING, TrialRecord(
-                number, suggestion.params, TrialState.RUNNING, stage=suggestion.stage, session=self.session)
+            self._know(trial_id, OptunaState.RUNNING, TrialRecord(
+                number, suggestion.params, TrialState.RUNNING, stage=suggestion.stage, session=self.session))
         return [Claim(trial_id, number, suggestion.params, suggestion.stage, trial_seed(plan.seed, number), retry_of)
                 for (trial_id, number), (suggestion, retry_of) in zip(made, planned, strict=True)]
 
@@ -368,7 +381,7 @@ class TrialStore:
                   else replace(record, session=self.session) for claim, record in ended]
         for (claim, _), record in zip(ended, stored, strict=True):
             if claim.trial_id in self._known:  # as the study holds it now: the next claim need not read it
-                self._known[claim.trial_id] = _TELL[record.state], record
+                self._know(claim.trial_id, _TELL[record.state], record)
         return stored
 
     def report(self, trial_id: int, step: int, value: float) -> None:

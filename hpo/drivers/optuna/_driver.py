@@ -13,7 +13,7 @@ from typing import Any
 import cloudpickle
 import optuna
 
-from hpo._trial import INTERRUPTED, TIMEOUT, WORKER_LOST, TrialPruned, TrialRecord
+from hpo._trial import INTERRUPTED, TIMEOUT, WORKER_LOST, TrialPruned, TrialRecord, median_detail
 from hpo.dispatch import DeviceSlot, WorkerPool, plan_slots
 from hpo.drivers._base import Driver
 from hpo.drivers.optuna import OptunaOptions
@@ -169,8 +169,7 @@ def why_pruned(trial: optuna.Trial, pruner: str, step: int, best: float) -> str:
     study = trial.study
     assert isinstance(study, StageStudy)
     median, count = study.percentile_at(step, 50.0, 1)
-    worse = "<" if study.direction == optuna.study.StudyDirection.MAXIMIZE else ">"
-    return f"at epoch {step}: {best:.4g} {worse} median {median:.4g} of {count} trials"
+    return median_detail(step, best, median, count, study.direction.name.lower())
 
 
 def make_pruner(pruning: Pruning, epochs: int) -> optuna.pruners.BasePruner | None:

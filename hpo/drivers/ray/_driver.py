@@ -1,11 +1,11 @@
 """The Ray Tune driver: the trial loop split across Tune's parts. Its searcher claims trials
 from the store, its trainable runs the objective in an actor, its callback logs each report to
-MLflow and finishes the trial; Tune's schedulers stop trials early."""
+MLflow and finishes the trial; Tune's schedulers stop trials early (successive halving,
+Hyperband), and hpo's median rule is decided in the actor (``_median``)."""
 
 from __future__ import annotations
 
 import logging
-import math
 import os
 import time
 from collections.abc import Callable
@@ -17,6 +17,7 @@ from hpo._plan import SearchPlan
 from hpo._trial import INTERRUPTED, TrialRecord, TrialState
 from hpo.drivers._base import Driver
 from hpo.drivers.ray import RayOptions
+from hpo.drivers.ray._median import MedianTables
 from hpo.drivers.ray._trainable import trainable_main
 from hpo.loop import SearchListener, Started, TrialLoop, worker_name
 from hpo.store import DONE, Claim
@@ -65,7 +66,7 @@ class RayDriver(Driver):
         self._connect(ray)
         plan = loop.plan
         study = RayStudy(loop, listener, self.device)
-        pruning = scheduler(plan)
+        pruning = scheduler(plan)  # None for the median rule: the actors decide it
         trainable = tune.with_resources(
             tune.with_parameters(trainable_main, objective=objective, plan=plan, device=self.device,
                                  each_report=pruning is not None),
@@ -120,6 +121,7 @@ class RayStudy:
         self.live: dict[str, Started] = {}
         self.fatal: HpoError | None = None
         self._idle_since: float | None = None  # when the store last answered WAIT or DONE
+        self.medians = MedianTables(loop.plan, loop.store) if loop.plan.pruner == "median" else None
 
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
         """A claimed trial's config; ``None`` to be asked again later; ``FINISHED`` once the
@@ -142,7 +144,11 @@ class RayStudy:
         self._idle_since = None
         self.live[trial_id] = started
         self.heartbeat.add(started.claim.trial_id)
-        return {"hpo": started.claim.to_json()}
+        config: dict[str, Any] = {"hpo": started.claim.to_json()}
+        if self.medians is not None:
+            config["median"] = {"table": self.medians.table(started.claim.stage),
+                                "key": self.medians.key(started.claim.stage), "board": self.medians.board_name}
+        return config
 
     def close(self) -> None:
         """Trials Tune left without an ending (the run stopped early): interrupted, so that
@@ -151,11 +157,16 @@ class RayStudy:
             del self.live[trial_id]
             self.loop.finish(started, _record(started.claim, TrialState.FAILED, reason=INTERRUPTED, device=self.device))
         self.heartbeat.close()
+        if self.medians is not None:
+            self.medians.close()
 
     def reported(self, trial_id: str, result: dict[str, Any]) -> None:
         if trial_id in self.live:
-            for step, metrics in result.get("hpo", {}).get("reports", ()):
+            reports = result.get("hpo", {})
+            for step, metrics in reports.get("reports", ()):
                 self.live[trial_id].run.log(step, metrics)
+            if self.medians is not None and not reports.get("final"):  # sent a second or more after its start
+                self.medians.trial_runs_long()
 
     def ended(self, trial_id: str, last: dict[str, Any] | None, error: BaseException | None) -> None:
         """Finish the trial as its trainable recorded it; as pruned where Tune's scheduler
@@ -183,6 +194,8 @@ class RayStudy:
                              device=self.device, duration_s=(last or {}).get("time_total_s", 0.0),
                              node=report.get("node", ""))
         record = self.loop.finish(started, record)
+        if self.medians is not None:
+            self.medians.trial_ended()
         if not record.lost:
             try:
                 self.listener.trial_finished(record)
@@ -210,21 +223,16 @@ def _actor_died(error: BaseException) -> bool:
 
 
 def scheduler(plan: SearchPlan) -> Any | None:
-    """hpo's pruner on Tune's scheduler (None without one: Tune's default reads no report); time
-    is the number of reports. The settings mirror the Optuna driver's: no decision before the
-    warm-up's reports (plus the untrained step), and median stopping only once the warm-up's
-    trials can be compared. None of them pauses a trial: a trainable without checkpoints would
-    restart a paused trial from its first epoch."""
-    from ray.tune.schedulers import AsyncHyperBandScheduler, MedianStoppingRule
+    """hpo's halving pruners on Tune's schedulers (None without one, and for the median rule,
+    which the actors decide: Tune's default reads no report); time is the number of reports.
+    The warm-up mirrors the Optuna driver's: no decision before the warm-up's reports (plus the
+    untrained step). Neither pauses a trial: a trainable without checkpoints would restart a
+    paused trial from its first epoch."""
+    from ray.tune.schedulers import AsyncHyperBandScheduler
 
     epochs = plan.space.epochs
     grace = plan.pruning.steps(epochs) + 1
     max_t = epochs + 2  # + the untrained step and the final report
-    if plan.pruner == "median":
-        # With fewer trials to compare than it needs, Tune's rule pauses a trial to let others
-        # catch up, unless it has run for ``min_time_slice``: never, here.
-        return MedianStoppingRule(time_attr="training_iteration", grace_period=grace,
-                                  min_samples_required=max(1, plan.pruning.warmup_trials), min_time_slice=math.inf)
     # Asynchronous successive halving (ASHA) and its HyperBand form (several brackets): unlike
     # the synchronous HyperBandScheduler they never pause a trial.
     if plan.pruner == "successive-halving":

@@ -12,6 +12,7 @@ from typing import Any
 from hpo._plan import SearchPlan
 from hpo._trial import Claim
 from hpo.dispatch import usable_device
+from hpo.drivers.ray._median import MedianRule
 from hpo.loop import run_trial, set_up
 
 _FORWARD_EVERY_S = 1.0
@@ -61,9 +62,12 @@ def trainable_main(config: dict[str, Any], *, objective: Callable[..., Any], pla
             held.clear()
             sent_at = time.monotonic()
 
+    median = config.get("median")
+    should_prune = None if median is None else MedianRule(median["table"], median["key"], plan.space.direction,
+                                                          median["board"])
     try:
         record = run_trial(plan, objective, Claim.from_json(config["hpo"]), device=device, context=_CONTEXTS[key],
-                           on_report=forward, node=node)
+                           on_report=forward, should_prune=should_prune, node=node)
     except _StoppedByTune as stopped:
         raise stopped.error from None
     last = {metric: record.value} if record.value is not None else {}
