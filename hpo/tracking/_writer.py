@@ -1,6 +1,7 @@
 """MLflow writes off the training path: one background thread per tracker does them in the
 order they were asked, while training only queues them, and waits out a tracking server that
-is down. Writes to trials' runs found queued one after another are done as one batch."""
+is down. Writes to trials' runs queued one after another are done as one batch, gathered for
+up to ``GATHER_S`` (a trial's run created, logged to and ended costs one transaction, not three)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,9 @@ Write = Callable[[Any], None]
 """One write, given the MLflow client."""
 BATCH_LIMIT = 512
 """The most run writes done as one batch."""
+GATHER_S = 0.25
+"""How long a batch of run writes waits for more to join it, unless someone waits for it
+(``flush``): what the MLflow UI shows lags training by at most this."""
 
 RETRIES_S = (0.5, 1.0, 2.0, 4.0)
 """Waits before each retry of a write that failed (a server restarting, a locked SQLite file)."""
@@ -62,6 +66,7 @@ class Writer:
         self._thread: threading.Thread | None = None
         self._guard = threading.Lock()
         self._abandon = threading.Event()  # set when the end of the search stops waiting
+        self._hurry = threading.Event()  # set while someone waits in flush: batches stop gathering
         self.outage_since: float | None = None
 
     @property
@@ -84,13 +89,17 @@ class Writer:
         if self._thread is None:
             return True
         deadline = None if limit_s is None else time.monotonic() + limit_s
-        while not self.idle:
-            if deadline is not None and time.monotonic() > deadline and self.outage_since is not None:
-                self._abandon.set()
-                while not self.idle:  # the writer drops what is queued, counting it
-                    time.sleep(0.05)
-                return False
-            time.sleep(0.02)
+        self._hurry.set()
+        try:
+            while not self.idle:
+                if deadline is not None and time.monotonic() > deadline and self.outage_since is not None:
+                    self._abandon.set()
+                    while not self.idle:  # the writer drops what is queued, counting it
+                        time.sleep(0.05)
+                    return False
+                time.sleep(0.02)
+        finally:
+            self._hurry.clear()
         return True
 
     def _run(self) -> None:
@@ -108,16 +117,24 @@ class Writer:
                     self._idle.set()
 
     def _next(self) -> Write | list[RunWrite]:
-        """The next write, or the run writes queued one after another from here."""
+        """The next write, or the run writes queued one after another from here (gathered for up
+        to ``GATHER_S``)."""
         first, self._held = self._held or self._queue.get(), None
         if not isinstance(first, RunWrite):
             return first
         batch = [first]
+        gathered_by = time.monotonic() + GATHER_S
         while len(batch) < BATCH_LIMIT:
             try:
                 write = self._queue.get_nowait()
             except queue.Empty:
-                break
+                wait = gathered_by - time.monotonic()
+                if wait <= 0 or self._hurry.is_set() or self._abandon.is_set():
+                    break
+                try:
+                    write = self._queue.get(timeout=min(wait, 0.02))
+                except queue.Empty:
+                    continue
             if not isinstance(write, RunWrite):
                 self._held = write
                 break
