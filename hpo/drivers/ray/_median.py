@@ -36,7 +36,6 @@ class MedianTables:
 
     def __init__(self, plan: SearchPlan, store: Any) -> None:
         self.store = store
-        self.direction = plan.space.direction
         self.by_stage = plan.pruning.by_stage
         self.startup = max(1, plan.pruning.warmup_trials)
         self.warmup = plan.pruning.steps(plan.space.epochs)
@@ -54,10 +53,7 @@ class MedianTables:
     def table(self, stage: int) -> Table:
         """The table for a trial of ``stage`` as the trials finished so far make it."""
         self._update()
-        key = self.key(stage)
-        if key not in self._tables:
-            self._tables[key] = self._compute(key)
-        return self._tables[key]
+        return self.table_of(self.key(stage))
 
     def trial_ended(self) -> None:
         """A trial ended here: the board, once there is one, gets the tables it changed."""
@@ -73,7 +69,7 @@ class MedianTables:
         import ray
 
         board = ray.remote(num_cpus=0)(MedianBoard)
-        self._board = board.options(name=self.board_name, max_concurrency=4).remote()
+        self._board = board.options(name=self.board_name).remote()
         self._update()
         for key in list(self._values):
             self._board.publish.remote(key, self.table_of(key))
@@ -86,6 +82,7 @@ class MedianTables:
             self._board = None
 
     def table_of(self, key: int | None) -> Table:
+        """The table of the trials compared under ``key``, as last taken in."""
         if key not in self._tables:
             self._tables[key] = self._compute(key)
         return self._tables[key]
