@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -82,7 +82,12 @@ class PreparedSearch:
                                 "or left running)")
             listener.resumed(store.counted())
             self.driver.run(loop, self.objective, listener, self.population)
-            trials = store.counted()
+            # Trials that ended before MLflow's writer had made their runs are named now; this
+            # process's view of the study (Optuna caches ended trials) is named alike.
+            run_ids = tracker.run_ids()
+            store.name_runs(run_ids)
+            trials = [t if t.run_id else dataclasses.replace(t, run_id=run_ids.get(t.number, ""))
+                      for t in store.counted()]
         except BaseException:
             tracker.abort_search()
             raise
@@ -91,7 +96,7 @@ class PreparedSearch:
         if self.evaluate_test and result.best is not None and hasattr(self.objective, "test"):
             result.test_metrics = _test_once(self.objective, result.best, tracker, plan, self.driver.device)
             store.record_test(result.test_metrics)
-        result.report = _write_report(store, tracker, result)
+        result.report = _write_report(store, tracker, result, run_ids)
         result.tracked = tracker.finish_search(result, store.trials(), result.report and result.report.parent)
         return result
 
@@ -385,13 +390,14 @@ class _Counting(SearchListener):
         self.inner.trial_finished(trial)
 
 
-def _write_report(store: TrialStore, tracker: MlflowTracker, result: SearchResult) -> Path | None:
+def _write_report(store: TrialStore, tracker: MlflowTracker, result: SearchResult,
+                  run_ids: Mapping[int, str]) -> Path | None:
     """The search's report (``report.html`` and its plots) in ``reports/STUDY/`` beside the
     study's home; None, with a warning, if it cannot be drawn: the search itself is done."""
     from hpo.reporting import write_report
 
     try:
-        return write_report(store, tracker.home / "reports" / result.study_name, run_ids=tracker.run_ids(),
+        return write_report(store, tracker.home / "reports" / result.study_name, run_ids=run_ids,
                             test_metrics=result.test_metrics)
     except Exception as error:  # a plot that fails must not fail hours of search
         warnings.warn(f"hpo: the search report could not be written: {type(error).__name__}: {error}",

@@ -307,6 +307,21 @@ def test_the_median_rule_decides_alike_on_both_drivers(engine, unique):
     assert [t.reason for t in result.trials if t.state is TrialState.PRUNED] == ["median", "median"]
 
 
+def test_every_trial_names_its_mlflow_run(engine, stores, unique):
+    """Trials this quick end before MLflow's background writer has made their runs (it gathers
+    writes for a moment): the end of the search names each one's run in the study."""
+    space = hpo.SearchSpace.model_validate(
+        {"name": "scripted", "metric": "loss", "direction": "minimize", "fixed": {"epochs": 4},
+         "params": {"lr": {"type": "float", "low": 1.0, "high": 8.0}}})
+    result = engine(scripted, space, strategy=ListStrategy([{"lr": lr} for lr in SCRIPTED]), n_trials=8,
+                    experiment=unique, study_name=unique, evaluate_test=False)
+    runs = {int(r.data.tags["hpo.trial_number"]): r.info.run_id
+            for r in child_runs(stores["tracking_uri"], result.parent_run_id)}
+    assert len(runs) == 8
+    assert {t.number: t.run_id for t in result.trials} == runs
+    assert {t.number: t.run_id for t in TrialStore(stores["storage"], unique).trials()} == runs
+
+
 def late(params, trial):
     """Trials 0-4 report a steady curve, trial 4 after three seconds; trial 5 reports its first
     epoch at once, then a worse second one five seconds later."""

@@ -131,6 +131,13 @@ def end_trials(session: Any, ends: Sequence[End]) -> set[int]:
     return ended_before
 
 
+def set_user_attrs(session: Any, attrs: Sequence[tuple[int, str, Any]]) -> None:
+    """User attributes (trial id, key, value) set on trials, one statement for each kind of row."""
+    _upsert(session, models.TrialUserAttributeModel,
+            [{"trial_id": trial_id, "key": key, "value_json": json.dumps(value)} for trial_id, key, value in attrs],
+            ("trial_id", "key"))
+
+
 def _upsert(session: Any, model: Any, rows: list[dict[str, Any]], key: tuple[str, str]) -> None:
     """Rows unique by the two columns of ``key``: inserted where new, the rest of them
     updated where present; one statement each for all rows."""

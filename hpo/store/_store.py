@@ -9,7 +9,7 @@ import math
 import threading
 import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
@@ -229,6 +229,20 @@ class TrialStore:
         """Every trial, oldest first (trials waiting in Optuna's queue are not hpo's)."""
         frozen = self.study.get_trials(deepcopy=False, states=states)
         return [to_record(t) for t in frozen if t.state is not OptunaState.WAITING]
+
+    def name_runs(self, run_ids: Mapping[int, str]) -> int:
+        """Name in the study the MLflow run of each finished trial whose result does not name one
+        (``run_ids``: by trial number): a trial that ended before MLflow's background writer had
+        made its run. Returns how many it named."""
+        named = []
+        for trial in self.study.get_trials(deepcopy=False):
+            result = trial.user_attrs.get(RESULT)
+            if result is not None and not result.get("mlflow_run_id") and run_ids.get(trial.number):
+                named.append((trial._trial_id, RESULT, {**result, "mlflow_run_id": run_ids[trial.number]}))
+        if named:
+            with self._lock, _sql.transaction(self.storage) as session:
+                _sql.set_user_attrs(session, named)
+        return len(named)
 
     def counted(self) -> list[TrialRecord]:
         """The trials that take a place in the budget (see ``in_budget``)."""
