@@ -283,6 +283,11 @@ SCRIPTED = {  # a loss curve over epochs 1-4 for each learning rate
 }
 
 
+SCRIPTED_SPACE = hpo.SearchSpace.model_validate(
+    {"name": "scripted", "metric": "loss", "direction": "minimize", "fixed": {"epochs": 4},
+     "params": {"lr": {"type": "float", "low": 1.0, "high": 8.0}}})
+
+
 def scripted(params, trial):
     curve = SCRIPTED[params["lr"]]
     for epoch, loss in enumerate(curve, start=1):
@@ -294,10 +299,7 @@ def test_the_median_rule_decides_alike_on_both_drivers(engine, unique):
     """Optuna's median rule: after the warm-up (epoch 2 of 4), a trial stops once its best loss
     so far is above the median of the five complete trials' losses at that epoch. Tune's own
     MedianStoppingRule compares running means instead, and would let trial 5 finish."""
-    space = hpo.SearchSpace.model_validate(
-        {"name": "scripted", "metric": "loss", "direction": "minimize", "fixed": {"epochs": 4},
-         "params": {"lr": {"type": "float", "low": 1.0, "high": 8.0}}})
-    result = engine(scripted, space, strategy=ListStrategy([{"lr": lr} for lr in SCRIPTED]), n_trials=8,
+    result = engine(scripted, SCRIPTED_SPACE, strategy=ListStrategy([{"lr": lr} for lr in SCRIPTED]), n_trials=8,
                     pruner="median", experiment=unique, study_name=unique, sequential=True, evaluate_test=False)
     assert [(t.state.value, t.detail) for t in result.trials] == [("complete", "")] * 5 + [
         ("pruned", "at epoch 4: 0.31 > median 0.3 of 5 trials"),
@@ -310,10 +312,7 @@ def test_the_median_rule_decides_alike_on_both_drivers(engine, unique):
 def test_every_trial_names_its_mlflow_run(engine, stores, unique):
     """Trials this quick end before MLflow's background writer has made their runs (it gathers
     writes for a moment): the end of the search names each one's run in the study."""
-    space = hpo.SearchSpace.model_validate(
-        {"name": "scripted", "metric": "loss", "direction": "minimize", "fixed": {"epochs": 4},
-         "params": {"lr": {"type": "float", "low": 1.0, "high": 8.0}}})
-    result = engine(scripted, space, strategy=ListStrategy([{"lr": lr} for lr in SCRIPTED]), n_trials=8,
+    result = engine(scripted, SCRIPTED_SPACE, strategy=ListStrategy([{"lr": lr} for lr in SCRIPTED]), n_trials=8,
                     experiment=unique, study_name=unique, evaluate_test=False)
     runs = {int(r.data.tags["hpo.trial_number"]): r.info.run_id
             for r in child_runs(stores["tracking_uri"], result.parent_run_id)}
