@@ -48,6 +48,7 @@ class SearchPlan:
     def to_json(self) -> dict[str, Any]:
         return {
             "space": self.space.model_dump(mode="json"), "strategy": strategy_spec(self.strategy),
+            "strategy_name": self.strategy_name,
             "n_trials": self.n_trials, "study_name": self.study_name, "objective": self.objective_name,
             "driver": self.driver_name, "pruning": self.pruning.model_dump(), "seed": self.seed,
             "divergence_guard": self.divergence_guard, "trial_timeout": self.trial_timeout,
@@ -61,6 +62,29 @@ class SearchPlan:
             driver_name=data["driver"], pruning=Pruning.model_validate(data["pruning"]), seed=data["seed"],
             divergence_guard=data["divergence_guard"], trial_timeout=data.get("trial_timeout"),
         )
+
+
+def differences(saved: dict[str, Any], plan: SearchPlan) -> list[tuple[str, str, str]]:
+    """How ``plan`` differs from the plan a study was saved with (``to_json``), in what would
+    change the meaning of its trials: ``(argument, as saved, as asked)`` for the driver, the
+    strategy, the seed and the pruner (the budget may grow: that is resuming)."""
+    asked = plan.to_json()
+    found = []
+    for argument, key in (("driver", "driver"), ("strategy", "strategy_name"), ("seed", "seed")):
+        if key in saved and saved[key] != asked[key]:
+            found.append((argument, str(saved[key]), str(asked[key])))
+    if "pruning" in saved and saved["pruning"] != asked["pruning"]:
+        was, now = Pruning.model_validate(saved["pruning"]), plan.pruning
+        if was.pruner != now.pruner:
+            found.append(("pruner", was.pruner, now.pruner))
+        else:
+            changed = [k for k in Pruning.model_fields if getattr(was, k) != getattr(now, k)]
+            found += [(k, str(getattr(was, k)), str(getattr(now, k))) for k in changed]
+    if not found and saved.get("strategy") not in (None, asked["strategy"]):
+        settings = saved["strategy"].get("settings", {})
+        changed = [k for k, v in asked["strategy"]["settings"].items() if settings.get(k, v) != v]
+        found += [("strategy", f"{k}={settings[k]}", f"{k}={asked['strategy']['settings'][k]}") for k in changed]
+    return found
 
 
 def pruning_for(space: SearchSpace, pruner: str | Pruning, warmup_steps: int | None = None,
@@ -91,11 +115,15 @@ class SearchResult:
     study_name: str
     tracking_uri: str = ""
     experiment_id: str = ""
+    experiment: str = ""
+    """The MLflow experiment's name."""
     parent_run_id: str = ""
     test_metrics: dict[str, float] = field(default_factory=dict)
     tracked: bool = True
     """Whether MLflow holds all of it; if not (the tracking server was down at the end), the next
     run of the search writes what is missing."""
+    stopped: str = ""
+    """Why this run stopped before the budget (its ``timeout``); empty if it did not."""
     report: Path | None = None
     """The search's report (``report.html``, its plots beside it), written as the search ends."""
 
@@ -113,6 +141,17 @@ class SearchResult:
 
     @property
     def best_params(self) -> dict[str, Any]:
+        """The best trial's searched parameters (the space's fixed values are in ``fixed``)."""
+        return dict(self.best.params) if self.best else {}
+
+    @property
+    def fixed(self) -> dict[str, Any]:
+        """What the space fixed for every trial."""
+        return dict(self.space.fixed)
+
+    @property
+    def best_config(self) -> dict[str, Any]:
+        """Everything the best trial ran with: the fixed values and its searched parameters."""
         return {**self.space.fixed, **self.best.params} if self.best else {}
 
     @property

@@ -55,11 +55,15 @@ def print_summary(result: SearchResult, console: Console) -> None:
         assert best is not None
         chosen = ", ".join(f"{k}={shown(v)}" for k, v in result.best_params.items())
         console.print(f"[bold]Best[/] trial {best.number}: {chosen}")
+        if result.fixed:
+            console.print("  fixed: " + ", ".join(f"{k}={shown(v)}" for k, v in result.fixed.items()))
         scores = ", ".join(f"{k} {shown(v)}" for k, v in best.metrics.items() if k.startswith("val_"))
         console.print(f"  validation: {scores}")
         if result.test_metrics:
             tested = ", ".join(f"{k} {shown(v)}" for k, v in result.test_metrics.items())
             console.print(f"  [bold]test[/] (evaluated once): {tested}")
+    if result.stopped:
+        console.print(f"[yellow]Stopped[/] by its {result.stopped}", soft_wrap=True, highlight=False)
     if not result.tracked:
         console.print("[yellow]MLflow could not be reached[/] to write all of this search: the next run of the "
                       "same command writes what is missing from the study.")
@@ -85,7 +89,7 @@ def mlflow_pointer(result: SearchResult, cwd: Path | None = None) -> str:
     store that ``make ui`` serves, at ``make ui``'s address (``HPO_UI_URL``, which ``make search``
     sets from ``HOST``/``PORT``); for a tracking server, at the server; otherwise, how to serve it."""
     uri = result.tracking_uri
-    where = f"MLflow: experiment id {result.experiment_id}, search run {result.parent_run_id}"
+    where = f"MLflow: experiment {result.experiment!r} (id {result.experiment_id}), search run {result.parent_run_id}"
     if uri.startswith(("http://", "https://")):
         return f"{where}\n  {runs_url(uri, result)}"
     served = ((cwd or Path.cwd()) / ".hpo" / "mlflow.db").resolve()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import time
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from hpo._errors import HpoError
 from hpo._listener import SearchListener
 from hpo._objectives import fingerprint, resolve_objective
-from hpo._plan import SearchPlan, SearchResult, pruning_for
+from hpo._plan import SearchPlan, SearchResult, differences, pruning_for
 from hpo._signals import stop_on_signals
 from hpo._trial import Trial, TrialRecord, TrialState, trial_seed
 from hpo.drivers import Driver, DriverOptions, driver_options
@@ -48,6 +49,8 @@ class PreparedSearch:
     objective_fingerprint: str | None = None
     new_study: bool = False
     keep_study: bool = False
+    timeout: float | None = None
+    """Seconds after which this run starts no new trial (running ones finish)."""
 
     def run(self, listener: SearchListener | None = None) -> SearchResult:
         """Run the search; Ctrl-C and SIGTERM stop it with its running trials closed as
@@ -58,11 +61,14 @@ class PreparedSearch:
     def _run(self, listener: SearchListener) -> SearchResult:
         from hpo.loop import TrialLoop
 
+        deadline = None if self.timeout is None else time.time() + self.timeout
         plan, store, tracker = self.plan, self.store, self.tracker
         if self.new_study:
             plan, store = self._fresh_study(tracker)
         listener = FailureWatch(listener, plan)
         store.check(plan, self.objective_fingerprint, keep=self.keep_study)
+        if store.exists():
+            _check_resume(store, plan, listener)
         # MLflow first: a study that exists is in the store before any of its trials is in MLflow.
         if (recorded := tracker.recorded_trials(plan.study_name)) and not store.exists():
             raise HpoError(f"study {plan.study_name!r} is not in {store.url}, but MLflow holds {recorded} trial "
@@ -76,7 +82,7 @@ class PreparedSearch:
                 tracker.abort_search()
                 raise
         try:
-            loop = TrialLoop(plan, store, tracker)
+            loop = TrialLoop(plan, store, tracker, deadline)
             if repaired := tracker.repair(store.trials()):
                 listener.notice(f"MLflow: {repaired} trial runs written again from the study (they were missing "
                                 "or left running)")
@@ -88,11 +94,16 @@ class PreparedSearch:
             store.name_runs(run_ids)
             trials = [t if t.run_id else dataclasses.replace(t, run_id=run_ids.get(t.number, ""))
                       for t in store.counted()]
+            stopped = ""
+            if loop.out_of_time and len(trials) < plan.n_trials:
+                stopped = (f"timeout: no trial started after {self.timeout:g} s, {len(trials)} of {plan.n_trials} "
+                           "trials done; run the search again to continue")
+            store.record_ending(stopped)
         except BaseException:
             tracker.abort_search()
             raise
         result = SearchResult(plan.space, trials, plan.study_name, tracker.tracking_uri, tracker.experiment_id,
-                              tracker.parent_run_id)
+                              tracker.experiment_name, tracker.parent_run_id, stopped=stopped)
         if self.evaluate_test and result.best is not None and hasattr(self.objective, "test"):
             result.test_metrics = _test_once(self.objective, result.best, tracker, plan, self.driver.device)
             store.record_test(result.test_metrics)
@@ -137,9 +148,12 @@ def prepare(
     new_study: bool = False,
     keep_study: bool = False,
     trial_timeout: float | None = None,
+    timeout: float | None = None,
 ) -> PreparedSearch:
     """Check everything a user can get wrong, before anything is written; see ``search``."""
     home = Path(home)
+    if timeout is not None and not timeout > 0:
+        raise HpoError(f"must be more than 0 seconds, got {timeout}", argument="timeout")
     space_path = None
     if not isinstance(space, SearchSpace):
         space_path = resolve_space_path(space)
@@ -172,13 +186,15 @@ def prepare(
         objective=function,
         driver=engine,
         store=TrialStore(storage or default_storage_url(home), plan.study_name),
-        tracker=MlflowTracker(tracking_uri, experiment or space.name, home=home),
+        tracker=MlflowTracker(tracking_uri, experiment or space.name, home=home,
+                              untrained_step_zero=bool(getattr(function, "step_zero_untrained", False))),
         space_path=space_path,
         evaluate_test=evaluate_test,
         population=population,
         objective_fingerprint=fingerprint(function, objective_name),
         new_study=new_study,
         keep_study=keep_study,
+        timeout=timeout,
     )
 
 
@@ -232,6 +248,8 @@ def search(
         new_study: Start a fresh study (the name followed by -2, -3...) instead of resuming one.
         keep_study: Resume the study even though the objective's source changed since it ran.
         trial_timeout: Seconds a trial may run before it fails as ``timeout`` [the space's ``timeout``].
+        timeout: Seconds after which no new trial starts (running ones finish, the study says why it
+            ended); running the search again continues it.
         population: Trials trained together as one stacked model, where the objective offers
             it (``population(params, trial)``, as the built-in ones do); ``"auto"`` (default)
             picks the size from the device, or one at a time for an objective that does not
@@ -310,6 +328,25 @@ def join(
     finally:
         tracker.flush()
     return counter.count
+
+
+def _check_resume(store: TrialStore, plan: SearchPlan, listener: SearchListener) -> None:
+    """Resume a study only as it ran: another driver, strategy, seed or pruner is refused in one
+    line naming it, as is a budget below what is done; a larger budget is said."""
+    saved = store.saved_plan()
+    if saved is None:
+        return
+    if changed := differences(saved, plan):
+        argument, was, now = changed[0]
+        raise HpoError(f"study {plan.study_name!r} ran with {was}, not {now}: resume it as it ran, or start "
+                       "another study with new_study (--new-study) or study_name (--study)", argument=argument)
+    done = sum(t.finished and not t.lost for t in store.trials())
+    if done > plan.n_trials:
+        raise HpoError(f"study {plan.study_name!r} has {done} trials done, more than {plan.n_trials}: nothing to "
+                       f"run; a budget above {done} extends it", argument="n_trials")
+    if done and saved.get("n_trials", plan.n_trials) != plan.n_trials:
+        listener.notice(f"Study {plan.study_name!r}: its budget goes from {saved['n_trials']} to {plan.n_trials} "
+                        "trials")
 
 
 def _test_once(function: Any, best: TrialRecord, tracker: MlflowTracker, plan: SearchPlan,

@@ -33,13 +33,25 @@ class TrialState(str, enum.Enum):
 
 
 class TrialPruned(Exception):
-    """Raised by ``Trial.report`` to end a trial early; ``reason`` says which rule ("median",
-    "diverged"), ``detail`` what it saw (``0.263 > median 0.236 of 5 trials``)."""
+    """Ends a trial early, recorded as pruned: raised by ``Trial.report`` when a rule stops the
+    trial, or by the objective itself after ``trial.should_prune()``, as with Optuna.
 
-    def __init__(self, reason: str, detail: str = "") -> None:
+    ``reason`` says which rule ("median", "diverged"), ``detail`` what it saw
+    (``0.263 > median 0.236 of 5 trials``). Raised bare by an objective, it takes the reason of
+    the decision ``should_prune`` reported (else "objective").
+    """
+
+    def __init__(self, reason: str = "", detail: str = "") -> None:
         super().__init__(f"{reason}: {detail}" if detail else reason)
         self.reason = reason
         self.detail = detail
+
+
+def _is_pruned(error: BaseException) -> bool:
+    """hpo's ``TrialPruned``, or Optuna's (``optuna.TrialPruned``) raised by an objective ported
+    from Optuna: both mean the trial stops early, pruned."""
+    return isinstance(error, TrialPruned) or any(
+        cls.__name__ == "TrialPruned" and cls.__module__.startswith("optuna") for cls in type(error).__mro__)
 
 
 def median_detail(step: int, best: float, median: float, count: int, direction: str) -> str:
@@ -187,25 +199,57 @@ class Trial:
         self._on_report = on_report
         self._should_prune = should_prune
         self._guard = guard
+        self._stop: TrialPruned | None = None  # the decision of the last report, for should_prune
         self.history: list[tuple[int, dict[str, float]]] = []
 
     def curve(self) -> list[tuple[int, float]]:
         """The space's metric at each step reported so far."""
         return [(step, values[self._metric]) for step, values in self.history if self._metric in values]
 
-    def report(self, step: int, **metrics: float) -> None:
-        """Record metrics for a step (an epoch); raises ``TrialPruned`` if the trial must stop."""
+    def report(self, *args: Any, **metrics: float) -> None:
+        """Record metrics for a step (an epoch): ``trial.report(step, val_loss=0.3, ...)``; raises
+        ``TrialPruned`` if the trial must stop.
+
+        Optuna's order, ``trial.report(value, step)`` with the space's metric as ``value``, is
+        taken as Optuna takes it: the decision waits for ``trial.should_prune()``.
+        """
+        if len(args) == 2 and not metrics and self._metric is not None:
+            value, step = args
+            optuna_order = True
+            metrics = {self._metric: value}
+        elif len(args) == 1:
+            (step,), optuna_order = args, False
+        else:
+            raise TypeError(self._misreported(args, metrics, ""))
+        if isinstance(step, bool) or not isinstance(step, int | float) or step != int(step):
+            raise TypeError(self._misreported(args, metrics, f"the step must be a whole number (the epoch), got "
+                                                             f"{step!r}; "))
+        step = int(step)
         values = {name: float(value) for name, value in metrics.items()}
         self.history.append((step, values))
         if self._on_report is not None:
             self._on_report(step, values)
+        self._stop = self._decide(step, values)
+        if self._stop is not None and not optuna_order:
+            raise self._stop
+
+    def _misreported(self, args: tuple[Any, ...], metrics: Mapping[str, Any], why: str) -> str:
+        given = ", ".join([*map(repr, args), *(f"{k}={v!r}" for k, v in metrics.items())])
+        return (f"trial.report({given}): {why}call trial.report(step, {self._metric or 'loss'}=value), or Optuna's "
+                "trial.report(value, step)")
+
+    def should_prune(self) -> bool:
+        """Whether the trial must stop after its last report (then ``raise hpo.TrialPruned()``),
+        as Optuna's ``trial.should_prune()``."""
+        return self._stop is not None
+
+    def _decide(self, step: int, values: dict[str, float]) -> TrialPruned | None:
         if self._guard is not None and self._guard.diverged(values):
             seen = ", ".join(f"{name} {value:.4g}" for name, value in values.items())
-            raise TrialPruned("diverged", f"at epoch {step}: {seen}")
+            return TrialPruned("diverged", f"at epoch {step}: {seen}")
         if self._should_prune is not None and self._metric in values:
-            stop = self._should_prune(step, values[self._metric])
-            if stop is not None:
-                raise stop
+            return self._should_prune(step, values[self._metric])
+        return None
 
 
 def shown(value: Any) -> str:
@@ -260,9 +304,15 @@ def run_objective(objective: Callable[..., Any], params: dict[str, Any], trial: 
 
 
 def ended_by(error: BaseException, trial: Trial, metric: str) -> Outcome:
-    """The outcome of a trial that raised: pruned (``TrialPruned``, with its last value) or failed."""
-    if isinstance(error, TrialPruned):
-        return Outcome(TrialState.PRUNED, _best_value(trial, metric), reason=error.reason, detail=error.detail)
+    """The outcome of a trial that raised: pruned (``TrialPruned``, hpo's or Optuna's, with its
+    best value) or failed."""
+    if _is_pruned(error):
+        decided = trial._stop
+        reason = getattr(error, "reason", "") or (decided.reason if decided else "objective")
+        detail = getattr(error, "detail", "") if isinstance(error, TrialPruned) else str(error)
+        if not detail and decided is not None and reason == decided.reason:
+            detail = decided.detail
+        return Outcome(TrialState.PRUNED, _best_value(trial, metric), reason=reason, detail=detail)
     if type(error).__name__ == "OutOfMemoryError":
         return Outcome(TrialState.FAILED, reason=CUDA_OOM)
     said = str(error)

@@ -161,6 +161,8 @@ def cli() -> None:
                    "the objective or the driver cannot).")
 @click.option("--trial-timeout", type=float, help="Seconds a trial may run before it fails as timeout "
                                                  "[default: the space's timeout, or none].")
+@click.option("--timeout", type=float, help="Seconds after which no new trial starts; running ones finish, and "
+                                           "the same command continues the search [default: none].")
 @click.option("--new-study", is_flag=True, help="Start a fresh study (NAME-2, NAME-3...) instead of resuming one.")
 @click.option("--keep-study", is_flag=True, help="Resume the study though the objective changed since it ran.")
 @_engine_flags(_ENGINES)
@@ -168,7 +170,7 @@ def search(space: str, objective: str | None, strategy: str, driver: str, n_tria
            warmup_steps: int | None, warmup_trials: int | None, storage: str | None, tracking_uri: str | None,
            experiment: str | None, study_name: str | None,
            seed: int, divergence_guard: bool, evaluate_test: bool, population: str, trial_timeout: float | None,
-           new_study: bool, keep_study: bool, **flags: Any) -> None:
+           timeout: float | None, new_study: bool, keep_study: bool, **flags: Any) -> None:
     """Search SPACE (a name in search_spaces/ or a YAML path); rerunning resumes the study."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -180,7 +182,7 @@ def search(space: str, objective: str | None, strategy: str, driver: str, n_tria
         warmup_trials=warmup_trials, seed=seed, storage=storage,
         tracking_uri=tracking_uri, experiment=experiment, study_name=study_name, divergence_guard=divergence_guard,
         evaluate_test=evaluate_test, driver=engine_options(_ENGINES, driver, flags), population=population,
-        new_study=new_study, keep_study=keep_study, trial_timeout=trial_timeout,
+        new_study=new_study, keep_study=keep_study, trial_timeout=trial_timeout, timeout=timeout,
     )
     plan = prepared.plan
     columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),

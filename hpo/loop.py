@@ -121,14 +121,23 @@ def population_size(population: int | str, plan: SearchPlan, objective: Callable
 class TrialLoop:
     """The steps of a trial's life, each written once, against one store and one tracker."""
 
-    def __init__(self, plan: SearchPlan, store: TrialStore, tracker: MlflowTracker) -> None:
+    def __init__(self, plan: SearchPlan, store: TrialStore, tracker: MlflowTracker,
+                 deadline: float | None = None) -> None:
         self.plan = plan
         self.store = store
         self.tracker = tracker
+        self.deadline = deadline
+        """When (``time.time()``) this run of the search stops starting trials: its ``timeout``."""
+
+    @property
+    def out_of_time(self) -> bool:
+        return self.deadline is not None and time.time() >= self.deadline
 
     def claim(self, worker: str, device: str, count: int = 1) -> list[Started] | object:
         """Up to ``count`` trials, started in the store and in MLflow; ``WAIT`` or ``DONE`` as
-        the store says."""
+        the store says, and ``DONE`` past the deadline."""
+        if self.out_of_time:
+            return DONE
         claims = self.store.claim(self.plan, worker, count)
         if not isinstance(claims, list):
             return claims

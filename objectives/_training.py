@@ -65,6 +65,9 @@ class ClassifierObjective:
         {'val_loss': 1.9, 'val_accuracy': 0.31, ...}
     """
 
+    step_zero_untrained = True
+    """Step 0 is the untrained model: MLflow logs it as ``initial_*``, apart from the curves."""
+
     def __init__(self, dataset: str, build: Callable[[Mapping[str, Any], Splits], nn.Module]) -> None:
         self.dataset = dataset
         self.build = build

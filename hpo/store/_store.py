@@ -41,6 +41,7 @@ OBJECTIVE = "hpo.objective_fingerprint"  # the objective's source, hashed: a rer
 SESSION = "hpo.session"  # how many runs the search has had: claims carry the run's number
 CLAIM = "hpo.claim"  # stage, worker (host:pid of the process that claimed it), retry_of (the lost trial
 # whose configuration it runs again): one attribute, as each costs the claim a database round trip
+ENDED = "hpo.ended"  # why the last run of the search stopped before its budget (its --timeout)
 TEST = "hpo.test"  # the best configuration's test score, once evaluated
 RESULT = "hpo.result"  # state, reason, metrics, seed, device, duration: written once, as it ends
 LOOK_EVERY_S = 1.0  # how often a process looks for trials whose process died (they stay silent 20 s first)
@@ -216,6 +217,16 @@ class TrialStore:
             raise HpoError(f"{self.study_name!r} was not started by hpo search", argument="study_name")
         self.session = int(attrs.get(SESSION, 1))  # a joining process works in the search's current run
         return attrs[PLAN], attrs[TRACKING]
+
+    def saved_plan(self) -> dict[str, Any] | None:
+        """The plan the study was last run with (``SearchPlan.to_json``); None for a study hpo
+        did not start."""
+        return self.study.user_attrs.get(PLAN)
+
+    def record_ending(self, why: str) -> None:
+        """Why this run of the search ended before its budget (``""``: it did not)."""
+        if why or self.study.user_attrs.get(ENDED):
+            self.study.set_user_attr(ENDED, why)
 
     def record_test(self, metrics: dict[str, float]) -> None:
         """Keep the best configuration's test score with the study (for its report)."""

@@ -53,14 +53,17 @@ class TrialRun:
     with one write. The training path only queues; the writer joins what other trials queued
     meanwhile (a population's runs) into one batch.
 
-    Step 0 (the untrained model, by the built-in objectives' convention) is logged as
-    ``initial_*``, so that its loss does not set the scale of every curve."""
+    Parameters are written exactly as the trial ran them. Where the objective says its step 0
+    is the untrained model (``step_zero_untrained``, as the built-in objectives do), step 0 is
+    logged as ``initial_*``, so that its loss does not set the scale of every curve; any other
+    objective's step 0 stays in its curves."""
 
     def __init__(self, writer: Writer, experiment_id: str, *, number: int, metric: str, tags: Mapping[str, str],
-                 params: Mapping[str, Any]) -> None:
+                 params: Mapping[str, Any], untrained_step_zero: bool = False) -> None:
         self.writer = writer
         self.run_id: str | None = None  # set by the writer once the run exists
-        self._params = [Param(k, shown(v)) for k, v in params.items()]
+        self._params = param_entries(params)
+        self._untrained_step_zero = untrained_step_zero
         self._pending: list[Metric] = []
         self._last_flush = time.monotonic()
         self._metric = metric
@@ -70,7 +73,7 @@ class TrialRun:
 
     def log(self, step: int, metrics: Mapping[str, float]) -> None:
         now = _now_ms()
-        prefix = "initial_" if step == 0 else ""
+        prefix = "initial_" if step == 0 and self._untrained_step_zero else ""
         self._pending += [Metric(prefix + name, value, now, step) for name, value in metrics.items()]
         if self._metric in metrics:
             self._last_step = step
@@ -97,6 +100,11 @@ class TrialRun:
             self.writer.submit(lambda client: client.log_text(self.run_id, record.traceback, "traceback.txt"))
         self.writer.submit(RunWrite(self, metrics=metrics, params=params, tags=[RunTag(k, v) for k, v in tags.items()],
                                     status=RUN_STATUS[record.state], end_time=_now_ms()))
+
+
+def param_entries(params: Mapping[str, Any]) -> list[Param]:
+    """A trial's parameters as MLflow params, exactly (``repr`` of a float round-trips)."""
+    return [Param(k, repr(v) if isinstance(v, float) else str(v)) for k, v in params.items()]
 
 
 def run_name(number: int, state: TrialState = TrialState.RUNNING, *, epoch: int = 0,
@@ -149,10 +157,14 @@ class MlflowTracker:
         >>> tracker = MlflowTracker(None, experiment="lr_wd")  # .hpo/mlflow.db, once started
     """
 
-    def __init__(self, tracking_uri: str | None, experiment: str, home: Path = DEFAULT_HOME) -> None:
+    def __init__(self, tracking_uri: str | None, experiment: str, home: Path = DEFAULT_HOME, *,
+                 untrained_step_zero: bool = False) -> None:
         self.tracking_uri = tracking_uri or ""
         self.experiment_name = experiment
         self.home = home
+        self.untrained_step_zero = untrained_step_zero
+        """Whether the objective's step 0 is the untrained model (logged as ``initial_*``)."""
+        self.study_name = ""  # set by start_search: every trial run carries it as ``hpo.study``
         self.client: MlflowClient  # created by start_search: nothing is written before it
         self.writer: Writer  # the background writer of trial runs, made with the client
         self.experiment_id = ""
@@ -182,6 +194,7 @@ class MlflowTracker:
         """Create the parent run, or reopen the one of the same study when resuming."""
         self._connect()
         self.metric = plan.space.metric
+        self.study_name = plan.study_name
         self.experiment_id = self._experiment_id()
         found = self._search_run(self.experiment_id, plan.study_name)
         if found is not None:
@@ -244,12 +257,15 @@ class MlflowTracker:
     def identity(self) -> dict[str, str]:
         """Where this search is written: what another process needs to write into it."""
         return {"uri": self.tracking_uri, "experiment": self.experiment_name, "metric": self.metric,
-                "experiment_id": self.experiment_id, "parent_run_id": self.parent_run_id}
+                "experiment_id": self.experiment_id, "parent_run_id": self.parent_run_id,
+                "study": self.study_name, "untrained_step_zero": str(self.untrained_step_zero)}
 
     @classmethod
     def attach(cls, identity: dict[str, str]) -> MlflowTracker:
         """A tracker writing into a search another process started (``identity()`` there)."""
-        tracker = cls(identity["uri"], identity["experiment"])
+        tracker = cls(identity["uri"], identity["experiment"],
+                      untrained_step_zero=identity.get("untrained_step_zero") == "True")
+        tracker.study_name = identity.get("study", "")
         tracker._connect()
         tracker.experiment_id, tracker.parent_run_id = identity["experiment_id"], identity["parent_run_id"]
         tracker.metric = identity["metric"]
@@ -303,11 +319,12 @@ class MlflowTracker:
     ) -> TrialRun:
         tags = {**(tags or {}), **self._trial_tags(number, stage=stage, seed=seed, device=device)}
         return TrialRun(self.writer, self.experiment_id, number=number, metric=self.metric, tags=tags,
-                        params={**params, "seed": seed})
+                        params={**params, "seed": seed}, untrained_step_zero=self.untrained_step_zero)
 
     def _trial_tags(self, number: int, *, stage: int, seed: int, device: str) -> dict[str, str]:
         return {
             "mlflow.parentRunId": self.parent_run_id,
+            "hpo.study": self.study_name,
             "hpo.study_run": self.parent_run_id,
             "hpo.trial_number": str(number),
             "hpo.stage": str(stage),
@@ -344,7 +361,7 @@ class MlflowTracker:
         if run_id is not None:
             return [_end_write(run, record, self.metric)]
         tags = self._trial_tags(record.number, stage=record.stage, seed=record.seed, device=record.device)
-        params = [Param(k, shown(v)) for k, v in {**record.params, "seed": record.seed}.items()]
+        params = param_entries({**record.params, "seed": record.seed})
         return [RunWrite(run, self.experiment_id, name=run_name(record.number), start_time=_now_ms(), params=params,
                          tags=[RunTag(k, v) for k, v in tags.items()]), _end_write(run, record, self.metric)]
 
@@ -394,7 +411,7 @@ def _summary(client: MlflowClient, run_id: str, result: SearchResult, run_ids: M
         if trial.finished:
             counts[trial.state.value] += 1
     metrics = {f"trials_{state}": n for state, n in counts.items()}
-    tags = {"mlflow.note.content": _description(result, counts, run_ids)}
+    tags = {"mlflow.note.content": _description(result, counts, run_ids), "hpo.ended": result.stopped}
     if result.best is not None:
         metrics[f"best_{result.metric}"] = result.best.value
         client.log_dict(run_id, _best_config(result), "best_config.json")

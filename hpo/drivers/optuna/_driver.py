@@ -54,7 +54,8 @@ class OptunaDriver(Driver):
             work(loop, objective, device=self.device, context=set_up(objective, self.device), listener=listener,
                  pruning=pruning(loop), wait_for_others=wait_for_others, population=population)
             return
-        payload = cloudpickle.dumps((loop.plan, objective, loop.store, loop.tracker.identity(), population))
+        payload = cloudpickle.dumps((loop.plan, objective, loop.store, loop.tracker.identity(), population,
+                                     loop.deadline))
         watch = _HangWatch(loop, listener)
         WorkerPool(
             self.slots, functools.partial(_worker_main, payload, wait_for_others),
@@ -121,8 +122,8 @@ class _QueueListener(SearchListener):
 
 def _worker_main(payload: bytes, wait_for_others: bool, slot: DeviceSlot, events: Any) -> None:
     """A pool worker: the same loop as in-process, warm on its slot."""
-    plan, objective, store, tracking, population = cloudpickle.loads(payload)
-    loop = TrialLoop(plan, store, MlflowTracker.attach(tracking))
+    plan, objective, store, tracking, population, deadline = cloudpickle.loads(payload)
+    loop = TrialLoop(plan, store, MlflowTracker.attach(tracking), deadline)
     try:
         work(loop, objective, device=slot.device, context=set_up(objective, slot.device),
              listener=_QueueListener(events), pruning=pruning(loop), wait_for_others=wait_for_others,

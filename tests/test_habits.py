@@ -1,0 +1,167 @@
+"""What an Optuna user brings along: Optuna's trial calls, a search-wide time budget, and studies
+that are resumed only as they ran."""
+
+from __future__ import annotations
+
+import time
+
+import optuna
+import pytest
+from mlflow import MlflowClient
+
+import hpo
+from conftest import child_runs
+from hpo import HpoError, Trial, TrialPruned, TrialState
+from hpo._trial import run_objective
+
+SPACE = hpo.SearchSpace.model_validate({
+    "name": "habits", "metric": "loss", "direction": "minimize",
+    "params": {"lr": {"type": "float", "low": 1e-3, "high": 1.0, "log": True}},
+    "fixed": {"epochs": 6},
+})
+
+
+def _search(objective, unique, stores, **options):
+    options = {"strategy": "random", "n_trials": 4, "study_name": unique, "experiment": unique,
+               "evaluate_test": False, "population": 1, **options}
+    return hpo.search(objective, SPACE, **stores, **options)
+
+
+def _lr(params, trial):
+    return params["lr"]
+
+
+def _optuna_style():
+    """An objective ported from Optuna's examples: report(value, step), should_prune, TrialPruned
+    (made here, so that Ray's actors get it by value)."""
+
+    def objective(params, trial):
+        loss = 1.0
+        for epoch in range(params["epochs"]):
+            loss = params["lr"] + 1.0 / (epoch + 1)
+            trial.report(loss, epoch)
+            if trial.should_prune():
+                raise hpo.TrialPruned()
+        return loss
+
+    return objective
+
+
+def test_optuna_order_reports_wait_for_should_prune():
+    trial = Trial(0, seed=0, metric="loss", should_prune=lambda s, v: TrialPruned("median", "x") if s >= 2 else None)
+    trial.report(0.5, 1)
+    assert not trial.should_prune()
+    trial.report(0.4, 2)  # Optuna's order does not raise: the objective asks
+    assert trial.should_prune()
+    assert trial.history == [(1, {"loss": 0.5}), (2, {"loss": 0.4})]
+    outcome = run_objective(lambda p, t: (t.report(0.3, 3), t.should_prune() and (_ for _ in ()).throw(TrialPruned())),
+                            {}, trial, "loss")
+    assert (outcome.state, outcome.reason, outcome.detail) == (TrialState.PRUNED, "median", "x")
+
+
+def test_hpo_order_reports_still_raise_when_pruned():
+    trial = Trial(0, seed=0, metric="loss", should_prune=lambda s, v: TrialPruned("median") if s >= 2 else None)
+    trial.report(1, loss=0.5)
+    with pytest.raises(TrialPruned):
+        trial.report(2, loss=0.4)
+
+
+@pytest.mark.parametrize("call", [
+    lambda t: t.report(1, 0.53),          # hpo's step first, the value without its name
+    lambda t: t.report(0.5, 1, loss=2.0),
+    lambda t: t.report(),
+])
+def test_a_report_in_neither_order_says_the_right_calls(call):
+    with pytest.raises(TypeError, match=r"trial\.report\(step, loss=value\).*trial\.report\(value, step\)"):
+        call(Trial(0, seed=0, metric="loss"))
+
+
+def test_optunas_own_trial_pruned_is_recorded_as_pruned():
+    def objective(params, trial):
+        trial.report(1, loss=0.5)
+        raise optuna.TrialPruned("plateau")
+
+    outcome = run_objective(objective, {}, Trial(0, seed=0, metric="loss"), "loss")
+    assert (outcome.state, outcome.reason, outcome.detail, outcome.value) == (
+        TrialState.PRUNED, "objective", "plateau", 0.5)
+
+
+@pytest.mark.parametrize("driver", ["optuna", "ray"])
+def test_an_optuna_objective_is_pruned_by_the_median_rule(driver, unique, stores):
+    pruning = hpo.Pruning(pruner="median", warmup_trials=1, warmup_steps=1)
+    options = {} if driver == "optuna" else {"driver": hpo.RayOptions(max_concurrent=1)}
+    result = _search(_optuna_style(), unique, stores, pruner=pruning, n_trials=5, **options)
+    pruned = [t for t in result.trials if t.state is TrialState.PRUNED]
+    assert pruned and all(t.reason == "median" and "median" in t.detail for t in pruned)
+    assert not [t for t in result.trials if t.state is TrialState.FAILED]
+
+
+def test_a_search_wide_timeout_starts_no_trial_after_it_and_a_rerun_continues(unique, stores):
+    def slow(params, trial):
+        time.sleep(0.6)
+        return params["lr"]
+
+    result = _search(slow, unique, stores, n_trials=20, timeout=1.0)
+    assert 1 <= len(result.trials) < 20
+    assert result.stopped.startswith("timeout: no trial started after 1 s")
+    store = hpo.prepare(slow, SPACE, strategy="random", study_name=unique, **stores).store
+    assert store.study.user_attrs["hpo.ended"] == result.stopped
+    assert MlflowClient(stores["tracking_uri"]).get_run(result.parent_run_id).data.tags["hpo.ended"] == result.stopped
+    again = _search(slow, unique, stores, n_trials=len(result.trials) + 2)
+    assert len(again.trials) == len(result.trials) + 2 and not again.stopped
+    assert store.study.user_attrs["hpo.ended"] == ""
+
+
+@pytest.mark.parametrize(("change", "said"), [
+    ({"driver": "ray"}, "driver: study '{name}' ran with optuna, not ray"),
+    ({"strategy": "tpe"}, "strategy: study '{name}' ran with random, not tpe"),
+    ({"pruner": "median"}, "pruner: study '{name}' ran with none, not median"),
+    ({"seed": 3}, "seed: study '{name}' ran with 0, not 3"),
+])
+def test_a_rerun_that_differs_from_the_study_is_refused_naming_the_difference(change, said, unique, stores):
+    _search(_lr, unique, stores, n_trials=2)
+    with pytest.raises(HpoError) as refused:
+        _search(_lr, unique, stores, n_trials=3, **change)
+    assert str(refused.value).startswith(said.format(name=unique))
+    assert "--new-study" in str(refused.value)
+
+
+def test_a_budget_below_what_is_done_runs_nothing_and_a_larger_one_is_said(unique, stores):
+    first = _search(_lr, unique, stores, n_trials=4)
+    with pytest.raises(HpoError, match=r"n_trials: study '\w+' has 4 trials done, more than 2: nothing to run"):
+        _search(_lr, unique, stores, n_trials=2)
+    assert len(child_runs(stores["tracking_uri"], first.parent_run_id)) == 4
+
+    said = []
+
+    class Notices(hpo.SearchListener):
+        def notice(self, text):
+            said.append(text)
+
+    _search(_lr, unique, stores, n_trials=5, listener=Notices())
+    assert f"Study {unique!r}: its budget goes from 4 to 5 trials" in said
+
+
+def test_the_cli_refuses_a_timeout_that_is_not_positive(tmp_path):
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "hpo.cli", "search", "lr_wd", "--timeout", "0"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.strip() == "hpo: error: --timeout: must be more than 0 seconds, got 0.0"
+    assert not (tmp_path / ".hpo").exists()
+
+
+def test_mlflow_holds_the_exact_values_each_trial_ran_and_its_study(unique, stores):
+    from hpo._report import mlflow_pointer
+
+    result = _search(_lr, unique, stores, n_trials=3)
+    trials = {t.number: t for t in result.trials}
+    for run in child_runs(stores["tracking_uri"], result.parent_run_id):
+        trial = trials[int(run.data.tags["hpo.trial_number"])]
+        assert float(run.data.params["lr"]) == trial.params["lr"]  # not rounded to 4 digits
+        assert run.data.tags["hpo.study"] == unique
+    assert result.best_params == result.best.params and set(result.best_params) == {"lr"}
+    assert result.fixed == {"epochs": 6} and result.best_config == {"epochs": 6, **result.best_params}
+    assert f"MLflow: experiment {unique!r} (id {result.experiment_id})" in mlflow_pointer(result)
