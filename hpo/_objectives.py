@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import importlib
 import importlib.util
@@ -26,6 +27,25 @@ def resolve_objective(spec: str | Callable[..., Any] | None, default: str | None
     except ValueError:  # no signature to read (a builtin): let it be
         pass
     return objective, name
+
+
+def unknown_parameters(space: Any, objective_name: str) -> list[str]:
+    """Warnings for the space's parameters no built-in objective reads: for a built-in objective
+    every one (its value would change nothing), for the user's own those that look like a
+    misspelt built-in one (``batchsize``: did you mean ``batch_size``?)."""
+    from objectives import OBJECTIVES, PARAMETERS
+
+    built_in = objective_name in OBJECTIVES
+    said = []
+    for kind, names in (("searched parameter", space.params), ("fixed value", space.fixed)):
+        for name in names:
+            if name in PARAMETERS:
+                continue
+            close = difflib.get_close_matches(name, PARAMETERS, n=1)
+            guess = f": did you mean {close[0]!r}?" if close else ""
+            if built_in or close:
+                said.append(f"{space.name}: {kind} {name!r} is not a parameter the built-in objectives read{guess}")
+    return said
 
 
 def fingerprint(objective: Callable[..., Any], name: str) -> str | None:

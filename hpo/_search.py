@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from hpo._errors import HpoError
 from hpo._listener import SearchListener
-from hpo._objectives import fingerprint, resolve_objective
+from hpo._objectives import fingerprint, resolve_objective, unknown_parameters
 from hpo._plan import SearchPlan, SearchResult, differences, pruning_for
 from hpo._signals import stop_on_signals
 from hpo._trial import Trial, TrialRecord, TrialState, trial_seed
@@ -51,6 +51,8 @@ class PreparedSearch:
     keep_study: bool = False
     timeout: float | None = None
     """Seconds after which this run starts no new trial (running ones finish)."""
+    warnings: tuple[str, ...] = ()
+    """What looks wrong in the space before any trial ran (a misspelt fixed value)."""
 
     def run(self, listener: SearchListener | None = None) -> SearchResult:
         """Run the search; Ctrl-C and SIGTERM stop it with its running trials closed as
@@ -65,7 +67,7 @@ class PreparedSearch:
         plan, store, tracker = self.plan, self.store, self.tracker
         if self.new_study:
             plan, store = self._fresh_study(tracker)
-        listener = FailureWatch(listener, plan)
+        listener = FailureWatch(SpaceWatch(listener, plan, tracker), plan)
         store.check(plan, self.objective_fingerprint, keep=self.keep_study)
         if store.exists():
             _check_resume(store, plan, listener)
@@ -87,6 +89,9 @@ class PreparedSearch:
                 listener.notice(f"MLflow: {repaired} trial runs written again from the study (they were missing "
                                 "or left running)")
             listener.resumed(store.counted())
+            for warning in self.warnings:
+                listener.notice(f"warning: {warning}")
+                tracker.warn(warning)
             self.driver.run(loop, self.objective, listener, self.population)
             # Trials that ended before MLflow's writer had made their runs are named now; this
             # process's view of the study (Optuna caches ended trials) is named alike.
@@ -195,6 +200,7 @@ def prepare(
         new_study=new_study,
         keep_study=keep_study,
         timeout=timeout,
+        warnings=tuple(unknown_parameters(space, objective_name)),
     )
 
 
@@ -382,6 +388,9 @@ class FailureWatch(SearchListener):
     def resumed(self, trials: list[TrialRecord]) -> None:
         self.inner.resumed(trials)
 
+    def running(self, numbers: list[int]) -> None:
+        self.inner.running(numbers)
+
     def notice(self, text: str) -> None:
         self.inner.notice(text)
 
@@ -416,6 +425,49 @@ class FailureWatch(SearchListener):
         if trial.reason.startswith("its reports had no "):
             return f" — report {space.metric!r}, or name the space's metric after what the objective reports"
         return ""
+
+
+class SpaceWatch(SearchListener):
+    """Warns once, after the first trial that completed, of the parameters its objective never
+    read: searched, they change nothing; fixed, they are likely misspelt. In the terminal and on
+    the search run; each trial's run names them too (``hpo.unread_params``)."""
+
+    def __init__(self, inner: SearchListener, plan: SearchPlan, tracker: MlflowTracker) -> None:
+        self.inner, self.plan, self.tracker = inner, plan, tracker
+        self.warned = False
+
+    def resumed(self, trials: list[TrialRecord]) -> None:
+        self.inner.resumed(trials)
+
+    def running(self, numbers: list[int]) -> None:
+        self.inner.running(numbers)
+
+    def notice(self, text: str) -> None:
+        self.inner.notice(text)
+
+    def trial_finished(self, trial: TrialRecord) -> None:
+        self.inner.trial_finished(trial)
+        if self.warned or trial.state is not TrialState.COMPLETE:
+            return
+        self.warned = True
+        searched = [name for name in trial.unread if name in self.plan.space.params]
+        fixed = [name for name in trial.unread if name not in self.plan.space.params]
+        said = []
+        if searched:
+            its = "its values change" if len(searched) == 1 else "their values change"
+            said.append(f"searched {_names(searched)} never read by the objective (trial {trial.number}): "
+                        f"{its} nothing")
+        if fixed:
+            said.append(f"fixed {_names(fixed)} never read by the objective (trial {trial.number})")
+        for text in said:
+            warning = f"{self.plan.space.name}: {text}"
+            self.inner.notice(f"warning: {warning}")
+            self.tracker.warn(warning)
+
+
+def _names(names: list[str]) -> str:
+    return ("parameter " if len(names) == 1 else "parameters ") + ", ".join(map(repr, names)) + (
+        " is" if len(names) == 1 else " are")
 
 
 class _Counting(SearchListener):

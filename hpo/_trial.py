@@ -116,6 +116,8 @@ class TrialRecord:
     """The space's metric at each step it reported (kept in the study, for the search's report)."""
     run_id: str = ""
     """Its MLflow child run, where the run existed when the trial ended."""
+    unread: list[str] = field(default_factory=list)
+    """The parameters (searched or fixed) its objective never read: their values changed nothing."""
 
     @property
     def finished(self) -> bool:
@@ -157,6 +159,54 @@ class DivergenceGuard:
                 if first > 0 and value > self.factor * first:
                     return True
         return False
+
+
+class ReadParams(dict):  # type: ignore[type-arg]
+    """The parameters an objective gets (a plain ``dict`` to it), noting which it reads: a
+    searched parameter it never reads changes nothing, and the search says so. Reading a key
+    (``params["lr"]``, ``.get``) reads it; iterating, copying or unpacking (``**params``) reads
+    them all. ``plain`` is a copy that notes nothing."""
+
+    def __init__(self, values: Mapping[str, Any]) -> None:
+        super().__init__(values)
+        self.plain = dict(values)
+        self.read: set[str] = set()
+
+    def __getitem__(self, key: str) -> Any:
+        self.read.add(key)
+        return super().__getitem__(key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        self.read.add(key)
+        return super().get(key, default)
+
+    def __iter__(self) -> Any:
+        self.read.update(self.plain)
+        return super().__iter__()
+
+    def keys(self) -> Any:
+        self.read.update(self.plain)
+        return super().keys()
+
+    def items(self) -> Any:
+        self.read.update(self.plain)
+        return super().items()
+
+    def values(self) -> Any:
+        self.read.update(self.plain)
+        return super().values()
+
+    def copy(self) -> dict[str, Any]:
+        self.read.update(self.plain)
+        return dict(self.plain)
+
+    def unread(self) -> list[str]:
+        return [key for key in self.plain if key not in self.read]
+
+
+def plain(params: Mapping[str, Any]) -> dict[str, Any]:
+    """``params`` as a plain dict, without noting a read (``ReadParams``)."""
+    return dict(params.plain) if isinstance(params, ReadParams) else dict(params)
 
 
 def trial_seed(search_seed: int, number: int) -> int:

@@ -24,6 +24,7 @@ from hpo._trial import (
     Claim,
     DivergenceGuard,
     Outcome,
+    ReadParams,
     Trial,
     TrialPruned,
     TrialRecord,
@@ -90,17 +91,18 @@ def run_trial(
     for ``KeyboardInterrupt`` and ``SystemExit``, which propagate."""
     trial = make_trial(plan, claim, device=device, context=context, on_report=on_report, should_prune=should_prune)
     started = time.perf_counter()
-    outcome = run_objective(objective, {**plan.space.fixed, **claim.params}, trial, plan.space.metric)
-    return record_of(claim, outcome, device, time.perf_counter() - started, node, trial.curve())
+    params = ReadParams({**plan.space.fixed, **claim.params})
+    outcome = run_objective(objective, params, trial, plan.space.metric)
+    return record_of(claim, outcome, device, time.perf_counter() - started, node, trial.curve(), params.unread())
 
 
 def record_of(claim: Claim, outcome: Outcome, device: str, duration_s: float, node: str | None = None,
-              curve: list[tuple[int, float]] | None = None) -> TrialRecord:
+              curve: list[tuple[int, float]] | None = None, unread: list[str] | None = None) -> TrialRecord:
     return TrialRecord(
         number=claim.number, params=claim.params, state=outcome.state, value=outcome.value, stage=claim.stage,
         reason=outcome.reason, metrics=outcome.metrics, seed=claim.seed, device=device, duration_s=duration_s,
         node=node or socket.gethostname(), where=outcome.where, traceback=outcome.traceback, detail=outcome.detail,
-        curve=curve or [],
+        curve=curve or [], unread=unread or [],
     )
 
 
@@ -193,7 +195,8 @@ class TrialLoop:
         plan = self.plan
         trials = [make_trial(plan, s.claim, device=device, context=context, on_report=s.run.log,
                              should_prune=pruning(s.claim) if pruning else None) for s in group]
-        members = [({**plan.space.fixed, **s.claim.params}, trial) for s, trial in zip(group, trials, strict=True)]
+        members = [(ReadParams({**plan.space.fixed, **s.claim.params}), trial)
+                   for s, trial in zip(group, trials, strict=True)]
         began = time.perf_counter()
         try:
             with time_limit(plan.trial_timeout):  # the members share their time: the limit is each one's
@@ -204,8 +207,11 @@ class TrialLoop:
         duration = time.perf_counter() - began
         name = f"{worker_name()}/{group[0].claim.number}"
         tags = {"hpo.population": name, "hpo.population_size": str(len(group))}
-        records = [record_of(s.claim, outcome, device, duration, curve=trial.curve())
-                   for s, outcome, trial in zip(group, outcomes, trials, strict=True)]
+        # members share what they do not differ in, read from one of them: read by one, read by all
+        read = set().union(*(params.read for params, _ in members))
+        records = [record_of(s.claim, outcome, device, duration, curve=trial.curve(),
+                             unread=[key for key in params.plain if key not in read])
+                   for s, outcome, trial, (params, _) in zip(group, outcomes, trials, members, strict=True)]
         return {record.number: record for record in self.finish_many(list(zip(group, records, strict=True)), tags)}
 
     def finish(self, started: Started, record: TrialRecord, tags: dict[str, str] | None = None) -> TrialRecord:

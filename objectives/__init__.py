@@ -3,6 +3,7 @@
 Each is ``objective(params, trial)``; none imports Optuna or Ray.
 """
 
+from hpo.population import TRAINING_DEFAULTS
 from objectives._training import ClassifierObjective
 from objectives.models import build_cnn1d, build_mlp
 
@@ -12,4 +13,7 @@ digits_mlp = ClassifierObjective("digits", build_mlp)
 
 OBJECTIVES = {"mnist1d_mlp": mnist1d_mlp, "mnist1d_cnn": mnist1d_cnn, "digits_mlp": digits_mlp}
 
-__all__ = ["OBJECTIVES", "ClassifierObjective", "digits_mlp", "mnist1d_cnn", "mnist1d_mlp"]
+PARAMETERS = (*TRAINING_DEFAULTS, "hidden", "channels")
+"""Every parameter a built-in objective reads."""
+
+__all__ = ["OBJECTIVES", "PARAMETERS", "ClassifierObjective", "digits_mlp", "mnist1d_cnn", "mnist1d_mlp"]

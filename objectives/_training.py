@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections import ChainMap
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -85,7 +86,7 @@ class ClassifierObjective:
         ``fit``, on stacked members (``hpo.population``)."""
         splits = self._splits(trial)
         return Recipe(
-            build=lambda member: self.build({**DEFAULTS, **member}, splits),
+            build=lambda member: self.build(ChainMap(member, DEFAULTS), splits),
             train=(splits.x_train, splits.y_train),
             validation=(splits.x_val, splits.y_val),
             defaults=DEFAULTS,
@@ -104,7 +105,7 @@ class ClassifierObjective:
     def fit(
         self, params: Mapping[str, Any], trial: Any, report: Callable[..., None] | None
     ) -> tuple[nn.Module, dict[str, float]]:
-        p = {**DEFAULTS, **params}
+        p = ChainMap(params, DEFAULTS)  # not a copy: what the training reads is noted (hpo's ReadParams)
         splits = self._splits(trial)
         torch.manual_seed(trial.seed)
         shuffle = torch.Generator().manual_seed(trial.seed)

@@ -165,3 +165,59 @@ def test_mlflow_holds_the_exact_values_each_trial_ran_and_its_study(unique, stor
     assert result.best_params == result.best.params and set(result.best_params) == {"lr"}
     assert result.fixed == {"epochs": 6} and result.best_config == {"epochs": 6, **result.best_params}
     assert f"MLflow: experiment {unique!r} (id {result.experiment_id})" in mlflow_pointer(result)
+
+
+def test_read_params_notes_what_an_objective_reads():
+    import json
+
+    from hpo._trial import ReadParams
+
+    params = ReadParams({"lr": 0.1, "momentum": 0.9, "epochs": 3})
+    assert params["lr"] == 0.1 and params.get("epochs") == 3 and "momentum" in params
+    assert params.unread() == ["momentum"]
+    assert isinstance(params, dict) and json.loads(json.dumps(params)) == {"lr": 0.1, "momentum": 0.9, "epochs": 3}
+    assert params.unread() == []  # serialising reads everything
+    unpacked = ReadParams({"lr": 0.1, "momentum": 0.9})
+    assert {**unpacked} == {"lr": 0.1, "momentum": 0.9} and unpacked.unread() == []
+
+
+class Notices(hpo.SearchListener):
+    def __init__(self):
+        self.said = []
+
+    def notice(self, text):
+        self.said.append(text)
+
+
+@pytest.mark.parametrize("population", [1, 2])
+def test_a_searched_parameter_the_objective_never_reads_is_warned_of(population, unique, stores):
+    from conftest import digits_space
+
+    space = digits_space(epochs=1, lr={"type": "float", "low": 1e-3, "high": 1e-2, "log": True},
+                         momentum={"type": "float", "low": 0.5, "high": 0.99})
+    space = space.model_copy(update={"fixed": {**space.fixed, "optimizer": "adam"}})
+    notices = Notices()
+    result = hpo.search("digits_mlp", space, strategy="random", n_trials=2, population=population,
+                        study_name=unique, experiment=unique, evaluate_test=False, listener=notices, **stores)
+    warning = ("digits-test: searched parameter 'momentum' is never read by the objective (trial 0): its values "
+               "change nothing")
+    assert [text for text in notices.said if "never read" in text] == [f"warning: {warning}"]
+    client = MlflowClient(stores["tracking_uri"])
+    assert client.get_run(result.parent_run_id).data.tags["hpo.warnings"] == warning
+    runs = child_runs(stores["tracking_uri"], result.parent_run_id)
+    assert [run.data.tags["hpo.unread_params"] for run in runs] == ["momentum"] * 2
+
+
+def test_a_misspelt_fixed_value_is_warned_of_with_the_name_it_is_closest_to(unique, stores):
+    from conftest import digits_space
+
+    space = digits_space(epochs=1)
+    space = space.model_copy(update={"fixed": {"epochs": 1, "batchsize": 32}})
+    notices = Notices()
+    result = hpo.search("digits_mlp", space, strategy="random", n_trials=1, population=1, study_name=unique,
+                        experiment=unique, evaluate_test=False, listener=notices, **stores)
+    said = ("digits-test: fixed value 'batchsize' is not a parameter the built-in objectives read: did you mean "
+            "'batch_size'?")
+    assert f"warning: {said}" in notices.said
+    assert any("fixed parameter 'batchsize' is never read" in text for text in notices.said)
+    assert said in MlflowClient(stores["tracking_uri"]).get_run(result.parent_run_id).data.tags["hpo.warnings"]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+from collections import ChainMap
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,10 +17,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, stack_module_state, vmap
 
-from hpo._trial import Outcome, Trial, TrialPruned, ended_by, outcome_of
+from hpo._trial import Outcome, Trial, TrialPruned, ended_by, outcome_of, plain
 from hpo.population._heap import keep_freed_memory
 from hpo.population._optim import StackedOptimizer, StackedSchedule
 
+MOMENTUM_OPTIMIZERS = ("sgd_momentum", "nesterov")
+"""The optimizers that read ``momentum``."""
 PER_MEMBER = ("lr", "weight_decay", "momentum", "dropout", "patience")
 """The hyperparameters members of one population may differ in. The others (batch size,
 optimizer, schedule, epochs, model width...) change shapes or the loop: members share them."""
@@ -184,8 +187,10 @@ class _Population:
         def rates(name: str) -> Tensor:
             return torch.tensor([float(p[name]) for p in params], device=device)
 
-        self.optimizer = StackedOptimizer(first["optimizer"], [self.flat], lr=rates("lr"),
-                                          weight_decay=rates("weight_decay"), momentum=rates("momentum"))
+        optimizer = first["optimizer"]
+        momentum = rates("momentum") if optimizer in MOMENTUM_OPTIMIZERS else torch.zeros(len(params), device=device)
+        self.optimizer = StackedOptimizer(optimizer, [self.flat], lr=rates("lr"),
+                                          weight_decay=rates("weight_decay"), momentum=momentum)
         self.schedule = StackedSchedule(first["schedule"], [p["lr"] for p in params], int(first["epochs"]))
         self.rows = list(range(len(params)))  # each row's member
 
@@ -262,8 +267,8 @@ def train_population(recipe: Recipe, members: Sequence[tuple[Mapping[str, Any], 
     """Train ``members`` (parameters and trial) together; each member's outcome, as
     ``run_objective`` would give it for the member trained alone."""
     trials = [trial for _, trial in members]
-    params = [{**recipe.defaults, **p} for p, _ in members]
-    if len({group_key(p) for p in params}) > 1:
+    params = [ChainMap(p, recipe.defaults) for p, _ in members]  # what a member reads is noted (ReadParams)
+    if len({group_key({**recipe.defaults, **plain(p)}) for p, _ in members}) > 1:
         raise ValueError("members of one population must agree on everything but " + ", ".join(PER_MEMBER))
     try:
         results = _train(recipe, params, trials)
@@ -276,13 +281,13 @@ def train_population(recipe: Recipe, members: Sequence[tuple[Mapping[str, Any], 
 def fit(recipe: Recipe, params: Mapping[str, Any], trial: Trial) -> dict[str, float]:
     """Train one trial by the recipe, as an objective's ``__call__``: its metrics, or
     ``TrialPruned`` when its trial stops it."""
-    (result,) = _train(recipe, [{**recipe.defaults, **params}], [trial])
+    (result,) = _train(recipe, [ChainMap(params, recipe.defaults)], [trial])
     if isinstance(result, Exception):
         raise result
     return result
 
 
-def _train(recipe: Recipe, params: list[dict[str, Any]], trials: list[Trial]) -> list[Any]:
+def _train(recipe: Recipe, params: list[Mapping[str, Any]], trials: list[Trial]) -> list[Any]:
     """Each member's result (the best epoch's metrics) or the ``TrialPruned`` that stopped it."""
     (x_train, y_train), (x_val, y_val) = recipe.train, recipe.validation
     if x_train.device.type == "cpu":

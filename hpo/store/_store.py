@@ -588,6 +588,7 @@ def to_record(trial: FrozenTrial) -> TrialRecord:
         detail=result.get("detail", ""),
         curve=[(int(step), float(value)) for step, value in result.get("curve", [])],
         run_id=result.get("mlflow_run_id", ""),
+        unread=list(result.get("unread", [])),
     )
 
 
@@ -614,4 +615,5 @@ def _result_attr(record: TrialRecord) -> dict[str, Any]:
         **({"detail": record.detail} if record.detail else {}),
         **({"curve": [[step, value] for step, value in record.curve]} if record.curve else {}),
         **({"mlflow_run_id": record.run_id} if record.run_id else {}),
+        **({"unread": record.unread} if record.unread else {}),
     }

@@ -140,6 +140,8 @@ def _end_tags(record: TrialRecord, metric: str, epoch: int = 0) -> dict[str, str
             "mlflow.note.content": how_it_ended(record, metric)}
     if record.where:
         tags["hpo.where"] = record.where
+    if record.unread:
+        tags["hpo.unread_params"] = ", ".join(record.unread)
     return tags
 
 
@@ -165,6 +167,7 @@ class MlflowTracker:
         self.untrained_step_zero = untrained_step_zero
         """Whether the objective's step 0 is the untrained model (logged as ``initial_*``)."""
         self.study_name = ""  # set by start_search: every trial run carries it as ``hpo.study``
+        self.warnings: list[str] = []
         self.client: MlflowClient  # created by start_search: nothing is written before it
         self.writer: Writer  # the background writer of trial runs, made with the client
         self.experiment_id = ""
@@ -308,6 +311,13 @@ class MlflowTracker:
             return None
         scores = {k.removeprefix("test_"): v for k, v in run.data.metrics.items() if k.startswith("test_")}
         return int(number), scores
+
+    def warn(self, text: str) -> None:
+        """A warning about the search itself (a parameter the objective never read), kept on the
+        search run as ``hpo.warnings``, one a line."""
+        self.warnings.append(text)
+        warnings = "\n".join(self.warnings)
+        self.writer.submit(lambda client: client.set_tag(self.parent_run_id, "hpo.warnings", warnings))
 
     def record_test(self, number: int) -> None:
         self.writer.submit(lambda client: client.set_tag(self.parent_run_id, "hpo.tested_trial", str(number)))
