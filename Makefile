@@ -20,7 +20,7 @@ SEARCH_ARGS := $(if $(STRATEGY),--strategy $(STRATEGY)) $(if $(TRIALS),--trials 
 	$(if $(RAY_ADDRESS),--ray-address $(RAY_ADDRESS)) $(if $(GPUS_PER_TRIAL),--gpus-per-trial $(GPUS_PER_TRIAL)) \
 	$(if $(CPUS_PER_TRIAL),--cpus-per-trial $(CPUS_PER_TRIAL)) $(if $(WORKERS),--workers $(WORKERS)) \
 	$(if $(GPUS),--gpus $(GPUS)) $(if $(TRIALS_PER_GPU),--trials-per-gpu $(TRIALS_PER_GPU)) \
-	$(if $(POPULATION),--population $(POPULATION))
+	$(if $(POPULATION),--population $(POPULATION)) $(if $(TIMEOUT),--timeout $(TIMEOUT))
 
 .PHONY: install postgresql chromium search report dashboard test lint ui bench bench-gpu bench-quality clean
 

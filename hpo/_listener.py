@@ -19,3 +19,26 @@ class SearchListener:
 
     def notice(self, text: str) -> None:
         """Something the user should know (a store repaired)."""
+
+
+class Listeners(SearchListener):
+    """Several listeners hearing the same search, in order (the progress bar, then the user's)."""
+
+    def __init__(self, *listeners: SearchListener) -> None:
+        self.listeners = listeners
+
+    def resumed(self, trials: list[TrialRecord]) -> None:
+        for listener in self.listeners:
+            listener.resumed(trials)
+
+    def running(self, numbers: list[int]) -> None:
+        for listener in self.listeners:
+            listener.running(numbers)
+
+    def trial_finished(self, trial: TrialRecord) -> None:
+        for listener in self.listeners:
+            listener.trial_finished(trial)
+
+    def notice(self, text: str) -> None:
+        for listener in self.listeners:
+            listener.notice(text)

@@ -117,6 +117,8 @@ class SearchResult:
     experiment_id: str = ""
     experiment: str = ""
     """The MLflow experiment's name."""
+    view_key: str = ""
+    """The search's saved view in the MLflow UI (``viewStateShareKey``)."""
     parent_run_id: str = ""
     test_metrics: dict[str, float] = field(default_factory=dict)
     tracked: bool = True

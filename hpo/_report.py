@@ -2,16 +2,83 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 from urllib.parse import quote, urlencode
 
 from rich.console import Console
 from rich.table import Table
 
-from hpo._plan import SearchResult
-from hpo._trial import TrialState, shown
+from hpo._listener import SearchListener
+from hpo._plan import SearchPlan, SearchResult
+from hpo._trial import TrialRecord, TrialState, shown
+
+
+class ProgressBar(SearchListener):
+    """Trials done, pruned and failed, and the best value so far, while the search runs."""
+
+    def __init__(self, progress: Any, n_trials: int, metric: str, direction: str, study: str = "") -> None:
+        self.progress = progress
+        self.n_trials = n_trials
+        self.study = study
+        self.metric = metric
+        self.sign = 1 if direction == "minimize" else -1
+        self.counts = {state: 0 for state in TrialState}
+        self.best: float | None = None
+        self.task = progress.add_task("search", total=n_trials, status="")
+
+    def resumed(self, trials: list[TrialRecord]) -> None:
+        self.progress.start()
+        for trial in trials:
+            self._count(trial)
+        if trials:
+            counts = ", ".join(f"{self.counts[s]} {s.value}" for s in TrialState if s is not TrialState.RUNNING)
+            self.progress.console.print(f"Resuming study {self.study!r}: {len(trials)} of its {self.n_trials} "
+                                        f"trials done ({counts}); --new-study starts a fresh one", highlight=False,
+                                        soft_wrap=True)
+        self._draw()
+
+    def trial_finished(self, trial: TrialRecord) -> None:
+        self._count(trial)
+        self._draw()
+
+    def notice(self, text: str) -> None:
+        self.progress.console.print(text, highlight=False, soft_wrap=True)
+
+    def _count(self, trial: TrialRecord) -> None:
+        self.counts[trial.state] += 1
+        if trial.state is not TrialState.COMPLETE or trial.value is None:
+            return
+        if self.best is None or self.sign * trial.value < self.sign * self.best:
+            self.best = trial.value
+
+    def _draw(self) -> None:
+        done = sum(n for state, n in self.counts.items() if state is not TrialState.RUNNING)
+        best = "-" if self.best is None else f"{self.best:.4g}"
+        status = (
+            f"[green]{self.counts[TrialState.COMPLETE]} complete[/] "
+            f"[yellow]{self.counts[TrialState.PRUNED]} pruned[/] "
+            f"[red]{self.counts[TrialState.FAILED]} failed[/]  best {self.metric} {best}"
+        )
+        self.progress.update(self.task, completed=done, status=status)
+
+
+@contextlib.contextmanager
+def progress_shown(plan: SearchPlan, console: Console | None = None) -> Iterator[ProgressBar]:
+    """The progress bar of ``plan``'s search on ``console`` (standard error by default; a live
+    widget in a notebook), drawn once the search has opened its stores and said what it resumes."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("{task.fields[status]}"), TimeElapsedColumn()]
+    progress = Progress(*columns, console=console or Console(stderr=True), transient=False)
+    try:
+        yield ProgressBar(progress, plan.n_trials, plan.space.metric, plan.space.direction, plan.study_name)
+    finally:
+        progress.stop()
 
 
 class LeaderboardRow(NamedTuple):
@@ -73,8 +140,12 @@ def print_summary(result: SearchResult, console: Console) -> None:
 
 
 def runs_url(base: str, result: SearchResult) -> str:
-    """The experiment's runs table in MLflow's model-training view, filtered to this search's
-    trials, best first."""
+    """The search's saved view in MLflow (its trials best first, the parameter columns, the
+    comparison charts); without one, the experiment's runs table filtered to its trials, best first."""
+    if result.view_key:
+        query = urlencode({"viewStateShareKey": result.view_key, "workflowType": "machine_learning"},
+                          quote_via=quote)
+        return f"{base.rstrip('/')}/#/experiments/{result.experiment_id}/runs?{query}"
     query = urlencode({
         "workflowType": "machine_learning",
         "searchFilter": f"tags.`hpo.study_run` = '{result.parent_run_id}'",

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hpo._errors import HpoError
-from hpo._listener import SearchListener
+from hpo._listener import Listeners, SearchListener
 from hpo._objectives import fingerprint, resolve_objective, unknown_parameters
 from hpo._plan import SearchPlan, SearchResult, differences, pruning_for
 from hpo._signals import stop_on_signals
@@ -107,8 +107,9 @@ class PreparedSearch:
         except BaseException:
             tracker.abort_search()
             raise
-        result = SearchResult(plan.space, trials, plan.study_name, tracker.tracking_uri, tracker.experiment_id,
-                              tracker.experiment_name, tracker.parent_run_id, stopped=stopped)
+        result = SearchResult(plan.space, trials, plan.study_name, tracking_uri=tracker.tracking_uri,
+                              experiment_id=tracker.experiment_id, experiment=tracker.experiment_name,
+                              view_key=tracker.view_key, parent_run_id=tracker.parent_run_id, stopped=stopped)
         if self.evaluate_test and result.best is not None and hasattr(self.objective, "test"):
             result.test_metrics = _test_once(self.objective, result.best, tracker, plan, self.driver.device)
             store.record_test(result.test_metrics)
@@ -227,6 +228,8 @@ def search(
     space: str | Path | SearchSpace = DEFAULT_SPACE,
     *,
     listener: SearchListener | None = None,
+    quiet: bool = False,
+    summary: bool = False,
     **options: Any,
 ) -> SearchResult:
     """Search ``space`` for the best configuration of ``objective``; resumes a known study.
@@ -260,7 +263,11 @@ def search(
             it (``population(params, trial)``, as the built-in ones do); ``"auto"`` (default)
             picks the size from the device, or one at a time for an objective that does not
             (and on the Ray driver); ``1``: one at a time.
-        listener: Hears of each finished trial (a progress bar).
+        listener: Hears how the search goes (``SearchListener``): trials starting and ending, notices.
+        quiet: Show nothing while it runs; by default a progress bar (a live one in a notebook), with
+            the line saying what a resumed study already holds and any warning, on standard error.
+        summary: Print the leaderboard, the best configuration and its test score at the end, as
+            ``hpo search`` does.
 
     Example:
         >>> def objective(params, trial):
@@ -270,7 +277,21 @@ def search(
         >>> result = hpo.search(objective, "lr_wd", n_trials=5)  # doctest: +SKIP
         >>> result.best_params  # doctest: +SKIP
     """
-    return prepare(objective, space, **options).run(listener)
+    prepared = prepare(objective, space, **options)
+    if quiet:
+        result = prepared.run(listener)
+    else:
+        from hpo._report import progress_shown
+
+        with progress_shown(prepared.plan) as bar:
+            result = prepared.run(Listeners(bar, listener) if listener else bar)
+    if summary:
+        from rich.console import Console
+
+        from hpo._report import print_summary
+
+        print_summary(result, Console())
+    return result
 
 
 def report(study_name: str | None = None, storage: str | None = None, out: Path | None = None, *,
@@ -470,13 +491,16 @@ def _names(names: list[str]) -> str:
         " is" if len(names) == 1 else " are")
 
 
-class _Counting(SearchListener):
+class _Counting(Listeners):
+    """Passes every event on, counting the trials that finished."""
+
     def __init__(self, inner: SearchListener) -> None:
-        self.inner, self.count = inner, 0
+        super().__init__(inner)
+        self.count = 0
 
     def trial_finished(self, trial: TrialRecord) -> None:
         self.count += 1
-        self.inner.trial_finished(trial)
+        super().trial_finished(trial)
 
 
 def _write_report(store: TrialStore, tracker: MlflowTracker, result: SearchResult,

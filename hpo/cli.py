@@ -17,64 +17,13 @@ from rich.console import Console
 from rich.markup import escape
 
 from hpo._errors import HpoError
-from hpo._listener import SearchListener
 from hpo._search import DEFAULT_POPULATION, DEFAULT_STRATEGY, DEFAULT_TRIALS
 from hpo._signals import Terminated
-from hpo._trial import TrialRecord, TrialState
 from hpo.drivers import DRIVERS, DriverOptions
 from hpo.spaces import PRUNERS
 from hpo.strategies import STRATEGIES
 
 console = Console(stderr=True)
-
-
-class ProgressBar(SearchListener):
-    """Trials done, pruned and failed, and the best value so far, while the search runs."""
-
-    def __init__(self, progress: Any, n_trials: int, metric: str, direction: str, study: str = "") -> None:
-        self.progress = progress
-        self.n_trials = n_trials
-        self.study = study
-        self.metric = metric
-        self.sign = 1 if direction == "minimize" else -1
-        self.counts = {state: 0 for state in TrialState}
-        self.best: float | None = None
-        self.task = progress.add_task("search", total=n_trials, status="")
-
-    def resumed(self, trials: list[TrialRecord]) -> None:
-        self.progress.start()
-        for trial in trials:
-            self._count(trial)
-        if trials:
-            counts = ", ".join(f"{self.counts[s]} {s.value}" for s in TrialState if s is not TrialState.RUNNING)
-            self.progress.console.print(f"Resuming study {self.study!r}: {len(trials)} of its {self.n_trials} "
-                                        f"trials done ({counts}); --new-study starts a fresh one", highlight=False,
-                                        soft_wrap=True)
-        self._draw()
-
-    def trial_finished(self, trial: TrialRecord) -> None:
-        self._count(trial)
-        self._draw()
-
-    def notice(self, text: str) -> None:
-        self.progress.console.print(text, highlight=False, soft_wrap=True)
-
-    def _count(self, trial: TrialRecord) -> None:
-        self.counts[trial.state] += 1
-        if trial.state is not TrialState.COMPLETE or trial.value is None:
-            return
-        if self.best is None or self.sign * trial.value < self.sign * self.best:
-            self.best = trial.value
-
-    def _draw(self) -> None:
-        done = sum(n for state, n in self.counts.items() if state is not TrialState.RUNNING)
-        best = "-" if self.best is None else f"{self.best:.4g}"
-        status = (
-            f"[green]{self.counts[TrialState.COMPLETE]} complete[/] "
-            f"[yellow]{self.counts[TrialState.PRUNED]} pruned[/] "
-            f"[red]{self.counts[TrialState.FAILED]} failed[/]  best {self.metric} {best}"
-        )
-        self.progress.update(self.task, completed=done, status=status)
 
 
 def _engines() -> dict[str, type[DriverOptions]]:
@@ -172,9 +121,7 @@ def search(space: str, objective: str | None, strategy: str, driver: str, n_tria
            seed: int, divergence_guard: bool, evaluate_test: bool, population: str, trial_timeout: float | None,
            timeout: float | None, new_study: bool, keep_study: bool, **flags: Any) -> None:
     """Search SPACE (a name in search_spaces/ or a YAML path); rerunning resumes the study."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from hpo._report import print_summary
+    from hpo._report import print_summary, progress_shown
     from hpo._search import prepare
 
     prepared = prepare(  # refuse bad input first
@@ -184,15 +131,8 @@ def search(space: str, objective: str | None, strategy: str, driver: str, n_tria
         evaluate_test=evaluate_test, driver=engine_options(_ENGINES, driver, flags), population=population,
         new_study=new_study, keep_study=keep_study, trial_timeout=trial_timeout, timeout=timeout,
     )
-    plan = prepared.plan
-    columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("{task.fields[status]}"), TimeElapsedColumn()]
-    progress = Progress(*columns, console=console, transient=False)  # shown once the stores are open
-    bar = ProgressBar(progress, plan.n_trials, plan.space.metric, plan.space.direction, plan.study_name)
-    try:
+    with progress_shown(prepared.plan, console) as bar:
         result = prepared.run(bar)
-    finally:
-        progress.stop()
     print_summary(result, Console())
 
 

@@ -151,3 +151,44 @@ def test_the_report_is_one_page_whose_plots_load(searched, page, tmp_path):
     assert page.locator("tr.pruned").count() >= 1
     page.set_viewport_size({"width": 1200, "height": 2400})
     _shot(page, "report", tmp_path)
+
+
+def test_the_printed_link_opens_the_comparison_with_no_click(searched, mlflow_ui, page, tmp_path):
+    """The saved view the search wrote: the parameter, ranking and state columns in the table;
+    parallel coordinates, the metric against the parameter and the best curves as charts."""
+    result, _ = searched
+    from playwright.sync_api import expect
+
+    page.goto(runs_url(mlflow_ui, result))
+    page.get_by_text(f"{len(result.trials)} matching runs").wait_for(timeout=90_000)
+    header = page.get_by_role("columnheader")
+    expect(header.get_by_text("lr", exact=True)).to_be_visible(timeout=30_000)
+    shot = _shot(page, "mlflow-comparison-table", tmp_path)
+    texts = header.all_inner_texts()
+    assert {"ranking_val_loss", "lr", "hpo.state"} <= {text.strip() for text in texts}, (texts, shot)
+    page.goto(runs_url(mlflow_ui, result) + "&compareRunsMode=CHART")
+    page.get_by_text("Showing all runs").wait_for(timeout=90_000)  # parallel coordinates over every trial
+    page.get_by_text("Step", exact=True).wait_for(timeout=30_000)  # the axis of the best trials' curves
+    page.wait_for_timeout(2000)  # the charts draw after their data arrives
+    shot = _shot(page, "mlflow-comparison-charts", tmp_path)
+    assert page.get_by_text("log10_lr", exact=True).count() >= 2, shot  # an axis of both, on lr's log scale
+
+
+def test_a_resumed_search_refreshes_its_view_instead_of_adding_one(searched):
+    import json
+
+    from mlflow import MlflowClient
+
+    from hpo.tracking._views import VIEW_TAG_PREFIX
+
+    result, home = searched
+    client = MlflowClient(f"sqlite:///{home / 'mlflow.db'}")
+    views = lambda: {k: json.loads(v) for k, v in client.get_experiment(result.experiment_id).tags.items()  # noqa: E731
+                     if k.startswith(VIEW_TAG_PREFIX)}
+    before = views()
+    assert list(before) == [VIEW_TAG_PREFIX + result.view_key]
+    again = pruned_grid_search(home, [3e-4, 1e-3, 1e-2, 3e-2, 0.1], epochs=5)  # resumes: nothing left to run
+    after = views()
+    assert list(after) == list(before) and again.view_key == result.view_key
+    (view,) = after.values()
+    assert view["createdAt"] == next(iter(before.values()))["createdAt"] and view["updatedAt"] > view["createdAt"]

@@ -221,3 +221,32 @@ def test_a_misspelt_fixed_value_is_warned_of_with_the_name_it_is_closest_to(uniq
     assert f"warning: {said}" in notices.said
     assert any("fixed parameter 'batchsize' is never read" in text for text in notices.said)
     assert said in MlflowClient(stores["tracking_uri"]).get_run(result.parent_run_id).data.tags["hpo.warnings"]
+
+
+def test_the_python_api_shows_the_progress_the_resume_line_and_if_asked_the_summary(unique, stores, capsys):
+    _search(_lr, unique, stores, n_trials=2)
+    capsys.readouterr()
+    _search(_lr, unique, stores, n_trials=3, summary=True)
+    out, err = capsys.readouterr()
+    assert f"Resuming study {unique!r}: 2 of its 3 trials done (2 complete, 0 pruned, 0 failed)" in err
+    assert "3/3" in err and "3 complete" in err  # the bar, as it ended
+    assert "Leaderboard (minimize loss)" in out and "fixed: epochs=6" in out
+    _search(_lr, unique, stores, n_trials=3, quiet=True)
+    assert capsys.readouterr() == ("", "")
+
+
+def test_a_users_listener_hears_every_event_beside_the_progress_bar(unique, stores):
+    heard = []
+
+    class Everything(hpo.SearchListener):
+        def resumed(self, trials):
+            heard.append(("resumed", len(trials)))
+
+        def running(self, numbers):
+            heard.append(("running", numbers))
+
+        def trial_finished(self, trial):
+            heard.append(("finished", trial.number))
+
+    _search(_lr, unique, stores, n_trials=2, listener=Everything())
+    assert heard == [("resumed", 0), ("running", [0]), ("finished", 0), ("running", [1]), ("finished", 1)]

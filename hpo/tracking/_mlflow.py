@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import shutil
 import sqlite3
 import time
@@ -20,6 +21,7 @@ from mlflow.utils.uri import append_to_uri_path, resolve_uri_if_local
 from hpo._files import cached_store, create_whole, sqlite_path, unusable, writable
 from hpo._trial import TrialRecord, TrialState, how_it_ended, shown
 from hpo.tracking._runs import HasRunId, RunRef, RunWrite
+from hpo.tracking._views import log_axis_metric, write_view
 from hpo.tracking._writer import FLUSH_LIMIT_S, Writer
 
 if TYPE_CHECKING:
@@ -59,12 +61,15 @@ class TrialRun:
     objective's step 0 stays in its curves."""
 
     def __init__(self, writer: Writer, experiment_id: str, *, number: int, metric: str, tags: Mapping[str, str],
-                 params: Mapping[str, Any], untrained_step_zero: bool = False) -> None:
+                 params: Mapping[str, Any], untrained_step_zero: bool = False,
+                 log_scaled: Sequence[str] = ()) -> None:
         self.writer = writer
         self.run_id: str | None = None  # set by the writer once the run exists
         self._params = param_entries(params)
         self._untrained_step_zero = untrained_step_zero
-        self._pending: list[Metric] = []
+        self._pending: list[Metric] = [Metric(log_axis_metric(name), math.log10(params[name]), _now_ms(), 0)
+                                       for name in log_scaled if isinstance(params.get(name), int | float)
+                                       and params[name] > 0]
         self._last_flush = time.monotonic()
         self._metric = metric
         self._last_step = 0
@@ -168,6 +173,8 @@ class MlflowTracker:
         """Whether the objective's step 0 is the untrained model (logged as ``initial_*``)."""
         self.study_name = ""  # set by start_search: every trial run carries it as ``hpo.study``
         self.warnings: list[str] = []
+        self.log_scaled: list[str] = []  # the space's log-scaled parameters: their runs carry log10_*
+        self.view_key = ""  # the search's saved view in the MLflow UI
         self.client: MlflowClient  # created by start_search: nothing is written before it
         self.writer: Writer  # the background writer of trial runs, made with the client
         self.experiment_id = ""
@@ -198,16 +205,21 @@ class MlflowTracker:
         self._connect()
         self.metric = plan.space.metric
         self.study_name = plan.study_name
+        self.log_scaled = [name for name, p in plan.space.params.items() if getattr(p, "log", False)]
         self.experiment_id = self._experiment_id()
         found = self._search_run(self.experiment_id, plan.study_name)
         if found is not None:
             self.parent_run_id = found.info.run_id
             self.client.update_run(self.parent_run_id, status="RUNNING")
             self.client.set_tag(self.parent_run_id, "hpo.budget", str(plan.n_trials))
+            self.view_key = write_view(self.client, self.experiment_id, plan, self.parent_run_id,
+                                       ranking_metric(self.metric))
             return
         tags = {"hpo.study": plan.study_name, "hpo.role": "search", "hpo.budget": str(plan.n_trials)}
         run = self.client.create_run(self.experiment_id, tags=tags, run_name=plan.study_name)
         self.parent_run_id = run.info.run_id
+        self.view_key = write_view(self.client, self.experiment_id, plan, self.parent_run_id,
+                                   ranking_metric(self.metric))
         params = {
             "space": plan.space.name,
             "strategy": plan.strategy_name,
@@ -261,7 +273,8 @@ class MlflowTracker:
         """Where this search is written: what another process needs to write into it."""
         return {"uri": self.tracking_uri, "experiment": self.experiment_name, "metric": self.metric,
                 "experiment_id": self.experiment_id, "parent_run_id": self.parent_run_id,
-                "study": self.study_name, "untrained_step_zero": str(self.untrained_step_zero)}
+                "study": self.study_name, "untrained_step_zero": str(self.untrained_step_zero),
+                "log_scaled": ",".join(self.log_scaled)}
 
     @classmethod
     def attach(cls, identity: dict[str, str]) -> MlflowTracker:
@@ -269,6 +282,7 @@ class MlflowTracker:
         tracker = cls(identity["uri"], identity["experiment"],
                       untrained_step_zero=identity.get("untrained_step_zero") == "True")
         tracker.study_name = identity.get("study", "")
+        tracker.log_scaled = [name for name in identity.get("log_scaled", "").split(",") if name]
         tracker._connect()
         tracker.experiment_id, tracker.parent_run_id = identity["experiment_id"], identity["parent_run_id"]
         tracker.metric = identity["metric"]
@@ -329,7 +343,8 @@ class MlflowTracker:
     ) -> TrialRun:
         tags = {**(tags or {}), **self._trial_tags(number, stage=stage, seed=seed, device=device)}
         return TrialRun(self.writer, self.experiment_id, number=number, metric=self.metric, tags=tags,
-                        params={**params, "seed": seed}, untrained_step_zero=self.untrained_step_zero)
+                        params={**params, "seed": seed}, untrained_step_zero=self.untrained_step_zero,
+                        log_scaled=self.log_scaled)
 
     def _trial_tags(self, number: int, *, stage: int, seed: int, device: str) -> dict[str, str]:
         return {
