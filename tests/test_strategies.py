@@ -41,14 +41,14 @@ def simulated_loss(params: dict) -> float:
     return loss + (0 if params["optimizer"] == "adam" else 0.5)
 
 
-def replay(strategy: BaseStrategy, n_trials: int, space: SearchSpace = SPACE) -> list[TrialRecord]:
+def replay(strategy: BaseStrategy, n_trials: int, space: SearchSpace = SPACE, loss=simulated_loss) -> list[TrialRecord]:
     history: list[TrialRecord] = []
     while len(history) < n_trials:
         suggestion = strategy.suggest(space, history, n_trials)
         if suggestion is None:
             break
         history.append(
-            TrialRecord(len(history), suggestion.params, TrialState.COMPLETE, simulated_loss(suggestion.params), suggestion.stage)
+            TrialRecord(len(history), suggestion.params, TrialState.COMPLETE, loss(suggestion.params), suggestion.stage)
         )
     return history
 
@@ -224,3 +224,63 @@ class TestCoarseToFineStrategy(StrategySuite):
 def test_tpe_is_delegated_to_the_engine():
     """TPE is model-based: the engine runs it, so it has no engine-free ``suggest``."""
     assert not isinstance(TpeStrategy(seed=0), BaseStrategy)
+
+
+def _product_of_axes(space: SearchSpace, points: int = 3) -> set[str]:
+    """The grid as the cartesian product of the axes, conditions applied: what ``Grid`` numbers."""
+    import itertools
+
+    axes = [param.grid_values(points) for param in space.params.values()]
+    return {params_key(space.active(dict(zip(space.params, values, strict=True))))
+            for values in itertools.product(*axes)}
+
+
+def test_the_numbered_grid_is_the_product_of_the_axes_each_point_once():
+    from hpo.spaces import Grid
+
+    grid = Grid(SPACE, 3)
+    points = [grid.point(i) for i in range(len(grid))]
+    assert {params_key(p) for p in points} == _product_of_axes(SPACE) and len(points) == len(grid) == 108
+    assert [grid.number(p) for p in points] == list(range(len(grid)))
+    assert grid.number({"lr": 0.5, "dropout": 0.0, "batch_size": 16, "optimizer": "sgd"}) is None  # off the grid
+    assert grid.number({"lr": points[0]["lr"]}) is None  # not a whole point
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 7, 64, 100, 1000])
+@pytest.mark.parametrize("seed", [0, 1, 12345])
+def test_the_seeded_shuffle_is_a_permutation_found_again_both_ways(size, seed):
+    from hpo.spaces import Shuffle
+
+    order = Shuffle(size, seed)
+    shuffled = [order[k] for k in range(size)]
+    assert sorted(shuffled) == list(range(size))
+    assert [order.position(n) for n in shuffled] == list(range(size))
+    if size >= 64:
+        assert shuffled != sorted(shuffled) and shuffled != [order[k] for k in range(size)][::-1]
+        assert shuffled != [Shuffle(size, seed + 1)[k] for k in range(size)]
+
+
+def _spread(params: dict) -> float:
+    return sum(math.log10(v) ** 2 for v in params.values())
+
+
+def test_a_grid_of_a_trillion_points_plans_at_once_and_resumes_exactly_once():
+    from hpo._signals import time_limit
+    from hpo.spaces import Grid
+
+    space = SearchSpace.model_validate({
+        "name": "huge", "metric": "loss", "direction": "minimize",
+        "params": {f"p{i}": {"type": "float", "low": 1e-6, "high": 1.0, "log": True, "grid_points": 100}
+                   for i in range(6)},
+    })
+    with time_limit(60):  # materialising the product (the old planner) never ends
+        assert len(Grid(space)) == 10**12
+        first = replay(CoarseToFineStrategy(seed=0), 30, space=space, loss=_spread)
+        again = replay(GridStrategy(seed=0, points=3), 40, space=space, loss=_spread)
+    assert len({params_key(t.params) for t in again}) == 40
+    assert [t.stage for t in first][:10] == [0] * 10
+    # a point lost earlier (not in the history) is suggested again before any new one
+    grid = GridStrategy(seed=0, points=3)
+    history = replay(grid, 5, space=space, loss=_spread)
+    lost = history.pop(2)
+    assert grid.suggest(space, history, 100).params == lost.params

@@ -1,5 +1,6 @@
 """Search spaces: YAML files of typed parameters, validated before any trial runs."""
 
+from hpo.spaces._grid import Grid, Shuffle
 from hpo.spaces._params import CategoricalParam, FloatParam, IntParam
 from hpo.spaces._pruning import PRUNERS, Pruning
 from hpo.spaces._space import SearchSpace, load_space, resolve_space_path
@@ -8,9 +9,11 @@ __all__ = [
     "PRUNERS",
     "CategoricalParam",
     "FloatParam",
+    "Grid",
     "IntParam",
     "Pruning",
     "SearchSpace",
+    "Shuffle",
     "load_space",
     "resolve_space_path",
 ]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import difflib
 import hashlib
 import importlib.resources
-import itertools
 import json
 from pathlib import Path
 from typing import Any, Literal
@@ -93,13 +92,12 @@ class SearchSpace(BaseModel):
         return params
 
     def grid(self, default_points: int = 3) -> list[dict[str, Any]]:
-        """The cartesian product of every parameter's grid values, without duplicates."""
-        axes = [param.grid_values(default_points) for param in self.params.values()]
-        points: dict[str, dict[str, Any]] = {}
-        for values in itertools.product(*axes):
-            point = self.active(dict(zip(self.params, values, strict=False)))
-            points.setdefault(json.dumps(point, sort_keys=True), point)
-        return list(points.values())
+        """The cartesian product of every parameter's grid values, without duplicates (every
+        point at once: ``Grid`` numbers them without making the list)."""
+        from hpo.spaces._grid import Grid
+
+        grid = Grid(self, default_points)
+        return [grid.point(i) for i in range(len(grid))]
 
     def contains(self, params: dict[str, Any]) -> bool:
         """Whether a configuration lies in this space: bounds, choices and conditions."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -52,10 +53,11 @@ class CoarseToFineStrategy(BaseStrategy):
         self.min_width = min_width
         self.grid_points = grid_points
         self._grid = GridStrategy(seed, grid_points)
+        self._regions: dict[tuple[int, tuple[int, ...]], tuple[SearchSpace, SearchSpace]] = {}
 
     def stage_budgets(self, space: SearchSpace, n_trials: int) -> tuple[list[int], bool]:
         """Trials per stage, and whether the coarse stage is the grid."""
-        grid_size = len(space.grid(self._grid.points))
+        grid_size = len(self._grid.grid(space)[0])
         use_grid = self.stages > 1 and grid_size <= self.coarse_share * n_trials
         coarse = grid_size if use_grid else max(1, math.ceil(n_trials / self.stages))
         coarse = min(coarse, n_trials)
@@ -81,12 +83,21 @@ class CoarseToFineStrategy(BaseStrategy):
         return Suggestion(region.sample(rng), stage)
 
     def region(self, space: SearchSpace, history: Sequence[TrialRecord], stage: int) -> SearchSpace:
-        """The sub-space stage ``stage`` draws from, rebuilt from the history of earlier stages."""
+        """The sub-space stage ``stage`` draws from, rebuilt from the history of earlier stages
+        (once per stage: those trials have all finished when it starts)."""
+        complete = [t for t in history if t.stage < stage and t.state is TrialState.COMPLETE]
+        key = (stage, tuple(t.number for t in complete))
+        cached = self._regions.get(key)
+        if cached is not None and cached[0] is space:
+            return cached[1]
         region = space
         for previous in range(stage):
-            done = [t for t in history if t.stage == previous and t.state is TrialState.COMPLETE]
-            region = self.narrow(space, region, done)
+            region = self.narrow(space, region, [t for t in complete if t.stage == previous])
+        self._regions = {key: (space, region)}
         return region
+
+    def __getstate__(self) -> dict[str, Any]:  # the cache is made again where it is unpickled
+        return {**self.__dict__, "_regions": {}}
 
     def narrow(
         self, space: SearchSpace, region: SearchSpace, trials: Sequence[TrialRecord]
