@@ -87,9 +87,15 @@ def test_the_printed_link_lands_on_the_search_where_its_store_is_served(pruned_s
     ranked = "orderByKey=metrics.%60ranking_val_loss%60&orderByAsc=true"
     filtered = f"searchFilter=tags.%60hpo.study_run%60%20%3D%20%27{result.parent_run_id}%27"
     monkeypatch.setenv("HPO_UI_URL", "http://0.0.0.0:5123")
-    served = mlflow_pointer(result, cwd=home.parent if home.name == ".hpo" else _as_project(home, tmp_path))
-    assert f"http://0.0.0.0:5123/#/experiments/{result.experiment_id}/runs?workflowType=machine_learning" in served
-    assert ranked in served and filtered in served
+    project = home.parent if home.name == ".hpo" else _as_project(home, tmp_path)
+    served = mlflow_pointer(result, cwd=project)
+    assert result.view_key  # the search's saved view: its filter, ranking, columns and charts
+    assert (f"http://0.0.0.0:5123/#/experiments/{result.experiment_id}/runs?viewStateShareKey={result.view_key}"
+            "&workflowType=machine_learning") in served
+    assert "searchFilter" not in served  # a filter in the link would keep MLflow from opening the view
+    without_view = mlflow_pointer(_with_view_key(result, ""), cwd=project)
+    assert f"http://0.0.0.0:5123/#/experiments/{result.experiment_id}/runs?workflowType=machine_learning" in without_view
+    assert ranked in without_view and filtered in without_view
     elsewhere = mlflow_pointer(result, cwd=tmp_path)
     assert f"mlflow ui --backend-store-uri {result.tracking_uri}" in elsewhere and "5123" not in elsewhere
     server = mlflow_pointer(_with_uri(result, "http://tracking.example:5000"))
@@ -102,6 +108,12 @@ def _as_project(home: Path, tmp_path: Path) -> Path:
     (project / ".hpo").mkdir(parents=True)
     (project / ".hpo" / "mlflow.db").symlink_to(home / "mlflow.db")
     return project
+
+
+def _with_view_key(result, key: str):
+    import dataclasses
+
+    return dataclasses.replace(result, view_key=key)
 
 
 def _with_uri(result, uri: str):
