@@ -394,29 +394,20 @@ def _test_once(function: Any, best: TrialRecord, tracker: MlflowTracker, plan: S
     return scores
 
 
-class FailureWatch(SearchListener):
+class FailureWatch(Listeners):
     """Stops a search whose first trials all fail the same way: every trial would (a misnamed
     parameter, a metric the objective does not return), and the budget would go on it. One line
     says why, and where in the user's code; a trial that succeeds first ends the watch, so
     sporadic failures only fail their trial."""
 
     def __init__(self, inner: SearchListener, plan: SearchPlan, first: int = 3) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.plan = plan
         self.first = min(first, plan.n_trials)
         self.failed: list[TrialRecord] | None = []  # None once a trial did not fail like the others
 
-    def resumed(self, trials: list[TrialRecord]) -> None:
-        self.inner.resumed(trials)
-
-    def running(self, numbers: list[int]) -> None:
-        self.inner.running(numbers)
-
-    def notice(self, text: str) -> None:
-        self.inner.notice(text)
-
     def trial_finished(self, trial: TrialRecord) -> None:
-        self.inner.trial_finished(trial)
+        super().trial_finished(trial)
         if self.failed is None or trial.lost:
             return
         if trial.state is not TrialState.FAILED or any(t.reason != trial.reason for t in self.failed):
@@ -448,26 +439,18 @@ class FailureWatch(SearchListener):
         return ""
 
 
-class SpaceWatch(SearchListener):
+class SpaceWatch(Listeners):
     """Warns once, after the first trial that completed, of the parameters its objective never
     read: searched, they change nothing; fixed, they are likely misspelt. In the terminal and on
     the search run; each trial's run names them too (``hpo.unread_params``)."""
 
     def __init__(self, inner: SearchListener, plan: SearchPlan, tracker: MlflowTracker) -> None:
-        self.inner, self.plan, self.tracker = inner, plan, tracker
+        super().__init__(inner)
+        self.plan, self.tracker = plan, tracker
         self.warned = False
 
-    def resumed(self, trials: list[TrialRecord]) -> None:
-        self.inner.resumed(trials)
-
-    def running(self, numbers: list[int]) -> None:
-        self.inner.running(numbers)
-
-    def notice(self, text: str) -> None:
-        self.inner.notice(text)
-
     def trial_finished(self, trial: TrialRecord) -> None:
-        self.inner.trial_finished(trial)
+        super().trial_finished(trial)
         if self.warned or trial.state is not TrialState.COMPLETE:
             return
         self.warned = True
@@ -482,7 +465,7 @@ class SpaceWatch(SearchListener):
             said.append(f"fixed {_names(fixed)} never read by the objective (trial {trial.number})")
         for text in said:
             warning = f"{self.plan.space.name}: {text}"
-            self.inner.notice(f"warning: {warning}")
+            self.notice(f"warning: {warning}")
             self.tracker.warn(warning)
 
 

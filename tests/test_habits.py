@@ -96,18 +96,21 @@ def test_an_optuna_objective_is_pruned_by_the_median_rule(driver, unique, stores
     assert not [t for t in result.trials if t.state is TrialState.FAILED]
 
 
-def test_a_search_wide_timeout_starts_no_trial_after_it_and_a_rerun_continues(unique, stores):
+@pytest.mark.parametrize(("driver", "seconds", "timeout"), [("optuna", 0.6, 3.0), ("ray", 2.0, 15.0)])
+def test_a_search_wide_timeout_starts_no_trial_after_it_and_a_rerun_continues(driver, seconds, timeout, unique,
+                                                                              stores):
     def slow(params, trial):
-        time.sleep(0.6)
+        time.sleep(seconds)
         return params["lr"]
 
-    result = _search(slow, unique, stores, n_trials=20, timeout=1.0)
+    options = {"driver": "ray"} if driver == "ray" else {}
+    result = _search(slow, unique, stores, n_trials=20, timeout=timeout, **options)  # Ray's start counts
     assert 1 <= len(result.trials) < 20
-    assert result.stopped.startswith("timeout: no trial started after 1 s")
+    assert result.stopped.startswith("timeout: no trial started after ")
     store = hpo.prepare(slow, SPACE, strategy="random", study_name=unique, **stores).store
     assert store.study.user_attrs["hpo.ended"] == result.stopped
     assert MlflowClient(stores["tracking_uri"]).get_run(result.parent_run_id).data.tags["hpo.ended"] == result.stopped
-    again = _search(slow, unique, stores, n_trials=len(result.trials) + 2)
+    again = _search(slow, unique, stores, n_trials=len(result.trials) + 2, **options)
     assert len(again.trials) == len(result.trials) + 2 and not again.stopped
     assert store.study.user_attrs["hpo.ended"] == ""
 

@@ -144,7 +144,7 @@ class RayStudy:
         self._idle_since = None
         self.live[trial_id] = started
         self.heartbeat.add(started.claim.trial_id)
-        config: dict[str, Any] = {"hpo": started.claim.to_json()}
+        config: dict[str, Any] = {"hpo": started.claim.to_json(), "deadline": self.loop.deadline}
         if self.medians is not None:
             config["median"] = {"table": self.medians.table(started.claim.stage),
                                 "key": self.medians.key(started.claim.stage), "board": self.medians.board_name}
@@ -179,6 +179,9 @@ class RayStudy:
         report = (last or {}).get("hpo", {})
         if error is not None and _actor_died(error):
             self.loop.fail([started.claim.trial_id])
+            return
+        if report.get("unstarted"):  # claimed ahead, reached an actor past the search's timeout: owed a run
+            self.loop.finish(started, _record(started.claim, TrialState.FAILED, reason=INTERRUPTED, device=self.device))
             return
         if error is not None:
             cause = _cause(error)

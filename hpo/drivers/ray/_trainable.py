@@ -39,6 +39,9 @@ def trainable_main(config: dict[str, Any], *, objective: Callable[..., Any], pla
     import ray
     from ray import tune
 
+    if config.get("deadline") is not None and time.time() >= config["deadline"]:
+        tune.report({"hpo": {"final": True, "unstarted": True}})  # no trial starts after the search's timeout
+        return
     device = usable_device(device)
     key = (plan.study_name, plan.objective_name, device)
     if key not in _CONTEXTS:
