@@ -64,6 +64,7 @@ class PreparedSearch:
         from hpo.loop import TrialLoop
 
         deadline = None if self.timeout is None else time.time() + self.timeout
+        self.driver.start()  # a cluster that cannot be reached is refused before anything is written
         plan, store, tracker = self.plan, self.store, self.tracker
         if self.new_study:
             plan, store = self._fresh_study(tracker)

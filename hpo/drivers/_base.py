@@ -49,6 +49,11 @@ class Driver(abc.ABC):
         """The torch device kind trials run on (``cpu``, ``cuda:0``): the best configuration's
         test runs on the same."""
 
+    def start(self) -> None:
+        """Reach what the engine runs on (a cluster), before the search writes anything: one
+        that cannot be reached is refused in one line (``HpoError``). Nothing to reach by default."""
+        return
+
     @abc.abstractmethod
     def run(self, loop: TrialLoop, objective: Callable[..., Any], listener: SearchListener,
             population: int | str = 1) -> None:

@@ -5,8 +5,12 @@ Hyperband), and hpo's median rule is decided in the actor (``_median``)."""
 
 from __future__ import annotations
 
+import _thread
+import functools
 import logging
 import os
+import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -17,6 +21,7 @@ from hpo._plan import SearchPlan
 from hpo._trial import INTERRUPTED, TrialRecord, TrialState
 from hpo.drivers._base import Driver
 from hpo.drivers.ray import RayOptions
+from hpo.drivers.ray._cluster import HeadWatch, connect, named_address, use_token_if_any
 from hpo.drivers.ray._median import MedianTables
 from hpo.drivers.ray._trainable import trainable_main
 from hpo.loop import SearchListener, Started, TrialLoop, worker_name
@@ -52,18 +57,24 @@ class RayDriver(Driver):
     def device(self) -> str:
         return "cuda:0" if self.options.gpus_per_trial > 0 else "cpu"  # Ray pins each actor to its GPUs
 
-    def run(self, loop: TrialLoop, objective: Callable[..., Any], listener: SearchListener,
-            population: int | str = 1) -> None:
-        if self.options.address is None:
+    def start(self) -> None:
+        if named_address(self.options.address) is None:
             # A local instance listens on loopback only: Ray otherwise binds and dials the
             # machine's network address even when nothing outside it takes part.
             os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+        else:
+            use_token_if_any()  # before Ray reads its settings
         import ray
+
+        connect(ray, self.options.address)
+
+    def run(self, loop: TrialLoop, objective: Callable[..., Any], listener: SearchListener,
+            population: int | str = 1) -> None:
+        self.start()
         from ray import tune
 
         from hpo.drivers.ray._tune import FatalErrorStopper, StrategySearcher, TrackingCallback
 
-        self._connect(ray)
         plan = loop.plan
         study = RayStudy(loop, listener, self.device)
         pruning = scheduler(plan)  # None for the median rule: the actors decide it
@@ -90,22 +101,18 @@ class RayDriver(Driver):
         # Tune logs a trial's error as a traceback, and its result grid looks for the per-trial log
         # files it was told not to write: hpo records every trial's ending itself.
         logging.getLogger("ray.tune").setLevel(logging.CRITICAL)
+        address = named_address(self.options.address)
         try:
-            tuner.fit()
+            with HeadWatch(address or "", functools.partial(_head_lost, study, address)):
+                tuner.fit()
+        except KeyboardInterrupt:
+            if study.fatal is None:
+                raise
         finally:
             study.close()
         if study.fatal is not None:
+            study.fatal_said = True  # the search's own line says it: an exit still owed says nothing more
             raise study.fatal
-
-    def _connect(self, ray: Any) -> None:
-        if ray.is_initialized():
-            return
-        try:
-            ray.init(address=self.options.address, include_dashboard=False, log_to_driver=False,
-                     logging_level=logging.ERROR, ignore_reinit_error=True)
-        except (ConnectionError, ValueError, RuntimeError) as error:
-            message = f"cannot reach a Ray cluster at {self.options.address!r}: {error}"
-            raise HpoError(message.splitlines()[0], argument="address") from None
 
 
 class RayStudy:
@@ -120,6 +127,8 @@ class RayStudy:
         self.heartbeat = loop.store.heartbeat()  # this process beats for every trial it claimed
         self.live: dict[str, Started] = {}
         self.fatal: HpoError | None = None
+        self.fatal_said = False
+        self._closed = False
         self._idle_since: float | None = None  # when the store last answered WAIT or DONE
         self.medians = MedianTables(loop.plan, loop.store) if loop.plan.pruner == "median" else None
 
@@ -150,14 +159,18 @@ class RayStudy:
                                 "key": self.medians.key(started.claim.stage), "board": self.medians.board_name}
         return config
 
-    def close(self) -> None:
+    def close(self, reach_ray: bool = True) -> None:
         """Trials Tune left without an ending (the run stopped early): interrupted, so that
-        they run again on resume; nothing stays RUNNING."""
+        they run again on resume; nothing stays RUNNING. Once; ``reach_ray=False`` where the
+        cluster is gone (its board actor goes with it)."""
+        if self._closed:
+            return
+        self._closed = True
         for trial_id, started in list(self.live.items()):
             del self.live[trial_id]
             self.loop.finish(started, _record(started.claim, TrialState.FAILED, reason=INTERRUPTED, device=self.device))
         self.heartbeat.close()
-        if self.medians is not None:
+        if self.medians is not None and reach_ray:
             self.medians.close()
 
     def reported(self, trial_id: str, result: dict[str, Any]) -> None:
@@ -204,6 +217,32 @@ class RayStudy:
                 self.listener.trial_finished(record)
             except HpoError as error:  # the search must stop (every trial fails alike): Tune stops with it
                 self.fatal = error
+
+
+HARD_EXIT_AFTER_S = 20.0
+"""How long the search may take to unwind after its cluster's head died before it exits anyway
+(Ray ends the process itself a minute after losing the head)."""
+
+
+def _head_lost(study: RayStudy, address: str | None, cause: str) -> None:
+    """The named cluster's head stopped answering: its running trials are closed as interrupted
+    (the main thread may be stuck in Ray), the search is stopped with one line, and exits within
+    ``HARD_EXIT_AFTER_S`` if it cannot unwind."""
+    study.fatal = HpoError(f"the Ray cluster at {address!r} stopped answering ({cause}); its running trials are "
+                           "closed as interrupted: run the search again once the cluster is back")
+    study.close(reach_ray=False)
+    study.loop.tracker.flush(5.0)
+
+    def hard_exit() -> None:
+        if not study.fatal_said:
+            study.loop.tracker.abort_search()
+            print(f"hpo: error: {study.fatal}", file=sys.stderr, flush=True)
+        os._exit(2)
+
+    timer = threading.Timer(HARD_EXIT_AFTER_S, hard_exit)
+    timer.daemon = True
+    timer.start()
+    _thread.interrupt_main()
 
 
 def _record(claim: Claim, state: TrialState, *, reason: str, device: str, value: float | None = None,

@@ -1,0 +1,113 @@
+"""Reaching the Ray cluster a search runs on: the one the user named (``--ray-address`` or
+``RAY_ADDRESS``), started as Ray's docs say (``ray start --head``, token authentication on), or
+a fresh local instance, never a cluster nobody named (a stopped head leaves its address behind
+in Ray's temporary folder, which a bare ``ray.init()`` would try to join)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+from pathlib import Path
+from typing import Any
+
+from hpo._errors import HpoError
+
+CONNECT_TIMEOUT_S = 5.0
+"""How long the head's port may take to answer before the search is refused."""
+
+
+def named_address(address: str | None) -> str | None:
+    """The cluster the user named: the option, else ``RAY_ADDRESS``; None for a local instance."""
+    return address or os.environ.get("RAY_ADDRESS") or None
+
+
+def connect(ray: Any, address: str | None) -> None:
+    """Attach this process to the named cluster, or start a local instance; one line (an
+    ``HpoError`` naming the address and the cause) where the cluster cannot be reached."""
+    if ray.is_initialized():
+        return
+    named = named_address(address)
+    if named is not None:
+        check_reachable(named)
+        use_token_if_any()
+    options = {"include_dashboard": False} if named is None else {}
+    try:
+        ray.init(address=named or "local", log_to_driver=False, logging_level=logging.ERROR,
+                 ignore_reinit_error=True, **options)
+    except (ConnectionError, ValueError, RuntimeError) as error:
+        cause = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise HpoError(f"cannot reach a Ray cluster at {named!r}: {cause}", argument="address") from None
+
+
+def head_endpoint(address: str) -> tuple[str, int] | None:
+    """The head's host and port in ``host:port`` or ``ray://host:port`` (None for ``auto``)."""
+    bare = address.removeprefix("ray://")
+    host, _, port = bare.rpartition(":")
+    if not host or not port.isdigit():
+        return None
+    return host.strip("[]"), int(port)
+
+
+def check_reachable(address: str) -> None:
+    """Refuse, in one line and within ``CONNECT_TIMEOUT_S``, an address nothing answers on."""
+    endpoint = head_endpoint(address)
+    if endpoint is None:
+        return
+    try:
+        socket.create_connection(endpoint, timeout=CONNECT_TIMEOUT_S).close()
+    except OSError as error:
+        cause = "timed out" if isinstance(error, TimeoutError) else (error.strerror or str(error)).lower()
+        raise HpoError(f"cannot reach a Ray cluster at {address!r}: {cause} (is its head running? "
+                       "`ray start --head` starts one)", argument="address") from None
+
+
+def use_token_if_any() -> None:
+    """Authenticate with Ray's token where one is at hand and the mode is not chosen: Ray 2.60's
+    ``ray start --head`` turns token authentication on, but a client given an address does not
+    (only one finding a local cluster by itself does). A cluster without authentication ignores
+    the token."""
+    if os.environ.get("RAY_AUTH_MODE"):
+        return
+    token_file = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
+    if os.environ.get("RAY_AUTH_TOKEN") or token_file.is_file():
+        os.environ["RAY_AUTH_MODE"] = "token"
+
+
+class HeadWatch:
+    """Watches the head of a named cluster while a search runs on it: once its port has stopped
+    answering ``misses`` times in a row (``every_s`` apart), ``on_lost(cause)`` runs, once.
+
+    Ray itself ends a process whose head is gone only after a minute, with a line of its own and
+    the trials left running; the search ends sooner, in one line of its own, its trials closed.
+    """
+
+    def __init__(self, address: str, on_lost: Any, *, every_s: float = 2.0, misses: int = 3) -> None:
+        self.endpoint = head_endpoint(address)
+        self.on_lost = on_lost
+        self.every_s = every_s
+        self.misses = misses
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="hpo-ray-head-watch", daemon=True)
+
+    def __enter__(self) -> HeadWatch:
+        if self.endpoint is not None:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+
+    def _watch(self) -> None:
+        missed = 0
+        while not self._stop.wait(self.every_s):
+            try:
+                socket.create_connection(self.endpoint, timeout=self.every_s).close()  # type: ignore[arg-type]
+                missed = 0
+            except OSError as error:
+                missed += 1
+                if missed >= self.misses and not self._stop.is_set():
+                    self.on_lost("timed out" if isinstance(error, TimeoutError) else
+                                 (error.strerror or str(error)).lower())
+                    return
