@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 import hpo
@@ -16,15 +18,26 @@ def two_node_cluster():
     over the machine's network address, which the tests must not use.
     """
     import ray
+    from ray._raylet import Config
     from ray.cluster_utils import Cluster
 
+    from hpo.drivers.ray._cluster import enable_token_auth
+
     ray.shutdown()  # a local instance of another module must not be reused
+    # With token authentication, as `ray start --head` starts a cluster by default (Ray 2.60) and
+    # as hpo reaches a named cluster where a token is at hand.
+    before = os.environ.get("RAY_AUTH_MODE")
+    enable_token_auth()
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
     cluster.add_node(num_cpus=1)
     cluster.wait_for_nodes()
     yield cluster.address
     ray.shutdown()
     cluster.shutdown()
+    os.environ.pop("RAY_AUTH_MODE")
+    if before is not None:
+        os.environ["RAY_AUTH_MODE"] = before
+    Config.initialize("")  # the other modules' local instances: Ray's settings as they were
 
 
 def test_trials_are_placed_on_both_nodes(two_node_cluster, stores, unique, tmp_path):

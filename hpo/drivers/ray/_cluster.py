@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -64,15 +65,30 @@ def check_reachable(address: str) -> None:
 
 
 def use_token_if_any() -> None:
-    """Authenticate with Ray's token where one is at hand and the mode is not chosen: Ray 2.60's
-    ``ray start --head`` turns token authentication on, but a client given an address does not
-    (only one finding a local cluster by itself does). A cluster without authentication ignores
-    the token."""
+    """Authenticate with Ray's token where one is at hand and the mode is not chosen, as Ray does
+    for a local cluster it finds by itself: Ray 2.60's ``ray start --head`` turns token
+    authentication on wherever a token exists, but a client given an address does not. A cluster
+    run without authentication while a token is at hand needs ``RAY_AUTH_MODE=disabled``."""
     if os.environ.get("RAY_AUTH_MODE"):
         return
     token_file = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
     if os.environ.get("RAY_AUTH_TOKEN") or token_file.is_file():
-        os.environ["RAY_AUTH_MODE"] = "token"
+        enable_token_auth()
+
+
+def enable_token_auth() -> None:
+    """Token authentication for this process and the ones it starts (``RAY_AUTH_MODE=token``).
+    Ray reads its settings once, as it is imported: where it already is, they are read again,
+    through Ray's own private helper (``ray start`` uses it), the one Ray internal hpo calls."""
+    os.environ["RAY_AUTH_MODE"] = "token"
+    if "ray" not in sys.modules:
+        return
+    try:
+        from ray._raylet import Config
+    except ImportError:  # another Ray: the variable, read at its import, is all there is
+        raise HpoError("Ray was imported before the search could turn its token authentication on: set "
+                       "RAY_AUTH_MODE=token before Python starts", argument="address") from None
+    Config.initialize("")
 
 
 class HeadWatch:
