@@ -29,8 +29,8 @@ def _on_sigint(signum: int, frame: Any) -> None:
 
 
 def _on_sigterm(signum: int, frame: Any) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # once, and first: a second one inside STOP.set() would hang
     STOP.set()
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # once: the trials are being closed
     raise Terminated
 
 

@@ -21,6 +21,16 @@ SPACE = hpo.SearchSpace.model_validate({
 })
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _ray_shut_down_after():
+    """The Ray driver's tests here start a local instance in this process: it ends with them."""
+    yield
+    import sys
+
+    if "ray" in sys.modules:
+        sys.modules["ray"].shutdown()
+
+
 def _search(objective, unique, stores, **options):
     options = {"strategy": "random", "n_trials": 4, "study_name": unique, "experiment": unique,
                "evaluate_test": False, "population": 1, **options}

@@ -39,9 +39,11 @@ class _Refused:
 
 
 def _interrupt(signum: int, frame: Any) -> None:
-    """SIGTERM from the parent (or sent when the parent died): stop as Ctrl-C would, once."""
-    STOP.set()
+    """SIGTERM from the parent (or sent when the parent died): stop as Ctrl-C would, once. The
+    next SIGTERMs are ignored before anything else: one arriving inside ``STOP.set()`` would run
+    this handler again while the event's lock is held, and hang the worker for good."""
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    STOP.set()
     raise KeyboardInterrupt
 
 
