@@ -78,7 +78,8 @@ def progress_shown(plan: SearchPlan, console: Console | None = None) -> Iterator
     try:
         yield ProgressBar(progress, plan.n_trials, plan.space.metric, plan.space.direction, plan.study_name)
     finally:
-        progress.stop()
+        if progress.live.is_started:  # a search refused before it began leaves its one line alone
+            progress.stop()
 
 
 class LeaderboardRow(NamedTuple):

@@ -263,3 +263,24 @@ def test_a_users_listener_hears_every_event_beside_the_progress_bar(unique, stor
 
     _search(_lr, unique, stores, n_trials=2, listener=Everything())
     assert heard == [("resumed", 0), ("running", [0]), ("finished", 0), ("running", [1]), ("finished", 1)]
+
+
+def test_the_cli_refuses_a_rerun_that_differs_in_one_line_and_exit_2(tmp_path):
+    import subprocess
+    import sys
+
+    (tmp_path / "space.yaml").write_text("metric: loss\ndirection: minimize\n"
+                                         "params: {lr: {type: float, low: 0.001, high: 1.0, log: true}}\n")
+    (tmp_path / "mine.py").write_text("def objective(params, trial):\n    return params['lr']\n")
+    search = [sys.executable, "-m", "hpo.cli", "search", "space.yaml", "--objective", "mine.py:objective",
+              "--strategy", "random"]
+    first = subprocess.run([*search, "--trials", "2"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr
+    for flags, said in ((["--trials", "1"], "--trials: study 'space-objective-random-seed0' has 2 trials done, "
+                                            "more than 1: nothing to run; a budget above 2 extends it"),
+                        (["--trials", "2", "--pruner", "median"], "--pruner: study 'space-objective-random-seed0' "
+                                                                  "ran with none, not median: ")):
+        again = subprocess.run([*search, *flags], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        assert again.returncode == 2
+        (line,) = again.stderr.splitlines()  # one line: no blank one from a progress bar never drawn
+        assert line.startswith(f"hpo: error: {said}")
