@@ -212,14 +212,16 @@ class MlflowTracker:
             self.parent_run_id = found.info.run_id
             self.client.update_run(self.parent_run_id, status="RUNNING")
             self.client.set_tag(self.parent_run_id, "hpo.budget", str(plan.n_trials))
-            self.view_key = write_view(self.client, self.experiment_id, plan, self.parent_run_id,
-                                       ranking_metric(self.metric))
-            return
+        else:
+            self._create_search_run(plan, space_path)
+        self.view_key = write_view(self.client, self.experiment_id, plan, self.parent_run_id,
+                                   ranking_metric(self.metric))
+
+    def _create_search_run(self, plan: SearchPlan, space_path: Path | None) -> None:
+        """The parent run of a new search: its plan as params, its space file as an artifact."""
         tags = {"hpo.study": plan.study_name, "hpo.role": "search", "hpo.budget": str(plan.n_trials)}
         run = self.client.create_run(self.experiment_id, tags=tags, run_name=plan.study_name)
         self.parent_run_id = run.info.run_id
-        self.view_key = write_view(self.client, self.experiment_id, plan, self.parent_run_id,
-                                   ranking_metric(self.metric))
         params = {
             "space": plan.space.name,
             "strategy": plan.strategy_name,
