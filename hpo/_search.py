@@ -85,7 +85,7 @@ class PreparedSearch:
                 tracker.abort_search()
                 raise
         try:
-            loop = TrialLoop(plan, store, tracker, deadline)
+            loop = TrialLoop(plan, store, tracker, listener=listener, deadline=deadline)
             if repaired := tracker.repair(store.trials()):
                 listener.notice(f"MLflow: {repaired} trial runs written again from the study (they were missing "
                                 "or left running)")
@@ -93,7 +93,7 @@ class PreparedSearch:
             for warning in self.warnings:
                 listener.notice(f"warning: {warning}")
                 tracker.warn(warning)
-            self.driver.run(loop, self.objective, listener, self.population)
+            self.driver.run(loop, self.objective, self.population)
             # Trials that ended before MLflow's writer had made their runs are named now; this
             # process's view of the study (Optuna caches ended trials) is named alike.
             run_ids = tracker.run_ids()
@@ -352,7 +352,7 @@ def join(
     counter = _Counting(FailureWatch(listener or SearchListener(), plan))
     tracker = MlflowTracker.attach(tracking)
     try:
-        engine.join(TrialLoop(plan, store, tracker), objective, counter, population)
+        engine.join(TrialLoop(plan, store, tracker, listener=counter), objective, population)
     finally:
         tracker.flush()
     return counter.count

@@ -11,7 +11,7 @@ import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from hpo._signals import TrialTimeout, stop_requested
 
@@ -52,12 +52,6 @@ def _is_pruned(error: BaseException) -> bool:
     from Optuna: both mean the trial stops early, pruned."""
     return isinstance(error, TrialPruned) or any(
         cls.__name__ == "TrialPruned" and cls.__module__.startswith("optuna") for cls in type(error).__mro__)
-
-
-def median_detail(step: int, best: float, median: float, count: int, direction: str) -> str:
-    """What the median rule saw, in words: ``at epoch 2: 0.263 > median 0.236 of 5 trials``."""
-    worse = "<" if direction == "maximize" else ">"
-    return f"at epoch {step}: {best:.4g} {worse} median {median:.4g} of {count} trials"
 
 
 @dataclass(frozen=True)
@@ -214,6 +208,14 @@ def trial_seed(search_seed: int, number: int) -> int:
     return (search_seed * 1_000_003 + number) % (2**31 - 1)
 
 
+class Pruning(Protocol):
+    """A running trial's side of the pruner (``hpo.pruning.TrialPruning``, or a driver's proxy)."""
+
+    def observe(self, step: int, value: float) -> None: ...
+
+    def decide(self, step: int) -> TrialPruned | None: ...
+
+
 class Trial:
     """The handle an objective gets: ``params`` come separately, this is for reporting.
 
@@ -234,7 +236,7 @@ class Trial:
         metric: str | None = None,
         direction: str = "minimize",
         on_report: Callable[[int, dict[str, float]], None] | None = None,
-        should_prune: Callable[[int, float], TrialPruned | None] | None = None,
+        pruning: Pruning | None = None,
         guard: DivergenceGuard | None = None,
         context: Any = None,
     ) -> None:
@@ -247,7 +249,7 @@ class Trial:
         self._metric = metric
         self._sign = 1 if direction == "minimize" else -1
         self._on_report = on_report
-        self._should_prune = should_prune
+        self._pruning = pruning
         self._guard = guard
         self._stop: TrialPruned | None = None  # the decision of the last report, for should_prune
         self.history: list[tuple[int, dict[str, float]]] = []
@@ -274,14 +276,32 @@ class Trial:
         if isinstance(step, bool) or not isinstance(step, int | float) or step != int(step):
             raise TypeError(self._misreported(args, metrics, f"the step must be a whole number (the epoch), got "
                                                              f"{step!r}; "))
-        step = int(step)
+        self.record(int(step), metrics)
+        self._stop = self.verdict()
+        if self._stop is not None and not optuna_order:
+            raise self._stop
+
+    def record(self, step: int, metrics: Mapping[str, float]) -> None:
+        """The first half of a report: the values kept, passed on, and shown to the pruner. A
+        population records every member's report of a step before any is judged (``verdict``),
+        so that members judge each other."""
         values = {name: float(value) for name, value in metrics.items()}
         self.history.append((step, values))
         if self._on_report is not None:
             self._on_report(step, values)
-        self._stop = self._decide(step, values)
-        if self._stop is not None and not optuna_order:
-            raise self._stop
+        if self._pruning is not None and self._metric in values:
+            self._pruning.observe(step, values[self._metric])
+
+    def verdict(self) -> TrialPruned | None:
+        """The second half: whether the trial must stop after its last report (its loss diverged,
+        or the pruner stops it)."""
+        step, values = self.history[-1]
+        if self._guard is not None and self._guard.diverged(values):
+            seen = ", ".join(f"{name} {value:.4g}" for name, value in values.items())
+            return TrialPruned("diverged", f"at epoch {step}: {seen}")
+        if self._pruning is not None and self._metric in values:
+            return self._pruning.decide(step)
+        return None
 
     def _misreported(self, args: tuple[Any, ...], metrics: Mapping[str, Any], why: str) -> str:
         given = ", ".join([*map(repr, args), *(f"{k}={v!r}" for k, v in metrics.items())])
@@ -292,14 +312,6 @@ class Trial:
         """Whether the trial must stop after its last report (then ``raise hpo.TrialPruned()``),
         as Optuna's ``trial.should_prune()``."""
         return self._stop is not None
-
-    def _decide(self, step: int, values: dict[str, float]) -> TrialPruned | None:
-        if self._guard is not None and self._guard.diverged(values):
-            seen = ", ".join(f"{name} {value:.4g}" for name, value in values.items())
-            return TrialPruned("diverged", f"at epoch {step}: {seen}")
-        if self._should_prune is not None and self._metric in values:
-            return self._should_prune(step, values[self._metric])
-        return None
 
 
 def shown(value: Any) -> str:
@@ -392,7 +404,7 @@ def raised_at(error: BaseException) -> str:
 def outcome_of(returned: Any, trial: Trial, metric: str) -> Outcome:
     """The outcome of what an objective returned: the metric, or a dict holding it. Where a
     pruner reads the trial's reports, they must have held the metric."""
-    if trial._should_prune is not None and trial.history and not any(metric in v for _, v in trial.history):
+    if trial._pruning is not None and trial.history and not any(metric in v for _, v in trial.history):
         names = sorted({name for _, values in trial.history for name in values})
         return Outcome(TrialState.FAILED, reason=f"its reports had no {metric!r}, which the pruner reads "
                                                  f"(they had {', '.join(names)})")

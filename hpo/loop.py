@@ -1,6 +1,6 @@
-"""The one trial loop — claim, run with the objective, finish, reap lost trials — that every
-driver uses: in this process, in pool workers, in ``hpo worker``, and split across Ray Tune's
-searcher (claims), trainable (runs) and callback (finishes)."""
+"""The one trial loop: claim, run with the objective, report, judge, finish, reap lost trials.
+Every driver uses it: in this process, in pool workers, in ``hpo worker``, and on Ray, where the
+driver's loop claims and finishes and the cluster only runs what it was given."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import os
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from hpo._errors import HpoError
@@ -24,29 +24,36 @@ from hpo._trial import (
     Claim,
     DivergenceGuard,
     Outcome,
+    Pruning,
     ReadParams,
     Trial,
-    TrialPruned,
     TrialRecord,
     TrialState,
     run_objective,
 )
+from hpo.pruning import TrialPruning, make_pruner
 from hpo.strategies import WAIT
 
-if TYPE_CHECKING:  # a Ray trial's actor runs trials without either (MLflow takes seconds to import)
+if TYPE_CHECKING:  # a Ray actor runs trials without either (MLflow takes seconds to import)
     from hpo.store import TrialStore
     from hpo.tracking import MlflowTracker, TrialRun
 
-ShouldPrune = Callable[[int, float], "TrialPruned | None"]
-PruneFor = Callable[[Claim], "ShouldPrune | None"]
-"""For a claimed trial, the function its reports ask whether it must stop (``None``: never)."""
+LOOK_EVERY_S = 2.0
+"""How often a running trial's pruner takes in what other processes ended meanwhile."""
 
-@dataclass(frozen=True)
+
+@dataclass(eq=False)
 class Started:
-    """A claimed trial and its MLflow child run."""
+    """A claimed trial: its MLflow child run, its side of the pruner, when it started here."""
 
     claim: Claim
     run: TrialRun
+    pruning: TrialPruning | None = None
+    began: float = field(default_factory=time.perf_counter)
+
+    @property
+    def number(self) -> int:
+        return self.claim.number
 
 
 def worker_name(pid: int | None = None) -> str:
@@ -68,36 +75,27 @@ def set_up(objective: Callable[..., Any], device: str) -> Any:
 
 def make_trial(plan: SearchPlan, claim: Claim, *, device: str, context: Any = None,
                on_report: Callable[[int, dict[str, float]], None] | None = None,
-               should_prune: ShouldPrune | None = None) -> Trial:
+               pruning: Pruning | None = None) -> Trial:
     """The handle the objective gets for a claimed trial."""
     return Trial(claim.number, seed=claim.seed, device=device, stage=claim.stage, metric=plan.space.metric,
-                 direction=plan.space.direction,
-                 on_report=on_report, should_prune=should_prune,
+                 direction=plan.space.direction, on_report=on_report, pruning=pruning,
                  guard=DivergenceGuard() if plan.divergence_guard else None, context=context)
 
 
-def run_trial(
-    plan: SearchPlan,
-    objective: Callable[..., Any],
-    claim: Claim,
-    *,
-    device: str,
-    context: Any = None,
-    on_report: Callable[[int, dict[str, float]], None] | None = None,
-    should_prune: ShouldPrune | None = None,
-    node: str | None = None,
-) -> TrialRecord:
+def run_trial(plan: SearchPlan, objective: Callable[..., Any], claim: Claim, trial: Trial,
+              node: str | None = None) -> TrialRecord:
     """Run the objective on a claimed trial: whatever happens becomes the trial's record, but
     for ``KeyboardInterrupt`` and ``SystemExit``, which propagate."""
-    trial = make_trial(plan, claim, device=device, context=context, on_report=on_report, should_prune=should_prune)
     started = time.perf_counter()
     params = ReadParams({**plan.space.fixed, **claim.params})
     outcome = run_objective(objective, params, trial, plan.space.metric)
-    return record_of(claim, outcome, device, time.perf_counter() - started, node, trial.curve(), params.unread())
+    return record_of(claim, outcome, trial.device, time.perf_counter() - started, node, trial.curve(),
+                     params.unread())
 
 
 def record_of(claim: Claim, outcome: Outcome, device: str, duration_s: float, node: str | None = None,
               curve: list[tuple[int, float]] | None = None, unread: list[str] | None = None) -> TrialRecord:
+    """The record of a claimed trial that ended with ``outcome``."""
     return TrialRecord(
         number=claim.number, params=claim.params, state=outcome.state, value=outcome.value, stage=claim.stage,
         reason=outcome.reason, metrics=outcome.metrics, seed=claim.seed, device=device, duration_s=duration_s,
@@ -121,64 +119,89 @@ def population_size(population: int | str, plan: SearchPlan, objective: Callable
 
 
 class TrialLoop:
-    """The steps of a trial's life, each written once, against one store and one tracker."""
+    """The steps of a trial's life, each written once, against one store and one tracker: a
+    claim starts trials (their MLflow runs, heartbeats and pruning), a report is logged and
+    judged, an ending is written to both stores and heard by the listener, and trials whose
+    process died are reaped. ``close`` leaves none of this process's trials running."""
 
-    def __init__(self, plan: SearchPlan, store: TrialStore, tracker: MlflowTracker,
-                 deadline: float | None = None) -> None:
+    def __init__(self, plan: SearchPlan, store: TrialStore, tracker: MlflowTracker, *,
+                 listener: SearchListener | None = None, deadline: float | None = None) -> None:
         self.plan = plan
         self.store = store
         self.tracker = tracker
+        self.listener = listener or SearchListener()
         self.deadline = deadline
         """When (``time.time()``) this run of the search stops starting trials: its ``timeout``."""
+        self.pruner = make_pruner(plan.pruning, plan.space, plan.study_name)
+        if self.pruner is not None:
+            self.pruner.refresh = self._look
+        self.running: dict[int, Started] = {}
+        """This process's trials that have started and not ended, by number."""
+        self._heartbeat = store.heartbeat()
+        self._seen = 0  # how many of the store's ended trials the pruner has taken in
+        self._looked = time.monotonic()
 
     @property
     def out_of_time(self) -> bool:
         return self.deadline is not None and time.time() >= self.deadline
 
     def claim(self, worker: str, device: str, count: int = 1) -> list[Started] | object:
-        """Up to ``count`` trials, started in the store and in MLflow; ``WAIT`` or ``DONE`` as
-        the store says, and ``DONE`` past the deadline."""
+        """Up to ``count`` trials, started in the store, in MLflow, in the heartbeat and in the
+        pruner; ``WAIT`` or ``DONE`` as the store says, and ``DONE`` past the deadline. The
+        trials of processes that died are failed first."""
         if self.out_of_time:
             return DONE
+        self.reap()
         claims = self.store.claim(self.plan, worker, count)
         if not isinstance(claims, list):
             return claims
-        started = []
+        self._take_in_endings()
+        batch = []
         for claim in claims:
             tags = {"hpo.retry_of": str(claim.retry_of)} if claim.retry_of is not None else None
             run = self.tracker.start_trial(claim.number, claim.params, stage=claim.stage, seed=claim.seed,
                                            device=device, tags=tags)
-            started.append(Started(claim, run))
-        return started
+            pruning = self.pruner.trial(claim.number, claim.stage) if self.pruner is not None else None
+            batch.append(Started(claim, run, pruning))
+        self._heartbeat.add(*(started.claim.trial_id for started in batch))
+        self.running.update((started.number, started) for started in batch)
+        self.listener.running([started.number for started in batch])
+        return batch
+
+    def trial(self, started: Started, *, device: str, context: Any = None) -> Trial:
+        """The handle the objective gets for a trial started here."""
+        return make_trial(self.plan, started.claim, device=device, context=context,
+                          on_report=lambda step, values: self.logged(started, step, values), pruning=started.pruning)
+
+    def logged(self, started: Started, step: int, values: dict[str, float]) -> None:
+        """A report, as the trial's MLflow curves and (with a pruner) the study's intermediate
+        values show it. The pruner is shown it by the trial's ``pruning``."""
+        started.run.log(step, values)
+        if self.pruner is not None and self.plan.space.metric in values:
+            self.store.report(started.claim.trial_id, step, values[self.plan.space.metric])
 
     def run(self, batch: list[Started], objective: Callable[..., Any], *, device: str, context: Any = None,
-            pruning: PruneFor | None = None) -> list[TrialRecord]:
+            ) -> list[TrialRecord]:
         """Run claimed trials here and finish them: together, in populations of the members
         that can train together, where the objective offers it; else one after another, each
         within the plan's time limit. Whatever stops the loop itself (Ctrl-C, SIGTERM, an error
         that ends the search) finishes every unfinished one as interrupted first: none is left
         running, and they run again on resume."""
-        began = time.perf_counter()
         records: dict[int, TrialRecord] = {}
         try:
             if len(batch) > 1 and hasattr(objective, "population"):
                 for group in self._populations(batch):
-                    records.update(self._run_population(group, objective, device=device, context=context,
-                                                        pruning=pruning))
+                    records.update(self._run_population(group, objective, device=device, context=context))
             else:
                 for started in batch:
                     with time_limit(self.plan.trial_timeout):
-                        record = run_trial(self.plan, objective, started.claim, device=device, context=context,
-                                           on_report=started.run.log,
-                                           should_prune=pruning(started.claim) if pruning else None)
-                    records[started.claim.number] = self.finish(started, record)
+                        record = run_trial(self.plan, objective, started.claim,
+                                           self.trial(started, device=device, context=context))
+                    records[started.number] = self.finish([(started, record)])[0]
         except BaseException:
-            interrupted = Outcome(TrialState.FAILED, reason=INTERRUPTED)
-            for started in batch:
-                if started.claim.number not in records:
-                    self.finish(started, record_of(started.claim, interrupted, device, time.perf_counter() - began))
+            self.interrupt([started for started in batch if started.number not in records], device)
             raise
-        return [records[started.claim.number] for started in batch]
+        return [records[started.number] for started in batch]
 
     def _populations(self, batch: list[Started]) -> list[list[Started]]:
         from hpo.population import group_key
@@ -189,12 +212,11 @@ class TrialLoop:
         return list(groups.values())
 
     def _run_population(self, group: list[Started], objective: Any, *, device: str, context: Any,
-                        pruning: PruneFor | None) -> dict[int, TrialRecord]:
+                        ) -> dict[int, TrialRecord]:
         from hpo.population import train_population
 
         plan = self.plan
-        trials = [make_trial(plan, s.claim, device=device, context=context, on_report=s.run.log,
-                             should_prune=pruning(s.claim) if pruning else None) for s in group]
+        trials = [self.trial(started, device=device, context=context) for started in group]
         members = [(ReadParams({**plan.space.fixed, **s.claim.params}), trial)
                    for s, trial in zip(group, trials, strict=True)]
         began = time.perf_counter()
@@ -205,28 +227,46 @@ class TrialLoop:
         except TrialTimeout:
             outcomes = [Outcome(TrialState.FAILED, reason=TIMEOUT)] * len(group)
         duration = time.perf_counter() - began
-        name = f"{worker_name()}/{group[0].claim.number}"
+        name = f"{worker_name()}/{group[0].number}"
         tags = {"hpo.population": name, "hpo.population_size": str(len(group))}
         # members share what they do not differ in, read from one of them: read by one, read by all
         read = set().union(*(params.read for params, _ in members))
         records = [record_of(s.claim, outcome, device, duration, curve=trial.curve(),
                              unread=[key for key in params.plain if key not in read])
                    for s, outcome, trial, (params, _) in zip(group, outcomes, trials, members, strict=True)]
-        return {record.number: record for record in self.finish_many(list(zip(group, records, strict=True)), tags)}
+        return {record.number: record for record in self.finish(list(zip(group, records, strict=True)), tags)}
 
-    def finish(self, started: Started, record: TrialRecord, tags: dict[str, str] | None = None) -> TrialRecord:
-        """End the trial in the store (naming its child run, once MLflow has made it), then its
-        child run the same way the store holds it."""
-        return self.finish_many([(started, record)], tags)[0]
-
-    def finish_many(self, ended: list[tuple[Started, TrialRecord]], tags: dict[str, str] | None = None,
-                    ) -> list[TrialRecord]:
-        """``finish`` for several trials (a population), written to the store together."""
+    def finish(self, ended: list[tuple[Started, TrialRecord]], tags: dict[str, str] | None = None,
+               ) -> list[TrialRecord]:
+        """End trials started here, in the store together (naming each one's child run, once
+        MLflow has made it), then each child run as the store holds the trial; the listener
+        hears each that ended as its own (not one another process failed meanwhile as lost)."""
         stored = self.store.finish_many(
             [(s.claim, dataclasses.replace(record, run_id=s.run.run_id or "")) for s, record in ended])
         for (started, _), record in zip(ended, stored, strict=True):
             started.run.finish(record, tags)
+            self._heartbeat.discard(started.claim.trial_id)
+            self.running.pop(started.number, None)
+        self._take_in_endings()
+        for record in stored:
+            if not record.lost:
+                self.listener.trial_finished(record)
         return stored
+
+    def interrupt(self, batch: list[Started], device: str) -> None:
+        """End trials that stopped with their run (Ctrl-C, SIGTERM, an error that ends the
+        search) as interrupted: they run again on resume."""
+        if batch:
+            interrupted = Outcome(TrialState.FAILED, reason=INTERRUPTED)
+            self.finish([(s, record_of(s.claim, interrupted, device, time.perf_counter() - s.began)) for s in batch])
+
+    def close(self, device: str = "cpu") -> None:
+        """This process's part of the search is over: any trial still running here is
+        interrupted, and the heartbeat stops."""
+        try:
+            self.interrupt(list(self.running.values()), device)
+        finally:
+            self._heartbeat.close()
 
     def fail(self, trial_ids: list[int], reason: str = WORKER_LOST) -> list[TrialRecord]:
         """Fail trials whose process is gone, in the store and in MLflow (creating the child
@@ -234,6 +274,8 @@ class TrialLoop:
         failed = self.store.fail(trial_ids, reason)
         for record in failed:
             self.tracker.record_lost(record)
+            if (started := self.running.pop(record.number, None)) is not None:
+                self._heartbeat.discard(started.claim.trial_id)
         return failed
 
     def fail_worker(self, worker: str, reason: str = WORKER_LOST) -> list[TrialRecord]:
@@ -244,6 +286,20 @@ class TrialLoop:
         """Fail the trials whose heartbeat stopped: their process died."""
         return self.fail(self.store.stale())
 
+    def _take_in_endings(self, look: bool = False) -> None:
+        """Show the pruner the trials that ended since it last looked (here, or as the store's
+        claims read them; ``look``: in the study now)."""
+        if self.pruner is not None:
+            ended = self.store.finished_since(self._seen, look=look)
+            self._seen += len(ended)
+            self.pruner.ended(ended)
+
+    def _look(self) -> None:
+        """A trial running long takes in what other processes ended, every ``LOOK_EVERY_S``."""
+        if time.monotonic() - self._looked >= LOOK_EVERY_S:
+            self._looked = time.monotonic()
+            self._take_in_endings(look=True)
+
 
 def work(
     loop: TrialLoop,
@@ -251,8 +307,6 @@ def work(
     *,
     device: str,
     context: Any,
-    listener: SearchListener,
-    pruning: PruneFor | None = None,
     wait_for_others: bool = True,
     population: int | str = 1,
 ) -> None:
@@ -261,10 +315,8 @@ def work(
     retry if one turns up meanwhile)."""
     worker = worker_name()
     size = population_size(population, loop.plan, objective, device, context)
-    heartbeat = loop.store.heartbeat()
     try:
         while True:
-            loop.reap()
             batch = loop.claim(worker, device, size)
             if batch is DONE:
                 if not wait_for_others or not loop.store.unfinished():
@@ -274,11 +326,6 @@ def work(
                 time.sleep(0.5)  # the next stage waits for trials running elsewhere
             else:
                 assert isinstance(batch, list)
-                listener.running([started.claim.number for started in batch])
-                with heartbeat.beating([started.claim.trial_id for started in batch]):
-                    records = loop.run(batch, objective, device=device, context=context, pruning=pruning)
-                for record in records:
-                    if not record.lost:  # else another process found it stale, and its retry will run
-                        listener.trial_finished(record)
+                loop.run(batch, objective, device=device, context=context)
     finally:
-        heartbeat.close()
+        loop.close(device)

@@ -13,7 +13,7 @@ import pytest
 import sqlalchemy
 from mlflow import MlflowClient
 
-from hpo import SearchSpace
+from hpo import SearchSpace, TrialPruned
 
 ROOT = Path(__file__).resolve().parents[1]
 # Every Ray instance of the tests (the local one, the two-node cluster) stays on loopback.
@@ -127,3 +127,18 @@ class WriteTransactions:
     def _committed(self, conn) -> None:
         self.count += self._writing
         self._writing = False
+
+
+class StopAt:
+    """A pruner's side for one trial (``Trial(pruning=...)``): notes what it is shown, and stops
+    the trial once it reports ``step`` or later."""
+
+    def __init__(self, step: int, reason: str = "median", detail: str = "") -> None:
+        self.step, self.reason, self.detail = step, reason, detail
+        self.seen: list[tuple[int, float]] = []
+
+    def observe(self, step: int, value: float) -> None:
+        self.seen.append((step, value))
+
+    def decide(self, step: int) -> TrialPruned | None:
+        return TrialPruned(self.reason, self.detail) if step >= self.step else None

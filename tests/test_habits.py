@@ -10,7 +10,7 @@ import pytest
 from mlflow import MlflowClient
 
 import hpo
-from conftest import child_runs
+from conftest import StopAt, child_runs
 from hpo import HpoError, Trial, TrialPruned, TrialState
 from hpo._trial import run_objective
 
@@ -58,7 +58,7 @@ def _optuna_style():
 
 
 def test_optuna_order_reports_wait_for_should_prune():
-    trial = Trial(0, seed=0, metric="loss", should_prune=lambda s, v: TrialPruned("median", "x") if s >= 2 else None)
+    trial = Trial(0, seed=0, metric="loss", pruning=StopAt(2, detail="x"))
     trial.report(0.5, 1)
     assert not trial.should_prune()
     trial.report(0.4, 2)  # Optuna's order does not raise: the objective asks
@@ -70,7 +70,7 @@ def test_optuna_order_reports_wait_for_should_prune():
 
 
 def test_hpo_order_reports_still_raise_when_pruned():
-    trial = Trial(0, seed=0, metric="loss", should_prune=lambda s, v: TrialPruned("median") if s >= 2 else None)
+    trial = Trial(0, seed=0, metric="loss", pruning=StopAt(2))
     trial.report(1, loss=0.5)
     with pytest.raises(TrialPruned):
         trial.report(2, loss=0.4)

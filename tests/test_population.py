@@ -13,8 +13,8 @@ import pytest
 from mlflow import MlflowClient
 
 import hpo
-from conftest import child_runs, digits_space
-from hpo import Trial, TrialPruned, TrialState
+from conftest import StopAt, child_runs, digits_space
+from hpo import Trial, TrialState
 from hpo._trial import DivergenceGuard
 from hpo.population import OPTIMIZERS, SCHEDULES, train_population
 from hpo.strategies import params_key
@@ -156,7 +156,7 @@ def test_pruning_one_member_leaves_the_others_curves_unchanged():
     base = {"optimizer": "sgd_momentum", "epochs": 5, "dropout": 0.0, "batch_size": 128}
     params = [{**base, **member} for member in MEMBERS]
     free, _ = together(digits_mlp, params)
-    stop_at_2 = {"should_prune": lambda step, value: TrialPruned("median") if step == 2 else None}
+    stop_at_2 = {"pruning": StopAt(2)}
     pruned, outcomes = together(digits_mlp, params, {1: stop_at_2})
     assert (outcomes[1].state, outcomes[1].reason) == (TrialState.PRUNED, "median")
     assert [step for step, _ in pruned[1]] == [0, 1, 2]

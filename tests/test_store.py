@@ -4,11 +4,9 @@ while another process fails it. Each process has its own connection to one real 
 from __future__ import annotations
 
 import math
-import random
 import threading
 import time
 
-import numpy as np
 import optuna
 import pytest
 import sqlalchemy
@@ -17,9 +15,8 @@ from optuna.storages._rdb import models
 import hpo
 from conftest import WriteTransactions, child_runs, digits_space
 from hpo import TrialRecord, TrialState
-from hpo.drivers.optuna._driver import why_pruned
 from hpo.loop import TrialLoop
-from hpo.store import MedianRule, StageStudy, TrialStore
+from hpo.store import TrialStore
 
 
 def opened(stores: dict, name: str, processes: int = 2) -> list[TrialLoop]:
@@ -82,7 +79,7 @@ def test_a_trial_failed_as_lost_meanwhile_keeps_that_verdict(stores, unique):
     owner, reaper = opened(stores, unique)
     (started,) = owner.claim("stalled:1", "cpu")
     reaper.fail([started.claim.trial_id])
-    record = owner.finish(started, complete(started.claim.number, started.claim.params))
+    (record,) = owner.finish([(started, complete(started.claim.number, started.claim.params))])
     assert (record.state, record.reason) == (TrialState.FAILED, "worker lost")
     (trial,) = owner.store.trials()
     assert (trial.state, trial.reason) == (TrialState.FAILED, "worker lost")
@@ -159,71 +156,6 @@ def test_a_population_is_claimed_reported_and_ended_in_one_write_each(any_stores
     assert frozen[3].intermediate_values == {}  # ended elsewhere before its report was written
     assert [store.trials()[i].state for i in range(4)] == [r.state for r in ended]
     assert all(t.user_attrs["hpo.claim"]["worker"] == "here:1" for t in frozen)
-
-
-class Reads:
-    """Counts the SELECT statements a database is sent."""
-
-    def __init__(self, engine) -> None:
-        self.count = 0
-        sqlalchemy.event.listen(engine, "before_cursor_execute", self._executed)
-
-    def _executed(self, conn, cursor, statement: str, *args) -> None:
-        self.count += statement.lstrip().upper().startswith("SELECT")
-
-
-@pytest.mark.parametrize("direction", ["minimize", "maximize"])
-def test_the_median_rule_decides_as_optunas_and_says_the_median_it_used(stores, unique, direction):
-    """``MedianRule`` on the store's view of the study gives Optuna's ``MedianPruner``'s
-    decision for every running trial (NaN and infinite values, steps some trials never reached,
-    warm-ups), and a pruned trial's description names the median the rule compared with."""
-    rng = random.Random(7)
-    optuna.create_study(study_name=unique, storage=stores["storage"], direction=direction)
-    study = optuna.load_study(study_name=unique, storage=stores["storage"])
-
-    def values(steps: int) -> dict[int, float]:
-        return {s: rng.choice([math.nan, math.inf, -math.inf, rng.gauss(1, 0.3)] if rng.random() < 0.1
-                              else [rng.gauss(1, 0.3)]) for s in range(steps)}
-
-    for _ in range(25):
-        study.add_trial(optuna.trial.create_trial(value=1.0, intermediate_values=values(rng.randint(1, 6))))
-    for warmup_trials, warmup_steps in [(0, 0), (5, 2), (30, 0)]:
-        ours = MedianRule(n_startup_trials=warmup_trials, n_warmup_steps=warmup_steps)
-        theirs = optuna.pruners.MedianPruner(n_startup_trials=warmup_trials, n_warmup_steps=warmup_steps)
-        view = StageStudy(unique, optuna.storages.get_storage(stores["storage"]), ours, None, version=lambda: 0)
-        running = [optuna.trial.create_trial(state=optuna.trial.TrialState.RUNNING,
-                                             intermediate_values=values(rng.randint(1, 7))) for _ in range(200)]
-        decided = [ours.prune(view, trial) for trial in running]
-        assert decided == [theirs.prune(study, trial) for trial in running]
-        assert (0 < sum(decided) < len(decided)) or warmup_trials > 25
-
-    trial = next(t for t in running if MedianRule(n_startup_trials=0).prune(view, t) and t.last_step > 0)
-    handle = type("Handle", (), {"study": view})()
-    sign = 1 if direction == "minimize" else -1
-    best = sign * min(sign * v for v in trial.intermediate_values.values() if not math.isnan(v))
-    said = why_pruned(handle, "median", trial.last_step, best)
-    reached = [t.intermediate_values[trial.last_step] for t in study.get_trials()
-               if trial.last_step in t.intermediate_values]
-    assert f" median {np.nanmedian(reached):.4g} of {len(reached)} trials" in said
-
-
-def test_a_claimed_trials_pruning_handle_is_made_without_reading_the_study(stores, unique):
-    """A population's pruning handles come from the claims: making 32 of them and deciding
-    each one's first report reads the study's complete trials once, not each trial again."""
-    prepared = hpo.prepare(lambda params, trial: 1.0, digits_space(epochs=4), strategy="random", n_trials=32,
-                           study_name=unique, experiment=unique, evaluate_test=False, pruner="median", **stores)
-    store = TrialStore(stores["storage"], unique)
-    store.open(prepared.plan, {})
-    claims = store.claim(prepared.plan, "here:1", count=32)
-    rule = MedianRule(n_startup_trials=0)
-    store.pruned_trial(prepared.plan, claims[0], rule).should_prune()  # the complete trials, read once
-    reads = Reads(store.storage.engine)
-    for claim in claims[1:]:
-        handle = store.pruned_trial(prepared.plan, claim, rule)
-        handle.report(0.5, 0)
-        assert not handle.should_prune()
-        assert handle.number == claim.number and handle.params == claim.params
-    assert reads.count == 0
 
 
 def test_a_claim_reads_again_only_the_trials_that_changed(stores, unique):

@@ -4,22 +4,22 @@ import math
 
 import pytest
 
+from conftest import StopAt
 from hpo import Trial, TrialPruned, TrialState
 from hpo._trial import DivergenceGuard, run_objective, trial_seed
 
 
 def test_report_calls_the_sink_then_the_pruner():
-    seen, asked = [], []
-    trial = Trial(3, seed=1, metric="val_loss", on_report=lambda s, m: seen.append((s, m)),
-                  should_prune=lambda s, v: asked.append((s, v)) or None)
+    seen, pruning = [], StopAt(99)
+    trial = Trial(3, seed=1, metric="val_loss", on_report=lambda s, m: seen.append((s, m)), pruning=pruning)
     trial.report(0, val_loss=2.0, val_accuracy=0.1)
     trial.report(1, train_loss=1.0)  # no metric of the space: the pruner is not asked
     assert seen == [(0, {"val_loss": 2.0, "val_accuracy": 0.1}), (1, {"train_loss": 1.0})]
-    assert asked == [(0, 2.0)]
+    assert pruning.seen == [(0, 2.0)]
 
 
 def test_pruner_decision_ends_the_trial_with_its_reason():
-    trial = Trial(0, seed=0, metric="val_loss", should_prune=lambda s, v: TrialPruned("median") if s >= 2 else None)
+    trial = Trial(0, seed=0, metric="val_loss", pruning=StopAt(2))
     trial.report(1, val_loss=1.0)
     with pytest.raises(TrialPruned) as pruned:
         trial.report(2, val_loss=1.0)

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from pydantic import BaseModel, ConfigDict
 
 if TYPE_CHECKING:
-    from hpo.loop import SearchListener, TrialLoop
+    from hpo.loop import TrialLoop
 
 
 class DriverOptions(BaseModel):
@@ -55,7 +55,6 @@ class Driver(abc.ABC):
         return
 
     @abc.abstractmethod
-    def run(self, loop: TrialLoop, objective: Callable[..., Any], listener: SearchListener,
-            population: int | str = 1) -> None:
+    def run(self, loop: TrialLoop, objective: Callable[..., Any], population: int | str = 1) -> None:
         """Run trials until the budget is claimed and every trial of it has ended; claim and
         train ``population`` at a time where the options say the engine can."""

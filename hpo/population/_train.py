@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, stack_module_state, vmap
 
-from hpo._trial import Outcome, Trial, TrialPruned, ended_by, outcome_of, plain
+from hpo._trial import Outcome, Trial, ended_by, outcome_of, plain
 from hpo.population._heap import keep_freed_memory
 from hpo.population._optim import StackedOptimizer, StackedSchedule
 
@@ -316,15 +316,18 @@ def _train(recipe: Recipe, params: list[Mapping[str, Any]], trials: list[Trial])
         """Each active member reports; one that its trial stops leaves the population."""
         population.base.eval()
         val_loss, val_accuracy = score(x_val, y_val)
-        values = zip(population.rows, train_loss.tolist(), val_loss.tolist(), val_accuracy.tolist(), strict=True)
+        values = list(zip(population.rows, train_loss.tolist(), val_loss.tolist(), val_accuracy.tolist(),
+                          strict=True))
+        # every member's report of the step is in before any is judged: members judge each other
         for member, train, loss, accuracy in values:
             metrics = {"train_loss": train, "val_loss": loss} | ({"val_accuracy": accuracy} if recipe.accuracy else {})
             last_train[member] = train
-            try:
-                trials[member].report(step, **metrics)
-            except TrialPruned as pruned:
+            trials[member].record(step, metrics)
+        for member, _, loss, _ in values:
+            if (pruned := trials[member].verdict()) is not None:
                 results[member] = pruned
                 continue
+            metrics = trials[member].history[-1][1]
             if step == 0:
                 continue
             if math.isfinite(loss) and loss < best[member].get("val_loss", math.inf) - 1e-4:

@@ -5,7 +5,7 @@ run here (a population's members, a Ray driver's trials)."""
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 
 from hpo._trial import TrialPruned, TrialRecord
 from hpo.pruning._rules import Curve, Hyperband, Median, Rule, StepValues, SuccessiveHalving
@@ -42,11 +42,13 @@ class _Group(StepValues):
 
 class Pruner:
     """The rule over this process's table. Trials are compared within their group: their
-    coarse-to-fine stage where ``by_stage``, and their bracket under Hyperband."""
+    coarse-to-fine stage where ``by_stage``, and their bracket under Hyperband. ``refresh``, if
+    set, is called before each decision (to take in what ended elsewhere, at its own pace)."""
 
     def __init__(self, rule: Rule, *, by_stage: bool = True) -> None:
         self.rule = rule
         self.by_stage = by_stage
+        self.refresh: Callable[[], None] | None = None
         self._groups: dict[Hashable, _Group] = {}
         self._ended: set[int] = set()
 
@@ -95,6 +97,8 @@ class TrialPruning:
     def decide(self, step: int) -> TrialPruned | None:
         if step not in self.own:
             return None
+        if self.pruner.refresh is not None:
+            self.pruner.refresh()
         detail = self.pruner.rule.judge(self.number, step, _Own(self.own, step), self._group)
         return None if detail is None else TrialPruned(self.pruner.name, detail)
 

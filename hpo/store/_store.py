@@ -11,7 +11,6 @@ import time
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import replace
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +28,6 @@ from hpo.spaces import CategoricalParam, FloatParam, SearchSpace
 from hpo.store import _sql
 from hpo.store._budget import in_budget
 from hpo.store._locks import claim_lock
-from hpo.store._pruning import HeldReports, StageStudy
 from hpo.strategies import WAIT, BaseStrategy, Suggestion, params_key
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -112,8 +110,6 @@ class TrialStore:
         self._lock: Any = claim_lock(url, study_name)
         self._storage: optuna.storages.RDBStorage | None = None
         self._study: optuna.Study | None = None
-        self._pruned_studies: dict[tuple[int, int | None], optuna.Study] = {}
-        self._ended_here = 0  # trials this process has ended: what a pruner's view of the study waits for
         self._held: list[tuple[int, int, float]] = []  # reports not written yet: (trial id, step, value)
         self._held_since = time.monotonic()  # when the first of the reports held back came
         self._stale_since: dict[int, float] = {}  # trial id -> when this process first saw it stale
@@ -124,7 +120,7 @@ class TrialStore:
 
     def __getstate__(self) -> dict[str, Any]:
         """Only the address travels (to a worker process): connections and locks are made there."""
-        return {**self.__dict__, "_lock": None, "_storage": None, "_study": None, "_pruned_studies": {},
+        return {**self.__dict__, "_lock": None, "_storage": None, "_study": None,
                 "_stale_since": {}, "_held": [], "_known": {}, "_finished": []}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -315,10 +311,12 @@ class TrialStore:
         if record is not None and state.is_finished() and (before is None or not before[0].is_finished()):
             self._finished.append(record)
 
-    def finished_since(self, seen: int) -> list[TrialRecord]:
+    def finished_since(self, seen: int, *, look: bool = False) -> list[TrialRecord]:
         """The trials this store's claims read as finished, and those it finished itself, in the
-        order it learnt of them, from the ``seen``-th on: what changed since a caller's last look,
-        without a read of the study."""
+        order it learnt of them, from the ``seen``-th on: what changed since a caller's last look.
+        ``look``: read what other processes ended meanwhile first (one query), else no read."""
+        if look:
+            self._records()
         return self._finished[seen:]
 
     def _next(self, plan: SearchPlan, history: list[TrialRecord], lost: dict[str, int],
@@ -369,22 +367,6 @@ class TrialStore:
         _sql.beat(self.storage, [trial_id])  # its first heartbeat, as claims write it
         return Claim(trial_id, trial.number, params, 0, trial_seed(plan.seed, trial.number))
 
-    def pruned_trial(self, plan: SearchPlan, claim: Claim, pruner: optuna.pruners.BasePruner) -> optuna.Trial:
-        """The claimed trial as Optuna's own handle, whose ``report`` and ``should_prune`` ask
-        ``pruner`` (it keeps the trial's values in memory between reports). The pruner compares
-        it only with the trials of its own stage where the plan's pruning says ``by_stage``."""
-        stage = claim.stage if plan.pruning.by_stage else None
-        key = (id(pruner), stage)
-        if key not in self._pruned_studies:
-            storage = HeldReports(optuna.storages.get_storage(self.storage), self.report)
-            of_stage = None if stage is None else lambda trial: stage_of(trial) == stage
-            self._pruned_studies[key] = StageStudy(self.study_name, storage, pruner, of_stage,
-                                                   version=lambda: self._ended_here)
-        attrs = {CLAIM: {"stage": claim.stage, "retry_of": claim.retry_of, "session": self.session}}
-        return self._pruned_studies[key].handle(FrozenTrial(
-            claim.number, OptunaState.RUNNING, None, datetime.now(), None, dict(claim.params),
-            distributions(plan.space, claim.params), attrs, {}, {}, claim.trial_id))
-
     def finish(self, claim: Claim, record: TrialRecord) -> TrialRecord:
         """End a claimed trial with its record; returns what the store holds: the record, or the
         trial as another process failed it meanwhile (its heartbeat looked stale)."""
@@ -401,7 +383,6 @@ class TrialStore:
                 _sql.add_reports(session, self._held)
                 ended_before = _sql.end_trials(session, ends)
             self._held_written()
-            self._ended_here += len(ended)
         stored = [to_record(self.storage.get_trial(claim.trial_id)) if claim.trial_id in ended_before
                   else replace(record, session=self.session) for claim, record in ended]
         for (claim, _), record in zip(ended, stored, strict=True):
@@ -410,12 +391,12 @@ class TrialStore:
         return stored
 
     def report(self, trial_id: int, step: int, value: float) -> None:
-        """A running trial's intermediate value, for its pruner and for live views of the study.
+        """A running trial's intermediate value, for live views of the study (optuna-dashboard).
         Values are held back and written together: by the first report that comes
         ``REPORTS_EVERY_S`` or more after the first value held (so a population's members
         reporting one epoch take one transaction, not one each, however long the epoch took),
-        and at the latest with the trial's end. Pruners read only ended trials' values, and what
-        a killed process held back belonged to trials that run again."""
+        and at the latest with the trial's end; what a killed process held back belonged to
+        trials that run again."""
         if not self._held:  # the clock starts at the first value held, not at the last write
             self._held_since = time.monotonic()
         self._held.append((trial_id, step, value))

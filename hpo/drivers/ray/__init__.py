@@ -1,5 +1,6 @@
-"""The Ray Tune engine: trials run as Tune trials (actors, reused) on a local Ray instance or a
-cluster, Tune's schedulers stop them early; every Ray import of ``hpo`` lives in this folder."""
+"""The Ray engine: trials run on Ray actors (one per resource slot, reused) on a local Ray
+instance or a cluster, while the search's own process runs the trial loop and its pruning, as
+Ray Tune's controller does; every Ray import of ``hpo`` lives in this folder."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from hpo.drivers._base import Driver, DriverOptions
 
 
 class RayOptions(DriverOptions):
-    """Where Ray Tune runs trials (``hpo.search(..., driver=RayOptions(gpus_per_trial=0.25))``)."""
+    """Where Ray runs trials (``hpo.search(..., driver=RayOptions(gpus_per_trial=0.25))``)."""
 
     name = "ray"
     address: str | None = Field(None, description="an existing cluster (host:6379) [default: a local Ray "

@@ -53,15 +53,23 @@ def head_endpoint(address: str) -> tuple[str, int] | None:
 
 def check_reachable(address: str) -> None:
     """Refuse, in one line and within ``CONNECT_TIMEOUT_S``, an address nothing answers on."""
+    cause = unanswered(address)
+    if cause is not None:
+        raise HpoError(f"cannot reach a Ray cluster at {address!r}: {cause} (is its head running? "
+                       "`ray start --head` starts one)", argument="address")
+
+
+def unanswered(address: str, timeout_s: float = CONNECT_TIMEOUT_S) -> str | None:
+    """Why the head's port does not answer (``connection refused``); None where it does, or
+    where the address names no port to try."""
     endpoint = head_endpoint(address)
     if endpoint is None:
-        return
+        return None
     try:
-        socket.create_connection(endpoint, timeout=CONNECT_TIMEOUT_S).close()
+        socket.create_connection(endpoint, timeout=timeout_s).close()
     except OSError as error:
-        cause = "timed out" if isinstance(error, TimeoutError) else (error.strerror or str(error)).lower()
-        raise HpoError(f"cannot reach a Ray cluster at {address!r}: {cause} (is its head running? "
-                       "`ray start --head` starts one)", argument="address") from None
+        return "timed out" if isinstance(error, TimeoutError) else (error.strerror or str(error)).lower()
+    return None
 
 
 def use_token_if_any() -> None:
@@ -100,6 +108,7 @@ class HeadWatch:
     """
 
     def __init__(self, address: str, on_lost: Any, *, every_s: float = 2.0, misses: int = 3) -> None:
+        self.address = address
         self.endpoint = head_endpoint(address)
         self.on_lost = on_lost
         self.every_s = every_s
@@ -118,12 +127,8 @@ class HeadWatch:
     def _watch(self) -> None:
         missed = 0
         while not self._stop.wait(self.every_s):
-            try:
-                socket.create_connection(self.endpoint, timeout=self.every_s).close()  # type: ignore[arg-type]
-                missed = 0
-            except OSError as error:
-                missed += 1
-                if missed >= self.misses and not self._stop.is_set():
-                    self.on_lost("timed out" if isinstance(error, TimeoutError) else
-                                 (error.strerror or str(error)).lower())
-                    return
+            cause = unanswered(self.address, self.every_s)
+            missed = 0 if cause is None else missed + 1
+            if missed >= self.misses and not self._stop.is_set():
+                self.on_lost(cause)
+                return

@@ -1,57 +1,61 @@
-"""The Ray Tune driver: the trial loop split across Tune's parts. Its searcher claims trials
-from the store, its trainable runs the objective in an actor, its callback logs each report to
-MLflow and finishes the trial; Tune's schedulers stop trials early (successive halving,
-Hyperband), and hpo's median rule is decided in the actor (``_median``)."""
+"""The Ray driver: the trial loop runs here, in the search's process (claims, MLflow, the store,
+heartbeats, pruning); one Ray actor per resource slot runs the trials it is handed and streams
+their reports back. A pruning decision is the loop's, as on the Optuna driver: the actor asks,
+the loop answers from every report it has seen."""
 
 from __future__ import annotations
 
 import _thread
 import functools
-import logging
+import math
 import os
 import sys
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from hpo._errors import HpoError
-from hpo._plan import SearchPlan
-from hpo._trial import INTERRUPTED, TrialRecord, TrialState
+from hpo._trial import TrialRecord
 from hpo.drivers._base import Driver
 from hpo.drivers.ray import RayOptions
-from hpo.drivers.ray._cluster import HeadWatch, connect, named_address, use_token_if_any
-from hpo.drivers.ray._median import MedianTables
-from hpo.drivers.ray._trainable import trainable_main
-from hpo.loop import SearchListener, Started, TrialLoop, worker_name
-from hpo.store import DONE, Claim
+from hpo.drivers.ray._cluster import HeadWatch, connect, named_address, unanswered, use_token_if_any
+from hpo.drivers.ray._runner import Asked, Ended, Event, Reported, TrialRunner, Verdict
+from hpo.loop import Started, TrialLoop, worker_name
+from hpo.store import DONE
 from hpo.strategies import WAIT
 
-# Tune would otherwise write CSV, JSON and TensorBoard logs for every trial, and insist that
-# every result (a failed trial's last one too) carries the metric.
-os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
-os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
-# With a searcher other than its own, Tune keeps one trial pending at a time, which runs the
-# trials one after another: hpo's plans need no result to suggest the next one (a new
-# coarse-to-fine stage says WAIT instead), so keep as many pending as Tune does for its own.
-os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", str(max(16, os.cpu_count() or 1)))
-os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 
-_ASK_AGAIN_S = 1.0
-"""After the store answered WAIT or DONE, how long the searcher waits before asking it again
-(unless a trial of this run ends first): Tune asks many times a second."""
+GATHER_S = 1.0
+"""How long an actor gathers reports before it sends them (sooner for a question or an ending)."""
+ASK_AGAIN_S = 0.5
+"""After the store answered WAIT, or DONE while trials run elsewhere, when to ask it again."""
+
+
+@dataclass(eq=False)
+class _Slot:
+    """One actor and what the loop handed it: its running trials, and what it is owed."""
+
+    actor: Any
+    running: dict[int, Started] = field(default_factory=dict)
+    claims: list[dict[str, Any]] = field(default_factory=list)
+    verdicts: list[tuple[int, int, Verdict]] = field(default_factory=list)
+    call: Any = None
+    """The ``exchange`` call in flight."""
 
 
 class RayDriver(Driver):
-    """Runs a search with Ray Tune on a local Ray instance or an existing cluster."""
+    """Runs a search's trials on Ray actors: a local Ray instance, or the cluster the user named."""
 
     name = "ray"
 
     def __init__(self, options: RayOptions, home: Path) -> None:
         self.options = options
-        self.home = home
+        self.fatal: HpoError | None = None
+        self._fatal_said = False
 
     @property
     def device(self) -> str:
@@ -68,155 +72,80 @@ class RayDriver(Driver):
 
         connect(ray, self.options.address)
 
-    def run(self, loop: TrialLoop, objective: Callable[..., Any], listener: SearchListener,
-            population: int | str = 1) -> None:
+    def run(self, loop: TrialLoop, objective: Callable[..., Any], population: int | str = 1) -> None:
         self.start()
-        from ray import tune
+        import ray
 
-        from hpo.drivers.ray._tune import FatalErrorStopper, StrategySearcher, TrackingCallback
-
-        plan = loop.plan
-        study = RayStudy(loop, listener, self.device)
-        pruning = scheduler(plan)  # None for the median rule: the actors decide it
-        trainable = tune.with_resources(
-            tune.with_parameters(trainable_main, objective=objective, plan=plan, device=self.device,
-                                 each_report=pruning is not None),
-            {"cpu": self.options.cpus_per_trial, "gpu": self.options.gpus_per_trial},
-        )
-        tuner = tune.Tuner(
-            trainable,
-            tune_config=tune.TuneConfig(
-                metric=plan.space.metric, mode=plan.space.direction[:3], search_alg=StrategySearcher(study),
-                scheduler=pruning, num_samples=-1, max_concurrent_trials=self.options.max_concurrent,
-                reuse_actors=True,
-            ),
-            run_config=tune.RunConfig(
-                name=f"{plan.study_name}-{int(time.time())}", storage_path=str((self.home / "ray_results").resolve()),
-                verbose=0, callbacks=[TrackingCallback(study)], stop=FatalErrorStopper(study),
-                # A lost trial is not restarted by Tune (``FailureConfig``), which would repeat its
-                # steps under the same run: the store fails it and the strategy plans it again.
-                failure_config=tune.FailureConfig(max_failures=0),
-            ),
-        )
-        # Tune logs a trial's error as a traceback, and its result grid looks for the per-trial log
-        # files it was told not to write: hpo records every trial's ending itself.
-        logging.getLogger("ray.tune").setLevel(logging.CRITICAL)
         address = named_address(self.options.address)
+        actors = _Actors(ray, self, loop, objective)
         try:
-            with HeadWatch(address or "", functools.partial(_head_lost, study, address)):
-                tuner.fit()
+            with HeadWatch(address or "", functools.partial(self._head_lost, loop, address)):
+                actors.run()
+        except HeadGone as gone:
+            self.fatal = self.fatal or _head_gone(address, gone.cause)
         except KeyboardInterrupt:
-            if study.fatal is None:
+            if self.fatal is None:
                 raise
         finally:
-            study.close()
-        if study.fatal is not None:
-            study.fatal_said = True  # the search's own line says it: an exit still owed says nothing more
-            raise study.fatal
-
-
-class RayStudy:
-    """The driver-side state that Tune's searcher, callback and stopper share: the trials this
-    run claimed, by Tune's trial id."""
-
-    def __init__(self, loop: TrialLoop, listener: SearchListener, device: str) -> None:
-        self.loop = loop
-        self.listener = listener
-        self.device = device
-        self.worker = worker_name()
-        self.heartbeat = loop.store.heartbeat()  # this process beats for every trial it claimed
-        self.live: dict[str, Started] = {}
-        self.fatal: HpoError | None = None
-        self.fatal_said = False
-        self._closed = False
-        self._idle_since: float | None = None  # when the store last answered WAIT or DONE
-        self.medians = MedianTables(loop.plan, loop.store) if loop.plan.pruner == "median" else None
-
-    def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
-        """A claimed trial's config; ``None`` to be asked again later; ``FINISHED`` once the
-        budget is claimed and every trial of it has ended."""
-        from ray.tune.search import Searcher
-
-        if self.fatal is not None:
-            return Searcher.FINISHED
-        if self._idle_since is not None and time.monotonic() - self._idle_since < _ASK_AGAIN_S:
-            return None
-        self.loop.reap()
-        batch = self.loop.claim(self.worker, self.device)
-        if batch is DONE and not self.live and not self.loop.store.unfinished():
-            return Searcher.FINISHED
-        if batch is DONE or batch is WAIT:
-            self._idle_since = time.monotonic()
-            return None
-        assert isinstance(batch, list)
-        (started,) = batch
-        self._idle_since = None
-        self.live[trial_id] = started
-        self.heartbeat.add(started.claim.trial_id)
-        config: dict[str, Any] = {"hpo": started.claim.to_json(), "deadline": self.loop.deadline}
-        if self.medians is not None:
-            config["median"] = {"table": self.medians.table(started.claim.stage),
-                                "key": self.medians.key(started.claim.stage), "board": self.medians.board_name}
-        return config
-
-    def close(self, reach_ray: bool = True) -> None:
-        """Trials Tune left without an ending (the run stopped early): interrupted, so that
-        they run again on resume; nothing stays RUNNING. Once; ``reach_ray=False`` where the
-        cluster is gone (its board actor goes with it)."""
-        if self._closed:
-            return
-        self._closed = True
-        for trial_id, started in list(self.live.items()):
-            del self.live[trial_id]
-            self.loop.finish(started, _record(started.claim, TrialState.FAILED, reason=INTERRUPTED, device=self.device))
-        self.heartbeat.close()
-        if self.medians is not None and reach_ray:
-            self.medians.close()
-
-    def reported(self, trial_id: str, result: dict[str, Any]) -> None:
-        if trial_id in self.live:
-            reports = result.get("hpo", {})
-            for step, metrics in reports.get("reports", ()):
-                self.live[trial_id].run.log(step, metrics)
-            if self.medians is not None and not reports.get("final"):  # sent a second or more after its start
-                self.medians.trial_runs_long()
-
-    def ended(self, trial_id: str, last: dict[str, Any] | None, error: BaseException | None) -> None:
-        """Finish the trial as its trainable recorded it; as pruned where Tune's scheduler
-        stopped it between two reports; as lost (and so planned again) where its actor died."""
-        started = self.live.pop(trial_id, None)
-        if started is None:
-            return
-        self.heartbeat.discard(started.claim.trial_id)
-        self._idle_since = None  # a trial ended: the store may have a next one now
-        report = (last or {}).get("hpo", {})
-        if error is not None and _actor_died(error):
-            self.loop.fail([started.claim.trial_id])
-            return
-        if report.get("unstarted"):  # claimed ahead, reached an actor past the search's timeout: owed a run
-            self.loop.finish(started, _record(started.claim, TrialState.FAILED, reason=INTERRUPTED, device=self.device))
-            return
-        if error is not None:
-            cause = _cause(error)
-            if isinstance(cause, HpoError):  # the objective's setup failed: every trial would
-                self.fatal = cause
-            reason = f"{type(cause).__name__}: {cause}".strip().splitlines()[0][:500]
-            record = _record(started.claim, TrialState.FAILED, reason=reason, device=self.device)
-        elif report.get("final"):
-            record = TrialRecord.from_json(report["record"])
-        else:  # Tune's scheduler stopped it between two reports
-            value = (last or {}).get(self.loop.plan.space.metric)
-            record = _record(started.claim, TrialState.PRUNED, value=value, reason=self.loop.plan.pruner,
-                             device=self.device, duration_s=(last or {}).get("time_total_s", 0.0),
-                             node=report.get("node", ""))
-        record = self.loop.finish(started, record)
-        if self.medians is not None:
-            self.medians.trial_ended()
-        if not record.lost:
             try:
-                self.listener.trial_finished(record)
-            except HpoError as error:  # the search must stop (every trial fails alike): Tune stops with it
-                self.fatal = error
+                loop.close(self.device)
+            finally:
+                if self.fatal is None:
+                    actors.stop()
+        if self.fatal is not None:
+            self._fatal_said = True  # the search's own line says it: an exit still owed says nothing more
+            raise self.fatal
+
+    def slots(self, ray: Any, n_trials: int) -> int:
+        """How many trials run at once: as many as the cluster's CPUs and GPUs hold at each
+        trial's request (at most ``max_concurrent``, and the budget); a request no machine of
+        the cluster can meet is refused in one line."""
+        per_trial = {"CPU": self.options.cpus_per_trial, "GPU": self.options.gpus_per_trial}
+        nodes = [node["Resources"] for node in ray.nodes() if node.get("Alive")]
+        fits = sum(min(math.floor(res.get(kind, 0) / need + 1e-9) for kind, need in per_trial.items() if need > 0)
+                   for res in nodes)
+        if fits == 0:
+            have = ", ".join(f"{kind} {max((r.get(kind, 0) for r in nodes), default=0):g}" for kind in per_trial)
+            flag = "gpus_per_trial" if per_trial["GPU"] > 0 else "cpus_per_trial"
+            raise HpoError(f"no machine of the Ray cluster has {per_trial['CPU']:g} CPUs and {per_trial['GPU']:g} "
+                           f"GPUs for a trial (the largest has {have})", argument=flag)
+        return max(1, min(fits, self.options.max_concurrent or fits, n_trials))
+
+    def _head_lost(self, loop: TrialLoop, address: str | None, cause: str) -> None:
+        """The named cluster's head stopped answering: its running trials are closed as
+        interrupted (the main thread may be stuck in Ray), the search is stopped with one line,
+        and exits within ``HARD_EXIT_AFTER_S`` if it cannot unwind."""
+        if self.fatal is not None:
+            return
+        self.fatal = _head_gone(address, cause)
+        loop.close(self.device)
+        loop.tracker.flush(5.0)
+
+        def hard_exit() -> None:
+            if not self._fatal_said:
+                loop.tracker.abort_search()
+                print(f"hpo: error: {self.fatal}", file=sys.stderr, flush=True)
+            os._exit(2)
+
+        timer = threading.Timer(HARD_EXIT_AFTER_S, hard_exit)
+        timer.daemon = True
+        timer.start()
+        _thread.interrupt_main()
+
+
+PLACED_WITHIN_S = 60.0
+"""How long the cluster may take to place the actors (start their processes)."""
+class HeadGone(Exception):
+    """The named cluster's head stopped answering."""
+
+    def __init__(self, cause: str) -> None:
+        super().__init__(cause)
+        self.cause = cause
+
+
+def _head_gone(address: str | None, cause: str) -> HpoError:
+    return HpoError(f"the Ray cluster at {address!r} stopped answering ({cause}); its running trials are closed as "
+                    "interrupted: run the search again once the cluster is back")
 
 
 HARD_EXIT_AFTER_S = 20.0
@@ -224,63 +153,135 @@ HARD_EXIT_AFTER_S = 20.0
 (Ray ends the process itself a minute after losing the head)."""
 
 
-def _head_lost(study: RayStudy, address: str | None, cause: str) -> None:
-    """The named cluster's head stopped answering: its running trials are closed as interrupted
-    (the main thread may be stuck in Ray), the search is stopped with one line, and exits within
-    ``HARD_EXIT_AFTER_S`` if it cannot unwind."""
-    study.fatal = HpoError(f"the Ray cluster at {address!r} stopped answering ({cause}); its running trials are "
-                           "closed as interrupted: run the search again once the cluster is back")
-    study.close(reach_ray=False)
-    study.loop.tracker.flush(5.0)
+class _Actors:
+    """The loop's trials on a set of actors: each idle actor is handed a claimed trial, each
+    busy one is polled (``exchange``) for what its trial did; a dead actor's trial is failed as
+    lost (and so planned again) and the actor replaced."""
 
-    def hard_exit() -> None:
-        if not study.fatal_said:
-            study.loop.tracker.abort_search()
-            print(f"hpo: error: {study.fatal}", file=sys.stderr, flush=True)
-        os._exit(2)
+    def __init__(self, ray: Any, driver: RayDriver, loop: TrialLoop, objective: Callable[..., Any]) -> None:
+        self.ray = ray
+        self.driver = driver
+        self.loop = loop
+        self.metric = loop.plan.space.metric
+        self.worker = worker_name()
+        options = driver.options
+        self.address = named_address(options.address)
+        self.remote = ray.remote(TrialRunner).options(num_cpus=options.cpus_per_trial,
+                                                      num_gpus=options.gpus_per_trial)
+        self.objective = ray.put(objective)
+        self.slots = [self._start() for _ in range(driver.slots(ray, loop.plan.n_trials))]
+        self._ask_at = 0.0  # when the store may be asked for a trial again
+        self._claimed_all = False
 
-    timer = threading.Timer(HARD_EXIT_AFTER_S, hard_exit)
-    timer.daemon = True
-    timer.start()
-    _thread.interrupt_main()
+    def _start(self) -> _Slot:
+        return _Slot(self.remote.remote(self.loop.plan, self.objective, self.driver.device))
 
+    def run(self) -> None:
+        """Set every actor up, then hand out and follow trials until the budget has ended."""
+        self._set_up(self.slots)
+        while not self._over():
+            self._hand_out()
+            calls = {}
+            for slot in self.slots:
+                if slot.running and slot.call is None:
+                    slot.call = slot.actor.exchange.remote(slot.claims, slot.verdicts, GATHER_S)
+                    slot.claims, slot.verdicts = [], []
+                if slot.call is not None:
+                    calls[slot.call] = slot
+            if not calls:
+                time.sleep(ASK_AGAIN_S)  # nothing runs here: the store is asked again in a moment
+                continue
+            ready, _ = self.ray.wait(list(calls), num_returns=1, timeout=ASK_AGAIN_S)
+            for ref in ready:
+                slot = calls[ref]
+                slot.call = None
+                try:
+                    events = self.ray.get(ref)
+                except self.ray.exceptions.RayActorError:
+                    self._lost(slot)
+                else:
+                    self._heard(slot, events)
 
-def _record(claim: Claim, state: TrialState, *, reason: str, device: str, value: float | None = None,
-            duration_s: float = 0.0, node: str = "") -> TrialRecord:
-    return TrialRecord(claim.number, claim.params, state, value, claim.stage, reason, seed=claim.seed,
-                       device=device, duration_s=duration_s, node=node)
+    def _set_up(self, slots: list[_Slot]) -> None:
+        """New actors, placed and set up. Those the cluster cannot place within
+        ``PLACED_WITHIN_S`` (its resources are taken) are given up, and the search refused in one
+        line if none was placed; the objective's setup then runs on each, and its failure ends
+        the search."""
+        placed = {slot.actor.ready.remote(): slot for slot in slots}
+        _, waiting = self.ray.wait(list(placed), num_returns=len(placed), timeout=PLACED_WITHIN_S)
+        for ref in waiting:
+            self.ray.kill(placed[ref].actor)
+            self.slots.remove(placed[ref])
+        if not self.slots:
+            raise HpoError(f"the Ray cluster placed no trial's actor within {PLACED_WITHIN_S:g} s: its CPUs and GPUs "
+                           "are taken by other work", argument="address")
+        for setup in [slot.actor.setup.remote() for slot in slots if slot in self.slots]:
+            try:
+                error = self.ray.get(setup)
+            except self.ray.exceptions.RayActorError as died:
+                cause = str(died).strip().splitlines()[0] if str(died).strip() else type(died).__name__
+                raise HpoError(f"its setup ended the Ray actor it ran on ({cause})", argument="objective") from None
+            if error is not None:
+                raise error
 
+    def _over(self) -> bool:
+        if self.driver.fatal is not None:
+            return True
+        busy = any(slot.running for slot in self.slots)
+        if busy or not self._claimed_all:
+            return False
+        if time.monotonic() < self._ask_at:
+            return False
+        self._ask_at = time.monotonic() + ASK_AGAIN_S
+        if self.loop.store.unfinished():  # another process is still finishing trials of this budget
+            self._claimed_all = False
+            return False
+        return True
 
-def _cause(error: BaseException) -> BaseException:
-    """The exception the trainable raised, out of Ray's wrapping (``RayTaskError.cause``)."""
-    while getattr(error, "cause", None) is not None:
-        error = error.cause  # type: ignore[attr-defined]
-    return error
+    def _hand_out(self) -> None:
+        """A claimed trial for each idle actor, while the store has some."""
+        for slot in self.slots:
+            if slot.running or time.monotonic() < self._ask_at:
+                continue
+            batch = self.loop.claim(self.worker, self.driver.device)
+            if batch is DONE or batch is WAIT:
+                self._claimed_all = batch is DONE
+                self._ask_at = time.monotonic() + ASK_AGAIN_S
+                return
+            assert isinstance(batch, list)
+            slot.running.update((started.number, started) for started in batch)
+            slot.claims.extend(started.claim.to_json() for started in batch)
 
+    def _heard(self, slot: _Slot, events: list[Event]) -> None:
+        for event in events:
+            started = slot.running.get(event.number)
+            if started is None:
+                continue
+            if isinstance(event, Reported):
+                self.loop.logged(started, event.step, event.values)
+                if started.pruning is not None and self.metric in event.values:
+                    started.pruning.observe(event.step, event.values[self.metric])
+            elif isinstance(event, Asked):
+                decided = started.pruning.decide(event.step) if started.pruning is not None else None
+                slot.verdicts.append((event.number, event.step,
+                                      None if decided is None else (decided.reason, decided.detail)))
+            elif isinstance(event, Ended):
+                del slot.running[event.number]
+                self.loop.finish([(started, TrialRecord.from_json(event.record))])
 
-def _actor_died(error: BaseException) -> bool:
-    from ray.exceptions import RayActorError
+    def _lost(self, slot: _Slot) -> None:
+        """The actor died (its process was killed, its machine left the cluster): its trials
+        are failed as lost, to be planned again, and a fresh actor takes its place. Where the
+        head of a named cluster went with it, the search ends (``HeadGone``) instead."""
+        if self.address is not None and (cause := unanswered(self.address)) is not None:
+            raise HeadGone(cause)
+        self.loop.fail([started.claim.trial_id for started in slot.running.values()])
+        slot.running.clear()
+        fresh = self._start()
+        self.slots[self.slots.index(slot)] = fresh
+        self._set_up([fresh])
 
-    return isinstance(error, RayActorError)
-
-
-def scheduler(plan: SearchPlan) -> Any | None:
-    """hpo's halving pruners on Tune's schedulers (None without one, and for the median rule,
-    which the actors decide: Tune's default reads no report); time is the number of reports.
-    The warm-up mirrors the Optuna driver's: no decision before the warm-up's reports (plus the
-    untrained step). Neither pauses a trial: a trainable without checkpoints would restart a
-    paused trial from its first epoch."""
-    from ray.tune.schedulers import AsyncHyperBandScheduler
-
-    epochs = plan.space.epochs
-    grace = plan.pruning.steps(epochs) + 1
-    max_t = epochs + 2  # + the untrained step and the final report
-    # Asynchronous successive halving (ASHA) and its HyperBand form (several brackets): unlike
-    # the synchronous HyperBandScheduler they never pause a trial.
-    if plan.pruner == "successive-halving":
-        return AsyncHyperBandScheduler(time_attr="training_iteration", max_t=max_t, grace_period=grace,
-                                       reduction_factor=3, brackets=1)
-    if plan.pruner == "hyperband":
-        return AsyncHyperBandScheduler(time_attr="training_iteration", max_t=max_t, grace_period=grace,
-                                       reduction_factor=3, brackets=3)
-    return None
+    def stop(self) -> None:
+        """The actors go: their resources are free for what runs next on the cluster."""
+        for slot in self.slots:
+            self.ray.kill(slot.actor)
