@@ -12,6 +12,11 @@ from hpo._trial import TrialRecord, TrialState
 from hpo.spaces import PRUNERS, Pruning, SearchSpace
 from hpo.strategies import Strategy, strategy_from_spec, strategy_spec
 
+PER_MEMBER = ("lr", "weight_decay", "momentum", "dropout", "patience", "optimizer", "schedule", "epochs")
+"""The training hyperparameters the members of one population may differ in (``hpo.population``
+trains each member with its own). The batch size, and what the model is built from (width,
+depth...), group a population: its members share them."""
+
 
 @dataclass(frozen=True)
 class SearchPlan:
@@ -39,6 +44,11 @@ class SearchPlan:
     @property
     def strategy_name(self) -> str:
         return self.strategy.name
+
+    @property
+    def shape_params(self) -> list[str]:
+        """The searched parameters the members of a population share: all but ``PER_MEMBER``."""
+        return [name for name in self.space.params if name not in PER_MEMBER]
 
     @property
     def pruner(self) -> str:

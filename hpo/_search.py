@@ -168,7 +168,7 @@ def prepare(
     options = driver_options(driver)
     planner = make_strategy(strategy, seed)
     function, objective_name = resolve_objective(objective, space.objective)
-    check_population(population, options, function, objective_name)
+    check_population(population, function, objective_name)
     plan = SearchPlan(
         space=space,
         strategy=planner,
@@ -206,8 +206,8 @@ def prepare(
     )
 
 
-def check_population(population: int | str, options: DriverOptions, objective: Any, objective_name: str) -> None:
-    """A population size the engine and the objective can honour: a number, or ``"auto"``."""
+def check_population(population: int | str, objective: Any, objective_name: str) -> None:
+    """A population size the objective can honour: a number, or ``"auto"``."""
     if population == "auto":
         return
     try:
@@ -216,9 +216,6 @@ def check_population(population: int | str, options: DriverOptions, objective: A
         raise HpoError(f"expected a number or 'auto', got {population!r}", argument="population") from None
     if size < 1:
         raise HpoError(f"must be at least 1, got {size}", argument="population")
-    if size > 1 and not options.populations:
-        raise HpoError(f"the {options.name} driver trains one trial per worker; "
-                       "populations train on the optuna driver", argument="population")
     if size > 1 and not hasattr(objective, "population"):
         raise HpoError(f"objective {objective_name!r} cannot train populations (it has no population(params, "
                        "trial) method); population auto trains it one trial at a time", argument="population")
@@ -348,7 +345,7 @@ def join(
     saved_plan, tracking = store.saved()
     plan = SearchPlan.from_json(saved_plan)
     objective, _ = resolve_objective(plan.objective_name, None)
-    check_population(population, options, objective, plan.objective_name)
+    check_population(population, objective, plan.objective_name)
     counter = _Counting(FailureWatch(listener or SearchListener(), plan))
     tracker = MlflowTracker.attach(tracking)
     try:

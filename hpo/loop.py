@@ -15,11 +15,10 @@ from typing import TYPE_CHECKING, Any
 from hpo._errors import HpoError
 from hpo._listener import SearchListener
 from hpo._plan import SearchPlan
-from hpo._signals import TrialTimeout, time_limit
+from hpo._signals import time_limit
 from hpo._trial import (
     DONE,
     INTERRUPTED,
-    TIMEOUT,
     WORKER_LOST,
     Claim,
     DivergenceGuard,
@@ -105,17 +104,69 @@ def record_of(claim: Claim, outcome: Outcome, device: str, duration_s: float, no
 
 
 def population_size(population: int | str, plan: SearchPlan, objective: Callable[..., Any], device: str,
-                    context: Any) -> int:
+                    context: Any, listener: SearchListener | None = None) -> int:
     """How many trials to claim and train together: ``population``, or for ``"auto"`` what suits
-    the device and the model where the objective trains populations (one at a time where it cannot)."""
-    if population != "auto":
-        return int(population)
-    if not hasattr(objective, "population"):
-        return 1
-    from hpo.population import auto_size
+    the device and the model where the objective trains populations. What cannot stack (a
+    recurrent layer, an optimizer or schedule the trainer does not offer) is refused in one
+    line, before any trial; under ``"auto"`` it trains one trial at a time, with a notice."""
+    if (population != "auto" and int(population) == 1) or not hasattr(objective, "population"):
+        return 1 if population == "auto" else int(population)
+    from hpo.population import auto_size, unstackable
 
     probe = Trial(-1, seed=0, device=device, context=context)
-    return auto_size(objective.population(plan.space.fixed, probe), plan.space.fixed, device)
+    recipe = objective.population(plan.space.fixed, probe)
+    why = unstackable(recipe, plan.space.fixed, plan.space.params)
+    if why is not None:
+        if population != "auto":
+            raise HpoError(f"objective {plan.objective_name!r} cannot train populations: {why}", argument="population")
+        if listener is not None:
+            listener.notice(f"population auto trains one trial at a time: {why}")
+        return 1
+    return auto_size(recipe, plan.space.fixed, device) if population == "auto" else int(population)
+
+
+def population_tags(first: int, size: int, pid: int | None = None) -> dict[str, str]:
+    """The MLflow tags of a population's trials: which population (``host:pid/first trial``), of how many rows."""
+    return {"hpo.population": f"{worker_name(pid)}/{first}", "hpo.population_size": str(size)}
+
+
+def run_population(plan: SearchPlan, objective: Any, claims: list[Claim], *, device: str,
+                   trial_of: Callable[[Claim], Trial], claim_more: Callable[[int, dict[str, Any]], list[Claim]],
+                   finished: Callable[[Claim, TrialRecord], None], node: str | None = None) -> None:
+    """Train claimed trials of one group (their shape parameters alike) as one population with
+    the objective's recipe: each member's record goes to ``finished`` as it ends, and its rows to
+    trials of the same group from ``claim_more(count, like)``, while the strategy's share of the
+    group lasts. Written once for this process and a Ray actor alike."""
+    from hpo.population import train_population
+
+    members: dict[int, tuple[Claim, ReadParams, float]] = {}
+    like = {key: value for key, value in claims[0].params.items() if key in plan.shape_params}
+    share = plan.strategy.group_share if like else None
+    quota = None if share is None else share * len(claims)
+
+    def joined(batch: list[Claim]) -> list[tuple[ReadParams, Trial]]:
+        given = []
+        for claim in batch:
+            params = ReadParams({**plan.space.fixed, **claim.params})
+            members[claim.number] = claim, params, time.perf_counter()
+            given.append((params, trial_of(claim)))
+        return given
+
+    def refill(count: int) -> list[tuple[ReadParams, Trial]]:
+        if quota is not None:
+            count = min(count, quota - len(members))
+        return joined(claim_more(count, like)) if count > 0 else []
+
+    def ended(trial: Trial, outcome: Outcome) -> None:
+        claim, params, began = members[trial.number]
+        # members share what they do not differ in, read from one of them: read by one, read by all
+        read = set().union(*(p.read for _, p, _ in members.values()))
+        finished(claim, record_of(claim, outcome, device, time.perf_counter() - began, node, trial.curve(),
+                                  [key for key in params.plain if key not in read]))
+
+    first = joined(claims)
+    train_population(objective.population(*first[0]), first, plan.space.metric, refill=refill, ended=ended,
+                     time_limit_s=plan.trial_timeout)
 
 
 class TrialLoop:
@@ -145,14 +196,17 @@ class TrialLoop:
     def out_of_time(self) -> bool:
         return self.deadline is not None and time.time() >= self.deadline
 
-    def claim(self, worker: str, device: str, count: int = 1) -> list[Started] | object:
+    def claim(self, worker: str, device: str, count: int = 1, like: dict[str, Any] | None = None,
+              ) -> list[Started] | object:
         """Up to ``count`` trials, started in the store, in MLflow, in the heartbeat and in the
         pruner; ``WAIT`` or ``DONE`` as the store says, and ``DONE`` past the deadline. The
-        trials of processes that died are failed first."""
+        trials of processes that died are failed first. Trials claimed together (a population)
+        share their shape parameters: the first one's, or ``like``'s (a population's refill)."""
         if self.out_of_time:
             return DONE
         self.reap()
-        claims = self.store.claim(self.plan, worker, count)
+        shape = self.plan.shape_params if count > 1 or like is not None else ()
+        claims = self.store.claim(self.plan, worker, count, shape=shape, like=like)
         if not isinstance(claims, list):
             return claims
         self._take_in_endings()
@@ -181,17 +235,20 @@ class TrialLoop:
             self.store.report(started.claim.trial_id, step, values[self.plan.space.metric])
 
     def run(self, batch: list[Started], objective: Callable[..., Any], *, device: str, context: Any = None,
-            ) -> list[TrialRecord]:
+            worker: str | None = None) -> list[TrialRecord]:
         """Run claimed trials here and finish them: together, in populations of the members
-        that can train together, where the objective offers it; else one after another, each
-        within the plan's time limit. Whatever stops the loop itself (Ctrl-C, SIGTERM, an error
-        that ends the search) finishes every unfinished one as interrupted first: none is left
-        running, and they run again on resume."""
+        that can train together, where the objective offers it (each population's rows refilled
+        by trials ``worker`` claims as its members stop, where named); else one after another,
+        each within the plan's time limit. Whatever stops the loop itself (Ctrl-C, SIGTERM, an
+        error that ends the search) finishes every unfinished one as interrupted first: none is
+        left running, and they run again on resume. Returns the records of ``batch``'s trials
+        (a population's refills are finished as they end, and not returned)."""
         records: dict[int, TrialRecord] = {}
         try:
             if len(batch) > 1 and hasattr(objective, "population"):
                 for group in self._populations(batch):
-                    records.update(self._run_population(group, objective, device=device, context=context))
+                    records.update(self._run_population(group, objective, device=device, context=context,
+                                                        worker=worker))
             else:
                 for started in batch:
                     with time_limit(self.plan.trial_timeout):
@@ -199,7 +256,7 @@ class TrialLoop:
                                            self.trial(started, device=device, context=context))
                     records[started.number] = self.finish([(started, record)])[0]
         except BaseException:
-            self.interrupt([started for started in batch if started.number not in records], device)
+            self.interrupt(list(self.running.values()), device)
             raise
         return [records[started.number] for started in batch]
 
@@ -212,29 +269,23 @@ class TrialLoop:
         return list(groups.values())
 
     def _run_population(self, group: list[Started], objective: Any, *, device: str, context: Any,
-                        ) -> dict[int, TrialRecord]:
-        from hpo.population import train_population
+                        worker: str | None) -> dict[int, TrialRecord]:
+        """Train ``group`` as one population here (``run_population``), its rows refilled with
+        trials ``worker`` claims, each member finished as it ends."""
+        records: dict[int, TrialRecord] = {}
+        tags = population_tags(group[0].number, len(group))
 
-        plan = self.plan
-        trials = [self.trial(started, device=device, context=context) for started in group]
-        members = [(ReadParams({**plan.space.fixed, **s.claim.params}), trial)
-                   for s, trial in zip(group, trials, strict=True)]
-        began = time.perf_counter()
-        try:
-            with time_limit(plan.trial_timeout):  # the members share their time: the limit is each one's
-                outcomes = train_population(objective.population(members[0][0], trials[0]), members,
-                                            plan.space.metric)
-        except TrialTimeout:
-            outcomes = [Outcome(TrialState.FAILED, reason=TIMEOUT)] * len(group)
-        duration = time.perf_counter() - began
-        name = f"{worker_name()}/{group[0].number}"
-        tags = {"hpo.population": name, "hpo.population_size": str(len(group))}
-        # members share what they do not differ in, read from one of them: read by one, read by all
-        read = set().union(*(params.read for params, _ in members))
-        records = [record_of(s.claim, outcome, device, duration, curve=trial.curve(),
-                             unread=[key for key in params.plain if key not in read])
-                   for s, outcome, trial, (params, _) in zip(group, outcomes, trials, members, strict=True)]
-        return {record.number: record for record in self.finish(list(zip(group, records, strict=True)), tags)}
+        def claim_more(count: int, like: dict[str, Any]) -> list[Claim]:
+            batch = self.claim(worker, device, count, like) if worker is not None else DONE
+            return [started.claim for started in batch] if isinstance(batch, list) else []
+
+        def finished(claim: Claim, record: TrialRecord) -> None:
+            (records[claim.number],) = self.finish([(self.running[claim.number], record)], tags)
+
+        run_population(self.plan, objective, [started.claim for started in group], device=device,
+                       trial_of=lambda claim: self.trial(self.running[claim.number], device=device, context=context),
+                       claim_more=claim_more, finished=finished)
+        return records
 
     def finish(self, ended: list[tuple[Started, TrialRecord]], tags: dict[str, str] | None = None,
                ) -> list[TrialRecord]:
@@ -314,8 +365,8 @@ def work(
     claimed, and, if asked, until every trial of it has finished (running a lost trial's
     retry if one turns up meanwhile)."""
     worker = worker_name()
-    size = population_size(population, loop.plan, objective, device, context)
     try:
+        size = population_size(population, loop.plan, objective, device, context, loop.listener)
         while True:
             batch = loop.claim(worker, device, size)
             if batch is DONE:
@@ -326,6 +377,6 @@ def work(
                 time.sleep(0.5)  # the next stage waits for trials running elsewhere
             else:
                 assert isinstance(batch, list)
-                loop.run(batch, objective, device=device, context=context)
+                loop.run(batch, objective, device=device, context=context, worker=worker)
     finally:
         loop.close(device)

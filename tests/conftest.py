@@ -102,12 +102,12 @@ def digits_space(epochs: int = 3, **params: dict) -> SearchSpace:
 
 
 def pruned_grid_search(home: Path, learning_rates: list[float], epochs: int):
-    """A grid search on digits over ``learning_rates`` whose median rule, after two trials and
-    one epoch, prunes the slow ones early (one at a time, so the same every run)."""
+    """A grid search on digits over ``learning_rates`` whose median rule, once three trials have
+    reached an epoch past the first, prunes the slow ones early (one at a time, so the same every run)."""
     import hpo
 
     space = {"lr": {"type": "float", "low": 1e-4, "high": 0.3, "log": True, "grid": learning_rates}}
-    pruning = hpo.Pruning(pruner="median", warmup_trials=2, warmup_steps=1)
+    pruning = hpo.Pruning(pruner="median", warmup_trials=3, warmup_steps=1)
     return hpo.search("digits_mlp", digits_space(epochs=epochs, **space), strategy="grid",
                       n_trials=len(learning_rates), pruner=pruning, population=1, home=home)
 

@@ -275,6 +275,27 @@ def test_halving_pruners_stop_the_worse_trials_early(engine, stores, unique, pru
         assert len(client.get_metric_history(runs[trial.number].info.run_id, "loss")) < 10
 
 
+@pytest.mark.parametrize("pruner", ["median", "successive-halving", "hyperband"])
+def test_both_drivers_prune_the_same_trials_at_the_same_epochs(request, stores, unique, tmp_path, pruner):
+    """One pruning package decides for both drivers, from the same reports: the same search
+    (trials one at a time) stops the same trials at the same epochs, saying the same."""
+    request.getfixturevalue("ray_local")
+    lrs = [1e-2, 2e-2, 5e-3, 3e-2, 1e-1, 1e-3, 3e-1, 1e-4, 1.0, 1e-5, 3.0, 1e-6]
+    space = hpo.SearchSpace.model_validate(
+        {"name": "halving", "metric": "loss", "direction": "minimize",
+         "params": {"lr": {"type": "float", "low": 1e-6, "high": 3.0, "log": True}}})
+    ended = {}
+    for name in DRIVERS:
+        (tmp_path / name).mkdir()  # a study of the same name each (Hyperband's brackets follow it), apart
+        result = hpo.search(plateau, space, driver=driver_options(name, sequential=True), pruner=pruner,
+                            strategy=ListStrategy([{"lr": lr} for lr in lrs]), n_trials=12, home=tmp_path / name,
+                            experiment=unique + name, study_name=unique, evaluate_test=False,
+                            storage=f"sqlite:///{tmp_path / name / 'optuna.db'}", tracking_uri=stores["tracking_uri"])
+        ended[name] = [(t.number, t.state.value, t.detail, len(t.curve)) for t in result.trials]
+    assert ended["optuna"] == ended["ray"]
+    assert sum(state == "pruned" for _, state, _, _ in ended["optuna"]) >= 3
+
+
 SCRIPTED = {  # a loss curve over epochs 1-4 for each learning rate
     1.0: [1.0, 0.50, 0.40, 0.30], 2.0: [1.0, 0.52, 0.42, 0.32], 3.0: [1.0, 0.48, 0.38, 0.28],
     4.0: [1.0, 0.55, 0.45, 0.35], 5.0: [1.0, 0.45, 0.35, 0.25],  # the five the rule waits for
@@ -496,3 +517,32 @@ def test_ray_sends_quick_reports_together_and_slow_ones_as_they_come(request, st
         # its step 0 is not said to be the untrained model: it stays in the curve
         assert [m.step for m in client.get_metric_history(run.info.run_id, "loss")] == [0, 1, 2, 3, 4, 5]
         assert "initial_loss" not in run.data.metrics
+
+
+FULL_SPACE = {  # the mission's full space, on the digits MLP, short
+    "optimizer": {"type": "categorical", "choices": ["sgd_momentum", "adamw", "rmsprop"]},
+    "lr": {"type": "float", "low": 1e-4, "high": 0.1, "log": True},
+    "momentum": {"type": "float", "low": 0.5, "high": 0.99, "condition": {"optimizer": ["sgd_momentum"]}},
+    "dropout": {"type": "float", "low": 0.0, "high": 0.5},
+    "batch_size": {"type": "int", "low": 32, "high": 256, "log": True},
+}
+
+
+@pytest.mark.parametrize("strategy", ["random", "tpe"])
+def test_a_space_that_searches_the_batch_size_and_optimizer_trains_in_populations(engine, stores, unique, strategy):
+    """Members share their batch size (drawn once per population) and each keeps its own
+    optimizer: a population holds several, and its rows are refilled from its group, in this
+    process or in a Ray actor alike."""
+    space = hpo.SearchSpace.model_validate({"name": "full", "metric": "val_loss", "direction": "minimize",
+                                            "objective": "digits_mlp", "params": FULL_SPACE, "fixed": {"epochs": 2}})
+    result = engine("digits_mlp", space, strategy=strategy, n_trials=20, population=6, experiment=unique,
+                    study_name=unique, evaluate_test=False)
+    assert len(result.trials) == 20 and all(t.state is not TrialState.FAILED for t in result.trials)
+    groups: dict[str, list] = {}
+    for run in child_runs(stores["tracking_uri"], result.parent_run_id):
+        groups.setdefault(run.data.tags["hpo.population"], []).append(run.data.params)
+    assert len(groups) < 20 / 2  # populations, not trials one by one
+    for members in groups.values():
+        assert len({params["batch_size"] for params in members}) == 1
+    assert max(len({params["optimizer"] for params in members}) for members in groups.values()) > 1
+    assert max(len(members) for members in groups.values()) > 6  # a population's rows were refilled

@@ -11,12 +11,13 @@ from pathlib import Path
 import optuna
 import pytest
 from mlflow import MlflowClient
+from torch import nn
 
 import hpo
 from conftest import StopAt, child_runs, digits_space
 from hpo import Trial, TrialState
 from hpo._trial import DivergenceGuard
-from hpo.population import OPTIMIZERS, SCHEDULES, train_population
+from hpo.population import OPTIMIZERS, SCHEDULES, Recipe, fit, train_population
 from hpo.strategies import params_key
 from objectives import digits_mlp, mnist1d_cnn
 
@@ -70,6 +71,74 @@ def test_a_population_reproduces_its_members_trained_alone(optimizer, schedule):
         assert len(solo) == 5  # the untrained model, then four epochs
         assert_same_curves(solo, member, tolerance=1e-5)
     assert [o.state for o in outcomes] == [TrialState.COMPLETE] * 3
+
+
+def test_members_with_their_own_optimizer_schedule_and_epochs_reproduce_their_twins():
+    """The mission's full space varies the optimizer: every member keeps its own update rule,
+    state, schedule, epochs and patience, in one population."""
+    base = {"dropout": 0.0, "batch_size": 128, "patience": 100}
+    params = [{**base, **MEMBERS[0], "optimizer": "adamw", "schedule": "cosine", "epochs": 4},
+              {**base, **MEMBERS[1], "optimizer": "sgd_momentum", "schedule": "step", "epochs": 3},
+              {**base, **MEMBERS[2], "optimizer": "adamw", "schedule": "constant", "epochs": 2},
+              {**base, **MEMBERS[0], "optimizer": "rmsprop", "schedule": "exponential", "epochs": 4, "patience": 1}]
+    curves, outcomes = together(digits_mlp, params)
+    for solo, member in zip(alone(digits_mlp, params), curves, strict=True):
+        assert_same_curves(solo, member, tolerance=1e-5)
+    assert [len(curve) for curve in curves[:3]] == [5, 4, 3]  # each its own epochs
+    assert [o.state for o in outcomes] == [TrialState.COMPLETE] * 4
+
+
+def test_a_stopped_members_rows_are_refilled_and_the_newcomer_trains_as_if_alone():
+    """A member pruned at epoch 1 leaves its rows at the epoch's end; a new trial takes them, from
+    its own initialisation and first epoch, with fresh optimizer state, while the others train
+    on undisturbed: every curve, the newcomers' included, is its solo twin's."""
+    base = {"optimizer": "adam", "schedule": "cosine", "epochs": 3, "dropout": 0.0, "batch_size": 128,
+            "patience": 100}
+    params = [{**base, **member} for member in MEMBERS] + [{**base, "lr": 2e-3, "weight_decay": 0.0},
+                                                           {**base, "lr": 7e-3, "weight_decay": 1e-4,
+                                                            "optimizer": "sgd_momentum", "momentum": 0.9}]
+    curves: list[list] = [[] for _ in params]
+    trials = [trial(n, curves[n], **({"pruning": StopAt(1)} if n == 1 else {})) for n in range(len(params))]
+    waiting = [(params[3], trials[3]), (params[4], trials[4])]
+    asked, ended = [], []
+
+    def refill(count):
+        asked.append(count)
+        given, waiting[:] = waiting[:count], waiting[count:]
+        return given
+
+    recipe = digits_mlp.population(params[0], trials[0])
+    outcomes = train_population(recipe, list(zip(params[:3], trials[:3], strict=True)), "val_loss", refill=refill,
+                                ended=lambda t, outcome: ended.append((t.number, outcome.state)))
+    assert asked[0] == 1  # at the end of epoch 1, one row was free
+    assert ended[0] == (1, TrialState.PRUNED) and sorted(n for n, _ in ended) == [0, 1, 2, 3, 4]
+    assert [o.state for o in outcomes] == [TrialState.COMPLETE, TrialState.PRUNED] + [TrialState.COMPLETE] * 3
+    solo = alone(digits_mlp, [params[n] for n in (0, 2, 3, 4)], numbers=[0, 2, 3, 4])
+    for number, curve in zip((0, 2, 3, 4), solo, strict=True):
+        assert len(curves[number]) == 4
+        assert_same_curves(curve, curves[number], tolerance=1e-5)
+
+
+def batch_norm_recipe(trial: Trial) -> Recipe:
+    splits = digits_mlp.setup("cpu")
+
+    def build(params):
+        return nn.Sequential(nn.Linear(64, 32), nn.BatchNorm1d(32), nn.ReLU(), nn.Linear(32, 10))
+
+    return Recipe(build, (splits.x_train, splits.y_train), (splits.x_val, splits.y_val))
+
+
+def test_batch_norm_trains_in_populations_each_member_with_its_own_statistics():
+    base = {"optimizer": "adamw", "epochs": 3, "dropout": 0.0, "batch_size": 64, "patience": 100}
+    params = [{**base, **member} for member in MEMBERS]
+    curves: list[list] = [[] for _ in params]
+    trials = [trial(n, curves[n]) for n in range(3)]
+    outcomes = train_population(batch_norm_recipe(trials[0]), list(zip(params, trials, strict=True)), "val_loss")
+    assert [o.state for o in outcomes] == [TrialState.COMPLETE] * 3
+    for number in range(3):
+        curve: list = []
+        fit(batch_norm_recipe(trials[0]), params[number], trial(number, curve))  # alone: plain torch, no vmap
+        assert_same_curves(curve, curves[number], tolerance=5e-3)  # vmapped gradients round apart: one example of 288
 
 
 def test_a_convolutional_population_reproduces_its_members_trained_alone():
@@ -189,7 +258,7 @@ def test_a_search_with_populations_keeps_every_trial_its_own(stores, unique):
     runs = child_runs(stores["tracking_uri"], result.parent_run_id)
     assert len(runs) == 12
     sizes = {r.data.tags["hpo.population"]: int(r.data.tags["hpo.population_size"]) for r in runs}
-    assert sorted(sizes.values()) == [4, 8]  # eight claimed together, then the four left
+    assert list(sizes.values()) == [8]  # eight claimed together, the four left taking the rows of those that stopped
     client = MlflowClient(stores["tracking_uri"])
     for run in runs:  # each member's own curve, from the untrained model on
         steps = [m.step for m in client.get_metric_history(run.info.run_id, "val_loss")]
@@ -205,10 +274,53 @@ def plain(params, trial):
 def test_population_is_refused_where_it_cannot_run(stores, unique):
     with pytest.raises(hpo.HpoError, match=r"population: objective '.*plain' cannot train populations"):
         hpo.prepare(plain, digits_space(), population=4, **stores)
-    with pytest.raises(hpo.HpoError, match="population: the ray driver trains one trial per worker"):
-        hpo.prepare("digits_mlp", digits_space(), driver="ray", population=4, **stores)
     with pytest.raises(hpo.HpoError, match="population: expected a number or 'auto', got 'many'"):
         hpo.prepare("digits_mlp", digits_space(), population="many", **stores)
     result = hpo.search(plain, digits_space(), strategy="grid", n_trials=3, population="auto", experiment=unique,
                         study_name=unique, evaluate_test=False, **stores)
     assert len(result.trials) == 3  # auto: one at a time for an objective without populations
+
+
+class GruObjective:
+    """A recurrent model: ``vmap`` has no batching rule for ``aten::gru``."""
+
+    def population(self, params, trial):
+        splits = digits_mlp.setup("cpu")
+
+        class Recurrent(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.rnn = nn.GRU(8, 16, batch_first=True)
+                self.head = nn.Linear(16, 10)
+
+            def forward(self, x):
+                return self.head(self.rnn(x.view(len(x), 8, 8))[0][:, -1])
+
+        return Recipe(lambda member: Recurrent(), (splits.x_train, splits.y_train), (splits.x_val, splits.y_val))
+
+    def __call__(self, params, trial):
+        recipe = self.population(params, trial)
+        return fit(recipe, params, trial)
+
+
+def test_what_cannot_stack_is_refused_before_the_first_trial_and_auto_trains_it_alone(stores, unique):
+    space = digits_space(epochs=1)
+    with pytest.raises(hpo.HpoError, match=r"^population: objective '.*' cannot train populations: its GRU layer "
+                                           r"'rnn' does not train under torch.func's vmap$"):
+        hpo.search(GruObjective(), space, strategy="grid", n_trials=3, population=4, experiment=unique,
+                   study_name=unique, evaluate_test=False, **stores)
+    assert not optuna.load_study(study_name=unique, storage=stores["storage"]).trials
+
+    notices = []
+
+    class Notices(hpo.SearchListener):
+        def notice(self, text):
+            notices.append(text)
+
+    result = hpo.search(GruObjective(), space, strategy="grid", n_trials=3, population="auto", listener=Notices(),
+                        experiment=unique + "auto", study_name=unique + "auto", evaluate_test=False, **stores)
+    assert [t.state for t in result.trials] == [TrialState.COMPLETE] * 3
+    assert notices == ["population auto trains one trial at a time: its GRU layer 'rnn' does not train under "
+                       "torch.func's vmap"]
+    runs = child_runs(stores["tracking_uri"], result.parent_run_id)
+    assert len({r.data.tags.get("hpo.population") for r in runs}) == 1 and "hpo.population" not in runs[0].data.tags

@@ -43,8 +43,8 @@ def two_node_cluster():
 def test_trials_are_placed_on_both_nodes(two_node_cluster, stores, unique, tmp_path):
     space = digits_space(epochs=3, lr={"type": "float", "low": 1e-4, "high": 0.05, "log": True, "grid_points": 4})
     result = hpo.search("digits_mlp", space, driver=hpo.RayOptions(address=two_node_cluster, cpus_per_trial=1),
-                        strategy="grid", n_trials=4, experiment=unique, study_name=unique, home=tmp_path,
-                        evaluate_test=False, **stores)
+                        strategy="grid", n_trials=4, population=1, experiment=unique, study_name=unique,
+                        home=tmp_path, evaluate_test=False, **stores)
     assert [t.state.value for t in result.trials] == ["complete"] * 4
     nodes = {t.node for t in result.trials}
     assert len(nodes) == 2  # one CPU a node, one CPU a trial: both nodes take trials

@@ -53,6 +53,30 @@ def replay(strategy: BaseStrategy, n_trials: int, space: SearchSpace = SPACE, lo
     return history
 
 
+def replay_grouped(strategy: BaseStrategy, n_trials: int, size: int, shape: tuple[str, ...] = ("batch_size",),
+                   ) -> list[list[TrialRecord]]:
+    """Claims of ``size`` trials as the store makes them for a population: the first one free,
+    the rest sharing its ``shape`` values (``suggest_like``)."""
+    history: list[TrialRecord] = []
+    groups = []
+    while len(history) < n_trials:
+        first = strategy.suggest(SPACE, history, n_trials)
+        if first is None or first is WAIT:
+            break
+        like = {name: value for name, value in first.params.items() if name in shape}
+        group = [TrialRecord(len(history), first.params, TrialState.COMPLETE, simulated_loss(first.params), first.stage)]
+        history.append(group[0])
+        while len(group) < size and len(history) < n_trials:
+            suggestion = strategy.suggest_like(SPACE, history, n_trials, like)
+            if suggestion is None or suggestion is WAIT:
+                break
+            group.append(TrialRecord(len(history), suggestion.params, TrialState.COMPLETE,
+                                     simulated_loss(suggestion.params), suggestion.stage))
+            history.append(group[-1])
+        groups.append(group)
+    return groups
+
+
 class StrategySuite:
     """Every planning strategy inherits these tests; subclasses provide ``make``."""
 
@@ -100,6 +124,31 @@ class StrategySuite:
 
     def test_stays_within_budget(self, make):
         assert len(replay(make(seed=0), 5)) <= 5
+
+    def test_a_populations_trials_share_its_shape_parameters_and_stay_in_the_space(self, make):
+        groups = replay_grouped(make(seed=0), self.n_trials, size=4)
+        trials = [t for group in groups for t in group]
+        assert len(trials) >= min(self.n_trials, 36) - 4
+        assert all(SPACE.contains(t.params) for t in trials)
+        assert all(len({t.params["batch_size"] for t in group}) == 1 for group in groups)
+        assert sum(len(group) == 4 for group in groups) >= len(groups) // 2  # groups fill
+        assert len({params_key(t.params) for t in trials}) == len(trials) or not isinstance(make(seed=0), GridStrategy)
+
+
+def test_random_populations_keep_every_parameters_distribution():
+    """A population draws its batch size once and the rest per trial: over many populations the
+    batch size is log-uniform over the groups, and every other parameter over the trials."""
+    from scipy import stats
+
+    groups = replay_grouped(RandomStrategy(seed=0), 4000, size=8)
+    sizes = np.log([group[0].params["batch_size"] for group in groups])
+    assert stats.kstest((sizes - np.log(16)) / (np.log(257) - np.log(16)), "uniform").pvalue > 0.001
+    lrs = np.log10([t.params["lr"] for group in groups for t in group])
+    assert stats.kstest((lrs + 5) / 5, "uniform").pvalue > 0.001
+    dropouts = [t.params["dropout"] for group in groups for t in group[1:]]
+    counts = np.unique(np.round(dropouts, 1), return_counts=True)[1]
+    expected = np.array([0.5, 1, 1, 1, 1, 0.5]) / 5 * len(dropouts)  # uniform, rounded to its step of 0.1
+    assert len(counts) == 6 and stats.chisquare(counts, expected).pvalue > 0.001
 
 
 class TestGridStrategy(StrategySuite):

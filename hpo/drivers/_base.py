@@ -19,8 +19,6 @@ class DriverOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: ClassVar[str]
-    populations: ClassVar[bool] = False
-    """Whether the engine trains populations (``population`` > 1)."""
     time_limits: ClassVar[bool] = False
     """Whether the engine ends a trial that runs past ``trial_timeout``."""
 

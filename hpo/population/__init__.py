@@ -4,20 +4,30 @@ still its own trial. An objective opts in with ``population(params, trial) -> Re
 Imports torch: ``hpo`` loads it only when a search trains populations.
 """
 
-from hpo.population._optim import OPTIMIZERS, SCHEDULES, StackedOptimizer, StackedSchedule, make_schedule
-from hpo.population._train import PER_MEMBER, TRAINING_DEFAULTS, Recipe, auto_size, fit, group_key, train_population
+from hpo.population._optim import OPTIMIZERS, SCHEDULES, MemberSchedule, StackedOptimizer, make_schedule
+from hpo.population._train import (
+    PER_MEMBER,
+    TRAINING_DEFAULTS,
+    Recipe,
+    auto_size,
+    fit,
+    group_key,
+    train_population,
+    unstackable,
+)
 
 __all__ = [
     "OPTIMIZERS",
     "PER_MEMBER",
     "SCHEDULES",
     "TRAINING_DEFAULTS",
+    "MemberSchedule",
     "Recipe",
     "StackedOptimizer",
-    "StackedSchedule",
     "auto_size",
     "fit",
     "group_key",
     "make_schedule",
     "train_population",
+    "unstackable",
 ]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import time
 from collections import ChainMap
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -17,15 +18,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, stack_module_state, vmap
 
-from hpo._trial import Outcome, Trial, ended_by, outcome_of, plain
+from hpo._plan import PER_MEMBER
+from hpo._trial import TIMEOUT, Outcome, Trial, TrialState, ended_by, outcome_of
 from hpo.population._heap import keep_freed_memory
-from hpo.population._optim import StackedOptimizer, StackedSchedule
+from hpo.population._optim import OPTIMIZERS, SCHEDULES, MemberSchedule, StackedOptimizer
 
 MOMENTUM_OPTIMIZERS = ("sgd_momentum", "nesterov")
 """The optimizers that read ``momentum``."""
-PER_MEMBER = ("lr", "weight_decay", "momentum", "dropout", "patience")
-"""The hyperparameters members of one population may differ in. The others (batch size,
-optimizer, schedule, epochs, model width...) change shapes or the loop: members share them."""
 
 TRAINING_DEFAULTS: dict[str, Any] = {
     "lr": 1e-3, "weight_decay": 0.0, "dropout": 0.1, "batch_size": 64, "optimizer": "adamw", "momentum": 0.9,
@@ -49,7 +48,7 @@ class Recipe:
     Args:
         build: One member's model from its parameters (called under the member's seed, so each
             starts from its own initialisation). Its ``nn.Dropout`` layers take each member's
-            own rate; batch norm is not supported (members would share running statistics).
+            own rate; batch norm layers keep each member's own running statistics.
         train: Inputs and targets to train on, on the trial's device.
         validation: Inputs and targets to report on, on the same device.
         loss: ``loss(outputs, targets)``, a mean over the batch.
@@ -93,6 +92,22 @@ def auto_size(recipe: Recipe, params: Mapping[str, Any], device: str) -> int:
     per_member = 4 * (4 * weights + 3 * sum(outputs))
     free, _ = torch.cuda.mem_get_info(torch.device(device))
     return max(1, min(ON_GPU_AT_MOST, int(0.5 * free / per_member)))
+
+
+def unstackable(recipe: Recipe, fixed: Mapping[str, Any], searched: Mapping[str, Any]) -> str | None:
+    """Why the members of this recipe's model cannot train as one population, in words naming
+    the layer or the value (``searched``: the space's parameters, by name); None where they can."""
+    offered = {"optimizer": OPTIMIZERS, "schedule": SCHEDULES}
+    for name, choices in offered.items():
+        values = [fixed.get(name, recipe.defaults.get(name)), *getattr(searched.get(name), "choices", [])]
+        for value in values:
+            if value is not None and value not in choices:
+                return f"{name} {value!r} is not one population training offers ({', '.join(choices)})"
+    model = recipe.build({**recipe.defaults, **fixed})
+    for name, layer in model.named_modules():
+        if isinstance(layer, nn.RNNBase):
+            return f"its {type(layer).__name__} layer {name!r} does not train under torch.func's vmap"
+    return None
 
 
 def group_key(params: Mapping[str, Any]) -> str:
@@ -158,45 +173,106 @@ def _with_member_dropout(model: nn.Module) -> nn.Module:
     return model
 
 
+@dataclass(eq=False)
+class _Member:
+    """One member: its trial, and where it stands in its own training (its epoch, best epoch,
+    patience, schedule and order of the data; a member that joined later is at its own epoch)."""
+
+    params: Mapping[str, Any]
+    trial: Trial
+    schedule: MemberSchedule
+    shuffle: torch.Generator
+    epoch: int = 0
+    best: dict[str, float] = field(default_factory=dict)
+    stale: int = 0
+    last_train: float = math.nan
+    result: Any = None
+    """How it ended, once it has: its metrics, the ``TrialPruned`` that stopped it, an ``Outcome``."""
+    joined: float = field(default_factory=time.monotonic)
+
+    @property
+    def rule(self) -> str:
+        return str(self.params["optimizer"])
+
+
+def _member(recipe: Recipe, params: Mapping[str, Any], trial: Trial) -> _Member:
+    read = ChainMap(params, recipe.defaults)  # what a member reads is noted (ReadParams)
+    schedule = MemberSchedule(read["schedule"], float(read["lr"]), int(read["epochs"]))
+    return _Member(read, trial, schedule, torch.Generator().manual_seed(trial.seed))
+
+
+def _structure(model: nn.Module) -> list[tuple[str, tuple[int, ...]]]:
+    """What members must share to stack: their tensors' names and shapes."""
+    return [(name, tuple(t.shape)) for name, t in [*model.named_parameters(), *model.named_buffers()]]
+
+
 class _Population:
-    """The members still training, stacked: parameters, buffers and optimizer state, one row each.
+    """The members training together, stacked: parameters, buffers and optimizer state, one row
+    each, rows sorted by the members' update rules.
 
     All of a member's parameters are one row of ``flat`` (members x parameters); the model's
     tensors are views of it. So a training step takes one gradient and the optimizer updates
-    every parameter of every member with a handful of elementwise kernels, not a handful per
-    tensor (the same elementwise arithmetic: the same numbers). The gradient is taken with
-    respect to the views and written into one kept buffer: taken with respect to ``flat``, each
-    view's backward would make a zero tensor the size of ``flat`` and add them all up."""
+    every parameter of every member with a handful of elementwise kernels per rule in use, not a
+    handful per tensor (the same elementwise arithmetic: the same numbers). The gradient is taken
+    with respect to the views and written into one kept buffer: taken with respect to ``flat``,
+    each view's backward would make a zero tensor the size of ``flat`` and add them all up."""
 
-    def __init__(self, recipe: Recipe, params: list[dict[str, Any]], trials: Sequence[Trial]) -> None:
+    def __init__(self, recipe: Recipe, members: list[_Member]) -> None:
+        members = sorted(members, key=lambda m: OPTIMIZERS.index(m.rule))
         models = []
-        for p, trial in zip(params, trials, strict=True):
-            torch.manual_seed(trial.seed)  # the member's own initialisation, as when trained alone
-            models.append(_with_member_dropout(recipe.build(p)).to(trial.device))
-        if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in models[0].modules()):
-            raise ValueError("population training does not support batch norm (members would share statistics)")
+        for member in members:
+            torch.manual_seed(member.trial.seed)  # the member's own initialisation, as when trained alone
+            models.append(_with_member_dropout(recipe.build(member.params)).to(member.trial.device))
+        self.structure = _structure(models[0])
+        if any(_structure(model) != self.structure for model in models[1:]):
+            raise ValueError("members of one population must build models of one shape")
         self.base = copy.deepcopy(models[0]).to("meta")
         self.chain = _chain(self.base)
         stacked, self.buffers = stack_module_state(models)
         self._shapes = {name: tensor.shape[1:] for name, tensor in stacked.items()}
         self.flat = torch.cat([t.detach().reshape(len(models), -1) for t in stacked.values()], dim=1).requires_grad_()
+        self.rows = members
+        self.optimizer = StackedOptimizer([m.rule for m in members], **self._rates())
         self._derive()
-        device = recipe.train[0].device
-        first = params[0]
 
-        def rates(name: str) -> Tensor:
-            return torch.tensor([float(p[name]) for p in params], device=device)
+    def _rates(self) -> dict[str, Tensor]:
+        """Each row's learning rate (its schedule's, now), weight decay and momentum."""
 
-        optimizer = first["optimizer"]
-        momentum = rates("momentum") if optimizer in MOMENTUM_OPTIMIZERS else torch.zeros(len(params), device=device)
-        self.optimizer = StackedOptimizer(optimizer, [self.flat], lr=rates("lr"),
-                                          weight_decay=rates("weight_decay"), momentum=momentum)
-        self.schedule = StackedSchedule(first["schedule"], [p["lr"] for p in params], int(first["epochs"]))
-        self.rows = list(range(len(params)))  # each row's member
+        def per_row(values: list[float]) -> Tensor:
+            return torch.tensor(values, device=self.flat.device)
+
+        return {"lr": per_row([m.schedule.rate for m in self.rows]),
+                "weight_decay": per_row([float(m.params["weight_decay"]) for m in self.rows]),
+                "momentum": per_row([float(m.params["momentum"]) if m.rule in MOMENTUM_OPTIMIZERS else 0.0
+                                     for m in self.rows])}
+
+    def epoch_done(self) -> None:
+        """Every row finished an epoch: its schedule moves on."""
+        for member in self.rows:
+            member.epoch += 1
+            member.schedule.step()
+        self.optimizer.lr = self._rates()["lr"]
+
+    def regroup(self, members: list[_Member], joining: _Population | None = None) -> None:
+        """Train ``members`` from now on: rows of this population (the others left) and of
+        ``joining`` (new members, fresh optimizer state), sorted by rule again."""
+        where = {id(m): (self, i) for i, m in enumerate(self.rows)}
+        if joining is not None:
+            where |= {id(m): (joining, i) for i, m in enumerate(joining.rows)}
+        if joining is not None and joining.structure != self.structure:
+            raise ValueError("members of one population must build models of one shape")
+        members = sorted(members, key=lambda m: OPTIMIZERS.index(m.rule))
+        rows = [where[id(m)] for m in members]
+        self.flat = torch.stack([pop.flat.detach()[i] for pop, i in rows]).requires_grad_()
+        self.buffers = {name: torch.stack([pop.buffers[name][i] for pop, i in rows]) for name in self.buffers}
+        kept = torch.tensor([i if pop is self else -1 for pop, i in rows], device=self.flat.device)
+        self.rows = members
+        self.optimizer.regroup(kept, [m.rule for m in members], **self._rates())
+        self._derive()
 
     def _derive(self) -> None:
         """What follows from ``flat`` and the buffers: the parameters' views, the gradient's
-        buffer and views, and each dropout layer's thresholds (made anew when members leave)."""
+        buffer and views, and each dropout layer's thresholds (made anew when members change)."""
         self.params = self._views(self.flat)
         self.grad, self._grads = self._gradient_views()
         self._dropout = self._dropout_rates()
@@ -220,7 +296,7 @@ class _Population:
         grads = torch.autograd.grad(loss, list(self.params.values()), materialize_grads=True)
         for view, grad in zip(self._grads, grads, strict=True):
             view.copy_(grad)  # one pass each, transposed or not
-        self.optimizer.step([self.grad])
+        self.optimizer.step(self.flat, self.grad)
 
     def _gradient_views(self) -> tuple[Tensor, list[Tensor]]:
         """A buffer for ``flat``'s gradient, and each parameter's view of it."""
@@ -234,6 +310,10 @@ class _Population:
 
         def forward(params: dict, buffers: dict, inputs: Tensor) -> Tensor:
             return functional_call(self.base, (params, buffers), (inputs,))
+
+        if len(self.rows) == 1:  # a trial alone (``fit``): its model as it is, whatever vmap cannot batch
+            one = ({k: v[0] for k, v in self.params.items()}, {k: v[0] for k, v in self.buffers.items()})
+            return forward(*one, x if shared else x[0]).unsqueeze(0)
 
         return vmap(forward, in_dims=(0, 0, None if shared else 0), randomness="different")(
             self.params, self.buffers, x
@@ -253,115 +333,168 @@ class _Population:
                 x = layer(x)
         return x
 
-    def keep(self, members: list[int]) -> None:
-        """Drop the members that stopped: they neither compute nor update any more."""
-        index = torch.tensor([self.rows.index(m) for m in members], device=self.flat.device)
-        self.flat = self.flat.detach()[index].requires_grad_()
-        self.buffers = {k: v[index] for k, v in self.buffers.items()}
-        self._derive()
-        self.optimizer.keep(index, [self.flat])
-        self.rows = members
+
+Member = tuple[Mapping[str, Any], Trial]
+"""A member as the caller gives it: its parameters and its trial."""
 
 
-def train_population(recipe: Recipe, members: Sequence[tuple[Mapping[str, Any], Trial]], metric: str) -> list[Outcome]:
+def train_population(recipe: Recipe, members: Sequence[Member], metric: str, *,
+                     refill: Callable[[int], Sequence[Member]] | None = None,
+                     ended: Callable[[Trial, Outcome], None] | None = None,
+                     time_limit_s: float | None = None) -> list[Outcome]:
     """Train ``members`` (parameters and trial) together; each member's outcome, as
-    ``run_objective`` would give it for the member trained alone."""
-    trials = [trial for _, trial in members]
-    params = [ChainMap(p, recipe.defaults) for p, _ in members]  # what a member reads is noted (ReadParams)
-    if len({group_key({**recipe.defaults, **plain(p)}) for p, _ in members}) > 1:
-        raise ValueError("members of one population must agree on everything but " + ", ".join(PER_MEMBER))
+    ``run_objective`` would give it for the member trained alone, in the order they joined.
+
+    Members may differ in anything that leaves their models' shapes alone (optimizer, schedule,
+    learning rate, weight decay, momentum, dropout, epochs, patience); they share the batch size.
+    ``refill(count)``, where given, is asked at each epoch boundary for members to take the rows
+    of those that stopped (up to ``count``, of the same shapes; none once the budget is out),
+    each trained from its own first epoch; ``ended(trial, outcome)`` hears each member end as it
+    does. ``time_limit_s`` ends a member that has trained longer (at an epoch boundary)."""
+    outcomes: dict[int, Outcome] = {}
+    joined: list[Trial] = []
+
+    def end(member: _Member) -> None:
+        outcome = _outcome(member.result, member.trial, metric)
+        outcomes[id(member.trial)] = outcome
+        if ended is not None:
+            ended(member.trial, outcome)
+
+    def join(given: Sequence[Member]) -> list[_Member]:
+        joined.extend(trial for _, trial in given)
+        return [_member(recipe, params, trial) for params, trial in given]
+
+    training = _Training(recipe, end, time_limit_s)
     try:
-        results = _train(recipe, params, trials)
-    except Exception as error:  # one failure (out of memory, say) is every member's
-        return [ended_by(error, trial, metric) for trial in trials]
-    return [ended_by(r, t, metric) if isinstance(r, Exception) else outcome_of(r, t, metric)
-            for r, t in zip(results, trials, strict=True)]
+        training.run(join(members), None if refill is None else lambda count: join(refill(count)))
+    except Exception as error:  # one failure (out of memory, say) is every member's still training
+        for trial in joined:
+            if id(trial) not in outcomes:
+                outcomes[id(trial)] = ended_by(error, trial, metric)
+                if ended is not None:
+                    ended(trial, outcomes[id(trial)])
+    return [outcomes[id(trial)] for trial in joined]
 
 
 def fit(recipe: Recipe, params: Mapping[str, Any], trial: Trial) -> dict[str, float]:
     """Train one trial by the recipe, as an objective's ``__call__``: its metrics, or
     ``TrialPruned`` when its trial stops it."""
-    (result,) = _train(recipe, [ChainMap(params, recipe.defaults)], [trial])
+    results: list[Any] = []
+    _Training(recipe, lambda member: results.append(member.result)).run([_member(recipe, params, trial)])
+    (result,) = results
     if isinstance(result, Exception):
         raise result
     return result
 
 
-def _train(recipe: Recipe, params: list[Mapping[str, Any]], trials: list[Trial]) -> list[Any]:
-    """Each member's result (the best epoch's metrics) or the ``TrialPruned`` that stopped it."""
-    (x_train, y_train), (x_val, y_val) = recipe.train, recipe.validation
-    if x_train.device.type == "cpu":
-        keep_freed_memory()
-    population = _Population(recipe, params, trials)
-    shuffles = [torch.Generator().manual_seed(trial.seed) for trial in trials]
-    n, batch_size, epochs = len(y_train), int(params[0]["batch_size"]), int(params[0]["epochs"])
-    results: list[Any] = [None] * len(trials)
-    best: list[dict[str, float]] = [{} for _ in trials]
-    stale = [0] * len(trials)
-    last_train = [math.nan] * len(trials)
+def _outcome(result: Any, trial: Trial, metric: str) -> Outcome:
+    if isinstance(result, Outcome):
+        return result
+    return ended_by(result, trial, metric) if isinstance(result, Exception) else outcome_of(result, trial, metric)
 
-    def score(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+
+class _Training:
+    """The built-in objectives' procedure for a population whose members come and go: the
+    untrained model reported at step 0, then epochs of shuffled minibatches, each member
+    reporting at its own epoch, leaving when it stops, its rows taken at the epoch's end."""
+
+    def __init__(self, recipe: Recipe, end: Callable[[_Member], None], time_limit_s: float | None = None) -> None:
+        self.recipe = recipe
+        self.end = end
+        self.time_limit_s = time_limit_s
+
+    def run(self, members: list[_Member], refill: Callable[[int], list[_Member]] | None = None) -> None:
+        if self.recipe.train[0].device.type == "cpu":
+            keep_freed_memory()
+        batch_size = self.batch_size = int(members[0].params["batch_size"])
+        if any(int(m.params["batch_size"]) != batch_size for m in members):
+            raise ValueError("members of one population must share their batch_size")
+        size = len(members)
+        population = self._started(members)
+        while True:
+            for member in population.rows:
+                if member.result is None and self.time_limit_s is not None and \
+                        time.monotonic() - member.joined > self.time_limit_s:
+                    member.result = Outcome(TrialState.FAILED, reason=TIMEOUT)
+            for member in population.rows:
+                if member.result is not None:
+                    self.end(member)
+            active = [m for m in population.rows if m.result is None]
+            joining = None
+            if refill is not None and len(active) < size:
+                new = [m for m in refill(size - len(active)) if int(m.params["batch_size"]) == batch_size]
+                joining = self._started(new) if new else None
+                for member in joining.rows if joining is not None else ():
+                    if member.result is not None:  # stopped at its untrained step
+                        self.end(member)
+                active += [m for m in joining.rows if m.result is None] if joining is not None else []
+            if not active:
+                if joining is None:
+                    return
+                continue  # every newcomer stopped at once: ask for more
+            if active != population.rows:
+                population.regroup(active, joining)
+            self._epoch(population, batch_size)
+
+    def _started(self, members: list[_Member]) -> _Population:
+        population = _Population(self.recipe, members)
+        population.base.eval()
+        self._report(population, self._score(population, *self.recipe.train)[0])
+        return population
+
+    def _epoch(self, population: _Population, batch_size: int) -> None:
+        """One epoch of every row, then each member's report at its own epoch."""
+        (x_train, y_train) = self.recipe.train
+        n = len(y_train)
+        population.base.train()
+        orders = torch.stack([torch.randperm(n, generator=m.shuffle) for m in population.rows]).to(x_train.device)
+        total = torch.zeros(len(population.rows), device=x_train.device)
+        for start in range(0, n, batch_size):
+            index = orders[:, start : start + batch_size]
+            losses = _losses(self.recipe.loss, population.outputs(x_train[index], shared=False), y_train[index])
+            population.step(losses.sum())
+            total += losses.detach() * index.shape[1]
+        population.epoch_done()
+        self._report(population, total / n)
+        for member in population.rows:
+            if member.result is None and member.epoch >= int(member.params["epochs"]):
+                member.result = _result(member.best, member.last_train, member.epoch)
+
+    def _score(self, population: _Population, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         """Each member's mean loss and accuracy on ``(x, y)``, a few examples at a time."""
-        rows = max(batch_size, _SCORED_AT_ONCE // len(population.rows))
+        rows = max(self.batch_size, _SCORED_AT_ONCE // len(population.rows))
         losses = correct = torch.zeros(len(population.rows), device=y.device)
         with torch.no_grad():
             for start in range(0, len(y), rows):
                 xs, ys = x[start : start + rows], y[start : start + rows]
                 outputs = population.outputs(xs, shared=True)
-                losses = losses + _losses(recipe.loss, outputs, ys.expand(len(outputs), *ys.shape)) * len(ys)
+                losses = losses + _losses(self.recipe.loss, outputs, ys.expand(len(outputs), *ys.shape)) * len(ys)
                 correct = correct + (outputs.argmax(dim=-1) == ys).sum(dim=-1)
         return losses / len(y), correct / len(y)
 
-    def report(step: int, train_loss: Tensor) -> None:
-        """Each active member reports; one that its trial stops leaves the population."""
+    def _report(self, population: _Population, train_loss: Tensor) -> None:
+        """Each member reports at its own epoch, every report of the step recorded before any
+        is judged (members judge each other); one that its trial stops, or whose patience ran
+        out, has its result."""
         population.base.eval()
-        val_loss, val_accuracy = score(x_val, y_val)
+        val_loss, val_accuracy = self._score(population, *self.recipe.validation)
         values = list(zip(population.rows, train_loss.tolist(), val_loss.tolist(), val_accuracy.tolist(),
                           strict=True))
-        # every member's report of the step is in before any is judged: members judge each other
         for member, train, loss, accuracy in values:
-            metrics = {"train_loss": train, "val_loss": loss} | ({"val_accuracy": accuracy} if recipe.accuracy else {})
-            last_train[member] = train
-            trials[member].record(step, metrics)
+            metrics = {"train_loss": train, "val_loss": loss}
+            member.last_train = train
+            member.trial.record(member.epoch, metrics | ({"val_accuracy": accuracy} if self.recipe.accuracy else {}))
         for member, _, loss, _ in values:
-            if (pruned := trials[member].verdict()) is not None:
-                results[member] = pruned
-                continue
-            metrics = trials[member].history[-1][1]
-            if step == 0:
-                continue
-            if math.isfinite(loss) and loss < best[member].get("val_loss", math.inf) - 1e-4:
-                best[member] = {**metrics, "best_epoch": step}
-                stale[member] = 0
-            else:
-                stale[member] += 1
-                if stale[member] >= int(params[member]["patience"]):
-                    results[member] = _result(best[member], last_train[member], step)
-
-    population.base.eval()
-    report(0, score(x_train, y_train)[0])
-    for epoch in range(1, epochs + 1):
-        active = [m for m in population.rows if results[m] is None]
-        if not active:
-            break
-        if active != population.rows:
-            population.keep(active)
-        population.base.train()
-        orders = torch.stack([torch.randperm(n, generator=shuffles[m]) for m in active]).to(x_train.device)
-        total = torch.zeros(len(active), device=x_train.device)
-        for start in range(0, n, batch_size):
-            index = orders[:, start : start + batch_size]
-            losses = _losses(recipe.loss, population.outputs(x_train[index], shared=False), y_train[index])
-            population.step(losses.sum())
-            total += losses.detach() * index.shape[1]
-        population.schedule.step()
-        rates = population.schedule.rates()
-        population.optimizer.lr = torch.tensor([rates[m] for m in active], device=x_train.device)
-        report(epoch, total / n)
-    for member in population.rows:
-        if results[member] is None:
-            results[member] = _result(best[member], last_train[member], epochs)
-    return results
+            if (pruned := member.trial.verdict()) is not None:
+                member.result = pruned
+            elif member.epoch > 0:
+                if math.isfinite(loss) and loss < member.best.get("val_loss", math.inf) - 1e-4:
+                    member.best = {**member.trial.history[-1][1], "best_epoch": member.epoch}
+                    member.stale = 0
+                else:
+                    member.stale += 1
+                    if member.stale >= int(member.params["patience"]):
+                        member.result = _result(member.best, member.last_train, member.epoch)
 
 
 def _losses(loss: Callable[[Tensor, Tensor], Tensor], outputs: Tensor, targets: Tensor) -> Tensor:

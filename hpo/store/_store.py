@@ -258,28 +258,36 @@ class TrialStore:
     def unfinished(self) -> bool:
         return bool(self.study.get_trials(deepcopy=False, states=(OptunaState.RUNNING,)))
 
-    def claim(self, plan: SearchPlan, worker: str, count: int = 1) -> list[Claim] | Suggestion | object:
+    def claim(self, plan: SearchPlan, worker: str, count: int = 1, *, shape: Sequence[str] = (),
+              like: dict[str, Any] | None = None) -> list[Claim] | Suggestion | object:
         """Start up to ``count`` trials for ``worker``, reading the history once and creating
         them in one transaction; ``WAIT`` while the strategy waits for running trials; ``DONE``
-        once the budget is claimed."""
+        once the budget is claimed (or, with ``like``, once the strategy has no trial of that
+        group). Trials claimed together share their values of ``shape`` (a population's
+        parameters), the first one's, or ``like``'s where given."""
         with self._lock:
             created, records = self._records()
             history = in_budget(records, self.session)
+            budget = plan.n_trials - len(history)
             if not isinstance(plan.strategy, BaseStrategy):  # Optuna's sampler: one trial after another
-                budget = plan.n_trials - len(history)
                 if budget <= 0:
                     return DONE
-                return [self._sample(plan, worker, created + i) for i in range(min(count, budget))]
+                claims = [self._sample(plan, worker, created, like)]
+                group = like if like is not None else {k: v for k, v in claims[0].params.items() if k in shape}
+                claims += [self._sample(plan, worker, created + i, group) for i in range(1, min(count, budget))]
+                return claims
             counted = {t.number for t in history}  # the rest, lost or failed in an earlier run, are retried
             lost = {params_key(r.params): r.number for r in records if r.number not in counted}
             planned: list[tuple[Suggestion, int | None]] = []
             while len(planned) < count:
-                step = self._next(plan, history, lost)
+                step = self._next(plan, history, lost, like)
                 if not isinstance(step, tuple):
                     if planned:
                         break
                     return step
                 planned.append(step)
+                if like is None and shape:
+                    like = {k: v for k, v in step[0].params.items() if k in shape}
                 # Optuna numbers a study's trials in the order they are created: under the lock, the
                 # next number is the next trial's.
                 suggestion = step[0]
@@ -320,14 +328,15 @@ class TrialStore:
         return self._finished[seen:]
 
     def _next(self, plan: SearchPlan, history: list[TrialRecord], lost: dict[str, int],
-              ) -> tuple[Suggestion, int | None] | Suggestion | object:
-        """The strategy's next trial after ``history`` (the trials in the budget): its
-        suggestion, and the ``lost`` trial (by configuration) it runs again; else ``WAIT`` or
-        ``DONE``."""
+              like: dict[str, Any] | None = None) -> tuple[Suggestion, int | None] | Suggestion | object:
+        """The strategy's next trial after ``history`` (the trials in the budget), sharing
+        ``like``'s values where given: its suggestion, and the ``lost`` trial (by configuration)
+        it runs again; else ``WAIT`` or ``DONE``."""
         if len(history) >= plan.n_trials:
             return DONE
         assert isinstance(plan.strategy, BaseStrategy)
-        suggestion = plan.strategy.suggest(plan.space, history, plan.n_trials)
+        suggestion = (plan.strategy.suggest(plan.space, history, plan.n_trials) if like is None else
+                      plan.strategy.suggest_like(plan.space, history, plan.n_trials, like))
         if suggestion is None:
             return DONE
         if suggestion is WAIT:
@@ -353,12 +362,16 @@ class TrialStore:
         return [Claim(trial_id, number, suggestion.params, suggestion.stage, trial_seed(plan.seed, number), retry_of)
                 for (trial_id, number), (suggestion, retry_of) in zip(made, planned, strict=True)]
 
-    def _sample(self, plan: SearchPlan, worker: str, number: int) -> Claim:
+    def _sample(self, plan: SearchPlan, worker: str, number: int, like: dict[str, Any] | None = None) -> Claim:
         """A trial whose parameters Optuna's TPE samples, seeded by its number, so that workers
         sampling one after another draw different configurations (one at a time: each sample
-        sees the trials started before it)."""
-        sampler = optuna.samplers.TPESampler(seed=trial_seed(plan.seed, number), constant_liar=True)
+        sees the trials started before it); ``like``'s values fixed (Optuna's
+        ``PartialFixedSampler``), the rest proposed given them."""
         with _optuna_on_purpose():
+            sampler: optuna.samplers.BaseSampler = optuna.samplers.TPESampler(seed=trial_seed(plan.seed, number),
+                                                                              constant_liar=True)
+            if like:
+                sampler = optuna.samplers.PartialFixedSampler(like, sampler)
             study = optuna.load_study(study_name=self.study_name, storage=self.storage, sampler=sampler)
             trial = study.ask()
             params = suggest(trial, plan.space)

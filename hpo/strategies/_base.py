@@ -31,6 +31,11 @@ class _Settings:
     that a study can save its strategy and any process that joins it can make it again."""
 
     name: ClassVar[str]
+    group_share: ClassVar[int | None] = 2
+    """How many trials a population of K takes from one group of shape parameters (batch size,
+    width...), in Ks: its first K and one refill of each row, after which it drains and the next
+    population draws its group afresh, so that every group is a draw of its own. None: as many
+    as the strategy has (a grid's groups are its own)."""
 
     def __init__(self, seed: int = 0) -> None:
         self.seed = seed
@@ -60,10 +65,26 @@ class BaseStrategy(_Settings, abc.ABC):
         ``history`` holds every trial that counts against the budget, running ones included.
         """
 
+    def suggest_like(
+        self, space: SearchSpace, history: Sequence[TrialRecord], n_trials: int, like: dict[str, Any]
+    ) -> Suggestion | None:
+        """The next configuration that shares ``like``'s values (a population's shape
+        parameters, which its members share), else None. By default, the next suggestion where
+        it shares them: a strategy that can choose among its next trials does better."""
+        suggestion = self.suggest(space, history, n_trials)
+        if suggestion is None or suggestion is WAIT or shares(suggestion.params, like):
+            return suggestion
+        return None
+
 
 class SamplerStrategy(_Settings):
     """A model-based strategy that an Optuna sampler implements (TPE): the trial store samples
     it when a trial is claimed, for every engine; there is no planning in ``hpo`` itself."""
+
+
+def shares(params: dict[str, Any], like: dict[str, Any]) -> bool:
+    """Whether a configuration has ``like``'s value for each parameter it sets."""
+    return all(params.get(name, value) == value for name, value in like.items())
 
 
 def params_key(params: dict[str, Any]) -> str:

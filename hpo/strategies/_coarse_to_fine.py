@@ -82,6 +82,19 @@ class CoarseToFineStrategy(BaseStrategy):
         rng = np.random.default_rng([self.seed, index])
         return Suggestion(region.sample(rng), stage)
 
+    def suggest_like(
+        self, space: SearchSpace, history: Sequence[TrialRecord], n_trials: int, like: dict[str, Any]
+    ) -> Suggestion | None:
+        """As ``suggest``, inside the same stage: the coarse grid's next point of the group, or
+        the stage's own draw for the rest of the parameters."""
+        suggestion = self.suggest(space, history, n_trials)
+        if suggestion is None or suggestion is WAIT:
+            return suggestion
+        if suggestion.stage == 0 and self.stage_budgets(space, n_trials)[1]:
+            point = self._grid.suggest_like(space, [t for t in history if t.stage == 0], n_trials, like)
+            return Suggestion(point.params, 0) if point else None
+        return Suggestion({name: like.get(name, value) for name, value in suggestion.params.items()}, suggestion.stage)
+
     def region(self, space: SearchSpace, history: Sequence[TrialRecord], stage: int) -> SearchSpace:
         """The sub-space stage ``stage`` draws from, rebuilt from the history of earlier stages
         (once per stage: those trials have all finished when it starts)."""

@@ -7,7 +7,7 @@ from typing import Any
 
 from hpo._trial import TrialRecord
 from hpo.spaces import Grid, SearchSpace, Shuffle
-from hpo.strategies._base import BaseStrategy, Suggestion
+from hpo.strategies._base import BaseStrategy, Suggestion, shares
 
 
 class GridStrategy(BaseStrategy):
@@ -23,6 +23,7 @@ class GridStrategy(BaseStrategy):
     """
 
     name = "grid"
+    group_share = None
 
     def __init__(self, seed: int = 0, points: int = 3) -> None:
         super().__init__(seed)
@@ -52,6 +53,24 @@ class GridStrategy(BaseStrategy):
         if taken and max(taken) != place - 1:  # a gap: a point lost earlier runs again first
             place = next(p for p in range(len(taken) + 1) if p not in taken)
         return Suggestion(grid.point(order[place])) if place < len(grid) else None
+
+    def suggest_like(
+        self, space: SearchSpace, history: Sequence[TrialRecord], n_trials: int, like: dict[str, Any]
+    ) -> Suggestion | None:
+        """The first point in the seeded order, not yet taken, with ``like``'s values: a
+        population's rows are refilled from its own group (None once the group has no point
+        left within ``LOOK_AHEAD`` places)."""
+        grid, order = self.grid(space)
+        taken = {self._place(trial, grid, order) for trial in history}
+        for place in range(len(grid)):
+            if place > len(taken) + self.LOOK_AHEAD:
+                return None
+            if place not in taken and shares(point := grid.point(order[place]), like):
+                return Suggestion(point)
+        return None
+
+    LOOK_AHEAD = 10_000
+    """How far past the points taken a group's next point is looked for."""
 
     def _place(self, trial: TrialRecord, grid: Grid, order: Shuffle) -> int | None:
         """Where the trial's point comes in the seeded order (None off the grid), found once."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -25,3 +26,12 @@ class RandomStrategy(BaseStrategy):
     ) -> Suggestion | None:
         rng = np.random.default_rng([self.seed, len(history)])
         return Suggestion(space.sample(rng))
+
+    def suggest_like(
+        self, space: SearchSpace, history: Sequence[TrialRecord], n_trials: int, like: dict[str, Any]
+    ) -> Suggestion | None:
+        """Trial ``i``'s own draws, but for ``like``'s values: a population's shape parameters
+        are drawn once, by its first trial, and the rest per trial, so every parameter keeps its
+        distribution."""
+        drawn = space.sample(np.random.default_rng([self.seed, len(history)]))
+        return Suggestion({name: like.get(name, value) for name, value in drawn.items()})

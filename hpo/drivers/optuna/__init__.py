@@ -19,7 +19,6 @@ class OptunaOptions(DriverOptions):
     """
 
     name = "optuna"
-    populations = True
     time_limits = True
     workers: int | str = Field("auto", description="worker processes: N, or auto (one per GPU slot; "
                                                   "half the cores on a CPU-only machine)")

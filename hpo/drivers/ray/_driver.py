@@ -22,7 +22,7 @@ from hpo._trial import TrialRecord
 from hpo.drivers._base import Driver
 from hpo.drivers.ray import RayOptions
 from hpo.drivers.ray._cluster import HeadWatch, connect, named_address, unanswered, use_token_if_any
-from hpo.drivers.ray._runner import Asked, Ended, Event, Reported, TrialRunner, Verdict
+from hpo.drivers.ray._runner import Asked, Ended, Event, Reported, TrialRunner, Verdict, Wanted
 from hpo.loop import Started, TrialLoop, worker_name
 from hpo.store import DONE
 from hpo.strategies import WAIT
@@ -40,9 +40,12 @@ class _Slot:
     """One actor and what the loop handed it: its running trials, and what it is owed."""
 
     actor: Any
+    size: int = 1
+    """How many trials it trains at once (a population's rows)."""
     running: dict[int, Started] = field(default_factory=dict)
-    claims: list[dict[str, Any]] = field(default_factory=list)
+    batches: list[list[dict[str, Any]]] = field(default_factory=list)
     verdicts: list[tuple[int, int, Verdict]] = field(default_factory=list)
+    granted: list[dict[str, Any]] | None = None
     call: Any = None
     """The ``exchange`` call in flight."""
 
@@ -77,7 +80,7 @@ class RayDriver(Driver):
         import ray
 
         address = named_address(self.options.address)
-        actors = _Actors(ray, self, loop, objective)
+        actors = _Actors(ray, self, loop, objective, population)
         try:
             with HeadWatch(address or "", functools.partial(self._head_lost, loop, address)):
                 actors.run()
@@ -158,7 +161,8 @@ class _Actors:
     busy one is polled (``exchange``) for what its trial did; a dead actor's trial is failed as
     lost (and so planned again) and the actor replaced."""
 
-    def __init__(self, ray: Any, driver: RayDriver, loop: TrialLoop, objective: Callable[..., Any]) -> None:
+    def __init__(self, ray: Any, driver: RayDriver, loop: TrialLoop, objective: Callable[..., Any],
+                 population: int | str) -> None:
         self.ray = ray
         self.driver = driver
         self.loop = loop
@@ -169,6 +173,8 @@ class _Actors:
         self.remote = ray.remote(TrialRunner).options(num_cpus=options.cpus_per_trial,
                                                       num_gpus=options.gpus_per_trial)
         self.objective = ray.put(objective)
+        self.population = population
+        self._said: set[str] = set()
         self.slots = [self._start() for _ in range(driver.slots(ray, loop.plan.n_trials))]
         self._ask_at = 0.0  # when the store may be asked for a trial again
         self._claimed_all = False
@@ -184,8 +190,8 @@ class _Actors:
             calls = {}
             for slot in self.slots:
                 if slot.running and slot.call is None:
-                    slot.call = slot.actor.exchange.remote(slot.claims, slot.verdicts, GATHER_S)
-                    slot.claims, slot.verdicts = [], []
+                    slot.call = slot.actor.exchange.remote(slot.batches, slot.verdicts, slot.granted, GATHER_S)
+                    slot.batches, slot.verdicts, slot.granted = [], [], None
                 if slot.call is not None:
                     calls[slot.call] = slot
             if not calls:
@@ -215,14 +221,17 @@ class _Actors:
         if not self.slots:
             raise HpoError(f"the Ray cluster placed no trial's actor within {PLACED_WITHIN_S:g} s: its CPUs and GPUs "
                            "are taken by other work", argument="address")
-        for setup in [slot.actor.setup.remote() for slot in slots if slot in self.slots]:
+        for slot, setup in [(slot, slot.actor.setup.remote(self.population)) for slot in slots if slot in self.slots]:
             try:
-                error = self.ray.get(setup)
+                error, slot.size, notices = self.ray.get(setup)
             except self.ray.exceptions.RayActorError as died:
                 cause = str(died).strip().splitlines()[0] if str(died).strip() else type(died).__name__
                 raise HpoError(f"its setup ended the Ray actor it ran on ({cause})", argument="objective") from None
             if error is not None:
                 raise error
+            for notice in set(notices) - self._said:
+                self._said.add(notice)
+                self.loop.listener.notice(notice)
 
     def _over(self) -> bool:
         if self.driver.fatal is not None:
@@ -243,17 +252,23 @@ class _Actors:
         for slot in self.slots:
             if slot.running or time.monotonic() < self._ask_at:
                 continue
-            batch = self.loop.claim(self.worker, self.driver.device)
+            batch = self.loop.claim(self.worker, self.driver.device, slot.size)
             if batch is DONE or batch is WAIT:
                 self._claimed_all = batch is DONE
                 self._ask_at = time.monotonic() + ASK_AGAIN_S
                 return
             assert isinstance(batch, list)
             slot.running.update((started.number, started) for started in batch)
-            slot.claims.extend(started.claim.to_json() for started in batch)
+            slot.batches.append([started.claim.to_json() for started in batch])
 
     def _heard(self, slot: _Slot, events: list[Event]) -> None:
         for event in events:
+            if isinstance(event, Wanted):  # a population's refill, of its group
+                batch = self.loop.claim(self.worker, self.driver.device, event.count, event.like)
+                batch = batch if isinstance(batch, list) else []
+                slot.running.update((started.number, started) for started in batch)
+                slot.granted = [started.claim.to_json() for started in batch]
+                continue
             started = slot.running.get(event.number)
             if started is None:
                 continue
@@ -267,7 +282,7 @@ class _Actors:
                                       None if decided is None else (decided.reason, decided.detail)))
             elif isinstance(event, Ended):
                 del slot.running[event.number]
-                self.loop.finish([(started, TrialRecord.from_json(event.record))])
+                self.loop.finish([(started, TrialRecord.from_json(event.record))], event.tags)
 
     def _lost(self, slot: _Slot) -> None:
         """The actor died (its process was killed, its machine left the cluster): its trials

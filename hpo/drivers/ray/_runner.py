@@ -1,6 +1,6 @@
-"""What runs in a Ray actor: the trials the driver claimed for it, one after another, in a
-thread of their own, while the driver's calls to ``exchange`` carry new trials and pruning
-decisions in and stream reports, questions and endings out.
+"""What runs in a Ray actor: the trials the driver claimed for it, one after another or as one
+population, in a thread of their own, while the driver's calls to ``exchange`` carry new trials,
+pruning decisions and a population's refills in and stream reports, questions and endings out.
 
 Kept apart from the driver so that an actor imports neither MLflow nor the trial store (Optuna,
 SQLAlchemy): a fresh actor took three seconds importing them before its first trial."""
@@ -14,10 +14,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from hpo._errors import HpoError
+from hpo._listener import SearchListener
 from hpo._plan import SearchPlan
-from hpo._trial import Claim, TrialPruned
+from hpo._trial import Claim, Trial, TrialPruned
 from hpo.dispatch import usable_device
-from hpo.loop import make_trial, run_trial, set_up
+from hpo.loop import make_trial, population_size, population_tags, run_population, run_trial, set_up
 
 
 @dataclass(frozen=True)
@@ -38,22 +39,33 @@ class Asked:
 
 
 @dataclass(frozen=True)
+class Wanted:
+    """A population wants up to ``count`` trials of its group (``like``) for the rows that emptied."""
+
+    count: int
+    like: dict[str, Any]
+    number: int = -1
+
+
+@dataclass(frozen=True)
 class Ended:
-    """A trial ended: its record, as ``TrialRecord.to_json`` writes it."""
+    """A trial ended: its record, as ``TrialRecord.to_json`` writes it, and its MLflow tags."""
 
     number: int
     record: dict[str, Any]
+    tags: dict[str, str] | None = None
 
 
-Event = Reported | Asked | Ended
+Event = Reported | Asked | Wanted | Ended
 Verdict = tuple[str, str] | None
 """A pruning decision as it travels: the rule's name and what it saw, or None to go on."""
 
 
 class TrialRunner:
-    """One actor's trials. ``setup`` runs the objective's setup once; ``exchange`` hands over
-    claimed trials and decisions and returns what happened since the last call, waiting up to
-    ``wait_s`` for something the driver must answer or finish (reports alone are gathered)."""
+    """One actor's trials. ``setup`` runs the objective's setup once and sizes its populations;
+    ``exchange`` hands over claimed trials, decisions and refills and returns what happened
+    since the last call, waiting up to ``wait_s`` for something the driver must answer or
+    finish (reports alone are gathered)."""
 
     def __init__(self, plan: SearchPlan, objective: Callable[..., Any], device: str) -> None:
         import ray
@@ -66,29 +78,35 @@ class TrialRunner:
         self._changed = threading.Condition()
         self._events: list[Event] = []
         self._urgent = False  # an event waits for an answer, or a trial ended
-        self._todo: list[Claim] = []
+        self._todo: list[list[Claim]] = []
         self._verdicts: dict[tuple[int, int], Verdict] = {}
+        self._granted: list[Claim] | None = None
         self._thread = threading.Thread(target=self._work, name="hpo-trials", daemon=True)
 
     def ready(self) -> str:
         """The node this actor was placed on, once it is."""
         return self.node
 
-    def setup(self) -> HpoError | None:
-        """Run the objective's setup here; its failure, which ends the search."""
+    def setup(self, population: int | str) -> tuple[HpoError | None, int, list[str]]:
+        """Run the objective's setup here; its failure (which ends the search), or how many
+        trials this actor trains at once, and the notices that says."""
+        notices = _Notices()
         try:
             self._context = set_up(self.objective, self.device)
+            size = population_size(population, self.plan, self.objective, self.device, self._context, notices)
         except HpoError as error:
-            return error
+            return error, 0, []
         self._thread.start()
-        return None
+        return None, size, notices.said
 
-    def exchange(self, claims: list[dict[str, Any]], verdicts: list[tuple[int, int, Verdict]],
-                 wait_s: float) -> list[Event]:
+    def exchange(self, batches: list[list[dict[str, Any]]], verdicts: list[tuple[int, int, Verdict]],
+                 granted: list[dict[str, Any]] | None, wait_s: float) -> list[Event]:
         deadline = time.monotonic() + wait_s
         with self._changed:
-            self._todo.extend(Claim.from_json(claim) for claim in claims)
+            self._todo.extend([Claim.from_json(claim) for claim in batch] for batch in batches)
             self._verdicts.update(((number, step), verdict) for number, step, verdict in verdicts)
+            if granted is not None:
+                self._granted = [Claim.from_json(claim) for claim in granted]
             self._changed.notify_all()
             while not self._urgent and (left := deadline - time.monotonic()) > 0:
                 self._changed.wait(left)
@@ -106,12 +124,31 @@ class TrialRunner:
             with self._changed:
                 while not self._todo:
                     self._changed.wait()
-                claim = self._todo.pop(0)
-            trial = make_trial(self.plan, claim, device=self.device, context=self._context,
-                               on_report=lambda step, values, n=claim.number: self._say(Reported(n, step, values)),
-                               pruning=_AskDriver(self, claim.number) if self.plan.pruner != "none" else None)
-            record = run_trial(self.plan, self.objective, claim, trial, node=self.node)
-            self._say(Ended(claim.number, record.to_json()), urgent=True)
+                batch = self._todo.pop(0)
+            if len(batch) > 1 and hasattr(self.objective, "population"):
+                tags = population_tags(batch[0].number, len(batch))
+                run_population(self.plan, self.objective, batch, device=self.device, trial_of=self._trial,
+                               claim_more=self._claim_more, node=self.node,
+                               finished=lambda claim, record, t=tags: self._say(
+                                   Ended(claim.number, record.to_json(), t), urgent=True))
+                continue
+            for claim in batch:
+                record = run_trial(self.plan, self.objective, claim, self._trial(claim), node=self.node)
+                self._say(Ended(claim.number, record.to_json()), urgent=True)
+
+    def _trial(self, claim: Claim) -> Trial:
+        return make_trial(self.plan, claim, device=self.device, context=self._context,
+                          on_report=lambda step, values, n=claim.number: self._say(Reported(n, step, values)),
+                          pruning=_AskDriver(self, claim.number) if self.plan.pruner != "none" else None)
+
+    def _claim_more(self, count: int, like: dict[str, Any]) -> list[Claim]:
+        """A population's refill, claimed by the driver."""
+        self._say(Wanted(count, like), urgent=True)
+        with self._changed:
+            while self._granted is None:
+                self._changed.wait()
+            granted, self._granted = self._granted, None
+        return granted
 
     def ask(self, number: int, step: int) -> TrialPruned | None:
         """The driver's decision on a trial's report: asked, then waited for."""
@@ -121,6 +158,14 @@ class TrialRunner:
                 self._changed.wait()
             verdict = self._verdicts.pop((number, step))
         return None if verdict is None else TrialPruned(*verdict)
+
+
+class _Notices(SearchListener):
+    def __init__(self) -> None:
+        self.said: list[str] = []
+
+    def notice(self, text: str) -> None:
+        self.said.append(text)
 
 
 class _AskDriver:
