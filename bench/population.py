@@ -9,11 +9,12 @@ early stopping):
    one trial after another, no study, no MLflow), hpo one trial at a time, and populations of K
    on the Optuna driver and on the Ray driver (one actor of K rows);
 2. **lr_wd** (``search_spaces/lr_wd.yaml``, 512 units): a population of K without pruning and
-   with ``--pruner successive-halving``: the epochs pruning saved, and whether the trials per
-   hour grew by as much.
+   with ``--pruner successive-halving`` (``--pruned-trials``): the epochs pruning saved, and
+   whether the trials per hour grew by as much.
 
 Occupancy is the mean of active rows / K over the population's epochs (the Optuna driver, which
-trains in this process). hpo's times include its study, MLflow writes and the report.
+trains in this process): while the budget still had trials to refill rows with, and over the
+whole search (its end, once the budget is out, drains). hpo's times include its study, MLflow writes and the report.
 
     python bench/population.py --ks 32
 """
@@ -26,6 +27,7 @@ import platform
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 from rich.console import Console
@@ -45,28 +47,41 @@ def space(name: str, objective: str, epochs: int) -> hpo.SearchSpace:
 
 
 class Occupancy:
-    """Active rows at each epoch of every population trained in this process."""
+    """Active rows at each epoch of every population trained in this process, and whether the
+    budget still had trials then (once a refill gets fewer than it asked, the population drains)."""
 
     def __init__(self) -> None:
-        self.rows: list[int] = []
-        self._epoch = _train._Training._epoch
+        self.rows: list[tuple[int, bool]] = []
+        self._run, self._epoch = _train._Training.run, _train._Training._epoch
 
     def __enter__(self) -> Occupancy:
-        seen = self.rows
-        epoch = self._epoch
+        seen, run, epoch = self.rows, self._run, self._epoch
+        draining = [False]
 
-        def counted(training: _train._Training, population: _train._Population, batch_size: int) -> None:
-            seen.append(len(population.rows))
+        def counted_run(training: _train._Training, members: list, refill: Any = None) -> None:
+            def counted_refill(count: int) -> list:
+                given = refill(count)
+                draining[0] |= len(given) < count
+                return given
+
+            run(training, members, counted_refill if refill is not None else None)
+
+        def counted_epoch(training: _train._Training, population: _train._Population, batch_size: int) -> None:
+            seen.append((len(population.rows), draining[0]))
             epoch(training, population, batch_size)
 
-        _train._Training._epoch = counted  # type: ignore[method-assign]
+        _train._Training.run, _train._Training._epoch = counted_run, counted_epoch  # type: ignore[method-assign]
         return self
 
     def __exit__(self, *exc: object) -> None:
-        _train._Training._epoch = self._epoch  # type: ignore[method-assign]
+        _train._Training.run, _train._Training._epoch = self._run, self._epoch  # type: ignore[method-assign]
 
-    def of(self, k: int) -> float:
-        return sum(self.rows) / (k * len(self.rows)) if self.rows else float("nan")
+    def of(self, k: int) -> str:
+        """Mean active rows / K while the budget had trials, and over the whole search."""
+        full = [rows for rows, draining in self.rows if not draining]
+        if not self.rows:
+            return ""
+        return f"{sum(full) / (k * len(full)):.2f} / {sum(r for r, _ in self.rows) / (k * len(self.rows)):.2f}"
 
 
 def plain(objective: str, searched: hpo.SearchSpace, n_trials: int, device: str) -> float:
@@ -108,13 +123,18 @@ def main() -> None:
     parser.add_argument("--ks", type=int, nargs="+", default=None, help="population sizes [32; on a GPU 128 1024]")
     parser.add_argument("--one-at-a-time-trials", type=int, default=8, help="trials of the plain loop and of K=1")
     parser.add_argument("--pruner", default="successive-halving")
+    parser.add_argument("--pruned-trials", type=int, default=256,
+                        help="trials of the pruned lr_wd search: the population drains once the budget is out, "
+                             "so a budget of a few K shows the occupancy of a search rather than of its end")
     parser.add_argument("--no-ray", action="store_true", help="leave out the Ray driver's rows")
+    parser.add_argument("--spaces", nargs="+", default=["full", "lr_wd"], choices=["full", "lr_wd"])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
     ks = args.ks or ([128, 1024] if args.device == "cuda" else [32])
     few, epochs = args.one_at_a_time_trials, args.epochs
     full, lr_wd = space("full", args.objective, epochs), space("lr_wd", args.objective, epochs)
-    rows: list[tuple[str, str, str, int, float, str, str]] = []  # space, runner, K, trials, seconds, occupancy, epochs
+    rows: list[tuple[str, str, str, int, float, str, str]] = []
+    # rows: space, runner, K, trials, seconds, occupancy, epochs a trial; the first two are the yardsticks
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         plain_s = plain(args.objective, full, few, args.device)
@@ -123,25 +143,28 @@ def main() -> None:
         rows.append(("full", "hpo, one at a time", "1", few, one_s, "", f"{epochs_trained(trials):.1f}"))
         for k in ks:
             n = max(args.trials, 2 * k)
-            with Occupancy() as occupancy:
-                seconds, trials = search(args.objective, full, n, root / f"full{k}", args.device, population=k)
-            rows.append(("full", "hpo optuna, population", str(k), n, seconds, f"{occupancy.of(k):.2f}",
-                         f"{epochs_trained(trials):.1f}"))
-            if not args.no_ray:
-                seconds, trials = search(args.objective, full, n, root / f"ray{k}", args.device, population=k,
-                                         driver="ray")
-                rows.append(("full", "hpo ray, population", str(k), n, seconds, "", f"{epochs_trained(trials):.1f}"))
-            for pruner in ("none", args.pruner):
+            if "full" in args.spaces:
                 with Occupancy() as occupancy:
-                    seconds, trials = search(args.objective, lr_wd, n, root / f"lrwd{k}{pruner}", args.device,
-                                             population=k, pruner=pruner)
-                rows.append(("lr_wd", f"hpo optuna, population, pruner {pruner}", str(k), n, seconds,
-                             f"{occupancy.of(k):.2f}", f"{epochs_trained(trials):.1f}"))
+                    seconds, trials = search(args.objective, full, n, root / f"full{k}", args.device, population=k)
+                rows.append(("full", "hpo optuna, population", str(k), n, seconds, occupancy.of(k),
+                             f"{epochs_trained(trials):.1f}"))
+                if not args.no_ray:
+                    seconds, trials = search(args.objective, full, n, root / f"ray{k}", args.device, population=k,
+                                             driver="ray")
+                    rows.append(("full", "hpo ray, population", str(k), n, seconds, "",
+                                 f"{epochs_trained(trials):.1f}"))
+            if "lr_wd" in args.spaces:
+                for pruner, count in (("none", n), (args.pruner, max(args.pruned_trials, n))):
+                    with Occupancy() as occupancy:
+                        seconds, trials = search(args.objective, lr_wd, count, root / f"lrwd{k}{pruner}",
+                                                 args.device, population=k, pruner=pruner)
+                    rows.append(("lr_wd", f"hpo optuna, population, pruner {pruner}", str(k), count, seconds,
+                                 occupancy.of(k), f"{epochs_trained(trials):.1f}"))
     one_rate = few / one_s * 3600
     table = Table(title=f"{args.objective}: trials per hour, random search, {epochs} epochs a trial, on "
                         f"{args.device}")
     for column in ("space", "runner", "K", "trials", "seconds", "trials/hour", "x hpo one at a time",
-                   "occupancy", "epochs a trial"):
+                   "occupancy (budget left / all)", "epochs a trial"):
         table.add_column(column, justify="right")
     for name, runner, k, n, seconds, occupancy, trained in rows:
         rate = n / seconds * 3600

@@ -1,14 +1,14 @@
 """The Ray driver against bare Ray Tune, on one local Ray instance (2 CPUs, 1 CPU a trial).
 
 1. Per-trial overhead on a null objective that reports 10 steps, without a pruner and with the
-   median rule (then every report goes to Tune's scheduler), beside bare Optuna with its
+   median rule (then every report waits for the driver's decision), beside bare Optuna with its
    ``MLflowCallback`` in one process (``bench/overhead.py``'s reference) in the same run.
 2. 200 one-second trials: the wall time against its 100-second minimum on 2 CPUs.
 
-hpo's Ray driver also writes every trial to a SQLite MLflow store; the null workload is also
-run with bare Tune and Ray's own ``MLflowLoggerCallback`` writing to one, as a Tune user would
-wire it by hand. Every runner runs with Tune's per-trial file loggers off (hpo turns them off;
-the bare runs get the same setting).
+hpo's Ray driver (its loop in this process, trials on Ray actors) also writes every trial to a
+SQLite MLflow store; the null workload is also run with bare Tune and Ray's own
+``MLflowLoggerCallback`` writing to one, as a Tune user would wire it by hand. Bare Tune runs
+with its per-trial file loggers off.
 """
 
 from __future__ import annotations

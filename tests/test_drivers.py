@@ -332,6 +332,37 @@ def test_the_median_rule_decides_alike_on_both_drivers(engine, unique):
     assert [t.reason for t in result.trials if t.state is TrialState.PRUNED] == ["median", "median"]
 
 
+class Heard(hpo.SearchListener):
+    """What a user's listener hears: each trial starting, then ending."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, int]] = []
+
+    def running(self, numbers):
+        self.events += [("running", n) for n in numbers]
+
+    def trial_finished(self, trial):
+        self.events.append(("finished", trial.number))
+
+
+def test_a_users_listener_hears_every_trial_start_and_end(engine, unique):
+    """In this process and on Ray: ``running`` before ``trial_finished``, once each."""
+    heard = Heard()
+    engine(scripted, SCRIPTED_SPACE, strategy=ListStrategy([{"lr": lr} for lr in SCRIPTED]), n_trials=8,
+           listener=heard, experiment=unique, study_name=unique, evaluate_test=False)
+    for number in range(8):
+        assert [kind for kind, n in heard.events if n == number] == ["running", "finished"], heard.events
+
+
+def test_a_users_listener_hears_a_pools_trials_start_and_end(stores, unique, tmp_path):
+    heard = Heard()
+    hpo.search(scripted, SCRIPTED_SPACE, strategy=ListStrategy([{"lr": lr} for lr in SCRIPTED]), n_trials=8,
+               driver=hpo.OptunaOptions(workers=2), listener=heard, experiment=unique, study_name=unique,
+               home=tmp_path, evaluate_test=False, **stores)
+    for number in range(8):
+        assert [kind for kind, n in heard.events if n == number] == ["running", "finished"], heard.events
+
+
 def test_every_trial_names_its_mlflow_run(engine, stores, unique):
     """Trials this quick end before MLflow's background writer has made their runs (it gathers
     writes for a moment): the end of the search names each one's run in the study."""
