@@ -35,8 +35,7 @@ from rich.console import Console
 from rich.table import Table
 
 from hpo import SearchSpace, TrialRecord, TrialState
-from hpo._trial import trial_seed
-from hpo.store._store import suggest
+from hpo.store._store import sampler_seed, suggest
 from hpo.strategies import make_strategy
 
 TABLES = ["naval_propulsion", "parkinsons_telemonitoring", "protein_structure", "slice_localization"]
@@ -126,7 +125,7 @@ def run_sampler(table: FcnetTable, budget: int, seed: int, rng: np.random.Genera
     study = optuna.create_study(sampler=sampler)
     for number in range(budget):
         if per_trial:
-            study.sampler = optuna.samplers.TPESampler(seed=trial_seed(seed, number), constant_liar=True)
+            study.sampler = optuna.samplers.TPESampler(seed=sampler_seed(seed, number), constant_liar=True)
         trial = study.ask()
         params = snapped(suggest(trial, searched))
         study.tell(trial, table.noisy(params, rng))
