@@ -21,6 +21,10 @@ class SearchListener:
         """Something the user should know (a store repaired)."""
 
 
+POPULATION_NOTICE = "population "
+"""How a notice about the search's populations begins (``population of 8, not 32: ...``)."""
+
+
 class Listeners(SearchListener):
     """Several listeners hearing the same search, in order (the progress bar, then the user's)."""
 

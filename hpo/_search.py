@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hpo._errors import HpoError
-from hpo._listener import Listeners, SearchListener
+from hpo._listener import POPULATION_NOTICE, Listeners, SearchListener
 from hpo._objectives import fingerprint, resolve_objective, unknown_parameters
 from hpo._plan import SearchPlan, SearchResult, differences, pruning_for
 from hpo._signals import stop_on_signals
@@ -446,6 +446,7 @@ class SpaceWatch(Listeners):
         super().__init__(inner)
         self.plan, self.tracker = plan, tracker
         self.warned = False
+        self.said_population = False
 
     def trial_finished(self, trial: TrialRecord) -> None:
         super().trial_finished(trial)
@@ -465,6 +466,14 @@ class SpaceWatch(Listeners):
             warning = f"{self.plan.space.name}: {text}"
             self.notice(f"warning: {warning}")
             self.tracker.warn(warning)
+
+    def notice(self, text: str) -> None:
+        """Passed on; the first word on populations (smaller than asked, or none) is also kept on
+        the search run, whichever process said it."""
+        if text.startswith(POPULATION_NOTICE) and not self.said_population:
+            self.said_population = True
+            self.tracker.warn(text)
+        super().notice(text)
 
 
 def _names(names: list[str]) -> str:

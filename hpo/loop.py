@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from hpo._errors import HpoError
-from hpo._listener import SearchListener
+from hpo._listener import POPULATION_NOTICE, SearchListener
 from hpo._plan import SearchPlan
 from hpo._signals import time_limit
 from hpo._trial import (
@@ -120,7 +120,7 @@ def population_size(population: int | str, plan: SearchPlan, objective: Callable
         if population != "auto":
             raise HpoError(f"objective {plan.objective_name!r} cannot train populations: {why}", argument="population")
         if listener is not None:
-            listener.notice(f"population auto trains one trial at a time: {why}")
+            listener.notice(f"{POPULATION_NOTICE}auto trains one trial at a time: {why}")
         return 1
     return auto_size(recipe, plan.space.fixed, device) if population == "auto" else int(population)
 
@@ -190,6 +190,7 @@ class TrialLoop:
         """This process's trials that have started and not ended, by number."""
         self._heartbeat = store.heartbeat()
         self._seen = 0  # how many of the store's ended trials the pruner has taken in
+        self._said_smaller = False
         self._looked = time.monotonic()
 
     @property
@@ -209,6 +210,8 @@ class TrialLoop:
         claims = self.store.claim(self.plan, worker, count, shape=shape, like=like)
         if not isinstance(claims, list):
             return claims
+        if like is None and count > 1 and len(claims) < count:
+            self._smaller_than_asked(len(claims), count, claims[0].params)
         self._take_in_endings()
         batch = []
         for claim in claims:
@@ -221,6 +224,19 @@ class TrialLoop:
         self.running.update((started.number, started) for started in batch)
         self.listener.running([started.number for started in batch])
         return batch
+
+    def _smaller_than_asked(self, got: int, asked: int, first: dict[str, Any]) -> None:
+        """Say once why a population starts with fewer rows than asked."""
+        if self._said_smaller:
+            return
+        self._said_smaller = True
+        if len(self.store.counted()) >= self.plan.n_trials:
+            why = "the budget had no more trials"
+        elif group := {key: first[key] for key in self.plan.shape_params if key in first}:
+            why = f"the strategy had no more trials of its group ({', '.join(f'{k}={v}' for k, v in group.items())})"
+        else:
+            why = "the strategy's next trials wait for those running"
+        self.listener.notice(f"{POPULATION_NOTICE}of {got}, not {asked}: {why}")
 
     def trial(self, started: Started, *, device: str, context: Any = None) -> Trial:
         """The handle the objective gets for a trial started here."""

@@ -324,3 +324,18 @@ def test_what_cannot_stack_is_refused_before_the_first_trial_and_auto_trains_it_
                        "torch.func's vmap"]
     runs = child_runs(stores["tracking_uri"], result.parent_run_id)
     assert len({r.data.tags.get("hpo.population") for r in runs}) == 1 and "hpo.population" not in runs[0].data.tags
+
+
+def test_a_population_smaller_than_asked_says_so_once_with_why(stores, unique):
+    notices = []
+
+    class Notices(hpo.SearchListener):
+        def notice(self, text):
+            notices.append(text)
+
+    result = hpo.search("digits_mlp", digits_space(epochs=1), strategy="grid", n_trials=3, population=8,
+                        listener=Notices(), experiment=unique, study_name=unique, evaluate_test=False, **stores)
+    assert len(result.trials) == 3
+    said = "population of 3, not 8: the budget had no more trials"
+    assert [text for text in notices if text.startswith("population")] == [said]
+    assert MlflowClient(stores["tracking_uri"]).get_run(result.parent_run_id).data.tags["hpo.warnings"] == said
