@@ -148,7 +148,7 @@ class SearchResult:
         complete = [t for t in self.trials if t.state is TrialState.COMPLETE and t.value is not None]
         if not complete:
             return None
-        sign = 1 if self.space.direction == "minimize" else -1
+        sign = self.space.sign
         return min(complete, key=lambda t: (sign * t.value, t.number))  # type: ignore[operator]
 
     @property

@@ -15,6 +15,7 @@ from rich.table import Table
 from hpo._listener import SearchListener
 from hpo._plan import SearchPlan, SearchResult
 from hpo._trial import TrialRecord, TrialState, shown
+from hpo.spaces import direction_sign
 
 
 class ProgressBar(SearchListener):
@@ -25,7 +26,7 @@ class ProgressBar(SearchListener):
         self.n_trials = n_trials
         self.study = study
         self.metric = metric
-        self.sign = 1 if direction == "minimize" else -1
+        self.sign = direction_sign(direction)
         self.counts = {state: 0 for state in TrialState}
         self.best: float | None = None
         self.task = progress.add_task("search", total=n_trials, status="")
@@ -93,7 +94,7 @@ class LeaderboardRow(NamedTuple):
 
 def leaderboard(result: SearchResult, top: int = 10) -> list[LeaderboardRow]:
     """The ``top`` completed trials, best first."""
-    sign = 1 if result.space.direction == "minimize" else -1
+    sign = result.space.sign
     complete = [t for t in result.trials if t.state is TrialState.COMPLETE and t.value is not None]
     ranked = sorted(complete, key=lambda t: (sign * t.value, t.number))[:top]  # type: ignore[operator]
     return [LeaderboardRow(i + 1, t.number, t.stage, t.value, t.metrics, t.params) for i, t in enumerate(ranked)]  # type: ignore[arg-type]

@@ -113,7 +113,7 @@ class _Own(dict):  # type: ignore[type-arg]
 def make_pruner(pruning: Pruning, space: SearchSpace, study_name: str) -> Pruner | None:
     """The search's pruner (None for ``none``), its warm-up in reports scaled to the space's
     epochs; a trial's first rung or judged step is the warm-up's."""
-    sign = 1 if space.direction == "minimize" else -1
+    sign = space.sign
     steps = pruning.steps(space.epochs)
     if pruning.pruner == "median":
         rule: Rule = Median(warmup_steps=steps, warmup_trials=pruning.warmup_trials, sign=sign)

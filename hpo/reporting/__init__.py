@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hpo._trial import TrialRecord, TrialState, how_it_ended, shown
+from hpo.spaces import direction_sign
 
 if TYPE_CHECKING:
     from hpo.store import TrialStore
@@ -42,7 +43,7 @@ class RankedTrial:
 
 def ranked(trials: Sequence[TrialRecord], direction: str,
            run_ids: Mapping[int, str] | None = None) -> list[RankedTrial]:
-    sign = 1 if direction == "minimize" else -1
+    sign = direction_sign(direction)
     ends = [t for t in trials if t.finished]
     order = sorted(ends, key=lambda t: (t.value is None or t.state is TrialState.FAILED,
                                         sign * t.value if t.value is not None else 0.0, t.number))
@@ -129,7 +130,7 @@ def _history(trials: list[TrialRecord], plan: Any) -> Any:
     import matplotlib.pyplot as plt
 
     space = plan.space
-    sign = 1 if space.direction == "minimize" else -1
+    sign = space.sign
     _, axes = plt.subplots(figsize=(7, 4.5), layout="constrained")
     stages = sorted({t.stage for t in trials})
     colors = plt.get_cmap("viridis")

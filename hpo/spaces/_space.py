@@ -44,6 +44,11 @@ class SearchSpace(BaseModel):
     """Seconds a trial may run; one over it fails as ``timeout`` (``--trial-timeout`` overrides)."""
 
     @property
+    def sign(self) -> int:
+        """1 where lower is better, -1 where higher is: ``sign * value`` ranks best first."""
+        return direction_sign(self.direction)
+
+    @property
     def epochs(self) -> int:
         """How many epochs a trial reports (the ``epochs`` fixed value; 25 where it has none)."""
         return int(self.fixed.get("epochs", 25))
@@ -108,6 +113,11 @@ class SearchSpace(BaseModel):
                     return False
                 seen[name] = params[name]
         return set(params) == set(seen)
+
+
+def direction_sign(direction: str) -> int:
+    """1 for ``minimize``, -1 for ``maximize``: the one place the direction becomes a sign."""
+    return 1 if direction == "minimize" else -1
 
 
 def resolve_space_path(space: str | Path) -> Path:

@@ -118,7 +118,7 @@ class CoarseToFineStrategy(BaseStrategy):
         """``region`` narrowed around the best of ``trials``, within the bounds of ``space``."""
         if not trials:
             return region
-        sign = 1 if space.direction == "minimize" else -1
+        sign = space.sign
         ranked = sorted(trials, key=lambda t: (sign * t.value, params_key(t.params)))
         top = ranked[: max(2, math.ceil(self.top_fraction * len(ranked)))]
         params = {}

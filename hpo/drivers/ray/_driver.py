@@ -157,9 +157,9 @@ HARD_EXIT_AFTER_S = 20.0
 
 
 class _Actors:
-    """The loop's trials on a set of actors: each idle actor is handed a claimed trial, each
-    busy one is polled (``exchange``) for what its trial did; a dead actor's trial is failed as
-    lost (and so planned again) and the actor replaced."""
+    """The loop's trials on a set of actors: each idle actor is handed claimed trials (as many
+    as it trains at once), each busy one is polled (``exchange``) for what its trials did; a
+    dead actor's trials are failed as lost (and so planned again) and the actor replaced."""
 
     def __init__(self, ray: Any, driver: RayDriver, loop: TrialLoop, objective: Callable[..., Any],
                  population: int | str) -> None:
