@@ -132,9 +132,10 @@ def population_tags(first: int, size: int, pid: int | None = None) -> dict[str, 
 
 def run_population(plan: SearchPlan, objective: Any, claims: list[Claim], *, device: str,
                    trial_of: Callable[[Claim], Trial], claim_more: Callable[[int, dict[str, Any]], list[Claim]],
-                   finished: Callable[[Claim, TrialRecord], None], node: str | None = None) -> None:
+                   finished: Callable[[list[tuple[Claim, TrialRecord]]], None], node: str | None = None) -> None:
     """Train claimed trials of one group (their shape parameters alike) as one population with
-    the objective's recipe: each member's record goes to ``finished`` as it ends, and its rows to
+    the objective's recipe: the records of the members that stopped at an epoch's end go to
+    ``finished`` together, and their rows to
     trials of the same group from ``claim_more(count, like)``, while the strategy's share of the
     group lasts. Written once for this process and a Ray actor alike."""
     from hpo.population import train_population
@@ -157,12 +158,15 @@ def run_population(plan: SearchPlan, objective: Any, claims: list[Claim], *, dev
             count = min(count, quota - len(members))
         return joined(claim_more(count, like)) if count > 0 else []
 
-    def ended(trial: Trial, outcome: Outcome) -> None:
-        claim, params, began = members[trial.number]
+    def ended(stopped: list[tuple[Trial, Outcome]]) -> None:
         # members share what they do not differ in, read from one of them: read by one, read by all
         read = set().union(*(p.read for _, p, _ in members.values()))
-        finished(claim, record_of(claim, outcome, device, time.perf_counter() - began, node, trial.curve(),
-                                  [key for key in params.plain if key not in read]))
+        records = []
+        for trial, outcome in stopped:
+            claim, params, began = members[trial.number]
+            records.append((claim, record_of(claim, outcome, device, time.perf_counter() - began, node,
+                                             trial.curve(), [key for key in params.plain if key not in read])))
+        finished(records)
 
     first = joined(claims)
     train_population(objective.population(*first[0]), first, plan.space.metric, refill=refill, ended=ended,
@@ -295,8 +299,9 @@ class TrialLoop:
             batch = self.claim(worker, device, count, like) if worker is not None else DONE
             return [started.claim for started in batch] if isinstance(batch, list) else []
 
-        def finished(claim: Claim, record: TrialRecord) -> None:
-            (records[claim.number],) = self.finish([(self.running[claim.number], record)], tags)
+        def finished(ended: list[tuple[Claim, TrialRecord]]) -> None:
+            stored = self.finish([(self.running[claim.number], record) for claim, record in ended], tags)
+            records.update((record.number, record) for record in stored)
 
         run_population(self.plan, objective, [started.claim for started in group], device=device,
                        trial_of=lambda claim: self.trial(self.running[claim.number], device=device, context=context),

@@ -571,7 +571,8 @@ def test_a_space_that_searches_the_batch_size_and_optimizer_trains_in_population
     assert len(result.trials) == 20 and all(t.state is not TrialState.FAILED for t in result.trials)
     groups: dict[str, list] = {}
     for run in child_runs(stores["tracking_uri"], result.parent_run_id):
-        groups.setdefault(run.data.tags["hpo.population"], []).append(run.data.params)
+        # a last trial the budget had left for a population of one trains alone, untagged
+        groups.setdefault(run.data.tags.get("hpo.population", run.info.run_id), []).append(run.data.params)
     assert len(groups) < 20 / 2  # populations, not trials one by one
     for members in groups.values():
         assert len({params["batch_size"] for params in members}) == 1

@@ -109,7 +109,7 @@ def test_a_stopped_members_rows_are_refilled_and_the_newcomer_trains_as_if_alone
 
     recipe = digits_mlp.population(params[0], trials[0])
     outcomes = train_population(recipe, list(zip(params[:3], trials[:3], strict=True)), "val_loss", refill=refill,
-                                ended=lambda t, outcome: ended.append((t.number, outcome.state)))
+                                ended=lambda stopped: ended.extend((t.number, outcome.state) for t, outcome in stopped))
     assert asked[0] == 1  # at the end of epoch 1, one row was free
     assert ended[0] == (1, TrialState.PRUNED) and sorted(n for n, _ in ended) == [0, 1, 2, 3, 4]
     assert [o.state for o in outcomes] == [TrialState.COMPLETE, TrialState.PRUNED] + [TrialState.COMPLETE] * 3

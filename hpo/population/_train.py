@@ -340,7 +340,7 @@ Member = tuple[Mapping[str, Any], Trial]
 
 def train_population(recipe: Recipe, members: Sequence[Member], metric: str, *,
                      refill: Callable[[int], Sequence[Member]] | None = None,
-                     ended: Callable[[Trial, Outcome], None] | None = None,
+                     ended: Callable[[list[tuple[Trial, Outcome]]], None] | None = None,
                      time_limit_s: float | None = None) -> list[Outcome]:
     """Train ``members`` (parameters and trial) together; each member's outcome, as
     ``run_objective`` would give it for the member trained alone, in the order they joined.
@@ -349,16 +349,17 @@ def train_population(recipe: Recipe, members: Sequence[Member], metric: str, *,
     learning rate, weight decay, momentum, dropout, epochs, patience); they share the batch size.
     ``refill(count)``, where given, is asked at each epoch boundary for members to take the rows
     of those that stopped (up to ``count``, of the same shapes; none once the budget is out),
-    each trained from its own first epoch; ``ended(trial, outcome)`` hears each member end as it
-    does. ``time_limit_s`` ends a member that has trained longer (at an epoch boundary)."""
+    each trained from its own first epoch; ``ended([(trial, outcome), ...])`` hears the members
+    that stopped at each epoch's end, together (their store writes go together). ``time_limit_s``
+    ends a member that has trained longer (at an epoch boundary)."""
     outcomes: dict[int, Outcome] = {}
     joined: list[Trial] = []
 
-    def end(member: _Member) -> None:
-        outcome = _outcome(member.result, member.trial, metric)
-        outcomes[id(member.trial)] = outcome
+    def end(stopped: list[_Member]) -> None:
+        for member in stopped:
+            outcomes[id(member.trial)] = _outcome(member.result, member.trial, metric)
         if ended is not None:
-            ended(member.trial, outcome)
+            ended([(member.trial, outcomes[id(member.trial)]) for member in stopped])
 
     def join(given: Sequence[Member]) -> list[_Member]:
         joined.extend(trial for _, trial in given)
@@ -368,11 +369,11 @@ def train_population(recipe: Recipe, members: Sequence[Member], metric: str, *,
     try:
         training.run(join(members), None if refill is None else lambda count: join(refill(count)))
     except Exception as error:  # one failure (out of memory, say) is every member's still training
-        for trial in joined:
-            if id(trial) not in outcomes:
-                outcomes[id(trial)] = ended_by(error, trial, metric)
-                if ended is not None:
-                    ended(trial, outcomes[id(trial)])
+        failed = [trial for trial in joined if id(trial) not in outcomes]
+        for trial in failed:
+            outcomes[id(trial)] = ended_by(error, trial, metric)
+        if ended is not None and failed:
+            ended([(trial, outcomes[id(trial)]) for trial in failed])
     return [outcomes[id(trial)] for trial in joined]
 
 
@@ -380,7 +381,7 @@ def fit(recipe: Recipe, params: Mapping[str, Any], trial: Trial) -> dict[str, fl
     """Train one trial by the recipe, as an objective's ``__call__``: its metrics, or
     ``TrialPruned`` when its trial stops it."""
     results: list[Any] = []
-    _Training(recipe, lambda member: results.append(member.result)).run([_member(recipe, params, trial)])
+    _Training(recipe, lambda stopped: results.extend(m.result for m in stopped)).run([_member(recipe, params, trial)])
     (result,) = results
     if isinstance(result, Exception):
         raise result
@@ -398,7 +399,8 @@ class _Training:
     untrained model reported at step 0, then epochs of shuffled minibatches, each member
     reporting at its own epoch, leaving when it stops, its rows taken at the epoch's end."""
 
-    def __init__(self, recipe: Recipe, end: Callable[[_Member], None], time_limit_s: float | None = None) -> None:
+    def __init__(self, recipe: Recipe, end: Callable[[list[_Member]], None], time_limit_s: float | None = None,
+                 ) -> None:
         self.recipe = recipe
         self.end = end
         self.time_limit_s = time_limit_s
@@ -416,17 +418,15 @@ class _Training:
                 if member.result is None and self.time_limit_s is not None and \
                         time.monotonic() - member.joined > self.time_limit_s:
                     member.result = Outcome(TrialState.FAILED, reason=TIMEOUT)
-            for member in population.rows:
-                if member.result is not None:
-                    self.end(member)
+            if stopped := [m for m in population.rows if m.result is not None]:
+                self.end(stopped)
             active = [m for m in population.rows if m.result is None]
             joining = None
             if refill is not None and len(active) < size:
                 new = [m for m in refill(size - len(active)) if int(m.params["batch_size"]) == batch_size]
                 joining = self._started(new) if new else None
-                for member in joining.rows if joining is not None else ():
-                    if member.result is not None:  # stopped at its untrained step
-                        self.end(member)
+                if joining is not None and (stopped := [m for m in joining.rows if m.result is not None]):
+                    self.end(stopped)  # stopped at their untrained step
                 active += [m for m in joining.rows if m.result is None] if joining is not None else []
             if not active:
                 if joining is None:

@@ -262,8 +262,17 @@ class _Actors:
             slot.batches.append([started.claim.to_json() for started in batch])
 
     def _heard(self, slot: _Slot, events: list[Event]) -> None:
+        ended: list[tuple[Started, TrialRecord]] = []  # finished together (a population's epoch), before
+        tags = None  # anything that reads the store or the pruner next
+
+        def finish() -> None:
+            if ended:
+                self.loop.finish(ended[:], tags)
+                ended.clear()
+
         for event in events:
             if isinstance(event, Wanted):  # a population's refill, of its group
+                finish()
                 batch = self.loop.claim(self.worker, self.driver.device, event.count, event.like)
                 batch = batch if isinstance(batch, list) else []
                 slot.running.update((started.number, started) for started in batch)
@@ -277,12 +286,15 @@ class _Actors:
                 if started.pruning is not None and self.metric in event.values:
                     started.pruning.observe(event.step, event.values[self.metric])
             elif isinstance(event, Asked):
+                finish()
                 decided = started.pruning.decide(event.step) if started.pruning is not None else None
                 slot.verdicts.append((event.number, event.step,
                                       None if decided is None else (decided.reason, decided.detail)))
             elif isinstance(event, Ended):
                 del slot.running[event.number]
-                self.loop.finish([(started, TrialRecord.from_json(event.record))], event.tags)
+                ended.append((started, TrialRecord.from_json(event.record)))
+                tags = event.tags
+        finish()
 
     def _lost(self, slot: _Slot) -> None:
         """The actor died (its process was killed, its machine left the cluster): its trials

@@ -119,6 +119,12 @@ class TrialRunner:
             self._urgent |= urgent
             self._changed.notify_all()
 
+    def _said_all(self, events: list[Event]) -> None:
+        with self._changed:
+            self._events.extend(events)
+            self._urgent = True
+            self._changed.notify_all()
+
     def _work(self) -> None:
         while True:
             with self._changed:
@@ -129,8 +135,8 @@ class TrialRunner:
                 tags = population_tags(batch[0].number, len(batch))
                 run_population(self.plan, self.objective, batch, device=self.device, trial_of=self._trial,
                                claim_more=self._claim_more, node=self.node,
-                               finished=lambda claim, record, t=tags: self._say(
-                                   Ended(claim.number, record.to_json(), t), urgent=True))
+                               finished=lambda ended, t=tags: self._said_all(
+                                   [Ended(claim.number, record.to_json(), t) for claim, record in ended]))
                 continue
             for claim in batch:
                 record = run_trial(self.plan, self.objective, claim, self._trial(claim), node=self.node)
