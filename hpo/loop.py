@@ -125,9 +125,9 @@ def population_size(population: int | str, plan: SearchPlan, objective: Callable
     return auto_size(recipe, plan.space.fixed, device) if population == "auto" else int(population)
 
 
-def population_tags(first: int, size: int, pid: int | None = None) -> dict[str, str]:
+def population_tags(first: int, size: int) -> dict[str, str]:
     """The MLflow tags of a population's trials: which population (``host:pid/first trial``), of how many rows."""
-    return {"hpo.population": f"{worker_name(pid)}/{first}", "hpo.population_size": str(size)}
+    return {"hpo.population": f"{worker_name()}/{first}", "hpo.population_size": str(size)}
 
 
 def run_population(plan: SearchPlan, objective: Any, claims: list[Claim], *, device: str,

@@ -9,6 +9,7 @@ same steps as the member trained alone with ``torch.optim``, to rounding.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from typing import Any
 
@@ -38,6 +39,8 @@ class StackedOptimizer:
         if list(rules) != sorted(rules, key=OPTIMIZERS.index):
             raise ValueError("rows must come sorted by rule")
         self.rules = list(rules)
+        self.blocks = _blocks(self.rules)
+        """Each rule in use and its rows (found once per membership, not at each step)."""
         self.lr, self.weight_decay, self.momentum = lr, weight_decay, momentum
         self.steps = [0] * len(rules)
         self.state: dict[str, Tensor] = {}
@@ -47,19 +50,10 @@ class StackedOptimizer:
         """One update of every row of ``param`` (rows x parameters) down ``grad``."""
         self.steps = [steps + 1 for steps in self.steps]
         with torch.no_grad():
-            for rule, rows in self.blocks():
+            for rule, rows in self.blocks:
                 state = _Rows(self.state, param, rows)
                 lr, wd, momentum = (_per_member(h[rows], param) for h in (self.lr, self.weight_decay, self.momentum))
                 getattr(self, f"_{rule}")(param[rows], grad[rows], state, lr, wd, momentum, self.steps[rows])
-
-    def blocks(self) -> list[tuple[str, slice]]:
-        """Each rule in use and its rows."""
-        blocks, start = [], 0
-        for end in range(1, len(self.rules) + 1):
-            if end == len(self.rules) or self.rules[end] != self.rules[start]:
-                blocks.append((self.rules[start], slice(start, end)))
-                start = end
-        return blocks
 
     def regroup(self, rows: Tensor, rules: Sequence[str], *, lr: Tensor, weight_decay: Tensor,
                 momentum: Tensor) -> None:
@@ -71,6 +65,7 @@ class StackedOptimizer:
                       for name, value in self.state.items()}
         self.steps = [self.steps[i] if i >= 0 else 0 for i in rows.tolist()]
         self.rules = list(rules)
+        self.blocks = _blocks(self.rules)
         self.lr, self.weight_decay, self.momentum = lr, weight_decay, momentum
 
     # Each: torch.optim's single-tensor update, with per-member hyperparameters.
@@ -129,6 +124,16 @@ class StackedOptimizer:
         (state_sum,) = state.get("sum")
         state_sum.addcmul_(grad, grad, value=1)
         param.sub_(lr * grad / state_sum.sqrt().add_(_ADAGRAD_EPS))
+
+
+def _blocks(rules: Sequence[str]) -> list[tuple[str, slice]]:
+    """Each rule of rows sorted by rule, and the slice of rows that use it."""
+    blocks, start = [], 0
+    for rule, rows in itertools.groupby(rules):
+        count = len(list(rows))
+        blocks.append((rule, slice(start, start + count)))
+        start += count
+    return blocks
 
 
 class _Rows:

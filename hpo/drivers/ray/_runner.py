@@ -113,16 +113,10 @@ class TrialRunner:
             events, self._events, self._urgent = self._events, [], False
         return events
 
-    def _say(self, event: Event, urgent: bool = False) -> None:
-        with self._changed:
-            self._events.append(event)
-            self._urgent |= urgent
-            self._changed.notify_all()
-
-    def _said_all(self, events: list[Event]) -> None:
+    def _say(self, *events: Event, urgent: bool = False) -> None:
         with self._changed:
             self._events.extend(events)
-            self._urgent = True
+            self._urgent |= urgent
             self._changed.notify_all()
 
     def _work(self) -> None:
@@ -135,8 +129,9 @@ class TrialRunner:
                 tags = population_tags(batch[0].number, len(batch))
                 run_population(self.plan, self.objective, batch, device=self.device, trial_of=self._trial,
                                claim_more=self._claim_more, node=self.node,
-                               finished=lambda ended, t=tags: self._said_all(
-                                   [Ended(claim.number, record.to_json(), t) for claim, record in ended]))
+                               finished=lambda ended, t=tags: self._say(
+                                   *(Ended(claim.number, record.to_json(), t) for claim, record in ended),
+                                   urgent=True))
                 continue
             for claim in batch:
                 record = run_trial(self.plan, self.objective, claim, self._trial(claim), node=self.node)
