@@ -476,9 +476,11 @@ def test_no_pruner_restarts_a_trial_or_repeats_a_step(engine, stores, unique, pr
 def killed_once(params, trial):
     """Kills its own process the first time (a crashed or OOM-killed worker), then trains."""
     marker = os.path.join(os.environ["HPO_TEST_MARKERS"], f"killed-{os.environ['HPO_TEST_ID']}")
-    if not os.path.exists(marker):
-        open(marker, "w").close()
-        os.kill(os.getpid(), signal.SIGKILL)
+    try:
+        os.close(os.open(marker, os.O_CREAT | os.O_EXCL))  # one process wins, even when two start at once
+    except FileExistsError:
+        return digits_mlp(params, trial)
+    os.kill(os.getpid(), signal.SIGKILL)
     return digits_mlp(params, trial)
 
 

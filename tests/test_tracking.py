@@ -15,6 +15,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 
 from conftest import WriteTransactions
+from hpo._trial import TrialRecord, TrialState
 from hpo.tracking import MlflowTracker, _writer
 from hpo.tracking._runs import RunRef, RunWrite, write_one_by_one
 from hpo.tracking._writer import Writer
@@ -201,3 +202,24 @@ def test_a_write_mlflow_refuses_loses_no_other_runs(tracking_uri, unique, way, m
     assert written.flush()
     assert runs[1].run_id is None and len(written.failures) == 1
     assert [client.get_run(runs[n].run_id).info.status for n in (0, 2)] == ["FINISHED", "FINISHED"]
+
+
+def test_two_processes_writing_one_trial_make_one_run(tracking_uri, unique):
+    """Two runs of one search at once: one repairs MLflow from the study (a trial the other has
+    finished, whose run that one's writer has not made yet), then the other makes the trial's
+    run. The trial keeps one run, ended as its own process ended it."""
+    client = MlflowClient(tracking_uri)
+    experiment_id = client.create_experiment(unique)
+    parent = client.create_run(experiment_id, run_name="search").info.run_id
+    identity = {"uri": tracking_uri, "experiment": unique, "metric": "loss", "experiment_id": experiment_id,
+                "parent_run_id": parent, "study": unique}
+    repairing, training = MlflowTracker.attach(identity), MlflowTracker.attach(identity)
+    record = TrialRecord(0, {"lr": 0.1}, TrialState.COMPLETE, value=0.25, metrics={"loss": 0.25})
+    assert repairing.repair([record]) == 1
+    run = training.start_trial(0, {"lr": 0.1}, stage=0, seed=7, device="cpu")
+    run.log(1, {"loss": 0.25})
+    run.finish(record)
+    assert training.flush()
+    runs = client.search_runs([experiment_id], f"tags.`hpo.study_run` = '{parent}'")
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+    assert [m.step for m in client.get_metric_history(runs[0].info.run_id, "loss")] == [1]

@@ -53,6 +53,11 @@ class RunWrite:
     end_time: int | None = None
 
 
+ONE_RUN_PER = ("hpo.study_run", "hpo.trial_number")
+"""A run created with these tags is the only active one with their values: a second process
+creating it takes the first one's (see ``_made_elsewhere``). On a database store only: through a
+tracking server, a repair's own lookup is all that guards it."""
+
 RunWriter = Callable[[Any, Sequence[RunWrite]], None]
 """Writes a batch of run writes in their order, given the MLflow client."""
 
@@ -92,10 +97,13 @@ def _in_one_transaction(client: Any, writes: Sequence[RunWrite]) -> None:
     for write in writes:
         if write.name and write.run.run_id is None and id(write.run) not in created:
             created[id(write.run)] = uuid.uuid4().hex
-    run_ids = [write.run.run_id or created[id(write.run)] for write in writes]
     with store.ManagedSessionMaker(read_only=False) as session:
         if created:
-            _create_runs(session, [w for w in writes if w.name and id(w.run) in created], created)
+            made = _made_elsewhere(session, [w for w in writes if w.name and id(w.run) in created])
+            created.update(made)
+            if new := [w for w in writes if w.name and id(w.run) in created and id(w.run) not in made]:
+                _create_runs(session, new, created)
+        run_ids = [write.run.run_id or created[id(write.run)] for write in writes]
         ids = set(run_ids)
         tags = {(run_id, key) for run_id, key in session.execute(
             select(SqlTag.run_uuid, SqlTag.key).where(SqlTag.run_uuid.in_(ids)))}
@@ -144,6 +152,29 @@ def _in_one_transaction(client: Any, writes: Sequence[RunWrite]) -> None:
     for write in writes:
         if write.run.run_id is None and id(write.run) in created:
             write.run.run_id = created[id(write.run)]
+
+
+def _made_elsewhere(session: Any, writes: Sequence[RunWrite]) -> dict[int, str]:
+    """The runs of ``writes`` that another process made first (its trial's run, while this one
+    repairs the search, or the other way round), by ``id(write.run)``: found by the tags of
+    ``ONE_RUN_PER``, in the transaction that would create them, so two processes never make two."""
+    wanted = {}
+    for write in writes:
+        tags = {tag.key: tag.value for tag in write.tags}
+        if all(key in tags for key in ONE_RUN_PER):
+            wanted[tuple(tags[key] for key in ONE_RUN_PER)] = id(write.run)
+    if not wanted:
+        return {}
+    first, *rest = ONE_RUN_PER
+    keys: dict[str, dict[str, str]] = {}
+    for run_id, key, value in session.execute(
+            select(SqlTag.run_uuid, SqlTag.key, SqlTag.value).join(SqlRun, SqlRun.run_uuid == SqlTag.run_uuid)
+            .where(SqlRun.lifecycle_stage == "active", SqlTag.key.in_(ONE_RUN_PER),
+                   SqlTag.run_uuid.in_(select(SqlTag.run_uuid).where(
+                       SqlTag.key == first, SqlTag.value.in_({key[0] for key in wanted}))))):
+        keys.setdefault(run_id, {})[key] = value
+    found = {tuple(tags.get(key) for key in ONE_RUN_PER): run_id for run_id, tags in keys.items()}
+    return {ref: found[key] for key, ref in wanted.items() if key in found}
 
 
 def _create_runs(session: Any, writes: Sequence[RunWrite], run_ids: dict[int, str]) -> None:
