@@ -1,5 +1,6 @@
 """The SQLite files a search keeps (its study, its MLflow store): made whole or not at all, and a
-one-line answer, naming the file and what to do, when one cannot be used."""
+one-line answer, naming the file and what to do, when one cannot be used; whether hpo may write
+into the libraries' own tables."""
 
 from __future__ import annotations
 
@@ -29,6 +30,17 @@ def writable(path: Path, argument: str) -> None:
     if folder is None or not os.access(folder, os.W_OK | os.X_OK):
         raise HpoError(f"cannot create {path}: {folder} is read-only; name a store in a folder you can write",
                        argument=argument)
+
+
+FAST_PATHS = "HPO_FAST_PATHS"
+"""Set to 0, every write to a study or an MLflow store goes through the library's public API
+(``hpo.store._optuna``, ``hpo.tracking._runs``): slower, and independent of their tables."""
+
+
+def fast_paths() -> bool:
+    """Whether hpo may write straight into Optuna's and MLflow's own tables (where it knows
+    their schema): unless ``$HPO_FAST_PATHS`` is 0."""
+    return os.environ.get(FAST_PATHS, "1") != "0"
 
 
 def cache_dir() -> Path:

@@ -112,6 +112,13 @@ def pruned_grid_search(home: Path, learning_rates: list[float], epochs: int):
                       n_trials=len(learning_rates), pruner=pruning, population=1, home=home)
 
 
+@pytest.fixture
+def fast_paths(monkeypatch) -> None:
+    """For a test of hpo's own writes into Optuna's or MLflow's tables: on, whatever the run's
+    ``HPO_FAST_PATHS`` (the whole suite also runs with them off)."""
+    monkeypatch.setenv("HPO_FAST_PATHS", "1")
+
+
 class WriteTransactions:
     """Counts the transactions that write to a database (reads commit too, and are not counted)."""
 

@@ -97,6 +97,7 @@ def any_stores(request, stores) -> dict[str, str]:
     return {**stores, "storage": request.getfixturevalue("postgres_url")}
 
 
+@pytest.mark.usefixtures("fast_paths")
 def test_the_reports_of_an_epoch_that_came_late_are_still_written_together(stores, unique, monkeypatch):
     """The reports' clock starts at the first value held back, not at the last write: after a
     long epoch, its members' reports wait for one another (the first was written alone)."""
@@ -118,6 +119,7 @@ def test_the_reports_of_an_epoch_that_came_late_are_still_written_together(store
     assert [t.intermediate_values for t in trials] == [{1: 0.5, 2: 0.5}] * 4
 
 
+@pytest.mark.usefixtures("fast_paths")
 def test_a_population_is_claimed_reported_and_ended_in_one_write_each(any_stores, unique):
     """K trials claimed, one epoch of K reports, K trials ended: one write transaction each
     (they were K and 2K), and the study holds what Optuna's own calls would have written —
@@ -159,6 +161,7 @@ def test_a_population_is_claimed_reported_and_ended_in_one_write_each(any_stores
     assert all(t.user_attrs["hpo.claim"]["worker"] == "here:1" for t in frozen)
 
 
+@pytest.mark.usefixtures("fast_paths")
 def test_a_claim_reads_again_only_the_trials_that_changed(stores, unique):
     """The Ray driver claims one trial at a time with many running: a claim reads the trials
     that changed state since the last (here: one that another process ended, one it failed as

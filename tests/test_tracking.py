@@ -17,10 +17,10 @@ from mlflow.entities import Metric, Param, RunTag
 from conftest import WriteTransactions
 from hpo._trial import TrialRecord, TrialState
 from hpo.tracking import MlflowTracker, _writer
-from hpo.tracking._runs import RunRef, RunWrite, write_one_by_one
+from hpo.tracking._runs import RunRef, RunWrite, _in_one_transaction, write_one_by_one
 from hpo.tracking._writer import Writer
 
-WAYS = {"one transaction": None, "client calls": write_one_by_one}
+WAYS = {"one transaction": _in_one_transaction, "client calls": write_one_by_one}
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -38,7 +38,7 @@ def tracking_uri(request, tmp_path, unique) -> str:
 
 def writer(client: MlflowClient, way: str) -> Writer:
     writer = Writer(client)
-    writer.write_runs = WAYS[way] or writer.write_runs
+    writer.write_runs = WAYS[way]
     return writer
 
 
@@ -103,6 +103,7 @@ def test_trial_runs_read_the_same_however_they_are_written(tracking_uri, unique)
     assert second["curves"]["loss"][2] == (2, 2001, "nan") and third["curves"]["loss"][2][2] > 1e300
 
 
+@pytest.mark.usefixtures("fast_paths")
 def test_runs_queued_together_are_written_in_one_transaction(tracking_uri, unique):
     """A population's creations, then its ends: one write transaction each (the client's
     calls take seven a run)."""
@@ -126,6 +127,7 @@ def test_runs_queued_together_are_written_in_one_transaction(tracking_uri, uniqu
     assert {client.get_run(run.run_id).info.status for run in runs} == {"FINISHED"}
 
 
+@pytest.mark.usefixtures("fast_paths")
 def test_a_trials_writes_moments_apart_are_gathered_into_one_transaction(tracking_uri, unique):
     """A quick trial's run created, logged to and ended a few milliseconds apart: the writer,
     finding each alone in its queue, waits up to ``GATHER_S`` for more before it writes, so two
@@ -164,6 +166,7 @@ def schema(path: Path) -> tuple:
                 db.execute("select experiment_id, name, artifact_location from experiments").fetchall())
 
 
+@pytest.mark.usefixtures("fast_paths")
 def test_a_new_mlflow_store_is_a_copy_of_the_one_mlflow_made_once(tmp_path, monkeypatch):
     """MLflow migrates a new SQLite store for seconds; hpo does that once per MLflow version and
     machine, and copies. A copy is what MLflow makes, its Default experiment's artifacts where
@@ -214,7 +217,7 @@ def test_two_processes_writing_one_trial_make_one_run(tracking_uri, unique):
     identity = {"uri": tracking_uri, "experiment": unique, "metric": "loss", "experiment_id": experiment_id,
                 "parent_run_id": parent, "study": unique}
     repairing, training = MlflowTracker.attach(identity), MlflowTracker.attach(identity)
-    record = TrialRecord(0, {"lr": 0.1}, TrialState.COMPLETE, value=0.25, metrics={"loss": 0.25})
+    record = TrialRecord(0, {"lr": 0.1}, TrialState.COMPLETE, value=0.25, metrics={"loss": 0.25}, seed=7)
     assert repairing.repair([record]) == 1
     run = training.start_trial(0, {"lr": 0.1}, stage=0, seed=7, device="cpu")
     run.log(1, {"loss": 0.25})

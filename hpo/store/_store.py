@@ -26,9 +26,9 @@ from hpo._files import create_whole, sqlite_path, unusable, writable
 from hpo._plan import SearchPlan
 from hpo._trial import DONE, WORKER_LOST, Claim, TrialRecord, TrialState, trial_seed
 from hpo.spaces import CategoricalParam, FloatParam, SearchSpace
-from hpo.store import _sql
 from hpo.store._budget import in_budget
 from hpo.store._locks import claim_lock
+from hpo.store._optuna import End, StudyWrites, study_writes
 from hpo.strategies import WAIT, BaseStrategy, Suggestion, params_key
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -110,6 +110,7 @@ class TrialStore:
         self.grace_period = grace_period
         self._lock: Any = claim_lock(url, study_name)
         self._storage: optuna.storages.RDBStorage | None = None
+        self._writes: StudyWrites | None = None
         self._study: optuna.Study | None = None
         self._held: list[tuple[int, int, float]] = []  # reports not written yet: (trial id, step, value)
         self._held_since = time.monotonic()  # when the first of the reports held back came
@@ -121,7 +122,7 @@ class TrialStore:
 
     def __getstate__(self) -> dict[str, Any]:
         """Only the address travels (to a worker process): connections and locks are made there."""
-        return {**self.__dict__, "_lock": None, "_storage": None, "_study": None,
+        return {**self.__dict__, "_lock": None, "_storage": None, "_study": None, "_writes": None,
                 "_stale_since": {}, "_held": [], "_known": {}, "_finished": []}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -148,6 +149,13 @@ class TrialStore:
                 message = f"cannot open {self.url}: {type(error).__name__}: {error}"
                 raise HpoError(message.splitlines()[0], argument="storage") from None
         return self._storage
+
+    @property
+    def writes(self) -> StudyWrites:
+        """How this store writes to its storage (see ``study_writes``)."""
+        if self._writes is None:
+            self._writes = study_writes(self.storage)
+        return self._writes
 
     @property
     def study(self) -> optuna.Study:
@@ -243,13 +251,13 @@ class TrialStore:
         (``run_ids``: by trial number): a trial that ended before MLflow's background writer had
         made its run. Returns how many it named."""
         named = []
-        for trial in self.study.get_trials(deepcopy=False):
+        for trial_id, trial in self.writes.read(self._study_id, (), -1):
             result = trial.user_attrs.get(RESULT)
             if result is not None and not result.get("mlflow_run_id") and run_ids.get(trial.number):
-                named.append((trial._trial_id, RESULT, {**result, "mlflow_run_id": run_ids[trial.number]}))
+                named.append((trial_id, RESULT, {**result, "mlflow_run_id": run_ids[trial.number]}))
         if named:
-            with self._lock, _sql.transaction(self.storage) as session:
-                _sql.set_user_attrs(session, named)
+            with self._lock:
+                self.writes.set_user_attrs(named)
         return len(named)
 
     def counted(self) -> list[TrialRecord]:
@@ -301,16 +309,15 @@ class TrialStore:
 
         A claim reads the whole history, and the Ray driver claims trial by trial: so a trial
         is read again only once it is new or its state has changed (one query finds which)."""
-        with _sql.transaction(self.storage) as session:
-            unfinished = [i for i, (state, _) in self._known.items() if not state.is_finished()]
-            found = _sql.trial_states(session, self._study_id, max(self._known, default=-1), unfinished)
+        unfinished = [i for i, (state, _) in self._known.items() if not state.is_finished()]
+        found = self.writes.states(self._study_id, max(self._known, default=-1), unfinished)
         changed = {i for i, state in found.items() if i not in self._known or self._known[i][0] is not state}
         if changed:
             # Optuna's read: the trials named, and any created after the newest one found (none
             # but what another process created meanwhile)
-            for trial in self.storage._get_trials(self._study_id, None, changed, max(found)):
+            for trial_id, trial in self.writes.read(self._study_id, changed, max(found)):
                 record = None if trial.state is OptunaState.WAITING else to_record(trial)
-                self._know(trial._trial_id, trial.state, record)
+                self._know(trial_id, trial.state, record)
         records = [record for _, record in self._known.values() if record is not None]
         return len(self._known), sorted(records, key=lambda r: r.number)
 
@@ -355,8 +362,7 @@ class TrialStore:
             )
             for suggestion, retry_of in planned
         ]
-        with _sql.transaction(self.storage) as session:
-            made = _sql.add_trials(session, self._study_id, templates)
+        made = self.writes.add_trials(self._study_id, templates)
         for (trial_id, number), (suggestion, _) in zip(made, planned, strict=True):
             self._know(trial_id, OptunaState.RUNNING, TrialRecord(
                 number, suggestion.params, TrialState.RUNNING, stage=suggestion.stage, session=self.session))
@@ -378,7 +384,7 @@ class TrialStore:
             params = suggest(trial, plan.space)
         trial.set_user_attr(CLAIM, {"stage": 0, "worker": worker, "retry_of": None, "session": self.session})
         trial_id = self.storage.get_trial_id_from_study_id_trial_number(self._study_id, trial.number)
-        _sql.beat(self.storage, [trial_id])  # its first heartbeat, as claims write it
+        self.writes.beat([trial_id])  # its first heartbeat, as claims write it
         return Claim(trial_id, trial.number, params, 0, trial_seed(plan.seed, trial.number))
 
     def finish(self, claim: Claim, record: TrialRecord) -> TrialRecord:
@@ -389,13 +395,11 @@ class TrialStore:
     def finish_many(self, ended: Sequence[tuple[Claim, TrialRecord]]) -> list[TrialRecord]:
         """End claimed trials (a population's) in one transaction, with the reports still held
         back (``report``); for each, what the store holds, as ``finish`` says."""
-        ends = [_sql.End(claim.trial_id, _TELL[record.state],
+        ends = [End(claim.trial_id, _TELL[record.state],
                          None if record.state is TrialState.FAILED else record.value, {RESULT: _result_attr(record)})
                 for claim, record in ended]
         with self._lock:  # a trial's state is checked, then set: atomic only under a lock on SQLite
-            with _sql.transaction(self.storage) as session:
-                _sql.add_reports(session, self._held)
-                ended_before = _sql.end_trials(session, ends)
+            ended_before = self.writes.end(self._held, ends)
             self._held_written()
         stored = [to_record(self.storage.get_trial(claim.trial_id)) if claim.trial_id in ended_before
                   else replace(record, session=self.session) for claim, record in ended]
@@ -421,8 +425,7 @@ class TrialStore:
         """Write the reports held back, now."""
         if not self._held:
             return
-        with _sql.transaction(self.storage) as session:
-            _sql.add_reports(session, self._held)
+        self.writes.add_reports(self._held)
         self._held_written()
 
     def _held_written(self) -> None:
@@ -465,7 +468,7 @@ class TrialStore:
         if now - self._looked_at < LOOK_EVERY_S:
             return []
         self._looked_at = now
-        stale = self.storage._get_stale_trial_ids(self._study_id)
+        stale = self.writes.stale(self._study_id, self.grace_period)
         self._stale_since = {trial_id: self._stale_since.get(trial_id, now) for trial_id in stale}
         return [i for i, since in self._stale_since.items() if now - since >= 2 * self.heartbeat_interval]
 
@@ -520,7 +523,7 @@ class Heartbeat:
             with self._guard:
                 ids = list(self._ids)
             with contextlib.suppress(Exception):  # a database hiccup: the next beat comes soon
-                _sql.beat(self.store.storage, ids)
+                self.store.writes.beat(ids)
 
 
 def distributions(space: SearchSpace, params: dict[str, Any]) -> dict[str, BaseDistribution]:

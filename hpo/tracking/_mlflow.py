@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import shutil
-import sqlite3
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -18,9 +16,9 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.store.tracking import DEFAULT_LOCAL_FILE_AND_ARTIFACT_PATH
 from mlflow.utils.uri import append_to_uri_path, resolve_uri_if_local
 
-from hpo._files import cached_store, create_whole, sqlite_path, unusable, writable
+from hpo._files import cached_store, create_whole, fast_paths, sqlite_path, unusable, writable
 from hpo._trial import TrialRecord, TrialState, how_it_ended, shown
-from hpo.tracking._runs import HasRunId, RunRef, RunWrite
+from hpo.tracking._runs import HasRunId, RunRef, RunWrite, point_default_experiment
 from hpo.tracking._views import log_axis_metric, write_view
 from hpo.tracking._writer import FLUSH_LIMIT_S, Writer
 
@@ -419,14 +417,14 @@ def _new_store(url: str) -> None:
     experiment's artifacts where MLflow would put them now; made in place where there is no
     cache."""
     path = sqlite_path(url)
-    made = cached_store(f"mlflow-{mlflow.__version__}", lambda url: MlflowClient(url).search_experiments())
+    made = (cached_store(f"mlflow-{mlflow.__version__}", lambda url: MlflowClient(url).search_experiments())
+            if fast_paths() else None)  # the copy's Default experiment is changed in MLflow's own table
     if made is None or path is None:
         MlflowClient(url).search_experiments()
         return
     shutil.copyfile(made, path)
     artifacts = append_to_uri_path(resolve_uri_if_local(DEFAULT_LOCAL_FILE_AND_ARTIFACT_PATH), "0")
-    with contextlib.closing(sqlite3.connect(path)) as db, db:
-        db.execute("UPDATE experiments SET artifact_location = ? WHERE experiment_id = 0", (artifacts,))
+    point_default_experiment(path, artifacts)
 
 
 def _summary(client: MlflowClient, run_id: str, result: SearchResult, run_ids: Mapping[int, str],

@@ -1,28 +1,43 @@
 """Writes to trials' child runs, joined across runs: what the background writer finds queued
-together (a population's K runs created, or ended, at once) is written in one go.
+together (a population's K runs created, or ended, at once) is written in one go; and the one
+place ``hpo`` reaches into MLflow's store.
 
 On a database store (SQLite by default, or PostgreSQL) that is one transaction on MLflow's own
 tables, through its own SQLAlchemy models and its store's sessions: the client API takes seven
 for a run created, logged to once and ended (``create_run``; ``log_batch`` commits params,
 metrics, tags and the run's name separately; ``set_terminated``), and nothing joins runs.
-Anywhere else (a tracking server) the same writes go through the client, run by run. This
-leans on MLflow's private models; ``pyproject.toml`` pins MLflow to 3.x and the tests compare
-both ways on SQLite and PostgreSQL.
+Anywhere else (a tracking server), on a schema this module was not tested against
+(``KNOWN_SCHEMAS``: MLflow refuses to open a store that is not at its own), and wherever
+``HPO_FAST_PATHS=0``, the same writes go through the client, run by run. The tests compare both
+ways on SQLite and PostgreSQL.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import sqlite3
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
+import sqlalchemy
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.store.tracking.dbmodels.models import SqlExperiment, SqlLatestMetric, SqlMetric, SqlParam, SqlRun, SqlTag
 from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
 from mlflow.utils.uri import append_to_uri_path
 from sqlalchemy import insert, select, update
+
+from hpo._files import fast_paths
+
+logger = logging.getLogger("hpo")
+
+KNOWN_SCHEMAS = frozenset({"dc11669786a5"})
+"""MLflow store schemas (Alembic revisions) whose tables ``_in_one_transaction`` writes: MLflow
+3.17's."""
 
 
 class HasRunId(Protocol):
@@ -55,17 +70,44 @@ class RunWrite:
 
 ONE_RUN_PER = ("hpo.study_run", "hpo.trial_number")
 """A run created with these tags is the only active one with their values: a second process
-creating it takes the first one's (see ``_made_elsewhere``). On a database store only: through a
-tracking server, a repair's own lookup is all that guards it."""
+creating it takes the first one's: in the transaction that would create it on a database
+(``_made_elsewhere``), by a lookup just before through the client (``_found``)."""
 
 RunWriter = Callable[[Any, Sequence[RunWrite]], None]
 """Writes a batch of run writes in their order, given the MLflow client."""
 
 
 def run_writer(client: Any) -> RunWriter:
-    """How ``client``'s store takes a batch: one transaction on a database, else call by call."""
+    """How ``client``'s store takes a batch: one transaction on a database whose schema is
+    known, else call by call (said once, with why, where the schema is the reason)."""
+    store = database_store(client)
+    if store is None:
+        return write_one_by_one
+    version = schema_version(store.engine)
+    if version in KNOWN_SCHEMAS:
+        return _in_one_transaction
+    logger.warning("hpo: the MLflow store's schema %s is not one hpo has been tested against; its trial runs are "
+                   "written through MLflow's client, one call each (slower)", version)
+    return write_one_by_one
+
+
+def database_store(client: Any) -> SqlAlchemyStore | None:
+    """``client``'s database store, where hpo may write into its tables (``HPO_FAST_PATHS``)."""
     store = client._tracking_client.store
-    return _in_one_transaction if isinstance(store, SqlAlchemyStore) else write_one_by_one
+    return store if fast_paths() and isinstance(store, SqlAlchemyStore) else None
+
+
+def schema_version(engine: sqlalchemy.Engine) -> str | None:
+    """The migration an MLflow database is at (the revision Alembic records)."""
+    with engine.connect() as connection:
+        return connection.execute(sqlalchemy.text("SELECT version_num FROM alembic_version")).scalar()
+
+
+def point_default_experiment(path: Path, artifacts: str) -> None:
+    """In a copy of an MLflow SQLite store made elsewhere, point the Default experiment's
+    artifacts at ``artifacts`` (MLflow's API cannot change an experiment's artifact location)."""
+    with contextlib.closing(sqlite3.connect(path)) as db, db:
+        db.execute("UPDATE experiments SET artifact_location = ? WHERE experiment_id = 0", (artifacts,))
 
 
 def write_one_by_one(client: Any, writes: Sequence[RunWrite]) -> None:
@@ -74,9 +116,11 @@ def write_one_by_one(client: Any, writes: Sequence[RunWrite]) -> None:
         metrics, params, tags_after = write.metrics, write.params, write.tags
         if write.name and write.run.run_id is None:
             tags = {tag.key: tag.value for tag in write.tags}
-            write.run.run_id = client.create_run(write.experiment_id, start_time=write.start_time, tags=tags,
-                                                 run_name=write.name).info.run_id
-            tags_after = ()
+            write.run.run_id = _found(client, write.experiment_id, tags)
+            if write.run.run_id is None:
+                write.run.run_id = client.create_run(write.experiment_id, start_time=write.start_time, tags=tags,
+                                                     run_name=write.name).info.run_id
+                tags_after = ()
         run_id = write.run.run_id
         assert run_id is not None, "the run is created by an earlier write"
         while metrics or params or tags_after:  # MLflow's limits: 1000 metrics, 100 params, 100 tags a call
@@ -84,6 +128,15 @@ def write_one_by_one(client: Any, writes: Sequence[RunWrite]) -> None:
             metrics, params, tags_after = metrics[1000:], params[100:], tags_after[100:]
         if write.status is not None:
             client.set_terminated(run_id, write.status, end_time=write.end_time)
+
+
+def _found(client: Any, experiment_id: str, tags: dict[str, str]) -> str | None:
+    """The run another process made with the same ``ONE_RUN_PER`` tags (looked up, then made:
+    two processes can still make one each in between)."""
+    if not all(key in tags for key in ONE_RUN_PER):
+        return None
+    query = " and ".join(f"tags.`{key}` = '{tags[key]}'" for key in ONE_RUN_PER)
+    return next((run.info.run_id for run in client.search_runs([experiment_id], query, max_results=1)), None)
 
 
 def _in_one_transaction(client: Any, writes: Sequence[RunWrite]) -> None:
@@ -165,7 +218,7 @@ def _made_elsewhere(session: Any, writes: Sequence[RunWrite]) -> dict[int, str]:
             wanted[tuple(tags[key] for key in ONE_RUN_PER)] = id(write.run)
     if not wanted:
         return {}
-    first, *rest = ONE_RUN_PER
+    first = ONE_RUN_PER[0]
     keys: dict[str, dict[str, str]] = {}
     for run_id, key, value in session.execute(
             select(SqlTag.run_uuid, SqlTag.key, SqlTag.value).join(SqlRun, SqlRun.run_uuid == SqlTag.run_uuid)
