@@ -71,6 +71,7 @@ bench: $(STAMP)
 	$(BIN)/python -m pip install -qq --disable-pip-version-check -e '.[bench]'
 	$(BIN)/python bench/startup.py
 	$(BIN)/python bench/overhead.py
+	$(BIN)/python bench/adapters.py
 	$(BIN)/python bench/planning.py
 	$(BIN)/python bench/ray_overhead.py
 	$(BIN)/python bench/population.py --objective mnist1d_mlp
