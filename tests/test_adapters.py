@@ -98,8 +98,13 @@ def test_a_trial_that_stops_beating_goes_stale_after_the_grace_period(writes, un
         time.sleep(1)
         writes.beat([beating])
     assert writes.stale(study_id, 2) == [silent]
-    writes.set_user_attrs([(beating, "note", {"a": 1})])
-    assert writes.storage.get_trial(beating).user_attrs["note"] == {"a": 1}
+
+
+def test_study_attributes_are_set_and_set_again(writes, unique):
+    study_id = study(writes, unique)
+    writes.set_study_attrs(study_id, {"hpo.run_id.0": "a", "hpo.run_id.1": "b"})
+    writes.set_study_attrs(study_id, {"hpo.run_id.1": "c"})
+    assert writes.storage.get_study_user_attrs(study_id) == {"hpo.run_id.0": "a", "hpo.run_id.1": "c"}
 
 
 @pytest.mark.usefixtures("fast_paths")

@@ -155,13 +155,6 @@ def _end_trials(session: Any, ends: Sequence[End]) -> set[int]:
     return ended_before
 
 
-def _set_user_attrs(session: Any, attrs: Sequence[tuple[int, str, Any]]) -> None:
-    """User attributes (trial id, key, value) set on trials, one statement for each kind of row."""
-    _upsert(session, models.TrialUserAttributeModel,
-            [{"trial_id": trial_id, "key": key, "value_json": json.dumps(value)} for trial_id, key, value in attrs],
-            ("trial_id", "key"))
-
-
 def _upsert(session: Any, model: Any, rows: list[dict[str, Any]], key: tuple[str, str]) -> None:
     """Rows unique by the two columns of ``key``: inserted where new, the rest of them
     updated where present; one statement each for all rows."""
@@ -198,7 +191,7 @@ def _beat(storage: RDBStorage, trial_ids: Sequence[int]) -> None:
 
 class StudyWrites:
     """What the trial store reads and writes of a study besides Optuna's ``Study`` API, by trial
-    id; ``reports`` are (trial id, step, value), ``attrs`` (trial id, key, value)."""
+    id; ``reports`` are (trial id, step, value)."""
 
     def __init__(self, storage: BaseStorage) -> None:
         self.storage = storage
@@ -227,8 +220,8 @@ class StudyWrites:
         those that had already ended (left as they are)."""
         raise NotImplementedError
 
-    def set_user_attrs(self, attrs: Sequence[tuple[int, str, Any]]) -> None:
-        """User attributes set on trials, finished ones included."""
+    def set_study_attrs(self, study_id: int, attrs: dict[str, Any]) -> None:
+        """User attributes set on the study."""
         raise NotImplementedError
 
     def beat(self, trial_ids: Sequence[int]) -> None:
@@ -271,9 +264,11 @@ class OneTransaction(StudyWrites):
             _add_reports(session, reports)
             return _end_trials(session, ends)
 
-    def set_user_attrs(self, attrs: Sequence[tuple[int, str, Any]]) -> None:
+    def set_study_attrs(self, study_id: int, attrs: dict[str, Any]) -> None:
         with self._session() as session:
-            _set_user_attrs(session, attrs)
+            _upsert(session, models.StudyUserAttributeModel, [
+                {"study_id": study_id, "key": key, "value_json": json.dumps(value)} for key, value in attrs.items()],
+                ("study_id", "key"))
 
     def beat(self, trial_ids: Sequence[int]) -> None:
         _beat(self.storage, trial_ids)
@@ -334,12 +329,9 @@ class PublicCalls(StudyWrites):
                 ended_before.add(end.trial_id)
         return ended_before
 
-    def set_user_attrs(self, attrs: Sequence[tuple[int, str, Any]]) -> None:
-        """Only on running trials: Optuna's API refuses to change a finished one (a finished
-        trial's attribute is left as it was)."""
-        for trial_id, key, value in attrs:
-            with contextlib.suppress(UpdateFinishedTrialError):
-                self.storage.set_trial_user_attr(trial_id, key, value)
+    def set_study_attrs(self, study_id: int, attrs: dict[str, Any]) -> None:
+        for key, value in attrs.items():
+            self.storage.set_study_user_attr(study_id, key, value)
 
     def beat(self, trial_ids: Sequence[int]) -> None:
         now = time.time()

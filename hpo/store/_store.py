@@ -42,6 +42,7 @@ CLAIM = "hpo.claim"  # stage, worker (host:pid of the process that claimed it), 
 # whose configuration it runs again): one attribute, as each costs the claim a database round trip
 ENDED = "hpo.ended"  # why the last run of the search stopped before its budget (its --timeout)
 TEST = "hpo.test"  # the best configuration's test score, once evaluated
+RUN_ID = "hpo.run_id."  # + a trial's number, on the study: its MLflow run, named after it ended
 RESULT = "hpo.result"  # state, reason, metrics, seed, device, duration: written once, as it ends
 LOOK_EVERY_S = 1.0  # how often a process looks for trials whose process died (they stay silent 20 s first)
 REPORTS_EVERY_S = 1.0  # how long a trial's intermediate values may wait to be written together
@@ -244,20 +245,20 @@ class TrialStore:
     def trials(self, states: Sequence[OptunaState] | None = None) -> list[TrialRecord]:
         """Every trial, oldest first (trials waiting in Optuna's queue are not hpo's)."""
         frozen = self.study.get_trials(deepcopy=False, states=states)
-        return [to_record(t) for t in frozen if t.state is not OptunaState.WAITING]
+        named = self.study.user_attrs
+        return [to_record(t, named.get(f"{RUN_ID}{t.number}", "")) for t in frozen
+                if t.state is not OptunaState.WAITING]
 
     def name_runs(self, run_ids: Mapping[int, str]) -> int:
         """Name in the study the MLflow run of each finished trial whose result does not name one
         (``run_ids``: by trial number): a trial that ended before MLflow's background writer had
-        made its run. Returns how many it named."""
-        named = []
-        for trial_id, trial in self.writes.read(self._study_id, (), -1):
-            result = trial.user_attrs.get(RESULT)
-            if result is not None and not result.get("mlflow_run_id") and run_ids.get(trial.number):
-                named.append((trial_id, RESULT, {**result, "mlflow_run_id": run_ids[trial.number]}))
+        made its run. Each is a study attribute (``RUN_ID`` and the number): Optuna changes no
+        finished trial. Returns how many it named."""
+        named = {f"{RUN_ID}{t.number}": run_ids[t.number] for t in self.trials()
+                 if t.finished and not t.run_id and run_ids.get(t.number)}
         if named:
             with self._lock:
-                self.writes.set_user_attrs(named)
+                self.writes.set_study_attrs(self._study_id, named)
         return len(named)
 
     def counted(self) -> list[TrialRecord]:
@@ -567,9 +568,10 @@ def _ask(trial: optuna.Trial, name: str, distribution: BaseDistribution) -> Any:
     return trial.suggest_int(name, distribution.low, distribution.high, step=distribution.step, log=distribution.log)
 
 
-def to_record(trial: FrozenTrial) -> TrialRecord:
-    """A stored trial as hpo sees it. A failed trial whose result is not a failure of its own
-    was failed by another process that found its owner gone: it reads as "worker lost"."""
+def to_record(trial: FrozenTrial, run_id: str = "") -> TrialRecord:
+    """A stored trial as hpo sees it (``run_id``: its MLflow run, where the study names it
+    apart). A failed trial whose result is not a failure of its own was failed by another
+    process that found its owner gone: it reads as "worker lost"."""
     result = trial.user_attrs.get(RESULT, {})
     state = _STATES[trial.state]
     reason = result.get("reason", "")
@@ -592,7 +594,7 @@ def to_record(trial: FrozenTrial) -> TrialRecord:
         session=int(trial.user_attrs.get(CLAIM, {}).get("session", 0)),
         detail=result.get("detail", ""),
         curve=[(int(step), float(value)) for step, value in result.get("curve", [])],
-        run_id=result.get("mlflow_run_id", ""),
+        run_id=result.get("mlflow_run_id", "") or run_id,
         unread=list(result.get("unread", [])),
     )
 
