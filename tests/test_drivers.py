@@ -219,7 +219,7 @@ def test_a_trial_lost_with_its_process_is_failed_and_planned_again(engine, store
     store = TrialStore(stores["storage"], unique, heartbeat_interval=1, grace_period=2)
     prepared = hpo.prepare("digits_mlp", space, n_trials=3, **stores, **options)
     (dead,) = store.claim(prepared.plan, "elsewhere:1")  # its process died here, after one heartbeat
-    store.storage.record_heartbeat(dead.trial_id)
+    store.writes.beat([dead.trial_id])
 
     result = engine("digits_mlp", space, n_trials=3, store=store, **options)
     # The lost trial takes no place in the budget; its retry does.

@@ -107,12 +107,12 @@ def test_a_trial_that_only_looked_stale_is_not_failed(stores, unique):
     loop = TrialLoop(prepared.plan, store, prepared.tracker)
     alive, dead = store.claim(prepared.plan, "here:1", count=2)
     for trial in (alive, dead):
-        store.storage.record_heartbeat(trial.trial_id)
+        store.writes.beat([trial.trial_id])
     time.sleep(4.5)  # both silent past the grace period (SQLite keeps whole seconds: 3 s could read as 3)
 
     loop.reap()  # first look: both suspected, neither failed
     assert {t.state.name for t in store.study.get_trials()} == {"RUNNING"}
-    store.storage.record_heartbeat(alive.trial_id)  # it was alive after all
+    store.writes.beat([alive.trial_id])  # it was alive after all
     time.sleep(2.1)  # two heartbeat intervals
     loop.reap()
 

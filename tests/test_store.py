@@ -38,7 +38,7 @@ def complete(number: int, params: dict) -> TrialRecord:
 def test_two_processes_failing_the_same_lost_trial_both_survive(stores, unique):
     first, second = opened(stores, unique)
     (claim,) = first.store.claim(first.plan, "gone:1")  # its process dies after one heartbeat
-    first.store.storage.record_heartbeat(claim.trial_id)
+    first.store.writes.beat([claim.trial_id])
     time.sleep(3.5)
     first.store.stale(), second.store.stale()  # the first look of each
     time.sleep(2.1)
