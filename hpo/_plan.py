@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from hpo._errors import HpoError
-from hpo._trial import TrialRecord, TrialState
+from hpo._trial import TrialRecord, TrialState, ranking
 from hpo.spaces import PRUNERS, Pruning, SearchSpace
 from hpo.strategies import Strategy, strategy_from_spec, strategy_spec
 
@@ -145,11 +145,7 @@ class SearchResult:
 
     @property
     def best(self) -> TrialRecord | None:
-        complete = [t for t in self.trials if t.state is TrialState.COMPLETE and t.value is not None]
-        if not complete:
-            return None
-        sign = self.space.sign
-        return min(complete, key=lambda t: (sign * t.value, t.number))  # type: ignore[operator]
+        return next((t for t in ranking(self.trials, self.space.sign) if t.state is TrialState.COMPLETE), None)
 
     @property
     def best_params(self) -> dict[str, Any]:

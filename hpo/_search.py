@@ -279,14 +279,14 @@ def search(
     if quiet:
         result = prepared.run(listener)
     else:
-        from hpo._report import progress_shown
+        from hpo.reporting._terminal import progress_shown
 
         with progress_shown(prepared.plan) as bar:
             result = prepared.run(Listeners(bar, listener) if listener else bar)
     if summary:
         from rich.console import Console
 
-        from hpo._report import print_summary
+        from hpo.reporting._terminal import print_summary
 
         print_summary(result, Console())
     return result

@@ -8,7 +8,7 @@ import math
 import os
 import sysconfig
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -438,3 +438,15 @@ def _best_value(trial: Trial, metric: str) -> float | None:
     reports = [(step, v[metric]) for step, v in trial.history if metric in v and math.isfinite(v[metric])]
     values = [value for step, value in reports if step > 0] or [value for _, value in reports]
     return min(values, key=lambda v: trial._sign * v) if values else None
+
+
+def ranking(trials: Iterable[TrialRecord], sign: int) -> list[TrialRecord]:
+    """Finished trials, best first: those with a value (complete, or pruned at their best
+    before they were stopped) by it (``sign``: 1 to minimize, -1 to maximize), ties by number;
+    failed trials and those without a value last. The one order of every leaderboard and of
+    "the best trial"."""
+    def key(t: TrialRecord) -> tuple[bool, float, int]:
+        last = t.value is None or t.state is TrialState.FAILED
+        return last, 0.0 if last else sign * t.value, t.number  # type: ignore[operator]
+
+    return sorted((t for t in trials if t.finished), key=key)

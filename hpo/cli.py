@@ -121,8 +121,8 @@ def search(space: str, objective: str | None, strategy: str, driver: str, n_tria
            seed: int, divergence_guard: bool, evaluate_test: bool, population: str, trial_timeout: float | None,
            timeout: float | None, new_study: bool, keep_study: bool, **flags: Any) -> None:
     """Search SPACE (a name in search_spaces/ or a YAML path); rerunning resumes the study."""
-    from hpo._report import print_summary, progress_shown
     from hpo._search import prepare
+    from hpo.reporting._terminal import print_summary, progress_shown
 
     prepared = prepare(  # refuse bad input first
         objective, space, strategy=strategy, n_trials=n_trials, pruner=pruner, warmup_steps=warmup_steps,

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from conftest import pruned_grid_search
-from hpo._report import runs_url
+from hpo.reporting._terminal import runs_url
 
 
 @pytest.fixture(scope="module")

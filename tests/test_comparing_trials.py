@@ -14,7 +14,7 @@ from mlflow import MlflowClient
 
 import hpo
 from conftest import child_runs, pruned_grid_search
-from hpo._report import mlflow_pointer
+from hpo.reporting._terminal import mlflow_pointer
 
 
 @pytest.fixture(scope="module")

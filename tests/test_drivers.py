@@ -239,7 +239,7 @@ def test_the_cli_progress_bar_hears_every_trial(engine, unique):
     from rich.console import Console
     from rich.progress import Progress
 
-    from hpo._report import ProgressBar
+    from hpo.reporting._terminal import ProgressBar
 
     with Progress(console=Console(file=io.StringIO())) as progress:
         bar = ProgressBar(progress, 3, "val_loss", "minimize")

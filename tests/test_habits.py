@@ -167,7 +167,7 @@ def test_the_cli_refuses_a_timeout_that_is_not_positive(tmp_path):
 
 
 def test_mlflow_holds_the_exact_values_each_trial_ran_and_its_study(unique, stores):
-    from hpo._report import mlflow_pointer
+    from hpo.reporting._terminal import mlflow_pointer
 
     result = _search(_lr, unique, stores, n_trials=3)
     trials = {t.number: t for t in result.trials}

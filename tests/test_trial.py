@@ -6,7 +6,7 @@ import pytest
 
 from conftest import StopAt
 from hpo import Trial, TrialPruned, TrialState
-from hpo._trial import DivergenceGuard, run_objective, trial_seed
+from hpo._trial import DivergenceGuard, TrialRecord, ranking, run_objective, trial_seed
 
 
 def test_report_calls_the_sink_then_the_pruner():
@@ -102,3 +102,26 @@ def test_a_lost_configuration_is_retried_a_bounded_number_of_times():
     kept = in_budget([done, *lost, stopped])
     # The last loss of lr=0.1 stands as its failure; earlier losses and Ctrl-C make way for a retry.
     assert [t.number for t in kept] == [MAX_RETRIES, 9]
+
+
+def test_one_ranking_orders_every_leaderboard_and_names_the_best():
+    """Pruned trials rank at their best value among the complete ones, failed and valueless
+    trials last, ties by number, either direction; the best trial is the first complete one,
+    and the terminal's leaderboard and the report's agree with it."""
+    from hpo import SearchResult, SearchSpace
+    from hpo.reporting import ranked
+    from hpo.reporting._terminal import leaderboard
+
+    trials = [TrialRecord(0, {}, TrialState.COMPLETE, 0.5), TrialRecord(1, {}, TrialState.PRUNED, 0.2),
+              TrialRecord(2, {}, TrialState.FAILED, 0.1), TrialRecord(3, {}, TrialState.COMPLETE, 0.5),
+              TrialRecord(4, {}, TrialState.RUNNING, 0.0), TrialRecord(5, {}, TrialState.COMPLETE, 0.3),
+              TrialRecord(6, {}, TrialState.PRUNED, None)]
+    assert [t.number for t in ranking(trials, 1)] == [1, 5, 0, 3, 2, 6]
+    assert [t.number for t in ranking(trials, -1)] == [0, 3, 5, 1, 2, 6]
+    for direction in ("minimize", "maximize"):
+        space = SearchSpace.model_validate({"name": "s", "metric": "val_loss", "direction": direction,
+                                            "params": {"lr": {"type": "float", "low": 0.1, "high": 1.0}}})
+        result = SearchResult(space, trials, "s")
+        complete = [row.record.number for row in ranked(trials, direction) if row.record.state is TrialState.COMPLETE]
+        assert [row.number for row in leaderboard(result)] == complete
+        assert result.best.number == complete[0] == (5 if direction == "minimize" else 0)

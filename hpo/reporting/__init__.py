@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hpo._trial import TrialRecord, TrialState, how_it_ended, shown
+from hpo._trial import TrialRecord, TrialState, how_it_ended, ranking, shown
 from hpo.spaces import direction_sign
 
 if TYPE_CHECKING:
@@ -43,12 +43,9 @@ class RankedTrial:
 
 def ranked(trials: Sequence[TrialRecord], direction: str,
            run_ids: Mapping[int, str] | None = None) -> list[RankedTrial]:
-    sign = direction_sign(direction)
-    ends = [t for t in trials if t.finished]
-    order = sorted(ends, key=lambda t: (t.value is None or t.state is TrialState.FAILED,
-                                        sign * t.value if t.value is not None else 0.0, t.number))
     run_ids = run_ids or {}
-    return [RankedTrial(i + 1, t, run_ids.get(t.number, t.run_id)) for i, t in enumerate(order)]
+    return [RankedTrial(i + 1, t, run_ids.get(t.number, t.run_id))
+            for i, t in enumerate(ranking(trials, direction_sign(direction)))]
 
 
 def leaderboard_csv(rows: Sequence[RankedTrial], metric: str) -> str:

@@ -1,4 +1,5 @@
-"""The end-of-search summary: the data first (testable), then drawn with rich."""
+"""The terminal's view of a search: its progress line, then the end-of-search summary (the data
+first, testable, then drawn with rich)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from rich.table import Table
 
 from hpo._listener import SearchListener
 from hpo._plan import SearchPlan, SearchResult
-from hpo._trial import TrialRecord, TrialState, shown
+from hpo._trial import TrialRecord, TrialState, ranking, shown
 from hpo.spaces import direction_sign
 
 
@@ -94,10 +95,9 @@ class LeaderboardRow(NamedTuple):
 
 def leaderboard(result: SearchResult, top: int = 10) -> list[LeaderboardRow]:
     """The ``top`` completed trials, best first."""
-    sign = result.space.sign
-    complete = [t for t in result.trials if t.state is TrialState.COMPLETE and t.value is not None]
-    ranked = sorted(complete, key=lambda t: (sign * t.value, t.number))[:top]  # type: ignore[operator]
-    return [LeaderboardRow(i + 1, t.number, t.stage, t.value, t.metrics, t.params) for i, t in enumerate(ranked)]  # type: ignore[arg-type]
+    complete = [t for t in ranking(result.trials, result.space.sign) if t.state is TrialState.COMPLETE][:top]
+    return [LeaderboardRow(i + 1, t.number, t.stage, t.value, t.metrics, t.params)  # type: ignore[arg-type]
+            for i, t in enumerate(complete)]
 
 
 def print_summary(result: SearchResult, console: Console) -> None:
