@@ -102,7 +102,7 @@ def main() -> None:
         # the first imports MLflow and the callback).
         reference = min(time_optuna(root / f"optuna-{repeat}", args.null_trials, 1, with_mlflow=True)
                         for repeat in range(2))
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
         time_bare(bare_null, 2, root / "warm")  # actors, imports: outside the timed part
         time_hpo(hpo_null, 2, root / "warm")
         bare = time_bare(bare_null, args.null_trials, root / "bare")

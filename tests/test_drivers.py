@@ -38,7 +38,7 @@ def ray_local():
 
     before = os.environ.get("PYTHONPATH")
     os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT / "tests"), before or ""])
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
     yield
     ray.shutdown()
     if before is None:
@@ -491,7 +491,7 @@ def test_ray_retries_a_trial_whose_actor_died_in_the_same_run(request, stores, u
     import ray
 
     ray.shutdown()  # the actors must see the two variables: a fresh instance inherits them
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
     result = hpo.search(killed_once, digits_space(epochs=1), driver=driver_options("ray"), strategy="grid",
                         n_trials=3, experiment=unique, study_name=unique, home=tmp_path, evaluate_test=False, **stores)
     assert [t.state for t in result.trials] == [TrialState.COMPLETE] * 3  # the budget, in this run
