@@ -363,8 +363,10 @@ def test_an_outage_past_the_end_of_the_search_is_repaired_by_the_next_run(tmp_pa
     options = dict(strategy="grid", n_trials=4, tracking_uri=url, storage=stores["storage"], study_name=unique,
                    experiment=unique, evaluate_test=False)
     try:
+        started = time.monotonic()
         first = hpo.search(steady, space, listener=DownAfterOne(), **options)
         assert not first.tracked and [t.state.value for t in first.trials] == ["complete"] * 4  # no trial lost
+        assert time.monotonic() - started < 40  # one wait of FLUSH_LIMIT_S for MLflow at the end, not two of 60 s
         servers.append(start_server(port, tmp_path / "server.db", tmp_path / "artifacts"))
         notices: list[str] = []
 

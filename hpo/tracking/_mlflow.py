@@ -18,9 +18,10 @@ from mlflow.utils.uri import append_to_uri_path, resolve_uri_if_local
 
 from hpo._files import cached_store, create_whole, fast_paths, sqlite_path, unusable, writable
 from hpo._trial import TrialRecord, TrialState, how_it_ended, shown
+from hpo.tracking import _writer
 from hpo.tracking._runs import HasRunId, RunRef, RunWrite, point_default_experiment
 from hpo.tracking._views import log_axis_metric, write_view
-from hpo.tracking._writer import FLUSH_LIMIT_S, Writer
+from hpo.tracking._writer import Writer
 
 if TYPE_CHECKING:
     from hpo._plan import SearchPlan, SearchResult
@@ -248,7 +249,7 @@ class MlflowTracker:
         run_id = self.parent_run_id
         self.writer.submit(lambda client: self._repair(client, trials))
         self.writer.submit(lambda client: _summary(client, run_id, result, self._run_ids(client), report))
-        return self.writer.flush(FLUSH_LIMIT_S)
+        return self.flush()
 
     def run_ids(self) -> dict[int, str]:
         """Each trial's child run id, by trial number (after the writes queued so far; empty when
@@ -303,10 +304,10 @@ class MlflowTracker:
             raise unusable(path or self.tracking_uri, "MLflow store", error, "tracking_uri") from None
         self.writer = Writer(self.client)
 
-    def flush(self, limit_s: float | None = FLUSH_LIMIT_S) -> bool:
-        """Wait until every write queued so far is in MLflow (at most ``limit_s`` while the
-        tracking server is down); returns whether they all are."""
-        return self.writer.flush(limit_s)
+    def flush(self, limit_s: float | None = None) -> bool:
+        """Wait until every write queued so far is in MLflow (at most ``limit_s``, by default
+        ``FLUSH_LIMIT_S``, while the tracking server is down); returns whether they all are."""
+        return self.writer.flush(_writer.FLUSH_LIMIT_S if limit_s is None else limit_s)
 
     def abort_search(self) -> None:
         """The search stopped early (interrupted, or an error): the parent run is KILLED."""

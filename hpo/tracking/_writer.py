@@ -68,6 +68,7 @@ class Writer:
         self._abandon = threading.Event()  # set when the end of the search stops waiting
         self._hurry = threading.Event()  # set while someone waits in flush: batches stop gathering
         self.outage_since: float | None = None
+        self._gave_up: float | None = None  # the outage (its start) a flush stopped waiting for
 
     @property
     def idle(self) -> bool:
@@ -85,14 +86,18 @@ class Writer:
 
     def flush(self, limit_s: float | None = None) -> bool:
         """Wait until every write asked so far is done (or dropped); with ``limit_s``, at most
-        that long while the server is unreachable. Returns whether everything was written."""
+        that long while the server is unreachable, and not at all once a flush has waited out
+        the same outage. Returns whether everything was written."""
         if self._thread is None:
             return True
         deadline = None if limit_s is None else time.monotonic() + limit_s
+        if deadline is not None and self.outage_since is not None and self._gave_up == self.outage_since:
+            deadline = time.monotonic()  # this outage has had its wait: the end of a search waits once
         self._hurry.set()
         try:
             while not self.idle:
                 if deadline is not None and time.monotonic() > deadline and self.outage_since is not None:
+                    self._gave_up = self.outage_since
                     self._abandon.set()
                     while not self.idle:  # the writer drops what is queued, counting it
                         time.sleep(0.05)
