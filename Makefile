@@ -44,8 +44,12 @@ dashboard: $(STAMP)
 	$(BIN)/python -m pip install -qq --disable-pip-version-check -e '.[dashboard]'
 	$(BIN)/optuna-dashboard $(or $(STORAGE),sqlite:///$(CURDIR)/.hpo/optuna.db) --host $(HOST) --port $(DASHBOARD_PORT)
 
+# Three test processes on two cores (most tests wait on processes, servers and sockets), the
+# Ray tests on one of them (tests/conftest.py).
+TEST_WORKERS ?= 3
+
 test: $(STAMP) postgresql chromium
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check hpo objectives bench tests

@@ -3,6 +3,7 @@ from __future__ import annotations
 import glob
 import itertools
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -19,6 +20,18 @@ ROOT = Path(__file__).resolve().parents[1]
 # Every Ray instance of the tests (the local one, the two-node cluster) stays on loopback.
 os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
 _names = itertools.count()
+
+
+RAY_TEST = re.compile(r"(?<![a-z])ray(?![a-z])")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under ``make test``'s workers (pytest-xdist, ``--dist loadgroup``) the tests that start
+    Ray run one at a time, on one worker: two Ray instances starting their actors at once on two
+    cores take longer than the minute the driver gives a cluster to place them."""
+    for item in items:
+        if RAY_TEST.search(item.nodeid.lower()):
+            item.add_marker(pytest.mark.xdist_group("ray"))
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -61,6 +63,12 @@ def user_home(tmp_path_factory):
     return env
 
 
+def short_folder(name: str) -> Path:
+    """A folder for a head's files whose path leaves room for Ray's socket names (107 bytes at
+    most, and pytest's own folders can be long: ``/tmp/pytest-of-root/pytest-70/popen-gw0/...``)."""
+    return Path(tempfile.mkdtemp(prefix=f"{name}-", dir="/tmp"))
+
+
 def _start_head(env: dict[str, str], folder: Path) -> str:
     port = _free_port()
     done = subprocess.run([RAY, "start", "--head", f"--port={port}", "--num-cpus=2", "--include-dashboard=false",
@@ -80,10 +88,11 @@ def _stop_head(folder: Path) -> None:
 
 @pytest.fixture(scope="module")
 def ray_head(user_home, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("rayhead")
+    folder = short_folder("rayhead")
     address = _start_head(user_home, folder)
     yield address
     _stop_head(folder)
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.mark.parametrize("how", ["--ray-address", "RAY_ADDRESS"])
@@ -131,7 +140,7 @@ def test_without_an_address_a_stale_cluster_file_is_not_joined(user_home, tmp_pa
 
 def test_the_head_killed_mid_search_ends_it_in_one_line_with_its_trials_closed(user_home, tmp_path_factory,
                                                                               tmp_path):
-    folder = tmp_path_factory.mktemp("doomedhead")
+    folder = short_folder("doomedhead")
     address = _start_head(user_home, folder)
     (tmp_path / "slow.py").write_text(SLOW)
     search = subprocess.Popen([*HPO, "--trials", "3", "--ray-address", address, "--objective", "slow.py:objective",
@@ -150,6 +159,7 @@ def test_the_head_killed_mid_search_ends_it_in_one_line_with_its_trials_closed(u
         if search.poll() is None:
             search.kill()
         _stop_head(folder)
+        shutil.rmtree(folder, ignore_errors=True)
     assert search.returncode == 2
     said = [line for line in stderr.splitlines() if line.startswith("hpo: ")]
     assert said == [f"hpo: error: the Ray cluster at {address!r} stopped answering (connection refused); its "

@@ -254,12 +254,19 @@ def test_bad_worker_flags_are_refused(kwargs, message):
         plan_slots(**kwargs)
 
 
-def slow_digits(params, trial):
-    time.sleep(1.5)  # long enough for a second process to join while trials remain
+def waits_for_a_second_process(params, trial):
+    """Trains once a process other than its own has started a trial of the search (at most two
+    minutes): a second process joins while trials remain, however slowly it starts."""
+    folder = Path(os.environ["HPO_TEST_MARKERS"])
+    (folder / str(os.getpid())).touch()
+    deadline = time.monotonic() + 120
+    while len(list(folder.iterdir())) < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
     return digits_mlp(params, trial)
 
 
-def test_hpo_worker_joins_a_running_search_on_postgresql(postgres_url, stores, unique):
+def test_hpo_worker_joins_a_running_search_on_postgresql(postgres_url, stores, unique, tmp_path, monkeypatch):
+    monkeypatch.setenv("HPO_TEST_MARKERS", str(tmp_path))
     results = {}
     started = threading.Event()
 
@@ -268,7 +275,7 @@ def test_hpo_worker_joins_a_running_search_on_postgresql(postgres_url, stores, u
             started.set()
 
     def search() -> None:
-        results["search"] = hpo.search(slow_digits, lr_space(8), strategy="grid", n_trials=8, driver=hpo.OptunaOptions(workers=1),
+        results["search"] = hpo.search(waits_for_a_second_process, lr_space(8), strategy="grid", n_trials=8, driver=hpo.OptunaOptions(workers=1),
                                        storage=postgres_url, tracking_uri=stores["tracking_uri"], experiment=unique,
                                        study_name=unique, evaluate_test=False, listener=Started())
 
