@@ -93,11 +93,11 @@ def test_reports_and_ends_are_written_but_never_over_a_trial_another_process_end
 def test_a_trial_that_stops_beating_goes_stale_after_the_grace_period(writes, unique):
     study_id = study(writes, unique)
     (silent, _), (beating, _) = writes.add_trials(study_id, templates(2))
-    assert writes.stale(study_id, 2) == []  # the claim wrote the first beat
+    assert writes.stale(study_id) == []  # the claim wrote the first beat
     for _ in range(4):
         time.sleep(1)
         writes.beat([beating])
-    assert writes.stale(study_id, 2) == [silent]
+    assert writes.stale(study_id) == [silent]
 
 
 def test_study_attributes_are_set_and_set_again(writes, unique):

@@ -26,7 +26,7 @@ from typing import Any
 import sqlalchemy
 from optuna.distributions import distribution_to_json
 from optuna.exceptions import UpdateFinishedTrialError
-from optuna.storages import BaseStorage, RDBStorage
+from optuna.storages import RDBStorage
 from optuna.storages._rdb import models
 from optuna.storages._rdb.storage import _create_scoped_session
 from optuna.trial import FrozenTrial
@@ -47,17 +47,16 @@ BEAT = "hpo.beat"
 fails a trial at the first stale look)."""
 
 
-def study_writes(storage: BaseStorage) -> StudyWrites:
+def study_writes(storage: RDBStorage) -> StudyWrites:
     """How the store writes to ``storage``: in one transaction where its schema is known, else
     call by call (said once, with why)."""
     if not fast_paths():
         return PublicCalls(storage)
-    version = storage.get_current_version() if isinstance(storage, RDBStorage) else None
+    version = storage.get_current_version()
     if version in KNOWN_SCHEMAS:
         return OneTransaction(storage)
-    logger.warning("hpo: the Optuna storage's schema %s is not one hpo %s; its writes go through Optuna's "
-                   "public API, one call each (slower)", version, "has been tested against" if version else
-                   "writes directly")
+    logger.warning("hpo: the Optuna storage's schema %s is not one hpo has been tested against; its writes go "
+                   "through Optuna's public API, one call each (slower)", version)
     return PublicCalls(storage)
 
 
@@ -193,7 +192,7 @@ class StudyWrites:
     """What the trial store reads and writes of a study besides Optuna's ``Study`` API, by trial
     id; ``reports`` are (trial id, step, value)."""
 
-    def __init__(self, storage: BaseStorage) -> None:
+    def __init__(self, storage: RDBStorage) -> None:
         self.storage = storage
 
     def add_trials(self, study_id: int, templates: Sequence[FrozenTrial]) -> list[tuple[int, int]]:
@@ -228,15 +227,13 @@ class StudyWrites:
         """A heartbeat for each running trial."""
         raise NotImplementedError
 
-    def stale(self, study_id: int, grace_period: float) -> list[int]:
-        """The running trials whose last heartbeat is older than ``grace_period`` seconds."""
+    def stale(self, study_id: int) -> list[int]:
+        """The running trials whose last heartbeat is older than the storage's grace period."""
         raise NotImplementedError
 
 
 class OneTransaction(StudyWrites):
     """Each call one transaction on Optuna's own tables (``KNOWN_SCHEMAS`` only)."""
-
-    storage: RDBStorage
 
     @contextlib.contextmanager
     def _session(self, ignore_integrity_error: bool = False) -> Iterator[Any]:
@@ -273,8 +270,7 @@ class OneTransaction(StudyWrites):
     def beat(self, trial_ids: Sequence[int]) -> None:
         _beat(self.storage, trial_ids)
 
-    def stale(self, study_id: int, grace_period: float) -> list[int]:
-        # The storage's own grace period (it was opened with hpo's): Optuna's query of its table.
+    def stale(self, study_id: int) -> list[int]:
         return self.storage._get_stale_trial_ids(study_id)
 
 
@@ -282,7 +278,7 @@ class PublicCalls(StudyWrites):
     """Optuna's public storage API, a call (and a commit) per write. A heartbeat is the
     ``BEAT`` user attribute; a trial's id is asked once per trial number."""
 
-    def __init__(self, storage: BaseStorage) -> None:
+    def __init__(self, storage: RDBStorage) -> None:
         super().__init__(storage)
         self._ids: dict[tuple[int, int], int] = {}  # (study id, trial number) -> trial id
 
@@ -339,8 +335,8 @@ class PublicCalls(StudyWrites):
             with contextlib.suppress(UpdateFinishedTrialError):
                 self.storage.set_trial_user_attr(trial_id, BEAT, now)
 
-    def stale(self, study_id: int, grace_period: float) -> list[int]:
+    def stale(self, study_id: int) -> list[int]:
         now = time.time()
         return [trial_id for trial_id, t in self._trials(study_id, (OptunaState.RUNNING,))
                 if now - t.user_attrs.get(BEAT, t.datetime_start.timestamp() if t.datetime_start else now)
-                > grace_period]
+                > self.storage.grace_period]

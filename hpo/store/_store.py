@@ -469,7 +469,7 @@ class TrialStore:
         if now - self._looked_at < LOOK_EVERY_S:
             return []
         self._looked_at = now
-        stale = self.writes.stale(self._study_id, self.grace_period)
+        stale = self.writes.stale(self._study_id)
         self._stale_since = {trial_id: self._stale_since.get(trial_id, now) for trial_id in stale}
         return [i for i, since in self._stale_since.items() if now - since >= 2 * self.heartbeat_interval]
 
