@@ -16,13 +16,13 @@ _WHERE = {
     "prepare": "hpo._search",
     "report": "hpo._search",
     "search": "hpo._search",
-    "SearchListener": "hpo._listener",
-    "SearchPlan": "hpo._plan",
-    "SearchResult": "hpo._plan",
-    "Trial": "hpo._trial",
-    "TrialPruned": "hpo._trial",
-    "TrialRecord": "hpo._trial",
-    "TrialState": "hpo._trial",
+    "SearchListener": "hpo.loop",
+    "SearchPlan": "hpo.plan",
+    "SearchResult": "hpo.plan",
+    "Trial": "hpo.trial",
+    "TrialPruned": "hpo.trial",
+    "TrialRecord": "hpo.trial",
+    "TrialState": "hpo.trial",
     "SearchSpace": "hpo.spaces",
     "Pruning": "hpo.spaces",
     "load_space": "hpo.spaces",
@@ -65,10 +65,10 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
-    from hpo._listener import SearchListener
-    from hpo._plan import SearchPlan, SearchResult
     from hpo._search import PreparedSearch, join, prepare, report, search
-    from hpo._trial import Trial, TrialPruned, TrialRecord, TrialState
     from hpo.drivers.optuna import OptunaOptions
     from hpo.drivers.ray import RayOptions
+    from hpo.loop import SearchListener
+    from hpo.plan import SearchPlan, SearchResult
     from hpo.spaces import Pruning, SearchSpace, load_space
+    from hpo.trial import Trial, TrialPruned, TrialRecord, TrialState

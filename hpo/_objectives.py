@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from hpo._errors import HpoError
-from hpo._trial import raised_at
+from hpo.trial import raised_at
 
 
 def resolve_objective(spec: str | Callable[..., Any] | None, default: str | None) -> tuple[Callable[..., Any], str]:

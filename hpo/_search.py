@@ -14,14 +14,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hpo._errors import HpoError
-from hpo._listener import POPULATION_NOTICE, Listeners, SearchListener
 from hpo._objectives import fingerprint, resolve_objective, unknown_parameters
-from hpo._plan import SearchPlan, SearchResult, differences, pruning_for
-from hpo._signals import stop_on_signals
-from hpo._trial import Trial, TrialRecord, TrialState, trial_seed
 from hpo.drivers import Driver, DriverOptions, driver_options
+from hpo.loop import POPULATION_NOTICE, Listeners, SearchListener
+from hpo.plan import SearchPlan, SearchResult, differences, pruning_for
 from hpo.spaces import Pruning, SearchSpace, load_space, resolve_space_path
 from hpo.strategies import Strategy, make_strategy
+from hpo.trial import Trial, TrialRecord, TrialState, stop_on_signals, trial_seed
 
 if TYPE_CHECKING:
     from hpo.store import TrialStore

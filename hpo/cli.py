@@ -18,10 +18,10 @@ from rich.markup import escape
 
 from hpo._errors import HpoError
 from hpo._search import DEFAULT_POPULATION, DEFAULT_STRATEGY, DEFAULT_TRIALS
-from hpo._signals import Terminated
 from hpo.drivers import DRIVERS, DriverOptions
 from hpo.spaces import PRUNERS
 from hpo.strategies import STRATEGIES
+from hpo.trial import Terminated
 
 console = Console(stderr=True)
 

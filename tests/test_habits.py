@@ -12,7 +12,7 @@ from mlflow import MlflowClient
 import hpo
 from conftest import StopAt, child_runs
 from hpo import HpoError, Trial, TrialPruned, TrialState
-from hpo._trial import run_objective
+from hpo.trial import run_objective
 
 SPACE = hpo.SearchSpace.model_validate({
     "name": "habits", "metric": "loss", "direction": "minimize",
@@ -183,7 +183,7 @@ def test_mlflow_holds_the_exact_values_each_trial_ran_and_its_study(unique, stor
 def test_read_params_notes_what_an_objective_reads():
     import json
 
-    from hpo._trial import ReadParams
+    from hpo.trial import ReadParams
 
     params = ReadParams({"lr": 0.1, "momentum": 0.9, "epochs": 3})
     assert params["lr"] == 0.1 and params.get("epochs") == 3 and "momentum" in params

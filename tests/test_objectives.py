@@ -38,7 +38,7 @@ def test_early_stopping_with_patience_stops_a_stalled_run():
 
 
 def test_a_huge_learning_rate_is_stopped_by_the_guard():
-    from hpo._trial import DivergenceGuard
+    from hpo.trial import DivergenceGuard
 
     trial = Trial(0, seed=0, metric="val_loss", guard=DivergenceGuard())
     with pytest.raises(TrialPruned, match="diverged"):

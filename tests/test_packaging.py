@@ -102,7 +102,7 @@ def test_a_ray_trials_actor_loads_neither_mlflow_nor_the_trial_store():
     """What a fresh Ray actor imports to run its trials (the runner, the plan's strategies and
     space): the driver writes to MLflow and the store, and their imports took an actor three
     seconds before its first trial."""
-    code = ("import sys, hpo.drivers.ray._runner, hpo._plan, hpo.strategies; "
+    code = ("import sys, hpo.drivers.ray._runner, hpo.plan, hpo.strategies; "
             "print(*[m for m in ('torch', 'optuna', 'mlflow', 'sqlalchemy') if m in sys.modules])")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == ""

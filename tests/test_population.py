@@ -16,9 +16,9 @@ from torch import nn
 import hpo
 from conftest import StopAt, child_runs, digits_space
 from hpo import Trial, TrialState
-from hpo._trial import DivergenceGuard
 from hpo.population import OPTIMIZERS, SCHEDULES, Recipe, fit, train_population
 from hpo.strategies import params_key
+from hpo.trial import DivergenceGuard
 from objectives import digits_mlp, mnist1d_cnn
 
 MEMBERS = [
@@ -254,7 +254,7 @@ def test_a_search_with_populations_keeps_every_trial_its_own(stores, unique):
     study = optuna.load_study(study_name=unique, storage=stores["storage"])
     assert len(study.trials) == 12 == len({params_key(t.params) for t in study.trials})  # budget exact, points unique
     assert sorted(t.number for t in result.trials) == list(range(12))
-    assert {t.seed for t in result.trials} == {hpo._trial.trial_seed(0, n) for n in range(12)}  # each its own seed
+    assert {t.seed for t in result.trials} == {hpo.trial.trial_seed(0, n) for n in range(12)}  # each its own seed
     runs = child_runs(stores["tracking_uri"], result.parent_run_id)
     assert len(runs) == 12
     sizes = {r.data.tags["hpo.population"]: int(r.data.tags["hpo.population_size"]) for r in runs}

@@ -317,8 +317,8 @@ def _spread(params: dict) -> float:
 
 
 def test_a_grid_of_a_trillion_points_plans_at_once_and_resumes_exactly_once():
-    from hpo._signals import time_limit
     from hpo.spaces import Grid
+    from hpo.trial import time_limit
 
     space = SearchSpace.model_validate({
         "name": "huge", "metric": "loss", "direction": "minimize",

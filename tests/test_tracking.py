@@ -15,10 +15,10 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 
 from conftest import WriteTransactions
-from hpo._trial import TrialRecord, TrialState
 from hpo.tracking import MlflowTracker, _writer
 from hpo.tracking._runs import RunRef, RunWrite, _in_one_transaction, write_one_by_one
 from hpo.tracking._writer import Writer
+from hpo.trial import TrialRecord, TrialState
 
 WAYS = {"one transaction": _in_one_transaction, "client calls": write_one_by_one}
 

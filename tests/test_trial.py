@@ -6,7 +6,7 @@ import pytest
 
 from conftest import StopAt
 from hpo import Trial, TrialPruned, TrialState
-from hpo._trial import DivergenceGuard, TrialRecord, ranking, run_objective, trial_seed
+from hpo.trial import DivergenceGuard, TrialRecord, ranking, run_objective, trial_seed
 
 
 def test_report_calls_the_sink_then_the_pruner():

@@ -17,8 +17,8 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from hpo._errors import HpoError
-from hpo._signals import STOP
 from hpo.dispatch._slots import DeviceSlot
+from hpo.trial import STOP
 
 STOP_TIMEOUT_S = 30.0
 """How long a stopped worker may take to close its running trial before it is killed."""

@@ -18,10 +18,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, stack_module_state, vmap
 
-from hpo._plan import PER_MEMBER
-from hpo._trial import TIMEOUT, Outcome, Trial, TrialState, ended_by, outcome_of
+from hpo.plan import PER_MEMBER
 from hpo.population._heap import keep_freed_memory
 from hpo.population._optim import OPTIMIZERS, SCHEDULES, MemberSchedule, StackedOptimizer
+from hpo.trial import TIMEOUT, Outcome, Trial, TrialState, ended_by, outcome_of
 
 MOMENTUM_OPTIMIZERS = ("sgd_momentum", "nesterov")
 """The optimizers that read ``momentum``."""

@@ -7,9 +7,9 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Hashable, Iterable, Sequence
 
-from hpo._trial import TrialPruned, TrialRecord
 from hpo.pruning._rules import Curve, Hyperband, Median, Rule, StepValues, SuccessiveHalving
 from hpo.spaces import Pruning, SearchSpace
+from hpo.trial import TrialPruned, TrialRecord
 
 
 class _Group(StepValues):

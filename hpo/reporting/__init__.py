@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hpo._trial import TrialRecord, TrialState, how_it_ended, ranking, shown
 from hpo.spaces import direction_sign
+from hpo.trial import TrialRecord, TrialState, how_it_ended, ranking, shown
 
 if TYPE_CHECKING:
     from hpo.store import TrialStore
@@ -64,7 +64,7 @@ def write_report(store: TrialStore, out: Path, *, run_ids: Mapping[int, str] | N
                  test_metrics: Mapping[str, float] | None = None) -> Path:
     """Plots (``out/*.png``), ``out/leaderboard.csv`` and ``out/report.html`` for the search of
     ``store``'s study; returns the HTML page's path."""
-    from hpo._plan import SearchPlan
+    from hpo.plan import SearchPlan
 
     plan = SearchPlan.from_json(store.saved()[0])
     trials = [t for t in store.trials() if t.finished]

@@ -13,10 +13,10 @@ from urllib.parse import quote, urlencode
 from rich.console import Console
 from rich.table import Table
 
-from hpo._listener import SearchListener
-from hpo._plan import SearchPlan, SearchResult
-from hpo._trial import TrialRecord, TrialState, ranking, shown
+from hpo.loop import SearchListener
+from hpo.plan import SearchPlan, SearchResult
 from hpo.spaces import direction_sign
+from hpo.trial import TrialRecord, TrialState, ranking, shown
 
 
 class ProgressBar(SearchListener):

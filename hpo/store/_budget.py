@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable
 
-from hpo._trial import TrialRecord, TrialState
 from hpo.strategies import params_key
+from hpo.trial import TrialRecord, TrialState
 
 MAX_RETRIES = 2
 """A configuration lost with its process (or to Ctrl-C) runs at most 1 + MAX_RETRIES times."""

@@ -9,7 +9,7 @@ from typing import Any
 import filelock
 
 from hpo._errors import HpoError
-from hpo._files import sqlite_path
+from hpo.files import sqlite_path
 
 
 def claim_lock(url: str, study_name: str) -> Any:

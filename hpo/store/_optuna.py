@@ -33,7 +33,7 @@ from optuna.trial import FrozenTrial
 from optuna.trial import TrialState as OptunaState
 from sqlalchemy import bindparam, insert, select, update
 
-from hpo._files import fast_paths
+from hpo.files import fast_paths
 
 logger = logging.getLogger("hpo")
 

@@ -22,14 +22,14 @@ from optuna.trial import FrozenTrial
 from optuna.trial import TrialState as OptunaState
 
 from hpo._errors import HpoError
-from hpo._files import create_whole, sqlite_path, unusable, writable
-from hpo._plan import SearchPlan
-from hpo._trial import DONE, WORKER_LOST, Claim, TrialRecord, TrialState, trial_seed
+from hpo.files import create_whole, sqlite_path, unusable, writable
+from hpo.plan import SearchPlan
 from hpo.spaces import CategoricalParam, FloatParam, SearchSpace
 from hpo.store._budget import in_budget
 from hpo.store._locks import claim_lock
 from hpo.store._optuna import End, StudyWrites, study_writes
 from hpo.strategies import WAIT, BaseStrategy, Suggestion, params_key
+from hpo.trial import DONE, WORKER_LOST, Claim, TrialRecord, TrialState, trial_seed
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

@@ -9,8 +9,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from hpo._trial import TrialRecord
 from hpo.spaces import SearchSpace
+from hpo.trial import TrialRecord
 
 
 @dataclass(frozen=True)

@@ -8,10 +8,10 @@ from typing import Any
 
 import numpy as np
 
-from hpo._trial import TrialRecord, TrialState
 from hpo.spaces import CategoricalParam, IntParam, SearchSpace
 from hpo.strategies._base import WAIT, BaseStrategy, Suggestion, params_key
 from hpo.strategies._grid import GridStrategy
+from hpo.trial import TrialRecord, TrialState
 
 
 class CoarseToFineStrategy(BaseStrategy):

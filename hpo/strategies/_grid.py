@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from hpo._trial import TrialRecord
 from hpo.spaces import Grid, SearchSpace, Shuffle
 from hpo.strategies._base import BaseStrategy, Suggestion, shares
+from hpo.trial import TrialRecord
 
 
 class GridStrategy(BaseStrategy):

@@ -7,9 +7,9 @@ from typing import Any
 
 import numpy as np
 
-from hpo._trial import TrialRecord
 from hpo.spaces import SearchSpace
 from hpo.strategies._base import BaseStrategy, Suggestion
+from hpo.trial import TrialRecord
 
 
 class RandomStrategy(BaseStrategy):

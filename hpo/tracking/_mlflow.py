@@ -16,15 +16,15 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.store.tracking import DEFAULT_LOCAL_FILE_AND_ARTIFACT_PATH
 from mlflow.utils.uri import append_to_uri_path, resolve_uri_if_local
 
-from hpo._files import cached_store, create_whole, fast_paths, sqlite_path, unusable, writable
-from hpo._trial import TrialRecord, TrialState, how_it_ended, shown
+from hpo.files import cached_store, create_whole, fast_paths, sqlite_path, unusable, writable
 from hpo.tracking import _writer
 from hpo.tracking._runs import HasRunId, RunRef, RunWrite, point_default_experiment
 from hpo.tracking._views import log_axis_metric, write_view
 from hpo.tracking._writer import Writer
+from hpo.trial import TrialRecord, TrialState, how_it_ended, shown
 
 if TYPE_CHECKING:
-    from hpo._plan import SearchPlan, SearchResult
+    from hpo.plan import SearchPlan, SearchResult
 
 DEFAULT_HOME = Path(".hpo")
 RUN_STATUS = {

@@ -31,7 +31,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
 from mlflow.utils.uri import append_to_uri_path
 from sqlalchemy import insert, select, update
 
-from hpo._files import fast_paths
+from hpo.files import fast_paths
 
 logger = logging.getLogger("hpo")
 

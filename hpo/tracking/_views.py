@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
-    from hpo._plan import SearchPlan
+    from hpo.plan import SearchPlan
 
 VIEW_TAG_PREFIX = "mlflow.sharedViewState."
 BEST_CURVES = 5

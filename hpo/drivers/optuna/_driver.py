@@ -12,13 +12,12 @@ from typing import Any
 
 import cloudpickle
 
-from hpo._listener import SearchListener
-from hpo._trial import INTERRUPTED, TIMEOUT, WORKER_LOST, TrialRecord
 from hpo.dispatch import DeviceSlot, WorkerPool, plan_slots
 from hpo.drivers._base import Driver
 from hpo.drivers.optuna import OptunaOptions
-from hpo.loop import TrialLoop, set_up, work, worker_name
+from hpo.loop import SearchListener, TrialLoop, set_up, work, worker_name
 from hpo.tracking import MlflowTracker
+from hpo.trial import INTERRUPTED, TIMEOUT, WORKER_LOST, TrialRecord
 
 
 class OptunaDriver(Driver):

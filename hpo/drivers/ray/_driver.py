@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 from hpo._errors import HpoError
-from hpo._trial import TrialRecord
 from hpo.drivers._base import Driver
 from hpo.drivers.ray import RayOptions
 from hpo.drivers.ray._cluster import HeadWatch, connect, named_address, unanswered, use_token_if_any
@@ -26,6 +25,7 @@ from hpo.drivers.ray._runner import Asked, Ended, Event, Reported, TrialRunner, 
 from hpo.loop import Started, TrialLoop, worker_name
 from hpo.store import DONE
 from hpo.strategies import WAIT
+from hpo.trial import TrialRecord
 
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 

@@ -14,11 +14,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from hpo._errors import HpoError
-from hpo._listener import SearchListener
-from hpo._plan import SearchPlan
-from hpo._trial import Claim, Trial, TrialPruned
 from hpo.dispatch import usable_device
-from hpo.loop import make_trial, population_size, population_tags, run_population, run_trial, set_up
+from hpo.loop import SearchListener, make_trial, population_size, population_tags, run_population, run_trial, set_up
+from hpo.plan import SearchPlan
+from hpo.trial import Claim, Trial, TrialPruned
 
 
 @dataclass(frozen=True)

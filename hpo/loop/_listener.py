@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hpo._trial import TrialRecord
+from hpo.trial import TrialRecord
 
 
 class SearchListener:

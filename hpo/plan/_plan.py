@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from hpo._errors import HpoError
-from hpo._trial import TrialRecord, TrialState, ranking
 from hpo.spaces import PRUNERS, Pruning, SearchSpace
 from hpo.strategies import Strategy, strategy_from_spec, strategy_spec
+from hpo.trial import TrialRecord, TrialState, ranking
 
 PER_MEMBER = ("lr", "weight_decay", "momentum", "dropout", "patience", "optimizer", "schedule", "epochs")
 """The training hyperparameters the members of one population may differ in (``hpo.population``

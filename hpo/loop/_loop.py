@@ -13,10 +13,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from hpo._errors import HpoError
-from hpo._listener import POPULATION_NOTICE, SearchListener
-from hpo._plan import SearchPlan
-from hpo._signals import time_limit
-from hpo._trial import (
+from hpo.loop._listener import POPULATION_NOTICE, SearchListener
+from hpo.plan import SearchPlan
+from hpo.pruning import TrialPruning, make_pruner
+from hpo.strategies import WAIT
+from hpo.trial import (
     DONE,
     INTERRUPTED,
     WORKER_LOST,
@@ -29,9 +30,8 @@ from hpo._trial import (
     TrialRecord,
     TrialState,
     run_objective,
+    time_limit,
 )
-from hpo.pruning import TrialPruning, make_pruner
-from hpo.strategies import WAIT
 
 if TYPE_CHECKING:  # a Ray actor runs trials without either (MLflow takes seconds to import)
     from hpo.store import TrialStore

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from hpo._signals import TrialTimeout, stop_requested
+from hpo.trial._signals import TrialTimeout, stop_requested
 
 CUDA_OOM = "cuda_oom"
 """The reason of a trial that ran out of GPU memory (a batch too large is a normal outcome)."""

@@ -1,0 +1,23 @@
+"""The one trial loop every driver runs (``TrialLoop``, ``work``), and what it tells the one
+watching the search (``SearchListener``)."""
+
+from hpo.loop._listener import POPULATION_NOTICE, Listeners, SearchListener
+from hpo.loop._loop import (
+    Started,
+    TrialLoop,
+    make_trial,
+    population_size,
+    population_tags,
+    record_of,
+    run_population,
+    run_trial,
+    set_up,
+    work,
+    worker_name,
+)
+
+__all__ = [
+    "POPULATION_NOTICE", "Listeners", "SearchListener", "Started", "TrialLoop", "make_trial",
+    "population_size", "population_tags", "record_of", "run_population", "run_trial", "set_up", "work",
+    "worker_name",
+]
