@@ -65,16 +65,21 @@ def _digits_arrays() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
 LOADERS = {"mnist1d": _mnist1d_arrays, "digits": _digits_arrays}
 
 
-@functools.lru_cache(maxsize=8)
 def load_splits(name: str, device: str = "cpu") -> Splits:
-    """A dataset as tensors on ``device``, with a stratified validation split of the training set."""
+    """A dataset as tensors on ``device``, with a stratified validation split of the training set;
+    its features in torch's default dtype (float32 unless a caller chose another)."""
+    return _splits(name, device, torch.get_default_dtype())
+
+
+@functools.lru_cache(maxsize=8)
+def _splits(name: str, device: str, dtype: torch.dtype) -> Splits:
     x, y, x_test, y_test = LOADERS[name]()
     x_train, x_val, y_train, y_val = train_test_split(
         x, y, test_size=VALIDATION_SHARE, stratify=y, random_state=SPLIT_SEED
     )
 
     def features(a: np.ndarray) -> torch.Tensor:
-        return torch.as_tensor(a, dtype=torch.float32, device=device)
+        return torch.as_tensor(a, dtype=dtype, device=device)
 
     def labels(a: np.ndarray) -> torch.Tensor:
         return torch.as_tensor(a, dtype=torch.long, device=device)
