@@ -10,8 +10,8 @@ from pathlib import Path
 
 import optuna
 import pytest
-from mlflow import MlflowClient
 import torch
+from mlflow import MlflowClient
 from torch import nn
 
 import hpo
