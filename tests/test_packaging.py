@@ -36,11 +36,18 @@ def test_the_wheel_runs_a_search_in_a_fresh_environment_outside_the_repository(t
                     str(wheel)], check=True, capture_output=True, timeout=300)
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    where = subprocess.run([str(python), "-c", "import hpo, search_spaces; print(hpo.__file__, search_spaces.__file__)"],
-                           cwd=elsewhere, check=True, capture_output=True, text=True).stdout.split()
-    assert all(path.startswith(str(site)) for path in where)
+    shipped = ("import hpo, search_spaces; from hpo.spaces import load_space, resolve_space_path; "
+               "print(hpo.__file__, search_spaces.__file__, resolve_space_path('lr_wd')); "
+               "print(load_space(resolve_space_path('lr_wd')).name)")
+    *where, name = subprocess.run([str(python), "-c", shipped], cwd=elsewhere, check=True, capture_output=True,
+                                  text=True).stdout.split()
+    assert all(path.startswith(str(site)) for path in where) and name == "lr_wd"  # the spaces ship in the wheel
 
-    done = subprocess.run([str(venv / "bin" / "hpo"), "search", "lr_wd", "--trials", "2"], cwd=elsewhere,
+    # The shipped space with its 40 epochs cut to 2 (three trainings: two trials and the test).
+    shipped_space = (ROOT / "search_spaces" / "lr_wd.yaml").read_text()
+    assert "epochs: 40" in shipped_space and "hidden: 512" in shipped_space
+    (elsewhere / "small.yaml").write_text(shipped_space.replace("epochs: 40", "epochs: 2").replace("hidden: 512", "hidden: 64"))
+    done = subprocess.run([str(venv / "bin" / "hpo"), "search", "small.yaml", "--trials", "2"], cwd=elsewhere,
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     assert "2/2" in done.stderr and "Best trial" in done.stdout
