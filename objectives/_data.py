@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from sklearn.model_selection import train_test_split
 
 SPLIT_SEED = 0  # the same validation set for every trial, so trials compare fairly
 VALIDATION_SHARE = 0.2
@@ -54,6 +53,7 @@ def _mnist1d_arrays() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
 def _digits_arrays() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """scikit-learn's bundled 8x8 digits, scaled to [0, 1], 20% held out as the test set."""
     from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
 
     x, y = load_digits(return_X_y=True)
     x_train, x_test, y_train, y_test = train_test_split(
@@ -73,6 +73,8 @@ def load_splits(name: str, device: str = "cpu") -> Splits:
 
 @functools.lru_cache(maxsize=8)
 def _splits(name: str, device: str, dtype: torch.dtype) -> Splits:
+    from sklearn.model_selection import train_test_split  # scikit-learn takes a second to import: only here
+
     x, y, x_test, y_test = LOADERS[name]()
     x_train, x_val, y_train, y_val = train_test_split(
         x, y, test_size=VALIDATION_SHARE, stratify=y, random_state=SPLIT_SEED

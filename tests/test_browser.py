@@ -18,6 +18,10 @@ import pytest
 from conftest import pruned_grid_search
 from hpo.reporting._terminal import runs_url
 
+# One worker runs them all (``make test``'s ``--dist loadgroup``): the search, the servers and
+# the browser below are made once, not once per worker (about 45 s each).
+pytestmark = pytest.mark.xdist_group("browser")
+
 
 @pytest.fixture(scope="module")
 def searched(tmp_path_factory):
@@ -45,7 +49,7 @@ def _serve(command: list[str]):
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         try:
-            server.wait(timeout=10)
+            server.wait(timeout=3)
         except subprocess.TimeoutExpired:  # gunicorn's workers may outlast their master's SIGTERM
             os.killpg(server.pid, signal.SIGKILL)
             server.wait(timeout=10)

@@ -2,7 +2,7 @@
 authentication, reached through ``--ray-address`` and ``RAY_ADDRESS``; no address means a local
 instance of the search's own, never a cluster left behind; a cluster that is unreachable at the
 start, or whose head dies mid-search, ends the search in one line within a minute with its
-trials closed. Each search runs as a user runs it: ``hpo search`` in a process of its own."""
+trials closed. Each search runs as a user runs it: ``hpo search`` in a process of its own, on ``lr_wd`` cut short."""
 
 from __future__ import annotations
 
@@ -21,10 +21,14 @@ import optuna
 import pytest
 from mlflow import MlflowClient
 
-from conftest import ROOT
+from conftest import ROOT, short_lr_wd
+
+# One worker runs them all (``make test``'s ``--dist loadgroup``): one head started with
+# ``ray start`` serves both ways of naming it.
+pytestmark = pytest.mark.xdist_group("ray_start")
 
 RAY = str(Path(sys.executable).with_name("ray"))
-HPO = [sys.executable, "-m", "hpo.cli", "search", "lr_wd", "--driver", "ray", "--strategy", "random",
+HPO = [sys.executable, "-m", "hpo.cli", "search", "lr_wd.yaml", "--driver", "ray", "--strategy", "random",
        "--objective", "digits_mlp", "--no-test"]
 SLOW = """
 import pathlib, time
@@ -48,6 +52,11 @@ def _processes_of(marker: str) -> list[int]:
     """The processes whose command line names ``marker`` (this module's Ray head: its folder)."""
     found = subprocess.run(["pgrep", "-f", marker], capture_output=True, text=True).stdout.split()
     return [int(pid) for pid in found if int(pid) != os.getpid()]
+
+
+@pytest.fixture(autouse=True)
+def space(tmp_path):
+    return short_lr_wd(tmp_path)
 
 
 @pytest.fixture(scope="module")
