@@ -19,7 +19,7 @@ from hpo.drivers import Driver, DriverOptions, driver_options
 from hpo.loop import POPULATION_NOTICE, Listeners, SearchListener
 from hpo.plan import SearchPlan, SearchResult, differences, pruning_for
 from hpo.spaces import Pruning, SearchSpace, load_space, resolve_space_path
-from hpo.strategies import Strategy, make_strategy
+from hpo.strategies import AUTO, Strategy, make_strategy
 from hpo.trial import Trial, TrialRecord, TrialState, stop_on_signals, trial_seed
 
 if TYPE_CHECKING:
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from hpo.tracking import MlflowTracker
 
 DEFAULT_SPACE = "lr_wd"
-DEFAULT_STRATEGY = "coarse-to-fine"
+DEFAULT_STRATEGY = AUTO
 DEFAULT_TRIALS = 40
 DEFAULT_POPULATION = "auto"
 """The defaults of both ``hpo search`` and ``hpo.search``."""
@@ -165,7 +165,7 @@ def prepare(
         space_path = resolve_space_path(space)
         space = load_space(space_path)
     options = driver_options(driver)
-    planner = make_strategy(strategy, seed)
+    planner = make_strategy(strategy, seed, space)
     function, objective_name = resolve_objective(objective, space.objective)
     check_population(population, function, objective_name)
     plan = SearchPlan(
@@ -235,7 +235,8 @@ def search(
         objective: ``f(params, trial)`` returning the metric (or a dict holding it); a
             built-in name; ``"module:function"``; or ``None`` for the space's default.
         space: A space name (``"lr_wd"``), a YAML path, or a ``SearchSpace``.
-        strategy: ``grid``, ``random``, ``coarse-to-fine`` (default) or ``tpe``, or a strategy.
+        strategy: ``auto`` (default: coarse-to-fine for one or two searched parameters, ``tpe`` for
+            more), ``grid``, ``random``, ``coarse-to-fine`` or ``tpe``, or a strategy.
         n_trials: Trials in the study in all (40); a rerun adds only what is missing.
         driver: ``"optuna"`` (default) or ``"ray"``, or the engine's options:
             ``hpo.OptunaOptions(workers=4)``, ``hpo.RayOptions(gpus_per_trial=0.25)``.

@@ -96,4 +96,14 @@ def test_the_command_and_the_api_share_their_defaults():
     api = {name: param.default for name, param in inspect.signature(hpo.prepare).parameters.items()}
     shared = ("strategy", "n_trials", "driver", "pruner", "seed", "divergence_guard", "evaluate_test", "population")
     assert {name: flags[name] for name in shared} == {name: api[name] for name in shared}
-    assert (api["strategy"], api["n_trials"]) == ("coarse-to-fine", 40)
+    assert (api["strategy"], api["n_trials"]) == ("auto", 40)
+
+
+def test_the_default_strategy_is_coarse_to_fine_for_two_parameters_and_tpe_for_more(tmp_path):
+    """What the benchmarks found (docs/benchmarks.md): coarse-to-fine led on learning rate and
+    weight decay, TPE on the public tables' three to nine parameters. The study is named after
+    the strategy that runs, so ``lr_wd``'s default study is the one it always was."""
+    lr_wd, full = (hpo.prepare("mnist1d_mlp", name, home=tmp_path).plan for name in ("lr_wd", "full"))
+    assert (lr_wd.strategy.name, full.strategy.name) == ("coarse-to-fine", "tpe")
+    assert (lr_wd.study_name, full.study_name) == ("lr_wd-mnist1d_mlp-coarse-to-fine-seed0", "full-mnist1d_mlp-tpe-seed0")
+    assert not (tmp_path / "optuna.db").exists()  # prepared, nothing written yet

@@ -7,6 +7,7 @@ import pkgutil
 from typing import Any
 
 from hpo._errors import HpoError
+from hpo.spaces import SearchSpace
 from hpo.strategies._base import WAIT, BaseStrategy, SamplerStrategy, Suggestion, params_key
 from hpo.strategies._coarse_to_fine import CoarseToFineStrategy
 from hpo.strategies._grid import GridStrategy
@@ -19,14 +20,29 @@ STRATEGIES: dict[str, type[BaseStrategy] | type[SamplerStrategy]] = {
 }
 
 
-def make_strategy(name: str | Strategy, seed: int = 0) -> Strategy:
-    """A strategy by its name (or one already made); an unknown name is a user error."""
+AUTO = "auto"
+"""The default: the strategy that led on spaces like the one searched (``auto_strategy``)."""
+
+
+def auto_strategy(space: SearchSpace) -> str:
+    """What ``auto`` runs on ``space``: coarse-to-fine for one or two searched parameters (the
+    coarse sweep of learning rate and weight decay, then finer, as practitioners tune them; it led
+    TPE on the two-parameter MNIST-1D and digits searches), TPE for more (it led on the public
+    FC-Net tables cut to three and six parameters and whole, nine; docs/benchmarks.md)."""
+    return CoarseToFineStrategy.name if len(space.params) <= 2 else TpeStrategy.name
+
+
+def make_strategy(name: str | Strategy, seed: int = 0, space: SearchSpace | None = None) -> Strategy:
+    """A strategy by its name (or one already made; ``auto`` needs the ``space``); an unknown
+    name is a user error."""
     if isinstance(name, (BaseStrategy, SamplerStrategy)):
         return name
+    if name == AUTO and space is not None:
+        name = auto_strategy(space)
     try:
         return STRATEGIES[name](seed)
     except KeyError:
-        message = f"unknown strategy {name!r} (choose from {', '.join(STRATEGIES)})"
+        message = f"unknown strategy {name!r} (choose from {', '.join([AUTO, *STRATEGIES])})"
         raise HpoError(message, argument="strategy") from None
 
 
@@ -51,6 +67,7 @@ def strategy_from_spec(spec: dict[str, Any]) -> Strategy:
 
 
 __all__ = [
+    "AUTO",
     "STRATEGIES",
     "WAIT",
     "BaseStrategy",
@@ -61,6 +78,7 @@ __all__ = [
     "Strategy",
     "Suggestion",
     "TpeStrategy",
+    "auto_strategy",
     "make_strategy",
     "params_key",
     "strategy_from_spec",
