@@ -221,7 +221,7 @@ def page_faults(epochs):
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
 
 page_faults(1)
-print(min(page_faults(2) for _ in range(2)) - min(page_faults(1) for _ in range(2)))
+print(min(page_faults(3) for _ in range(2)) - min(page_faults(1) for _ in range(2)))
 """
 
 
@@ -229,11 +229,11 @@ print(min(page_faults(2) for _ in range(2)) - min(page_faults(1) for _ in range(
 def test_a_cpu_populations_steps_reuse_their_memory_instead_of_faulting_it_in_again():
     """A K=32 step's activations (about 800 KB each) come from memory the previous step freed:
     with glibc's defaults each step faulted its pages in again. Counted in a fresh process (the
-    allocator as Python starts it): one epoch's 50 steps more cost 14,000-35,000 more page faults
-    before, none or nearly so now (2-32 on this machine)."""
+    allocator as Python starts it): without it two epochs' 100 steps more cost 33,000-46,000 more page
+    faults on this machine; with it, from -800 to 1,900 (the heap grown or trimmed once, not per step)."""
     extra = subprocess.run([sys.executable, "-c", _FAULTS_BY_EPOCHS], capture_output=True, text=True, check=True,
                            cwd=Path(__file__).parents[1])
-    assert int(extra.stdout.split()[-1]) < 1000
+    assert int(extra.stdout.split()[-1]) < 5000
 
 
 def test_pruning_one_member_leaves_the_others_curves_unchanged():
