@@ -67,9 +67,11 @@ def time_hpo(objective, n_trials: int, folder: Path, pruner: str = "none") -> fl
     return time.perf_counter() - started
 
 
-def time_bare(trainable, n_trials: int, folder: Path, with_mlflow: bool = False) -> float:
+def time_bare(trainable, n_trials: int, folder: Path, with_mlflow: bool = False, median: bool = False) -> float:
     """Bare Tune; ``with_mlflow``: with Ray's own ``MLflowLoggerCallback`` writing each trial's
-    run (params, every result's metrics, status) to a SQLite MLflow store, created untimed."""
+    run (params, every result's metrics, status) to a SQLite MLflow store, created untimed;
+    ``median``: with Tune's ``MedianStoppingRule`` judging every result (as hpo's median rule
+    does: after 5 trials, from the second step)."""
     callbacks = []
     if with_mlflow:
         from mlflow import MlflowClient
@@ -83,7 +85,10 @@ def time_bare(trainable, n_trials: int, folder: Path, with_mlflow: bool = False)
     tuner = tune.Tuner(
         tune.with_resources(trainable, {"cpu": 1}),
         param_space={"lr": tune.loguniform(1e-5, 1.0)},
-        tune_config=tune.TuneConfig(metric="loss", mode="min", num_samples=n_trials, reuse_actors=True),
+        tune_config=tune.TuneConfig(metric="loss", mode="min", num_samples=n_trials, reuse_actors=True,
+                                    scheduler=tune.schedulers.MedianStoppingRule(
+                                        time_attr="training_iteration", grace_period=2, min_samples_required=5)
+                                    if median else None),
         run_config=tune.RunConfig(storage_path=str(folder), name=trainable.__name__, verbose=0, callbacks=callbacks),
     )
     tuner.fit()
@@ -107,14 +112,18 @@ def main() -> None:
         time_hpo(hpo_null, 2, root / "warm")
         bare = time_bare(bare_null, args.null_trials, root / "bare")
         logged = time_bare(bare_null, args.null_trials, root / "bare-mlflow", with_mlflow=True)
+        bare_median = time_bare(bare_null, args.null_trials, root / "bare-median", median=True)
         null = time_hpo(hpo_null, args.null_trials, root / "hpo")
         median = time_hpo(hpo_null, args.null_trials, root / "hpo-median", pruner="median")
         rows.append(("null objective, 10 reports", args.null_trials, bare, null, None))
         rows.append(("null, bare + MLflowLoggerCallback", args.null_trials, logged, null, None))
         rows.append(("null, hpo with the median pruner", args.null_trials, bare, median, None))
-        bare = time_bare(bare_sleep, args.sleep_trials, root / "bare")
-        ours = time_hpo(hpo_sleep, args.sleep_trials, root / "hpo")
-        rows.append(("one-second trials", args.sleep_trials, bare, ours, args.sleep_trials / 2))
+        rows.append(("null, both with a median rule (Tune's MedianStoppingRule)", args.null_trials, bare_median, median,
+                     None))
+        if args.sleep_trials:
+            bare = time_bare(bare_sleep, args.sleep_trials, root / "bare")
+            ours = time_hpo(hpo_sleep, args.sleep_trials, root / "hpo")
+            rows.append(("one-second trials", args.sleep_trials, bare, ours, args.sleep_trials / 2))
     ray.shutdown()
     table = Table(title="Ray Tune: bare against hpo --driver ray (2 CPUs, 1 CPU a trial)")
     for column in ("workload", "trials", "bare Tune s", "hpo s", "hpo / bare", "ms/trial bare", "ms/trial hpo",
