@@ -244,6 +244,7 @@ def test_the_python_api_shows_the_progress_the_resume_line_and_if_asked_the_summ
     assert f"Resuming study {unique!r}: 2 of its 3 trials done (2 complete, 0 pruned, 0 failed)" in err
     assert "3/3" in err and "3 complete" in err  # the bar, as it ended
     assert "Leaderboard (minimize loss)" in out and "fixed: epochs=6" in out
+    assert "validation:" not in out  # an objective that reports no val_ metric gets no empty line for them
     _search(_lr, unique, stores, n_trials=3, quiet=True)
     assert capsys.readouterr() == ("", "")
 

@@ -127,7 +127,8 @@ def print_summary(result: SearchResult, console: Console) -> None:
         if result.fixed:
             console.print("  fixed: " + ", ".join(f"{k}={shown(v)}" for k, v in result.fixed.items()))
         scores = ", ".join(f"{k} {shown(v)}" for k, v in best.metrics.items() if k.startswith("val_"))
-        console.print(f"  validation: {scores}")
+        if scores:
+            console.print(f"  validation: {scores}")
         if result.test_metrics:
             tested = ", ".join(f"{k} {shown(v)}" for k, v in result.test_metrics.items())
             console.print(f"  [bold]test[/] (evaluated once): {tested}")
