@@ -112,7 +112,7 @@ def run_hpo(strategy_name: str, table: FcnetTable, budget: int, seed: int, searc
     rng = np.random.default_rng([seed, 1])
     if strategy_name == "tpe":
         return run_sampler(table, budget, seed, rng, per_trial=True, searched=searched)
-    strategy = make_strategy(strategy_name, seed)
+    strategy = make_strategy(strategy_name, seed, searched)
     history: list[TrialRecord] = []
     while len(history) < budget:
         suggestion = strategy.suggest(searched, history, budget)

@@ -20,7 +20,7 @@ from hpo._errors import HpoError
 from hpo._search import DEFAULT_POPULATION, DEFAULT_STRATEGY, DEFAULT_TRIALS
 from hpo.drivers import DRIVERS, DriverOptions
 from hpo.spaces import PRUNERS
-from hpo.strategies import AUTO, STRATEGIES
+from hpo.strategies import NAMES as STRATEGY_NAMES
 from hpo.trial import Terminated
 
 console = Console(stderr=True)
@@ -88,7 +88,7 @@ def cli() -> None:
 @click.argument("space")
 @click.option("--objective", help="Built-in name, module:function or file.py:function [default: the space's].")
 @click.option("--strategy", default=DEFAULT_STRATEGY, show_default=True,
-              help=f"One of: {', '.join([AUTO, *STRATEGIES])} (auto: coarse-to-fine for one or two searched "
+              help=f"One of: {', '.join(STRATEGY_NAMES)} (auto: coarse-to-fine for one or two searched "
               "parameters, TPE for more).")
 @click.option("--driver", default="optuna", show_default=True, help=f"Engine: {', '.join(DRIVERS)}.")
 @click.option("--trials", "n_trials", default=DEFAULT_TRIALS, show_default=True, type=int,

@@ -22,6 +22,8 @@ STRATEGIES: dict[str, type[BaseStrategy] | type[SamplerStrategy]] = {
 
 AUTO = "auto"
 """The default: the strategy that led on spaces like the one searched (``auto_strategy``)."""
+NAMES = [AUTO, *STRATEGIES]
+"""Every name ``make_strategy`` takes."""
 
 
 def auto_strategy(space: SearchSpace) -> str:
@@ -32,17 +34,17 @@ def auto_strategy(space: SearchSpace) -> str:
     return CoarseToFineStrategy.name if len(space.params) <= 2 else TpeStrategy.name
 
 
-def make_strategy(name: str | Strategy, seed: int = 0, space: SearchSpace | None = None) -> Strategy:
-    """A strategy by its name (or one already made; ``auto`` needs the ``space``); an unknown
-    name is a user error."""
+def make_strategy(name: str | Strategy, seed: int, space: SearchSpace) -> Strategy:
+    """A strategy by its name (``auto``: the one for ``space``), or one already made; an
+    unknown name is a user error."""
     if isinstance(name, (BaseStrategy, SamplerStrategy)):
         return name
-    if name == AUTO and space is not None:
+    if name == AUTO:
         name = auto_strategy(space)
     try:
         return STRATEGIES[name](seed)
     except KeyError:
-        message = f"unknown strategy {name!r} (choose from {', '.join([AUTO, *STRATEGIES])})"
+        message = f"unknown strategy {name!r} (choose from {', '.join(NAMES)})"
         raise HpoError(message, argument="strategy") from None
 
 
@@ -68,6 +70,7 @@ def strategy_from_spec(spec: dict[str, Any]) -> Strategy:
 
 __all__ = [
     "AUTO",
+    "NAMES",
     "STRATEGIES",
     "WAIT",
     "BaseStrategy",
