@@ -18,6 +18,7 @@ _WHERE = {
     "search": "hpo._search",
     "SearchListener": "hpo.loop",
     "SearchPlan": "hpo.plan",
+    "SearchSettings": "hpo._settings",
     "SearchResult": "hpo.plan",
     "Trial": "hpo.trial",
     "TrialPruned": "hpo.trial",
@@ -39,6 +40,7 @@ __all__ = [
     "SearchListener",
     "SearchPlan",
     "SearchResult",
+    "SearchSettings",
     "SearchSpace",
     "Trial",
     "TrialPruned",
@@ -66,6 +68,7 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:
     from hpo._search import PreparedSearch, join, prepare, report, search
+    from hpo._settings import SearchSettings
     from hpo.drivers.optuna import OptunaOptions
     from hpo.drivers.ray import RayOptions
     from hpo.loop import SearchListener

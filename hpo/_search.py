@@ -15,22 +15,18 @@ from typing import TYPE_CHECKING, Any
 
 from hpo._errors import HpoError
 from hpo._objectives import fingerprint, resolve_objective, unknown_parameters
+from hpo._settings import DEFAULT_SPACE, SearchSettings, population_size
 from hpo.drivers import Driver, DriverOptions, driver_options
 from hpo.loop import POPULATION_NOTICE, Listeners, SearchListener
 from hpo.plan import SearchPlan, SearchResult, differences, pruning_for
-from hpo.spaces import Pruning, SearchSpace, load_space, resolve_space_path
-from hpo.strategies import AUTO, Strategy, make_strategy
+from hpo.spaces import SearchSpace, load_space, resolve_space_path
+from hpo.strategies import make_strategy
 from hpo.trial import Trial, TrialRecord, TrialState, stop_on_signals, trial_seed
 
 if TYPE_CHECKING:
     from hpo.store import TrialStore
     from hpo.tracking import MlflowTracker
 
-DEFAULT_SPACE = "lr_wd"
-DEFAULT_STRATEGY = AUTO
-DEFAULT_TRIALS = 40
-DEFAULT_POPULATION = "auto"
-"""The defaults of both ``hpo search`` and ``hpo.search``."""
 
 
 @dataclass(frozen=True)
@@ -43,13 +39,9 @@ class PreparedSearch:
     store: TrialStore
     tracker: MlflowTracker
     space_path: Path | None
-    evaluate_test: bool
-    population: int | str = DEFAULT_POPULATION
+    settings: SearchSettings
+    """How it runs, as given (the plan holds what they resolved to)."""
     objective_fingerprint: str | None = None
-    new_study: bool = False
-    keep_study: bool = False
-    timeout: float | None = None
-    """Seconds after which this run starts no new trial (running ones finish)."""
     warnings: tuple[str, ...] = ()
     """What looks wrong in the space before any trial ran (a misspelt fixed value)."""
 
@@ -62,13 +54,14 @@ class PreparedSearch:
     def _run(self, listener: SearchListener) -> SearchResult:
         from hpo.loop import TrialLoop
 
-        deadline = None if self.timeout is None else time.time() + self.timeout
+        timeout = self.settings.timeout
+        deadline = None if timeout is None else time.time() + timeout
         self.driver.start()  # a cluster that cannot be reached is refused before anything is written
         plan, store, tracker = self.plan, self.store, self.tracker
-        if self.new_study:
+        if self.settings.new_study:
             plan, store = self._fresh_study(tracker)
         listener = FailureWatch(SpaceWatch(listener, plan, tracker), plan)
-        store.check(plan, self.objective_fingerprint, keep=self.keep_study)
+        store.check(plan, self.objective_fingerprint, keep=self.settings.keep_study)
         if store.exists():
             _check_resume(store, plan, listener)
         # MLflow first: a study that exists is in the store before any of its trials is in MLflow.
@@ -92,7 +85,7 @@ class PreparedSearch:
             for warning in self.warnings:
                 listener.notice(f"warning: {warning}")
                 tracker.warn(warning)
-            self.driver.run(loop, self.objective, self.population)
+            self.driver.run(loop, self.objective, self.settings.population)
             # Trials that ended before MLflow's writer had made their runs are named now; this
             # process's view of the study (Optuna caches ended trials) is named alike.
             run_ids = tracker.run_ids()
@@ -101,7 +94,7 @@ class PreparedSearch:
                       for t in store.counted()]
             stopped = ""
             if loop.out_of_time and len(trials) < plan.n_trials:
-                stopped = (f"timeout: no trial started after {self.timeout:g} s, {len(trials)} of {plan.n_trials} "
+                stopped = (f"timeout: no trial started after {timeout:g} s, {len(trials)} of {plan.n_trials} "
                            "trials done; run the search again to continue")
             store.record_ending(stopped)
         except BaseException:
@@ -110,7 +103,7 @@ class PreparedSearch:
         result = SearchResult(plan.space, trials, plan.study_name, tracking_uri=tracker.tracking_uri,
                               experiment_id=tracker.experiment_id, experiment=tracker.experiment_name,
                               view_key=tracker.view_key, parent_run_id=tracker.parent_run_id, stopped=stopped)
-        if self.evaluate_test and result.best is not None and hasattr(self.objective, "test"):
+        if self.settings.evaluate_test and result.best is not None and hasattr(self.objective, "test"):
             result.test_metrics = _test_once(self.objective, result.best, tracker, plan, self.driver.device)
             store.record_test(result.test_metrics)
         result.report = _write_report(store, tracker, result, run_ids)
@@ -135,55 +128,36 @@ class PreparedSearch:
 def prepare(
     objective: str | Callable[..., Any] | None = None,
     space: str | Path | SearchSpace = DEFAULT_SPACE,
-    *,
-    strategy: str | Strategy = DEFAULT_STRATEGY,
-    n_trials: int = DEFAULT_TRIALS,
-    driver: str | DriverOptions = "optuna",
-    pruner: str | Pruning = "none",
-    warmup_steps: int | None = None,
-    warmup_trials: int | None = None,
-    seed: int = 0,
-    storage: str | None = None,
-    tracking_uri: str | None = None,
-    experiment: str | None = None,
-    study_name: str | None = None,
-    divergence_guard: bool = True,
-    evaluate_test: bool = True,
-    home: str | Path = ".hpo",
-    population: int | str = DEFAULT_POPULATION,
-    new_study: bool = False,
-    keep_study: bool = False,
-    trial_timeout: float | None = None,
-    timeout: float | None = None,
+    **settings: Any,
 ) -> PreparedSearch:
-    """Check everything a user can get wrong, before anything is written; see ``search``."""
-    home = Path(home)
-    if timeout is not None and not timeout > 0:
-        raise HpoError(f"must be more than 0 seconds, got {timeout}", argument="timeout")
+    """Check everything a user can get wrong, before anything is written; ``settings`` are the
+    fields of ``SearchSettings`` (see ``search``)."""
+    given = SearchSettings.of(objective=objective, **settings)
     space_path = None
     if not isinstance(space, SearchSpace):
         space_path = resolve_space_path(space)
         space = load_space(space_path)
-    options = driver_options(driver)
-    planner = make_strategy(strategy, seed, space)
-    function, objective_name = resolve_objective(objective, space.objective)
-    check_population(population, function, objective_name)
+    options = driver_options(given.driver)
+    planner = make_strategy(given.strategy, given.seed, space)
+    function, objective_name = resolve_objective(given.objective, space.objective)
+    check_population(given.population, function, objective_name)
     plan = SearchPlan(
         space=space,
         strategy=planner,
-        n_trials=n_trials,
-        study_name=study_name or f"{space.name}-{objective_name.rpartition(':')[2]}-{planner.name}-seed{seed}",
+        n_trials=given.n_trials,
+        study_name=given.study_name
+        or f"{space.name}-{objective_name.rpartition(':')[2]}-{planner.name}-seed{given.seed}",
         objective_name=objective_name,
         driver_name=options.name,
-        pruning=pruning_for(space, pruner, warmup_steps, warmup_trials),
-        seed=seed,
-        divergence_guard=divergence_guard,
-        trial_timeout=trial_timeout if trial_timeout is not None else space.timeout,
+        pruning=pruning_for(space, given.pruner, given.warmup_steps, given.warmup_trials),
+        seed=given.seed,
+        divergence_guard=given.divergence_guard,
+        trial_timeout=given.trial_timeout if given.trial_timeout is not None else space.timeout,
     )
     if plan.trial_timeout is not None and not options.time_limits:
         raise HpoError(f"the {options.name} driver does not time trials out; the optuna driver does",
                        argument="trial_timeout")
-    engine = options.make(home)
+    engine = options.make(given.home)
     from hpo.store import TrialStore, default_storage_url
     from hpo.tracking import MlflowTracker
 
@@ -191,33 +165,26 @@ def prepare(
         plan=plan,
         objective=function,
         driver=engine,
-        store=TrialStore(storage or default_storage_url(home), plan.study_name),
-        tracker=MlflowTracker(tracking_uri, experiment or space.name, home=home,
+        store=TrialStore(given.storage or default_storage_url(given.home), plan.study_name),
+        tracker=MlflowTracker(given.tracking_uri, given.experiment or space.name, home=given.home,
                               untrained_step_zero=bool(getattr(function, "step_zero_untrained", False))),
         space_path=space_path,
-        evaluate_test=evaluate_test,
-        population=population,
+        settings=given,
         objective_fingerprint=fingerprint(function, objective_name),
-        new_study=new_study,
-        keep_study=keep_study,
-        timeout=timeout,
         warnings=tuple(unknown_parameters(space, objective_name)),
     )
 
 
-def check_population(population: int | str, objective: Any, objective_name: str) -> None:
-    """A population size the objective can honour: a number, or ``"auto"``."""
-    if population == "auto":
-        return
+def check_population(population: int | str, objective: Any, objective_name: str) -> int | str:
+    """A population size the objective can honour, made a number, or ``"auto"``."""
     try:
-        size = int(population)
-    except (TypeError, ValueError):
-        raise HpoError(f"expected a number or 'auto', got {population!r}", argument="population") from None
-    if size < 1:
-        raise HpoError(f"must be at least 1, got {size}", argument="population")
-    if size > 1 and not hasattr(objective, "population"):
+        size = population_size(population)
+    except ValueError as error:
+        raise HpoError(str(error), argument="population") from None
+    if size != "auto" and int(size) > 1 and not hasattr(objective, "population"):
         raise HpoError(f"objective {objective_name!r} cannot train populations (it has no population(params, "
                        "trial) method); population auto trains it one trial at a time", argument="population")
+    return size
 
 
 def search(
@@ -230,6 +197,9 @@ def search(
     **options: Any,
 ) -> SearchResult:
     """Search ``space`` for the best configuration of ``objective``; resumes a known study.
+
+    Every keyword argument but ``listener``, ``quiet`` and ``summary`` is a field of
+    ``hpo.SearchSettings``, checked there (a misspelt one is named), and a flag of ``hpo search``.
 
     Args:
         objective: ``f(params, trial)`` returning the metric (or a dict holding it); a
@@ -323,7 +293,7 @@ def join(
     storage: str,
     *,
     driver: str | DriverOptions = "optuna",
-    population: int | str = DEFAULT_POPULATION,
+    population: int | str = "auto",
     listener: SearchListener | None = None,
 ) -> int:
     """Join a running search from another machine: claim and run trials of ``study_name`` in
@@ -345,7 +315,7 @@ def join(
     saved_plan, tracking = store.saved()
     plan = SearchPlan.from_json(saved_plan)
     objective, _ = resolve_objective(plan.objective_name, None)
-    check_population(population, objective, plan.objective_name)
+    population = check_population(population, objective, plan.objective_name)
     counter = _Counting(FailureWatch(listener or SearchListener(), plan))
     tracker = MlflowTracker.attach(tracking)
     try:

@@ -17,10 +17,8 @@ from rich.console import Console
 from rich.markup import escape
 
 from hpo._errors import HpoError
-from hpo._search import DEFAULT_POPULATION, DEFAULT_STRATEGY, DEFAULT_TRIALS
+from hpo._settings import SearchSettings, click_type
 from hpo.drivers import DRIVERS, DriverOptions
-from hpo.spaces import PRUNERS
-from hpo.strategies import NAMES as STRATEGY_NAMES
 from hpo.trial import Terminated
 
 console = Console(stderr=True)
@@ -68,8 +66,30 @@ def engine_options(engines: dict[str, type[DriverOptions]], driver: str, flags: 
         raise HpoError(f"{options.flags()[str(first['loc'][0])]}: {first['msg']}") from None
 
 
+def _settings_flags(flags: dict[str, str]) -> Callable[[Any], Any]:
+    """The search's settings named in ``flags``, each as its flag, with the field's help and default."""
+
+    def decorate(command: Any) -> Any:
+        for name, flag in reversed(flags.items()):
+            field = SearchSettings.model_fields[name]
+            kind = click_type(name)
+            shown = field.default is not None and "[default" not in str(field.description)
+            if kind is bool and field.default:
+                option = click.option(f"{flag}/--no-{flag[2:]}", name, default=True, show_default=True,
+                                      help=f"{field.description}.")
+            elif kind is bool:
+                option = click.option(flag, name, is_flag=True, default=False, help=f"{field.description}.")
+            else:
+                option = click.option(flag, name, type=kind, default=field.default, show_default=shown,
+                                      help=f"{field.description}.")
+            command = option(command)
+        return command
+
+    return decorate
+
+
 _ENGINES = _engines()
-_FLAGS = {"n_trials": "--trials", "study_name": "--study"} | {
+_FLAGS = SearchSettings.flags() | {
     name: flag for options in _ENGINES.values() for name, flag in options.flags().items()
 }
 
@@ -86,53 +106,16 @@ def cli() -> None:
 
 @cli.command()
 @click.argument("space")
-@click.option("--objective", help="Built-in name, module:function or file.py:function [default: the space's].")
-@click.option("--strategy", default=DEFAULT_STRATEGY, show_default=True,
-              help=f"One of: {', '.join(STRATEGY_NAMES)} (auto: coarse-to-fine for one or two searched "
-              "parameters, TPE for more).")
-@click.option("--driver", default="optuna", show_default=True, help=f"Engine: {', '.join(DRIVERS)}.")
-@click.option("--trials", "n_trials", default=DEFAULT_TRIALS, show_default=True, type=int,
-              help="Trials in the study in all.")
-@click.option("--pruner", default="none", show_default=True, help=f"One of: {', '.join(PRUNERS)}.")
-@click.option("--warmup-steps", type=int, help="Reports before a pruner judges a trial [default: the space's, "
-                                               "or a fifth of its epochs].")
-@click.option("--warmup-trials", type=int, help="Finished trials the median rule needs first [default: the "
-                                                "space's, or 5].")
-@click.option("--storage", help="The trial store, an Optuna storage URL [default: sqlite:///.hpo/optuna.db].")
-@click.option("--tracking-uri", help="MLflow tracking URI [default: sqlite:///.hpo/mlflow.db].")
-@click.option("--experiment", help="MLflow experiment [default: the space's name].")
-@click.option("--study", "study_name", help="Study name [default: SPACE-OBJECTIVE-STRATEGY-seedN].")
-@click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--divergence-guard/--no-divergence-guard", default=True, show_default=True,
-              help="End a trial at once when its loss turns NaN or explodes.")
-@click.option("--test/--no-test", "evaluate_test", default=True, show_default=True,
-              help="Score the best configuration once on the test set.")
-@click.option("--population", default=DEFAULT_POPULATION, show_default=True,
-              help="Trials trained together as one stacked model: N, or auto (32 on a CPU, one at a time where "
-                   "the objective or the driver cannot).")
-@click.option("--trial-timeout", type=float, help="Seconds a trial may run before it fails as timeout "
-                                                 "[default: the space's timeout, or none].")
-@click.option("--timeout", type=float, help="Seconds after which no new trial starts; running ones finish, and "
-                                           "the same command continues the search [default: none].")
-@click.option("--new-study", is_flag=True, help="Start a fresh study (NAME-2, NAME-3...) instead of resuming one.")
-@click.option("--keep-study", is_flag=True, help="Resume the study though the objective changed since it ran.")
+@_settings_flags(SearchSettings.flags())
 @_engine_flags(_ENGINES)
-def search(space: str, objective: str | None, strategy: str, driver: str, n_trials: int, pruner: str,
-           warmup_steps: int | None, warmup_trials: int | None, storage: str | None, tracking_uri: str | None,
-           experiment: str | None, study_name: str | None,
-           seed: int, divergence_guard: bool, evaluate_test: bool, population: str, trial_timeout: float | None,
-           timeout: float | None, new_study: bool, keep_study: bool, **flags: Any) -> None:
+def search(space: str, **flags: Any) -> None:
     """Search SPACE (a name in search_spaces/ or a YAML path); rerunning resumes the study."""
     from hpo._search import prepare
     from hpo.reporting._terminal import print_summary, progress_shown
 
-    prepared = prepare(  # refuse bad input first
-        objective, space, strategy=strategy, n_trials=n_trials, pruner=pruner, warmup_steps=warmup_steps,
-        warmup_trials=warmup_trials, seed=seed, storage=storage,
-        tracking_uri=tracking_uri, experiment=experiment, study_name=study_name, divergence_guard=divergence_guard,
-        evaluate_test=evaluate_test, driver=engine_options(_ENGINES, driver, flags), population=population,
-        new_study=new_study, keep_study=keep_study, trial_timeout=trial_timeout, timeout=timeout,
-    )
+    settings = {name: flags.pop(name) for name in SearchSettings.flags()}
+    settings["driver"] = engine_options(_ENGINES, settings["driver"], flags)
+    prepared = prepare(space=space, **settings)  # refuse bad input first
     with progress_shown(prepared.plan, console) as bar:
         result = prepared.run(bar)
     print_summary(result, Console())
@@ -155,8 +138,7 @@ def report(study: str | None, storage: str | None, out: str | None) -> None:
 @cli.command()
 @click.option("--study", "study_name", required=True, help="The study of a running search (see its summary).")
 @click.option("--storage", required=True, help="The search's trial store (postgresql://... for many machines).")
-@click.option("--population", default=DEFAULT_POPULATION, show_default=True,
-              help="Trials trained together as one stacked model: N, or auto.")
+@_settings_flags({"population": "--population"})
 @_engine_flags({"optuna": _ENGINES["optuna"]})
 def worker(study_name: str, storage: str, population: str, **flags: Any) -> None:
     """Join a running search from this machine: draw trials from the same budget."""

@@ -10,6 +10,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import click
 import pytest
 from mlflow import MlflowClient
 
@@ -87,16 +88,24 @@ def test_a_tracking_server_over_http_gets_the_same_layout(mlflow_server, stores,
     assert "best_config.json" in {a.path for a in client.list_artifacts(result.parent_run_id)}
 
 
-def test_the_command_and_the_api_share_their_defaults():
-    import inspect
-
+def test_every_setting_is_a_flag_of_the_command_with_the_same_default_and_help():
     from hpo.cli import search as command
 
-    flags = {param.name: param.default for param in command.params}
-    api = {name: param.default for name, param in inspect.signature(hpo.prepare).parameters.items()}
-    shared = ("strategy", "n_trials", "driver", "pruner", "seed", "divergence_guard", "evaluate_test", "population")
-    assert {name: flags[name] for name in shared} == {name: api[name] for name in shared}
-    assert (api["strategy"], api["n_trials"]) == ("auto", 40)
+    options = {param.name: param for param in command.params if isinstance(param, click.Option)}
+    fields = hpo.SearchSettings.model_fields
+    for name, flag in hpo.SearchSettings.flags().items():
+        assert flag in options[name].opts, name
+        assert options[name].default == fields[name].default, name
+        assert options[name].help.startswith(fields[name].description), name
+    assert "home" not in options  # the API's alone
+    assert (options["strategy"].default, options["n_trials"].default) == ("auto", 40)
+
+
+def test_a_misspelt_keyword_names_the_setting_it_meant_and_writes_nothing(tmp_path):
+    with pytest.raises(hpo.HpoError) as error:
+        hpo.search(lambda params, trial: 0.0, "lr_wd", n_trails=3, home=tmp_path / ".hpo")
+    assert str(error.value) == "unexpected keyword argument 'n_trails'; did you mean 'n_trials'?"
+    assert not (tmp_path / ".hpo").exists()
 
 
 def test_the_default_strategy_is_coarse_to_fine_for_two_parameters_and_tpe_for_more(tmp_path):

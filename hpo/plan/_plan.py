@@ -7,8 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hpo._errors import HpoError
-from hpo.spaces import PRUNERS, Pruning, SearchSpace
+from hpo.spaces import Pruning, SearchSpace
 from hpo.strategies import Strategy, strategy_from_spec, strategy_spec
 from hpo.trial import TrialRecord, TrialState, ranking
 
@@ -34,12 +33,6 @@ class SearchPlan:
     divergence_guard: bool = True
     trial_timeout: float | None = None
     """Seconds a trial may run (the space's ``timeout`` unless given)."""
-
-    def __post_init__(self) -> None:
-        if self.n_trials < 1:
-            raise HpoError(f"must be at least 1, got {self.n_trials}", argument="n_trials")
-        if self.trial_timeout is not None and not self.trial_timeout > 0:
-            raise HpoError(f"must be more than 0 seconds, got {self.trial_timeout}", argument="trial_timeout")
 
     @property
     def strategy_name(self) -> str:
@@ -100,14 +93,9 @@ def differences(saved: dict[str, Any], plan: SearchPlan) -> list[tuple[str, str,
 def pruning_for(space: SearchSpace, pruner: str | Pruning, warmup_steps: int | None = None,
                 warmup_trials: int | None = None) -> Pruning:
     """The search's pruning: the one given, or the pruner named with the space's warm-up (and any
-    warm-up given overriding it)."""
+    warm-up given overriding it); the names and numbers are checked as settings."""
     if isinstance(pruner, Pruning):
         return pruner
-    if pruner not in PRUNERS:
-        raise HpoError(f"unknown pruner {pruner!r} (choose from {', '.join(PRUNERS)})", argument="pruner")
-    for argument, value in (("warmup_steps", warmup_steps), ("warmup_trials", warmup_trials)):
-        if value is not None and value < 0:
-            raise HpoError(f"must be at least 0, got {value}", argument=argument)
     overrides = {"pruner": pruner, "warmup_steps": warmup_steps, "warmup_trials": warmup_trials}
     return space.pruning.model_copy(update={k: v for k, v in overrides.items() if v is not None})
 

@@ -1,0 +1,164 @@
+"""``SearchSettings``: every choice of how to run a search, validated in one place. ``hpo.search``
+takes them as keyword arguments and ``hpo search`` as flags, both made from the fields here."""
+
+from __future__ import annotations
+
+import difflib
+import types
+import typing
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from hpo._errors import HpoError
+from hpo.drivers import DRIVERS, DriverOptions
+from hpo.spaces import PRUNERS, Pruning
+from hpo.strategies import AUTO, NAMES, Strategy
+
+DEFAULT_SPACE = "lr_wd"
+"""The space ``hpo.search`` and ``make search`` search when none is named."""
+
+
+def _flag(flag: str | None) -> dict[str, Any]:
+    """A field's command-line flag where it is not ``--field-name``; None: no flag (API only)."""
+    return {"json_schema_extra": {"flag": flag}}
+
+
+class SearchSettings(BaseModel):
+    """How to run a search (everything but the objective and the space): each field is a keyword
+    argument of ``hpo.search``/``hpo.prepare`` and a flag of ``hpo search``, with its help."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+
+    objective: str | Callable[..., Any] | None = Field(
+        None, description="Built-in name, module:function or file.py:function [default: the space's]")
+    strategy: str | Strategy = Field(
+        AUTO, description=f"One of: {', '.join(NAMES)} (auto: coarse-to-fine for one or two searched parameters, "
+                          "TPE for more)")
+    driver: str | DriverOptions = Field("optuna", description=f"Engine: {', '.join(DRIVERS)}")
+    n_trials: int = Field(40, description="Trials in the study in all", **_flag("--trials"))
+    pruner: str | Pruning = Field("none", description=f"One of: {', '.join(PRUNERS)}")
+    warmup_steps: int | None = Field(
+        None, description="Reports before a pruner judges a trial [default: the space's, or a fifth of its epochs]")
+    warmup_trials: int | None = Field(
+        None, description="Finished trials the median rule needs first [default: the space's, or 5]")
+    storage: str | None = Field(
+        None, description="The trial store, an Optuna storage URL [default: sqlite:///.hpo/optuna.db]")
+    tracking_uri: str | None = Field(None, description="MLflow tracking URI [default: sqlite:///.hpo/mlflow.db]")
+    experiment: str | None = Field(None, description="MLflow experiment [default: the space's name]")
+    study_name: str | None = Field(
+        None, description="Study name [default: SPACE-OBJECTIVE-STRATEGY-seedN]", **_flag("--study"))
+    seed: int = Field(0, description="Seeds the strategy and, through it, every trial")
+    divergence_guard: bool = Field(True, description="End a trial at once when its loss turns NaN or explodes")
+    evaluate_test: bool = Field(True, description="Score the best configuration once on the test set",
+                                **_flag("--test"))
+    population: int | Literal["auto"] = Field(
+        "auto", description="Trials trained together as one stacked model: N, or auto (32 on a CPU, one at a "
+                            "time where the objective or the driver cannot)")
+    trial_timeout: float | None = Field(
+        None, description="Seconds a trial may run before it fails as timeout [default: the space's timeout, "
+                          "or none]")
+    timeout: float | None = Field(
+        None, description="Seconds after which no new trial starts; running ones finish, and the same command "
+                          "continues the search [default: none]")
+    new_study: bool = Field(False, description="Start a fresh study (NAME-2, NAME-3...) instead of resuming one")
+    keep_study: bool = Field(False, description="Resume the study though the objective changed since it ran")
+    home: Path = Field(Path(".hpo"), description="The folder of the default stores", **_flag(None))
+
+    @classmethod
+    def of(cls, **given: Any) -> SearchSettings:
+        """The settings from keyword arguments; the first thing wrong is one ``HpoError`` naming it."""
+        if unknown := [name for name in given if name not in cls.model_fields]:
+            close = difflib.get_close_matches(unknown[0], list(cls.model_fields), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise HpoError(f"unexpected keyword argument {unknown[0]!r}{hint}")
+        try:
+            return cls(**given)
+        except ValidationError as error:
+            first = error.errors()[0]
+            message = str(first["msg"]).removeprefix("Value error, ")
+            raise HpoError(message, argument=str(first["loc"][0])) from None
+
+    @classmethod
+    def flags(cls) -> dict[str, str]:
+        """Each field's flag (``n_trials``: ``--trials``); fields the API alone takes are left out."""
+        flags = {}
+        for name, field in cls.model_fields.items():
+            extra = field.json_schema_extra or {}
+            flag = extra["flag"] if "flag" in extra else f"--{name.replace('_', '-')}"  # type: ignore[operator]
+            if flag is not None:
+                flags[name] = flag
+        return flags
+
+    @field_validator("strategy")
+    @classmethod
+    def _strategy(cls, value: str | Strategy) -> str | Strategy:
+        if isinstance(value, str) and value not in NAMES:
+            raise ValueError(f"unknown strategy {value!r} (choose from {', '.join(NAMES)})")
+        return value
+
+    @field_validator("pruner")
+    @classmethod
+    def _pruner(cls, value: str | Pruning) -> str | Pruning:
+        if isinstance(value, str) and value not in PRUNERS:
+            raise ValueError(f"unknown pruner {value!r} (choose from {', '.join(PRUNERS)})")
+        return value
+
+    @field_validator("driver")
+    @classmethod
+    def _driver(cls, value: str | DriverOptions) -> str | DriverOptions:
+        if isinstance(value, str) and value not in DRIVERS:
+            raise ValueError(f"unknown driver {value!r} (choose from {', '.join(DRIVERS)})")
+        return value
+
+    @field_validator("n_trials")
+    @classmethod
+    def _at_least_one(cls, value: int) -> int:
+        if value < 1:
+            raise ValueError(f"must be at least 1, got {value}")
+        return value
+
+    @field_validator("warmup_steps", "warmup_trials")
+    @classmethod
+    def _not_negative(cls, value: int | None) -> int | None:
+        if value is not None and value < 0:
+            raise ValueError(f"must be at least 0, got {value}")
+        return value
+
+    @field_validator("trial_timeout", "timeout")
+    @classmethod
+    def _seconds(cls, value: float | None) -> float | None:
+        if value is not None and not value > 0:
+            raise ValueError(f"must be more than 0 seconds, got {value}")
+        return value
+
+    @field_validator("population", mode="before")
+    @classmethod
+    def _population(cls, value: Any) -> int | str:
+        return population_size(value)
+
+
+def population_size(value: Any) -> int | str:
+    """A population size as given (``8``, ``"8"``) made a number, or ``"auto"``."""
+    if value == "auto":
+        return value
+    try:
+        size = int(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"expected a number or 'auto', got {value!r}") from None
+    if size < 1:
+        raise ValueError(f"must be at least 1, got {size}")
+    return size
+
+
+def click_type(name: str) -> type | None:
+    """The Python type ``hpo search`` parses a field's flag into: int, float, bool or str."""
+    annotation = SearchSettings.model_fields[name].annotation
+    union = typing.get_origin(annotation) in (typing.Union, types.UnionType)
+    kinds = typing.get_args(annotation) if union else (annotation,)
+    for kind in (bool, int, float):
+        if kinds == (kind,) or set(kinds) == {kind, type(None)}:
+            return kind
+    return str
