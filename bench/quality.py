@@ -4,9 +4,10 @@ For each objective (MNIST-1D MLP and CNN, scikit-learn digits MLP), strategy (gr
 coarse-to-fine, tpe) and pruner (none, median, successive-halving, hyperband), and ``--seeds``
 seeds: one search of ``--trials`` trials over learning rate and weight decay (21 by default:
 the grid of 7 learning rates and 3 weight decays, so that the grid has the same budget), one
-trial at a time, the objective's own training (``--epochs`` epochs, early stopping after 8
-without improvement). The searches select on validation loss; every trial that finishes also
-records its best epoch's test accuracy, for this benchmark only.
+trial at a time (or ``--population`` at once, rows refilled as members stop), the objective's
+own training (``--epochs`` epochs, early stopping after 8 without improvement). The searches
+select on validation loss; every trial that finishes also records its best epoch's test
+accuracy, for this benchmark only (population members: their configuration trained alone).
 
 To learn what pruning cost, every pruned trial is then trained to its end (a trial with the
 same configuration and seed that ran to its end in another search of this benchmark is reused):
@@ -100,19 +101,21 @@ def finished(objective: Any, params: dict, trial: Any, report: Any = None) -> di
 
 
 def run_search(objective: str, strategy: str, pruner: str, seed: int, trials: int, epochs: int,
-               home: Path) -> dict[str, Any]:
-    wrapped = WithTest(objective)
-    name = f"{objective}-{strategy}-{pruner}-seed{seed}"
+               home: Path, population: int = 1) -> dict[str, Any]:
+    """One search; with ``population`` above 1 its trials train stacked, rows refilled as members
+    stop, and their test accuracy is filled in afterwards (``fill_test``)."""
+    wrapped = WithTest(objective) if population == 1 else OBJECTIVES[objective]
+    name = _name(objective, strategy, pruner, seed, population)
     started = time.perf_counter()
     result = hpo.search(wrapped, space(objective, epochs), strategy=strategy, pruner=PRUNINGS[pruner], seed=seed,
-                        n_trials=trials, population=1, driver=hpo.OptunaOptions(workers=1), home=home,
+                        n_trials=trials, population=population, driver=hpo.OptunaOptions(workers=1), home=home,
                         experiment=objective, study_name=name, evaluate_test=False)
     return {
-        "objective": objective, "strategy": strategy, "pruner": pruner, "seed": seed,
+        "objective": objective, "strategy": strategy, "pruner": pruner, "seed": seed, "population": population,
         "seconds": time.perf_counter() - started,
         "trials": [{"number": t.number, "params": t.params, "state": t.state.value, "reason": t.reason,
                     "stage": t.stage, "value": t.value, "metrics": t.metrics, "seed": t.seed,
-                    "epochs": wrapped.reports.get(t.number, 0)} for t in result.trials],
+                    "epochs": max((step for step, _ in t.curve), default=0)} for t in result.trials],
     }
 
 
@@ -133,6 +136,31 @@ def finish_pruned(searches: list[dict[str, Any]]) -> None:
                 params = {**space(search["objective"], EPOCHS[search["objective"]]).fixed, **trial["params"]}
                 ended[key] = finished(objective, params, hpo.Trial(trial["number"], seed=trial["seed"]))
             trial["would_be"] = ended[key]
+
+
+def fill_test(searches: list[dict[str, Any]]) -> None:
+    """The test accuracy of each trial that was a search's best so far, where the search did not
+    record it (population members): its configuration and seed trained alone, which a member
+    equals (tests/test_population.py)."""
+    tested: dict[tuple, dict] = {_key(s["objective"], t): t["metrics"] for s in searches for t in s["trials"]
+                                 if "test_accuracy" in t["metrics"]}
+    for search in searches:
+        best = None
+        for trial in sorted(search["trials"], key=lambda t: t["number"]):
+            if trial["state"] != "complete" or (best is not None and not trial["value"] < best):
+                continue
+            best = trial["value"]
+            if "test_accuracy" not in trial["metrics"]:
+                key = _key(search["objective"], trial)
+                if key not in tested:
+                    objective = OBJECTIVES[search["objective"]]
+                    params = {**space(search["objective"], EPOCHS[search["objective"]]).fixed, **trial["params"]}
+                    tested[key] = finished(objective, params, hpo.Trial(trial["number"], seed=trial["seed"]))
+                trial["metrics"]["test_accuracy"] = tested[key]["test_accuracy"]
+
+
+def _name(objective: str, strategy: str, pruner: str, seed: int, population: int = 1) -> str:
+    return f"{objective}-{strategy}-{pruner}{f'-pop{population}' if population > 1 else ''}-seed{seed}"
 
 
 def _key(objective: str, trial: dict) -> tuple:
@@ -169,6 +197,13 @@ def summary(search: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def pays_off(pruned: dict[str, Any], unpruned: dict[str, Any]) -> bool:
+    """Issue 27's bar for a pruner on one seed: the unpruned search's best test accuracy within
+    0.5 points, with at most a third of its epochs."""
+    return (pruned["best_test_accuracy"] >= unpruned["best_test_accuracy"] - 0.005
+            and pruned["epochs"] <= unpruned["epochs"] / 3)
+
+
 def _spread(values: list[float], scale: float = 1.0, digits: int = 1) -> str:
     values = [v * scale for v in values if not math.isnan(v)]
     if not values:
@@ -192,7 +227,7 @@ def report(searches: list[dict[str, Any]], docs: Path) -> None:
             if run["pruner"] == "none":
                 unpruned_best[(run["strategy"], run["seed"])] = s
         columns = ("strategy", "pruner", "seeds", "test acc %", "val acc %", "val loss", "regret (val loss)",
-                   "regret (test pts)", "epochs", "epochs / unpruned", "top-10% pruned")
+                   "regret (test pts)", "epochs", "epochs / unpruned", "top-10% pruned", "pays")
         table = Table(title=f"{objective}: best of each search (median \\[min, max] over seeds)")
         for column in columns:
             table.add_column(column, justify="right")
@@ -205,6 +240,8 @@ def report(searches: list[dict[str, Any]], docs: Path) -> None:
                     continue
                 ratios = [s["epochs"] / unpruned_best[(r["strategy"], r["seed"])]["epochs"] for r, s in group
                           if (r["strategy"], r["seed"]) in unpruned_best]
+                pays = [pays_off(s, unpruned_best[(r["strategy"], r["seed"])]) for r, s in group
+                        if (r["strategy"], r["seed"]) in unpruned_best]
                 row = (
                     strategy, pruner, str(len(group)),
                     _spread([s["best_test_accuracy"] for _, s in group], 100),
@@ -216,6 +253,7 @@ def report(searches: list[dict[str, Any]], docs: Path) -> None:
                     f"{statistics.median(ratios):.2f}" if ratios else "-",
                     f"{sum(s['top_pruned'] for _, s in group)} of {sum(s['top'] for _, s in group)}"
                     if pruner != "none" else "-",
+                    f"{sum(pays)} of {len(pays)}" if pruner != "none" and pays else "-",
                 )
                 table.add_row(*row)
                 markdown.append("| " + " | ".join(row) + " |")
@@ -267,6 +305,8 @@ def main() -> None:
     parser.add_argument("--pruners", nargs="+", default=list(PRUNERS))
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--trials", type=int, default=21)
+    parser.add_argument("--population", type=int, default=1,
+                        help="train this many trials at once, rows refilled as members stop (default 1)")
     parser.add_argument("--results", type=Path, default=ROOT / "bench" / "results" / "quality")
     parser.add_argument("--docs", type=Path, default=ROOT / "docs" / "quality")
     parser.add_argument("--report", action="store_true", help="only report on the results there are")
@@ -279,18 +319,20 @@ def main() -> None:
                 for seed in range(args.seeds):
                     for strategy in args.strategies:
                         for pruner in args.pruners:
-                            path = args.results / f"{objective}-{strategy}-{pruner}-seed{seed}.json"
+                            path = args.results / f"{_name(objective, strategy, pruner, seed, args.population)}.json"
                             if path.exists():
                                 continue
                             search = run_search(objective, strategy, pruner, seed, args.trials, EPOCHS[objective],
-                                                Path(home) / objective)
+                                                Path(home) / objective, args.population)
                             path.write_text(json.dumps(search))
                             print(f"{path.name}: {search['seconds']:.0f} s", flush=True)
         searches = [json.loads(p.read_text()) for p in sorted(args.results.glob("*.json"))]
         finish_pruned(searches)
+        fill_test(searches)
         for search in searches:
-            (args.results / f"{search['objective']}-{search['strategy']}-{search['pruner']}-seed{search['seed']}.json"
-             ).write_text(json.dumps(search))
+            name = _name(search["objective"], search["strategy"], search["pruner"], search["seed"],
+                         search.get("population", 1))
+            (args.results / f"{name}.json").write_text(json.dumps(search))
     searches = [json.loads(p.read_text()) for p in sorted(args.results.glob("*.json"))]
     report([s for s in searches if s["objective"] in args.objectives], args.docs)
     Console().print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, python {platform.python_version()}; "

@@ -77,7 +77,7 @@ def make_trial(plan: SearchPlan, claim: Claim, *, device: str, context: Any = No
                pruning: Pruning | None = None) -> Trial:
     """The handle the objective gets for a claimed trial."""
     return Trial(claim.number, seed=claim.seed, device=device, stage=claim.stage, metric=plan.space.metric,
-                 direction=plan.space.direction, on_report=on_report, pruning=pruning,
+                 sign=plan.space.sign, on_report=on_report, pruning=pruning,
                  guard=DivergenceGuard() if plan.divergence_guard else None, context=context)
 
 

@@ -234,7 +234,7 @@ class Trial:
         device: str = "cpu",
         stage: int = 0,
         metric: str | None = None,
-        direction: str = "minimize",
+        sign: int = 1,
         on_report: Callable[[int, dict[str, float]], None] | None = None,
         pruning: Pruning | None = None,
         guard: DivergenceGuard | None = None,
@@ -247,7 +247,7 @@ class Trial:
         self.context = context
         """What the objective's ``setup`` returned on this worker (data already on the device)."""
         self._metric = metric
-        self._sign = 1 if direction == "minimize" else -1
+        self._sign = sign
         self._on_report = on_report
         self._pruning = pruning
         self._guard = guard
