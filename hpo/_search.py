@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import time
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -55,8 +54,8 @@ class PreparedSearch:
         from hpo.loop import TrialLoop
 
         timeout = self.settings.timeout
-        deadline = None if timeout is None else time.time() + timeout
         self.driver.start()  # a cluster that cannot be reached is refused before anything is written
+        deadline = None if timeout is None else self.driver.clock() + timeout
         plan, store, tracker = self.plan, self.store, self.tracker
         if self.settings.new_study:
             plan, store = self._fresh_study(tracker)
@@ -77,7 +76,7 @@ class PreparedSearch:
                 tracker.abort_search()
                 raise
         try:
-            loop = TrialLoop(plan, store, tracker, listener=listener, deadline=deadline)
+            loop = TrialLoop(plan, store, tracker, listener=listener, deadline=deadline, clock=self.driver.clock)
             if repaired := tracker.repair(store.trials()):
                 listener.notice(f"MLflow: {repaired} trial runs written again from the study (they were missing "
                                 "or left running)")

@@ -1,8 +1,9 @@
-"""One suite for every driver: the same search on Optuna and on Ray must be recorded alike.
+"""One suite for every driver: the same search on Optuna, on Ray and simulated must be recorded alike.
 
 Real parts throughout: training on scikit-learn's digits, one trial store (an Optuna SQLite
-storage) for both engines, a local Ray instance (started once for this module) running two
-trials at a time, one MLflow SQLite store. Where an expectation holds only with trials one at a
+storage) for every engine, a local Ray instance (started once for this module) running two
+trials at a time, two virtual workers for the simulation (each trial's wall time as its
+simulated time), one MLflow SQLite store. Where an expectation holds only with trials one at a
 time (a pruner comparing with the trials finished before), the test says ``sequential=True``.
 """
 
@@ -23,12 +24,13 @@ import hpo
 import hpo.strategies
 from conftest import ROOT, child_runs, digits_space
 from hpo import TrialState
+from hpo.drivers.simulated import SimulatedOptions
 from hpo.store import TrialStore
 from hpo.strategies import BaseStrategy, Suggestion, params_key
 from objectives import digits_mlp
 
 STATUS = {"complete": "FINISHED", "pruned": "KILLED", "failed": "FAILED"}
-DRIVERS = ["optuna", "ray"]
+DRIVERS = ["optuna", "ray", "simulated"]
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +50,10 @@ def ray_local():
 
 
 def driver_options(name: str, sequential: bool = False):
-    """The engine's options in this suite: Ray runs two trials at a time unless ``sequential``."""
+    """The engine's options in this suite: Ray and the simulation run two trials at a time unless
+    ``sequential``."""
+    if name == "simulated":
+        return SimulatedOptions(workers=1 if sequential else 2)
     return hpo.RayOptions(max_concurrent=1 if sequential else 2) if name == "ray" else hpo.OptunaOptions(workers=1)
 
 
@@ -561,6 +566,7 @@ FULL_SPACE = {  # the mission's full space, on the digits MLP, short
 }
 
 
+@pytest.mark.parametrize("engine", ["optuna", "ray"], indirect=True)  # the simulation runs one trial a worker
 @pytest.mark.parametrize("strategy", ["random", "tpe"])
 def test_a_space_that_searches_the_batch_size_and_optimizer_trains_in_populations(engine, stores, unique, strategy):
     """Members share their batch size (drawn once per population) and each keeps its own

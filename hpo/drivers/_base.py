@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -46,6 +47,11 @@ class Driver(abc.ABC):
     def device(self) -> str:
         """The torch device kind trials run on (``cpu``, ``cuda:0``): the best configuration's
         test runs on the same."""
+
+    def clock(self) -> float:
+        """Now, in the seconds the search's ``timeout`` counts: the wall clock (``time.time``),
+        but for a driver that simulates time."""
+        return time.time()
 
     def start(self) -> None:
         """Reach what the engine runs on (a cluster), before the search writes anything: one

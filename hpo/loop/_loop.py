@@ -180,13 +180,15 @@ class TrialLoop:
     process died are reaped. ``close`` leaves none of this process's trials running."""
 
     def __init__(self, plan: SearchPlan, store: TrialStore, tracker: MlflowTracker, *,
-                 listener: SearchListener | None = None, deadline: float | None = None) -> None:
+                 listener: SearchListener | None = None, deadline: float | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
         self.plan = plan
         self.store = store
         self.tracker = tracker
         self.listener = listener or SearchListener()
         self.deadline = deadline
-        """When (``time.time()``) this run of the search stops starting trials: its ``timeout``."""
+        """When (on ``clock``) this run of the search stops starting trials: its ``timeout``."""
+        self.clock = clock
         self.pruner = make_pruner(plan.pruning, plan.space, plan.study_name)
         if self.pruner is not None:
             self.pruner.refresh = self._look
@@ -199,7 +201,7 @@ class TrialLoop:
 
     @property
     def out_of_time(self) -> bool:
-        return self.deadline is not None and time.time() >= self.deadline
+        return self.deadline is not None and self.clock() >= self.deadline
 
     def claim(self, worker: str, device: str, count: int = 1, like: dict[str, Any] | None = None,
               ) -> list[Started] | object:
