@@ -54,8 +54,8 @@ class PreparedSearch:
         from hpo.loop import TrialLoop
 
         timeout = self.settings.timeout
+        deadline = None if timeout is None else self.driver.clock() + timeout  # reaching a cluster counts
         self.driver.start()  # a cluster that cannot be reached is refused before anything is written
-        deadline = None if timeout is None else self.driver.clock() + timeout
         plan, store, tracker = self.plan, self.store, self.tracker
         if self.settings.new_study:
             plan, store = self._fresh_study(tracker)
