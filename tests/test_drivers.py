@@ -521,23 +521,28 @@ def quick_then_slow(params, trial):
     return 1 / 6
 
 
-@pytest.mark.parametrize("pruner", ["none", "median", "successive-halving"])
+@pytest.mark.parametrize(("pruner", "sent"), [
+    ("none", [[0, 1, 2, 3], [4], [5]]),
+    (hpo.Pruning(pruner="median", warmup_steps=0), [[0], [1], [2], [3], [4], [5]]),
+    (hpo.Pruning(pruner="successive-halving", warmup_steps=1), [[0, 1], [2, 3], [4], [5]]),  # rungs at 1, 3, 9
+], ids=["none", "median", "successive-halving"])
 def test_ray_sends_quick_reports_together_and_slow_ones_as_they_come(request, stores, unique, tmp_path,
-                                                                     monkeypatch, pruner):
-    """Each exchange with an actor is a round trip: without a pruner, reports made within a
-    second travel together, and one a second later goes within the second, so that MLflow's
-    curves stay live; with a pruner, each report is decided as it comes."""
+                                                                     monkeypatch, pruner, sent):
+    """Each exchange with an actor is a round trip: reports made within a second travel
+    together, and one a second later goes within the second, so that MLflow's curves stay live;
+    a report the pruner may stop the trial on is decided as it comes (past the median rule's
+    warm-up, at successive halving's rungs), with the reports before it."""
     request.getfixturevalue("ray_local")
     from hpo.drivers.ray._driver import _Actors
     from hpo.drivers.ray._runner import Reported
 
-    sent: dict[int, list[list[int]]] = {}
+    by_trial: dict[int, list[list[int]]] = {}
     heard = _Actors._heard
 
     def counted(self, slot, events):
         for number in {event.number for event in events if isinstance(event, Reported)}:
-            sent.setdefault(number, []).append([e.step for e in events if isinstance(e, Reported) and
-                                                e.number == number])
+            by_trial.setdefault(number, []).append([e.step for e in events if isinstance(e, Reported) and
+                                                    e.number == number])
         heard(self, slot, events)
 
     monkeypatch.setattr(_Actors, "_heard", counted)
@@ -548,8 +553,7 @@ def test_ray_sends_quick_reports_together_and_slow_ones_as_they_come(request, st
                         pruner=pruner, experiment=unique, study_name=unique, home=tmp_path, evaluate_test=False,
                         **stores)
     assert [t.state for t in result.trials] == [TrialState.COMPLETE] * 2
-    one_by_one = [[step] for step in range(6)]
-    assert list(sent.values()) == [one_by_one if pruner != "none" else [[0, 1, 2, 3], [4], [5]]] * 2
+    assert list(by_trial.values()) == [sent] * 2
     client = MlflowClient(stores["tracking_uri"])
     for run in child_runs(stores["tracking_uri"], result.parent_run_id):
         # its step 0 is not said to be the untrained model: it stays in the curve

@@ -155,3 +155,30 @@ def test_the_pruner_of_a_search_follows_its_space():
     assert halving.rule == SuccessiveHalving(min_resource=3, sign=-1)
     hyperband = make_pruner(Pruning(pruner="hyperband", by_stage=False), space, "s")
     assert (hyperband.rule.min_resource, hyperband.rule.max_resource, hyperband.by_stage) == (4, 20, False)
+
+
+@pytest.mark.parametrize("rule", [Median(warmup_steps=3, warmup_trials=2),
+                                  SuccessiveHalving(min_resource=2, reduction_factor=3),
+                                  Hyperband(min_resource=1, max_resource=27, reduction_factor=3, study_name="s")],
+                         ids=["median", "successive-halving", "hyperband"])
+def test_a_rule_that_says_it_cannot_stop_a_report_never_does(rule):
+    """``may_stop`` lets a Ray actor go on without asking the driver: it must be False only where
+    ``judge`` goes on whatever the table holds (steps reported irregularly, as users do)."""
+    from hpo.pruning._pruner import _Group
+
+    rng = random.Random(0)
+    table, skipped, stopped = _Group(), 0, 0
+    for number, curve in enumerate(curves(1, 80, 27)):
+        own, before = {}, -1
+        for step in sorted(rng.sample(range(27), rng.randint(3, 27))):
+            own[step] = curve[step]
+            table.add(number, step, curve[step])
+            verdict = rule.judge(number, step, dict(own), table)
+            if not rule.may_stop(number, step, before):
+                assert verdict is None, (number, step, before)
+                skipped += 1
+            stopped += verdict is not None
+            before = step
+            if verdict is not None:
+                break
+    assert skipped and stopped  # both kinds of report happened

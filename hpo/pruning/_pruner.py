@@ -97,6 +97,9 @@ class TrialPruning:
     def decide(self, step: int) -> TrialPruned | None:
         if step not in self.own:
             return None
+        before = max((s for s in self.own if s < step), default=-1)
+        if not self.pruner.rule.may_stop(self.number, step, before):
+            return None
         if self.pruner.refresh is not None:
             self.pruner.refresh()
         detail = self.pruner.rule.judge(self.number, step, _Own(self.own, step), self._group)

@@ -39,6 +39,12 @@ class Rule(abc.ABC):
         """The bracket a trial is compared within (Hyperband's); None where there are none."""
         return None
 
+    def may_stop(self, number: int, step: int, before: int) -> bool:
+        """Whether ``judge`` can stop trial ``number`` on its report at ``step`` (its report
+        before: at ``before``, -1 for none), whatever the others reported: where it cannot, no
+        table needs reading and no decision waiting for."""
+        return True
+
     @abc.abstractmethod
     def judge(self, number: int, step: int, own: Curve, table: StepValues) -> str | None:
         """Why trial ``number`` stops after reporting ``step`` (its values so far: ``own``),
@@ -59,6 +65,9 @@ class Median(Rule):
     warmup_steps: int = 0
     warmup_trials: int = 5
     sign: int = 1
+
+    def may_stop(self, number: int, step: int, before: int) -> bool:
+        return step >= self.warmup_steps
 
     def judge(self, number: int, step: int, own: Curve, table: StepValues) -> str | None:
         if step < self.warmup_steps:
@@ -97,6 +106,15 @@ class SuccessiveHalving(Rule):
 
     def rung(self, k: int) -> int:
         return self.min_resource * self.reduction_factor ** (self.min_early_stopping_rate + k)
+
+    def may_stop(self, number: int, step: int, before: int) -> bool:
+        """Only a trial's first report at or past a rung is judged."""
+        k = 0
+        while self.rung(k) <= step:
+            if before < self.rung(k):
+                return True
+            k += 1
+        return False
 
     def judge(self, number: int, step: int, own: Curve, table: StepValues) -> str | None:
         value = own[step]
@@ -147,6 +165,9 @@ class Hyperband(Rule):
             if left < 0:
                 return index
         raise AssertionError("unreachable")
+
+    def may_stop(self, number: int, step: int, before: int) -> bool:
+        return self.brackets[self.bracket(number)].may_stop(number, step, before)
 
     def judge(self, number: int, step: int, own: Curve, table: StepValues) -> str | None:
         return self.brackets[self.bracket(number)].judge(number, step, own, table)

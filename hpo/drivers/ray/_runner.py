@@ -17,6 +17,7 @@ from hpo._errors import HpoError
 from hpo.dispatch import usable_device
 from hpo.loop import SearchListener, make_trial, population_size, population_tags, run_population, run_trial, set_up
 from hpo.plan import SearchPlan
+from hpo.pruning import Rule, make_pruner
 from hpo.trial import Claim, Trial, TrialPruned
 
 
@@ -81,6 +82,9 @@ class TrialRunner:
         self._verdicts: dict[tuple[int, int], Verdict] = {}
         self._granted: list[Claim] | None = None
         self._thread = threading.Thread(target=self._work, name="hpo-trials", daemon=True)
+        pruner = make_pruner(plan.pruning, plan.space, plan.study_name)
+        self._rule = pruner.rule if pruner is not None else None
+        """The search's pruning rule, to ask the driver only about reports it may stop a trial on."""
 
     def ready(self) -> str:
         """The node this actor was placed on, once it is."""
@@ -139,7 +143,7 @@ class TrialRunner:
     def _trial(self, claim: Claim) -> Trial:
         return make_trial(self.plan, claim, device=self.device, context=self._context,
                           on_report=lambda step, values, n=claim.number: self._say(Reported(n, step, values)),
-                          pruning=_AskDriver(self, claim.number) if self.plan.pruner != "none" else None)
+                          pruning=_AskDriver(self, claim.number, self._rule) if self._rule is not None else None)
 
     def _claim_more(self, count: int, like: dict[str, Any]) -> list[Claim]:
         """A population's refill, claimed by the driver."""
@@ -170,14 +174,20 @@ class _Notices(SearchListener):
 
 class _AskDriver:
     """A trial's pruning in an actor: the driver's pruner sees the reports (they travel to it
-    anyway) and decides."""
+    anyway) and decides, asked only where the rule may stop the trial (at a rung, past the
+    warm-up): elsewhere the trial goes on without waiting for the driver."""
 
-    def __init__(self, runner: TrialRunner, number: int) -> None:
+    def __init__(self, runner: TrialRunner, number: int, rule: Rule) -> None:
         self.runner = runner
         self.number = number
+        self.rule = rule
+        self.before = -1  # the step of the report before
 
     def observe(self, step: int, value: float) -> None:
         """The report itself carries the value to the driver."""
 
     def decide(self, step: int) -> TrialPruned | None:
+        before, self.before = self.before, max(self.before, step)
+        if not self.rule.may_stop(self.number, step, before):
+            return None
         return self.runner.ask(self.number, step)
