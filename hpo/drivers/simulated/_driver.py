@@ -103,7 +103,7 @@ class SimulatedDriver(Driver):
                     current.ended = outcome_of(returned, current.trial, metric)
                     return time.perf_counter() - began
                 current.steps = returned
-            return float(next(current.steps))
+            return max(0.0, float(next(current.steps)))
         except StopIteration as end:
             return outcome_of(end.value, current.trial, metric)
         except (KeyboardInterrupt, SystemExit):
