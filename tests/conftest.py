@@ -7,6 +7,8 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -180,3 +182,11 @@ class StopAt:
 
     def decide(self, step: int) -> TrialPruned | None:
         return TrialPruned(self.reason, self.detail) if step >= self.step else None
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 120.0, what: str = "") -> None:
+    """Poll ``condition`` until it holds; fail naming ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"waited {timeout} s for {what}"
+        time.sleep(0.1)

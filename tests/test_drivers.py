@@ -30,9 +30,7 @@ from hpo.strategies import BaseStrategy, Suggestion, params_key
 from objectives import digits_mlp
 
 STATUS = {"complete": "FINISHED", "pruned": "KILLED", "failed": "FAILED"}
-RAY = pytest.param("ray", marks=pytest.mark.xdist_group("ray"))
-"""The Ray driver's tests run on one pytest worker, beside one local Ray instance, not one per worker."""
-DRIVERS = ["optuna", RAY, "simulated"]
+DRIVERS = ["optuna", "ray", "simulated"]
 
 
 @pytest.fixture(scope="module")
@@ -195,7 +193,6 @@ def test_a_changed_space_under_the_same_study_is_refused_before_writing(engine, 
     assert parent.info.status == "FINISHED"  # untouched by the refused search
 
 
-@pytest.mark.xdist_group("ray")
 def test_both_drivers_find_the_same_trials_and_record_them_alike(stores, unique, tmp_path, request):
     """Parity: one grid space, one seed, on both drivers, one trial per worker (Ray trains no populations)."""
     request.getfixturevalue("ray_local")
@@ -206,7 +203,7 @@ def test_both_drivers_find_the_same_trials_and_record_them_alike(stores, unique,
                                    seed=1, experiment=f"{unique}-{name}", study_name=f"{unique}-{name}", home=tmp_path,
                                    evaluate_test=False, population=1, **stores)
     configs = {name: sorted(params_key(t.params) for t in r.trials) for name, r in results.items()}
-    assert configs["optuna"] == configs["ray"]
+    assert configs["optuna"] == configs["ray"] == configs["simulated"]
     client = MlflowClient(stores["tracking_uri"])
     layouts = {}
     for name, result in results.items():
@@ -215,7 +212,7 @@ def test_both_drivers_find_the_same_trials_and_record_them_alike(stores, unique,
         metrics = {frozenset(r.data.metrics) for r in runs}
         series = {len(client.get_metric_history(r.info.run_id, "val_loss")) for r in runs}
         layouts[name] = (len(runs), tags, metrics, series, {r.info.status for r in runs})
-    assert layouts["optuna"] == layouts["ray"]
+    assert layouts["optuna"] == layouts["ray"] == layouts["simulated"]
 
 
 def test_a_trial_lost_with_its_process_is_failed_and_planned_again(engine, stores, unique):
@@ -283,7 +280,6 @@ def test_halving_pruners_stop_the_worse_trials_early(engine, stores, unique, pru
         assert len(client.get_metric_history(runs[trial.number].info.run_id, "loss")) < 10
 
 
-@pytest.mark.xdist_group("ray")
 @pytest.mark.parametrize("pruner", ["median", "successive-halving", "hyperband"])
 def test_both_drivers_prune_the_same_trials_at_the_same_epochs(request, stores, unique, tmp_path, pruner):
     """One pruning package decides for both drivers, from the same reports: the same search
@@ -301,7 +297,7 @@ def test_both_drivers_prune_the_same_trials_at_the_same_epochs(request, stores, 
                             experiment=unique + name, study_name=unique, evaluate_test=False,
                             storage=f"sqlite:///{tmp_path / name / 'optuna.db'}", tracking_uri=stores["tracking_uri"])
         ended[name] = [(t.number, t.state.value, t.detail, len(t.curve)) for t in result.trials]
-    assert ended["optuna"] == ended["ray"]
+    assert ended["optuna"] == ended["ray"] == ended["simulated"]
     assert sum(state == "pruned" for _, state, _, _ in ended["optuna"]) >= 3
 
 
@@ -399,7 +395,6 @@ def late(params, trial):
     return 0.3
 
 
-@pytest.mark.xdist_group("ray")
 def test_ray_trials_that_run_long_are_judged_by_what_ended_meanwhile(request, stores, unique, tmp_path):
     """Trial 5 starts beside trial 4, with four trials complete: too few for the median rule
     then. Trial 4 reports while trial 5 runs, and trial 5 is judged against all five: the
@@ -494,7 +489,6 @@ def killed_once(params, trial):
     return digits_mlp(params, trial)
 
 
-@pytest.mark.xdist_group("ray")
 def test_ray_retries_a_trial_whose_actor_died_in_the_same_run(request, stores, unique, tmp_path, monkeypatch):
     request.getfixturevalue("ray_local")
     monkeypatch.setenv("HPO_TEST_ID", unique)
@@ -527,7 +521,6 @@ def quick_then_slow(params, trial):
     return 1 / 6
 
 
-@pytest.mark.xdist_group("ray")
 @pytest.mark.parametrize(("pruner", "sent"), [
     ("none", [[0, 1, 2, 3], [4], [5]]),
     (hpo.Pruning(pruner="median", warmup_steps=0), [[0], [1], [2], [3], [4], [5]]),
@@ -577,7 +570,7 @@ FULL_SPACE = {  # the mission's full space, on the digits MLP, short
 }
 
 
-@pytest.mark.parametrize("engine", ["optuna", RAY], indirect=True)  # the simulation runs one trial a worker
+@pytest.mark.parametrize("engine", ["optuna", "ray"], indirect=True)  # the simulation runs one trial a worker
 @pytest.mark.parametrize("strategy", ["random", "tpe"])
 def test_a_space_that_searches_the_batch_size_and_optimizer_trains_in_populations(engine, stores, unique, strategy):
     """Members share their batch size (drawn once per population) and each keeps its own

@@ -21,7 +21,7 @@ from mlflow import MlflowClient
 
 import hpo
 import hpo.tracking._writer
-from conftest import child_runs
+from conftest import child_runs, wait_for
 from hpo.store import to_record
 
 SPACE = """
@@ -47,13 +47,6 @@ def folder_with(tmp_path: Path, objective: str = SLOW, space: str = SPACE) -> Pa
     (tmp_path / "space.yaml").write_text(space)
     (tmp_path / "mine.py").write_text(textwrap.dedent(objective))
     return tmp_path
-
-
-def wait_for(condition, timeout: float = 120.0, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"waited {timeout} s for {what}"
-        time.sleep(0.1)
 
 
 def stores_of(folder: Path) -> tuple[str, str]:

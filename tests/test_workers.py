@@ -18,7 +18,7 @@ from mlflow import MlflowClient
 
 import hpo
 import hpo.strategies
-from conftest import child_runs, digits_space
+from conftest import child_runs, digits_space, wait_for
 from hpo import HpoError, SearchListener, TrialState
 from hpo.dispatch import plan_slots
 from hpo.store import claimed_by, retry_of, to_record
@@ -35,10 +35,13 @@ class Heard(SearchListener):
 
 
 class WarmObjective:
-    """digits_mlp with a setup step that leaves a line per call in a file."""
+    """digits_mlp with a setup step that leaves a line per call in a file; with ``workers``, a
+    trial starts only once that many have set up (on a loaded machine one worker could otherwise
+    run the whole budget before the other is up)."""
 
-    def __init__(self, log: Path) -> None:
+    def __init__(self, log: Path, workers: int = 1) -> None:
         self.log = log
+        self.workers = workers
 
     def setup(self, device):
         with self.log.open("a") as log:
@@ -47,6 +50,7 @@ class WarmObjective:
 
     def __call__(self, params, trial):
         assert trial.context is not None  # what setup returned, on this worker
+        wait_for(lambda: len(self.log.read_text().split()) >= self.workers, timeout=60, what="every worker's setup")
         return digits_mlp(params, trial)
 
 
@@ -65,7 +69,8 @@ def lr_space(points: int) -> hpo.SearchSpace:
 def test_two_cpu_workers_run_exactly_the_budget_with_warm_setup(stores, unique, tmp_path):
     log = tmp_path / "setup.log"
     heard = Heard()
-    result = hpo.search(WarmObjective(log), lr_space(20), strategy="random", n_trials=8, driver=hpo.OptunaOptions(workers=2),
+    result = hpo.search(WarmObjective(log, workers=2), lr_space(20), strategy="random", n_trials=8,
+                        driver=hpo.OptunaOptions(workers=2),
                         experiment=unique, study_name=unique, evaluate_test=False, listener=heard, **stores)
     study = optuna.load_study(study_name=unique, storage=stores["storage"])
     assert len(study.trials) == 8 and len(result.trials) == 8
