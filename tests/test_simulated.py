@@ -9,7 +9,7 @@ import math
 import pytest
 
 import hpo
-from conftest import ROOT
+from conftest import ROOT, digits_space
 from hpo import TrialState
 from hpo.drivers.simulated import ReplayedCurves, SimulatedOptions, run_to_end
 
@@ -84,3 +84,20 @@ def test_replayed_trials_report_their_recorded_curves_and_return_its_best_step(s
         assert trial.curve == [(step, metrics["val_loss"]) for step, _, metrics in recorded]
         assert trial.value == min(metrics["val_loss"] for _, _, metrics in recorded)
         assert trial.duration_s == pytest.approx(sum(seconds for _, seconds, _ in recorded))
+
+
+def test_a_population_asked_of_the_simulation_is_said_to_be_one_trial_a_worker(stores, unique):
+    class Notices(hpo.SearchListener):
+        def __init__(self):
+            self.said: list[str] = []
+
+        def notice(self, text):
+            self.said.append(text)
+
+    heard = Notices()
+    result = hpo.search("digits_mlp", digits_space(epochs=1), driver=SimulatedOptions(workers=2), strategy="random",
+                        n_trials=2, population=4, listener=heard, study_name=unique, experiment=unique,
+                        evaluate_test=False, quiet=True, **stores)
+    assert len(result.trials) == 2
+    assert heard.said == ["population none: the simulated driver runs one trial a virtual worker "
+                          "(population 4 asked)"]

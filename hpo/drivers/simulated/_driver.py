@@ -13,7 +13,7 @@ from typing import Any
 
 from hpo.drivers._base import Driver
 from hpo.drivers.simulated import SimulatedOptions
-from hpo.loop import Started, TrialLoop, record_of, set_up
+from hpo.loop import POPULATION_NOTICE, Started, TrialLoop, record_of, set_up
 from hpo.strategies import WAIT
 from hpo.trial import DONE, Outcome, ReadParams, Trial, ended_by, outcome_of
 
@@ -51,6 +51,9 @@ class SimulatedDriver(Driver):
 
     def run(self, loop: TrialLoop, objective: Callable[..., Any], population: int | str = 1) -> None:
         """Until the budget is claimed and ended; ``population`` is not simulated: one trial a worker."""
+        if population not in (1, "auto"):
+            loop.listener.notice(f"{POPULATION_NOTICE}none: the simulated driver runs one trial a virtual worker "
+                                 f"(population {population} asked)")
         context = set_up(objective, self.device)
         order = itertools.count()
         events = [(self.now, next(order), worker) for worker in range(self.workers)]
