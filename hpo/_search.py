@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from hpo._errors import HpoError
 from hpo._objectives import fingerprint, resolve_objective, unknown_parameters
-from hpo._settings import DEFAULT_SPACE, SearchSettings, population_size
+from hpo._settings import DEFAULT_SPACE, SearchSettings, parse_population
 from hpo.drivers import Driver, DriverOptions, driver_options
 from hpo.loop import POPULATION_NOTICE, Listeners, SearchListener
 from hpo.plan import SearchPlan, SearchResult, differences, pruning_for
@@ -177,7 +177,7 @@ def prepare(
 def check_population(population: int | str, objective: Any, objective_name: str) -> int | str:
     """A population size the objective can honour, made a number, or ``"auto"``."""
     try:
-        size = population_size(population)
+        size = parse_population(population)
     except ValueError as error:
         raise HpoError(str(error), argument="population") from None
     if size != "auto" and int(size) > 1 and not hasattr(objective, "population"):

@@ -10,15 +10,19 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from hpo._errors import HpoError
-from hpo.drivers import DRIVERS, DriverOptions
+from hpo.drivers import DRIVERS, DriverOptions, flags_of
 from hpo.spaces import PRUNERS, Pruning
 from hpo.strategies import AUTO, NAMES, Strategy
 
 DEFAULT_SPACE = "lr_wd"
 """The space ``hpo.search`` and ``make search`` search when none is named."""
+
+
+_CHOICES = {"strategy": list(NAMES), "pruner": list(PRUNERS), "driver": list(DRIVERS)}
+"""The names the fields that take a name or an object know."""
 
 
 def _flag(flag: str | None) -> dict[str, Any]:
@@ -84,33 +88,15 @@ class SearchSettings(BaseModel):
     @classmethod
     def flags(cls) -> dict[str, str]:
         """Each field's flag (``n_trials``: ``--trials``); fields the API alone takes are left out."""
-        flags = {}
-        for name, field in cls.model_fields.items():
-            extra = field.json_schema_extra or {}
-            flag = extra["flag"] if "flag" in extra else f"--{name.replace('_', '-')}"  # type: ignore[operator]
-            if flag is not None:
-                flags[name] = flag
-        return flags
+        return flags_of(cls)
 
-    @field_validator("strategy")
+    @field_validator("strategy", "pruner", "driver")
     @classmethod
-    def _strategy(cls, value: str | Strategy) -> str | Strategy:
-        if isinstance(value, str) and value not in NAMES:
-            raise ValueError(f"unknown strategy {value!r} (choose from {', '.join(NAMES)})")
-        return value
-
-    @field_validator("pruner")
-    @classmethod
-    def _pruner(cls, value: str | Pruning) -> str | Pruning:
-        if isinstance(value, str) and value not in PRUNERS:
-            raise ValueError(f"unknown pruner {value!r} (choose from {', '.join(PRUNERS)})")
-        return value
-
-    @field_validator("driver")
-    @classmethod
-    def _driver(cls, value: str | DriverOptions) -> str | DriverOptions:
-        if isinstance(value, str) and value not in DRIVERS:
-            raise ValueError(f"unknown driver {value!r} (choose from {', '.join(DRIVERS)})")
+    def _known_name(cls, value: Any, info: ValidationInfo) -> Any:
+        """A name is one of the field's choices; an object (a strategy, ``Pruning``, options) is taken."""
+        choices = _CHOICES[str(info.field_name)]
+        if isinstance(value, str) and value not in choices:
+            raise ValueError(f"unknown {info.field_name} {value!r} (choose from {', '.join(choices)})")
         return value
 
     @field_validator("n_trials")
@@ -137,10 +123,10 @@ class SearchSettings(BaseModel):
     @field_validator("population", mode="before")
     @classmethod
     def _population(cls, value: Any) -> int | str:
-        return population_size(value)
+        return parse_population(value)
 
 
-def population_size(value: Any) -> int | str:
+def parse_population(value: Any) -> int | str:
     """A population size as given (``8``, ``"8"``) made a number, or ``"auto"``."""
     if value == "auto":
         return value

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pkgutil
 
 from hpo._errors import HpoError
-from hpo.drivers._base import Driver, DriverOptions
+from hpo.drivers._base import Driver, DriverOptions, flags_of
 
 DRIVERS = {
     "optuna": "hpo.drivers.optuna:OptunaOptions",
@@ -25,4 +25,4 @@ def driver_options(driver: str | DriverOptions) -> DriverOptions:
     return pkgutil.resolve_name(DRIVERS[driver])()
 
 
-__all__ = ["DRIVERS", "Driver", "DriverOptions", "driver_options"]
+__all__ = ["DRIVERS", "Driver", "DriverOptions", "driver_options", "flags_of"]

@@ -14,6 +14,18 @@ if TYPE_CHECKING:
     from hpo.loop import TrialLoop
 
 
+def flags_of(model: type[BaseModel]) -> dict[str, str]:
+    """Each field's command-line flag: ``--field-name``, or the field's own ``flag``
+    (``json_schema_extra={"flag": ...}``); a field whose ``flag`` is None has none."""
+    flags = {}
+    for name, field in model.model_fields.items():
+        extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+        flag = extra.get("flag", f"--{name.replace('_', '-')}")
+        if flag is not None:
+            flags[name] = str(flag)
+    return flags
+
+
 class DriverOptions(BaseModel):
     """How and where an engine runs trials: one typed, validated object per engine."""
 
@@ -26,10 +38,7 @@ class DriverOptions(BaseModel):
     @classmethod
     def flags(cls) -> dict[str, str]:
         """Each option's command-line flag: ``--field-name``, or the field's own ``flag``."""
-        return {
-            name: (field.json_schema_extra or {}).get("flag", f"--{name.replace('_', '-')}")  # type: ignore[union-attr]
-            for name, field in cls.model_fields.items()
-        }
+        return flags_of(cls)
 
     @abc.abstractmethod
     def make(self, home: Path) -> Driver:
