@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import abc
 import binascii
+import itertools
 import math
 import statistics
 from collections.abc import Mapping, Sequence
@@ -70,7 +71,7 @@ class Median(Rule):
         return step >= self.warmup_steps
 
     def judge(self, number: int, step: int, own: Curve, table: StepValues) -> str | None:
-        if step < self.warmup_steps:
+        if not self.may_stop(number, step, -1):
             return None
         others = table.others(step, number)
         if len(others) < max(1, self.warmup_trials):
@@ -107,30 +108,26 @@ class SuccessiveHalving(Rule):
     def rung(self, k: int) -> int:
         return self.min_resource * self.reduction_factor ** (self.min_early_stopping_rate + k)
 
+    def crossed(self, step: int, before: int) -> list[int]:
+        """The rungs a report at ``step`` is the trial's first at or past (its report before: at
+        ``before``): the ones it is judged at."""
+        return [k for k in itertools.takewhile(lambda k: self.rung(k) <= step, itertools.count())
+                if before < self.rung(k)]
+
     def may_stop(self, number: int, step: int, before: int) -> bool:
-        """Only a trial's first report at or past a rung is judged."""
-        k = 0
-        while self.rung(k) <= step:
-            if before < self.rung(k):
-                return True
-            k += 1
-        return False
+        return bool(self.crossed(step, before))
 
     def judge(self, number: int, step: int, own: Curve, table: StepValues) -> str | None:
         value = own[step]
-        before = max((s for s in own if s < step), default=-1)
-        k = 0
-        while self.rung(k) <= step:
+        for k in self.crossed(step, max((s for s in own if s < step), default=-1)):
             rung = self.rung(k)
-            if before < rung:  # this report is the trial's first at or past the rung
-                if math.isnan(value):
-                    return f"at epoch {step}: {self.shown(value)} at rung {k} (epoch {rung})"
-                competing = sorted([*table.others(rung, number), value])
-                keep = max(1, len(competing) // self.reduction_factor)
-                if value > competing[keep - 1]:
-                    return (f"at epoch {step}: {self.shown(value)} not among the best {keep} of {len(competing)} "
-                            f"trials at rung {k} (epoch {rung})")
-            k += 1
+            if math.isnan(value):
+                return f"at epoch {step}: {self.shown(value)} at rung {k} (epoch {rung})"
+            competing = sorted([*table.others(rung, number), value])
+            keep = max(1, len(competing) // self.reduction_factor)
+            if value > competing[keep - 1]:
+                return (f"at epoch {step}: {self.shown(value)} not among the best {keep} of {len(competing)} "
+                        f"trials at rung {k} (epoch {rung})")
         return None
 
 

@@ -9,6 +9,8 @@ import math
 from collections.abc import Callable, Generator, Mapping, Sequence
 from typing import Any
 
+from hpo.spaces import direction_sign
+
 
 class ReplayedCurves:
     """Learning curves recorded from real trials, replayed: a claimed configuration replays the
@@ -24,7 +26,7 @@ class ReplayedCurves:
             raise ValueError("no recorded curves to replay")
         self.records = list(records)
         self.metric = metric
-        self.sign = 1 if direction == "minimize" else -1
+        self.sign = direction_sign(direction)
         names = self.records[0]["params"]
         self._spans = {name: _span([_scaled(r["params"][name]) for r in self.records]) for name in names}
 
