@@ -132,9 +132,7 @@ def finish_pruned(searches: list[dict[str, Any]]) -> None:
                 continue
             key = _key(search["objective"], trial)
             if key not in ended:
-                objective = OBJECTIVES[search["objective"]]
-                params = {**space(search["objective"], EPOCHS[search["objective"]]).fixed, **trial["params"]}
-                ended[key] = finished(objective, params, hpo.Trial(trial["number"], seed=trial["seed"]))
+                ended[key] = trained_alone(search["objective"], trial)
             trial["would_be"] = ended[key]
 
 
@@ -153,10 +151,14 @@ def fill_test(searches: list[dict[str, Any]]) -> None:
             if "test_accuracy" not in trial["metrics"]:
                 key = _key(search["objective"], trial)
                 if key not in tested:
-                    objective = OBJECTIVES[search["objective"]]
-                    params = {**space(search["objective"], EPOCHS[search["objective"]]).fixed, **trial["params"]}
-                    tested[key] = finished(objective, params, hpo.Trial(trial["number"], seed=trial["seed"]))
+                    tested[key] = trained_alone(search["objective"], trial)
                 trial["metrics"]["test_accuracy"] = tested[key]["test_accuracy"]
+
+
+def trained_alone(objective: str, trial: dict) -> dict[str, float]:
+    """A recorded trial's configuration trained alone to its end, with its seed: its metrics and test accuracy."""
+    params = {**space(objective, EPOCHS[objective]).fixed, **trial["params"]}
+    return finished(OBJECTIVES[objective], params, hpo.Trial(trial["number"], seed=trial["seed"]))
 
 
 def _name(objective: str, strategy: str, pruner: str, seed: int, population: int = 1) -> str:
