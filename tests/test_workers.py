@@ -223,6 +223,15 @@ def test_cpu_slots_share_the_cores():
     assert len(plan_slots("auto", gpus="none")) == max(1, (os.cpu_count() or 1) // 2)
 
 
+def test_a_machine_without_a_gpu_driver_plans_cpu_slots_without_importing_torch(tmp_path):
+    """Counting GPUs where no GPU driver is loaded takes no torch import (a second per search)."""
+    code = ("import sys; import hpo.dispatch._slots as slots; "
+            f"slots.GPU_DRIVER_FILES = ({str(tmp_path / 'nvidiactl')!r},); "
+            "print(slots.visible_gpus(), [s.device for s in slots.plan_slots(1, gpus='all')], 'torch' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["0", "['cpu']", "False"]
+
+
 def test_gpu_slots_spread_over_the_gpus_and_pin_through_the_inherited_device_list(monkeypatch):
     """Planning for a machine that shows two GPUs, as CUDA_VISIBLE_DEVICES=4,6 does on a
     shared server (tests/test_gpu.py runs the slots for real where there is a GPU)."""

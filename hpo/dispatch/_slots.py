@@ -51,7 +51,14 @@ def usable_device(device: str) -> str:
     return device if torch.cuda.is_available() else "cpu"
 
 
+GPU_DRIVER_FILES = ("/dev/nvidiactl", "/dev/dxg", "/dev/kfd")
+"""What NVIDIA's driver (on Linux, and under WSL) and AMD's (ROCm) create: without any of them
+there is no GPU for torch to find, and a search need not import torch (a second) to know it."""
+
+
 def visible_gpus() -> int:
+    if not any(os.path.exists(path) for path in GPU_DRIVER_FILES):
+        return 0
     import torch
 
     return torch.cuda.device_count()
