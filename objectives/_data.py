@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,19 +36,21 @@ def _cache_dir() -> Path:
     return Path(os.environ.get("HPO_DATA_DIR", ".hpo/data"))
 
 
-def _mnist1d_arrays() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """MNIST-1D generated locally (4000 train, 1000 test, length 40), cached as .npz."""
-    path = _cache_dir() / "mnist1d.npz"
-    if not path.exists():
-        from mnist1d.data import get_dataset_args, make_dataset
+def _save_whole(path: Path, **arrays: np.ndarray) -> None:
+    """``arrays`` as ``path`` (.npz), which readers see whole or not at all, even with several
+    processes writing it at once."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".npz", delete=False) as tmp:
+        np.savez(tmp, **arrays)
+    Path(tmp.name).replace(path)
 
-        data = make_dataset(get_dataset_args())
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp.npz")
-        np.savez(tmp, x=data["x"], y=data["y"], x_test=data["x_test"], y_test=data["y_test"])
-        tmp.replace(path)
-    with np.load(path) as data:
-        return data["x"], data["y"], data["x_test"], data["y_test"]
+
+def _mnist1d_arrays() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """MNIST-1D generated locally (4000 train, 1000 test, length 40)."""
+    from mnist1d.data import get_dataset_args, make_dataset
+
+    data = make_dataset(get_dataset_args())
+    return data["x"], data["y"], data["x_test"], data["y_test"]
 
 
 def _digits_arrays() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -63,6 +66,23 @@ def _digits_arrays() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
 
 
 LOADERS = {"mnist1d": _mnist1d_arrays, "digits": _digits_arrays}
+SPLITS = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
+
+
+def split_arrays(name: str) -> dict[str, np.ndarray]:
+    """A dataset's train / validation / test arrays, made once and cached as .npz: a process that
+    trains on it later reads them without importing scikit-learn (a second per worker)."""
+    path = _cache_dir() / f"{name}-splits.npz"
+    if not path.exists():
+        from sklearn.model_selection import train_test_split
+
+        x, y, x_test, y_test = LOADERS[name]()
+        x_train, x_val, y_train, y_val = train_test_split(
+            x, y, test_size=VALIDATION_SHARE, stratify=y, random_state=SPLIT_SEED
+        )
+        _save_whole(path, **dict(zip(SPLITS, (x_train, y_train, x_val, y_val, x_test, y_test), strict=True)))
+    with np.load(path) as data:
+        return {key: data[key] for key in SPLITS}
 
 
 def load_splits(name: str, device: str = "cpu") -> Splits:
@@ -73,12 +93,7 @@ def load_splits(name: str, device: str = "cpu") -> Splits:
 
 @functools.lru_cache(maxsize=8)
 def _splits(name: str, device: str, dtype: torch.dtype) -> Splits:
-    from sklearn.model_selection import train_test_split  # scikit-learn takes a second to import: only here
-
-    x, y, x_test, y_test = LOADERS[name]()
-    x_train, x_val, y_train, y_val = train_test_split(
-        x, y, test_size=VALIDATION_SHARE, stratify=y, random_state=SPLIT_SEED
-    )
+    arrays = split_arrays(name)
 
     def features(a: np.ndarray) -> torch.Tensor:
         return torch.as_tensor(a, dtype=dtype, device=device)
@@ -87,6 +102,6 @@ def _splits(name: str, device: str, dtype: torch.dtype) -> Splits:
         return torch.as_tensor(a, dtype=torch.long, device=device)
 
     return Splits(
-        features(x_train), labels(y_train), features(x_val), labels(y_val),
-        features(x_test), labels(y_test), n_classes=int(np.max(y)) + 1,
+        *(features(arrays[key]) if key.startswith("x") else labels(arrays[key]) for key in SPLITS),
+        n_classes=int(max(np.max(arrays[key]) for key in ("y_train", "y_val", "y_test"))) + 1,
     )

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 
@@ -73,3 +75,20 @@ def test_objectives_import_neither_optuna_nor_ray():
     code = "import sys, objectives; print('optuna' in sys.modules, 'ray' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.split() == ["False", "False"]
+
+
+def test_a_later_process_reads_the_cached_splits_without_scikit_learn(tmp_path):
+    """Pool workers and Ray actors load the data that the first process split: the same arrays,
+    without importing scikit-learn (a second each)."""
+    code = ("import sys, json; from objectives._data import load_splits; s = load_splits('digits'); "
+            "print(json.dumps([s.y_val.tolist(), 'sklearn' in sys.modules]))")
+    env = {**os.environ, "HPO_DATA_DIR": str(tmp_path)}
+
+    def load() -> list:
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+        return json.loads(done.stdout)
+
+    first_val, first_imported = load()
+    later_val, later_imported = load()
+    assert first_imported and not later_imported
+    assert later_val == first_val and len(later_val) > 100
