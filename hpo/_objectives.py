@@ -33,9 +33,9 @@ def unknown_parameters(space: Any, objective_name: str) -> list[str]:
     """Warnings for the space's parameters no built-in objective reads: for a built-in objective
     every one (its value would change nothing), for the user's own those that look like a
     misspelt built-in one (``batchsize``: did you mean ``batch_size``?)."""
-    from objectives import OBJECTIVES, PARAMETERS
+    from objectives import NAMES, PARAMETERS
 
-    built_in = objective_name in OBJECTIVES
+    built_in = objective_name in NAMES
     said = []
     for kind, names in (("searched parameter", space.params), ("fixed value", space.fixed)):
         for name in names:
@@ -75,12 +75,12 @@ def _find(spec: str | Callable[..., Any] | None, default: str | None) -> tuple[C
     if not name:
         raise HpoError("none given and the space names no default 'objective'", argument="objective")
     if ":" not in name:
-        from objectives import OBJECTIVES
+        import objectives
 
-        if name not in OBJECTIVES:
-            message = f"unknown objective {name!r} (built-in: {', '.join(OBJECTIVES)})"
+        if name not in objectives.NAMES:
+            message = f"unknown objective {name!r} (built-in: {', '.join(objectives.NAMES)})"
             raise HpoError(message, argument="objective")
-        return OBJECTIVES[name], name
+        return getattr(objectives, name), name
     where, _, attr = name.rpartition(":")
     try:
         if where.endswith(".py"):

@@ -1,19 +1,29 @@
 """Built-in objectives: real PyTorch training on data generated or shipped locally.
 
-Each is ``objective(params, trial)``; none imports Optuna or Ray.
+Each is ``objective(params, trial)``; none imports Optuna or Ray. Their names and parameters are
+read without importing torch (a search of the user's own objective never needs it); the
+objectives themselves load on first use.
 """
 
-from hpo.population import TRAINING_DEFAULTS
-from objectives._training import ClassifierObjective
-from objectives.models import build_cnn1d, build_mlp
+from typing import Any
 
-mnist1d_mlp = ClassifierObjective("mnist1d", build_mlp)
-mnist1d_cnn = ClassifierObjective("mnist1d", build_cnn1d)
-digits_mlp = ClassifierObjective("digits", build_mlp)
+from hpo.plan import TRAINING_DEFAULTS
 
-OBJECTIVES = {"mnist1d_mlp": mnist1d_mlp, "mnist1d_cnn": mnist1d_cnn, "digits_mlp": digits_mlp}
+NAMES = ("mnist1d_mlp", "mnist1d_cnn", "digits_mlp")
+"""The built-in objectives, by the name a space or ``--objective`` gives them."""
 
 PARAMETERS = (*TRAINING_DEFAULTS, "hidden", "channels")
 """Every parameter a built-in objective reads."""
 
-__all__ = ["OBJECTIVES", "PARAMETERS", "ClassifierObjective", "digits_mlp", "mnist1d_cnn", "mnist1d_mlp"]
+_LOADED_ON_USE = {"OBJECTIVES", "ClassifierObjective", *NAMES}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LOADED_ON_USE:
+        from objectives import _builtins
+
+        return getattr(_builtins, name)
+    raise AttributeError(f"module 'objectives' has no attribute {name!r}")
+
+
+__all__ = ["NAMES", "OBJECTIVES", "PARAMETERS", "ClassifierObjective", "digits_mlp", "mnist1d_cnn", "mnist1d_mlp"]

@@ -3,6 +3,7 @@ the one line expected when something is wrong."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -14,6 +15,7 @@ from mlflow import MlflowClient
 
 import hpo
 from conftest import child_runs
+from hpo.dispatch import plan_slots
 from hpo.store import to_record
 
 SPACE = """
@@ -157,6 +159,33 @@ def test_a_script_without_a_main_guard_runs_with_workers(tmp_path):
     done = subprocess.run([sys.executable, "search.py"], cwd=folder, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
     assert done.stdout.strip().splitlines() == ["best 0.0001"]  # the script ran once, in its own process
+
+
+def test_an_objective_without_torch_runs_without_loading_it_and_its_workers_keep_their_threads(tmp_path):
+    """Torch takes seconds to load: a search, and each worker, leaves it to the objective that needs it."""
+    objective = """
+    import os, sys
+
+    def objective(params, trial):
+        loaded = "torch" in sys.modules
+        import torch
+        with open(f"seen-{os.getpid()}.txt", "a") as seen:
+            seen.write(f"{loaded} {torch.get_num_threads()}\\n")
+        return params["lr"]
+    """
+    folder = user_folder(tmp_path, objective)
+    env = {name: value for name, value in os.environ.items() if name != "OMP_NUM_THREADS"}
+    for workers in ("1", "2"):
+        done = subprocess.run([str(Path(sys.executable).with_name("hpo")), "search", "space.yaml", "--objective",
+                               "mine.py:objective", "--strategy", "grid", "--trials", "4", "--workers", workers,
+                               "--seed", workers],
+                              cwd=folder, env=env, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr
+        first_calls = [path.read_text().splitlines()[0].split() for path in folder.glob("seen-*.txt")]
+        assert first_calls and all(loaded == "False" for loaded, _ in first_calls), (workers, first_calls)
+        for path in folder.glob("seen-*.txt"):
+            path.unlink()
+    assert {int(threads) for _, threads in first_calls} == {plan_slots(2)[0].threads}  # each worker's share
 
 
 def test_a_misspelt_key_is_named_as_written(tmp_path):

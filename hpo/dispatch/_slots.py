@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 from dataclasses import dataclass
 
 from hpo._errors import HpoError
@@ -31,10 +32,13 @@ class DeviceSlot:
 
     def pin(self) -> DeviceSlot:
         """Pin the current, fresh process to this slot (before torch touches CUDA); returns
-        the slot as the process now sees it: its GPU is the only one, ``cuda:0``."""
-        import torch
-
-        torch.set_num_threads(self.threads)
+        the slot as the process now sees it: its GPU is the only one, ``cuda:0``. Torch takes
+        its threads from ``OMP_NUM_THREADS`` when it loads, so an objective that never imports
+        torch never pays for it."""
+        if "torch" in sys.modules:
+            sys.modules["torch"].set_num_threads(self.threads)
+        else:
+            os.environ["OMP_NUM_THREADS"] = str(self.threads)
         if self.gpu is None:
             return self
         os.environ["CUDA_VISIBLE_DEVICES"] = str(self.cuda_visible_devices)

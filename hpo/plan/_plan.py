@@ -16,6 +16,13 @@ PER_MEMBER = ("lr", "weight_decay", "momentum", "dropout", "patience", "optimize
 trains each member with its own). The batch size, and what the model is built from (width,
 depth...), group a population: its members share them."""
 
+TRAINING_DEFAULTS: dict[str, Any] = {
+    "lr": 1e-3, "weight_decay": 0.0, "dropout": 0.1, "batch_size": 64, "optimizer": "adamw", "momentum": 0.9,
+    "schedule": "cosine", "epochs": 25, "patience": 5,
+}
+"""The training hyperparameters of the built-in procedure (``hpo.population.fit``) that a
+trial's parameters leave out."""
+
 
 @dataclass(frozen=True)
 class SearchPlan:

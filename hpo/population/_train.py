@@ -18,20 +18,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, stack_module_state, vmap
 
-from hpo.plan import PER_MEMBER
+from hpo.plan import PER_MEMBER, TRAINING_DEFAULTS
 from hpo.population._heap import keep_freed_memory
 from hpo.population._optim import OPTIMIZERS, SCHEDULES, MemberSchedule, StackedOptimizer
 from hpo.trial import TIMEOUT, Outcome, Trial, TrialState, ended_by, outcome_of
 
 MOMENTUM_OPTIMIZERS = ("sgd_momentum", "nesterov")
 """The optimizers that read ``momentum``."""
-
-TRAINING_DEFAULTS: dict[str, Any] = {
-    "lr": 1e-3, "weight_decay": 0.0, "dropout": 0.1, "batch_size": 64, "optimizer": "adamw", "momentum": 0.9,
-    "schedule": "cosine", "epochs": 25, "patience": 5,
-}
-"""What a member's parameters leave out."""
-
 
 @dataclass(frozen=True)
 class Recipe:
