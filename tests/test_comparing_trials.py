@@ -120,3 +120,27 @@ def _with_uri(result, uri: str):
     import dataclasses
 
     return dataclasses.replace(result, tracking_uri=uri)
+
+
+def test_importances_are_drawn_once_the_best_tenth_holds_two_trials(stores, unique, tmp_path):
+    """PED-ANOVA from one best trial would rank noise: the report says so until there are enough."""
+    from hpo.drivers.simulated import SimulatedOptions
+    from hpo.reporting import IMPORTANCE_MIN_TRIALS
+
+    space = hpo.SearchSpace.model_validate({
+        "name": "two", "metric": "loss", "direction": "minimize",
+        "params": {"lr": {"type": "float", "low": 1e-4, "high": 0.1, "log": True},
+                   "momentum": {"type": "float", "low": 0.5, "high": 0.99}}})
+
+    def search(n_trials: int) -> Path:
+        return hpo.search(lambda params, trial: params["lr"] * params["momentum"], space, strategy="random",
+                          n_trials=n_trials, driver=SimulatedOptions(workers=2), study_name=unique,
+                          experiment=unique, evaluate_test=False, quiet=True, home=tmp_path, **stores).report
+
+    few = search(IMPORTANCE_MIN_TRIALS - 1)
+    assert (few.parent / "parallel.png").exists() and not (few.parent / "importances.png").exists()
+    assert (f"Parameter importances are drawn from {IMPORTANCE_MIN_TRIALS} complete trials on "
+            f"({IMPORTANCE_MIN_TRIALS - 1} so far)") in few.read_text()
+    enough = search(IMPORTANCE_MIN_TRIALS)  # the same study, one trial more
+    assert (enough.parent / "importances.png").exists()
+    assert "Parameter importances (PED-ANOVA)" in enough.read_text() and "so far)" not in enough.read_text()

@@ -30,6 +30,11 @@ if TYPE_CHECKING:
 ENDED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAILED)
 MARKERS = {TrialState.COMPLETE: "o", TrialState.PRUNED: "x"}
 
+IMPORTANCE_MIN_TRIALS = 11
+"""PED-ANOVA weighs where the best tenth of the trials lies against all of them, and needs two
+trials in that tenth to say where (Optuna's guide asks for five): with fewer complete trials the
+importances would rank noise, so they are not drawn."""
+
 
 @dataclass(frozen=True)
 class RankedTrial:
@@ -113,11 +118,12 @@ def _plots(store: TrialStore, trials: list[TrialRecord], plan: Any, out: Path) -
     if len(complete) >= 2 and space.params:
         save(f"{space.metric} against each parameter (log axis where log-scaled)", "slice",
              lambda: optuna_plots.plot_slice(study, **target))
-    if len(complete) >= 3 and len(space.params) >= 2:
+    if len(complete) >= IMPORTANCE_MIN_TRIALS and len(space.params) >= 2:
         # PED-ANOVA: fANOVA's random forest took 6 s for 200 trials on 2 cores, this a fraction of one
         evaluator = optuna.importance.PedAnovaImportanceEvaluator()
         save("Parameter importances (PED-ANOVA)", "importances",
              lambda: optuna_plots.plot_param_importances(study, evaluator=evaluator, **target))
+    if len(complete) >= 3 and len(space.params) >= 2:
         save("Parallel coordinates", "parallel", lambda: optuna_plots.plot_parallel_coordinate(study, **target))
     plt.close("all")
     return drawn
@@ -216,6 +222,9 @@ def _html(plan: Any, rows: list[RankedTrial], plots: dict[str, Path], test: Mapp
     for title, path in plots.items():
         data = base64.b64encode(path.read_bytes()).decode()
         parts.append(f"<h2>{e(title)}</h2><img alt='{e(title)}' src='data:image/png;base64,{data}'>")
+    if len(space.params) >= 2 and counts[TrialState.COMPLETE] < IMPORTANCE_MIN_TRIALS:
+        parts.append(f"<p>Parameter importances are drawn from {IMPORTANCE_MIN_TRIALS} complete trials on "
+                     f"({counts[TrialState.COMPLETE]} so far): with fewer they would rank noise.</p>")
     parts.append("<h2>Leaderboard</h2><p>Pruned trials rank by their best value before they were stopped.</p>")
     header = ["#", "trial", "state", space.metric, "stage", *names, "how it ended", "MLflow run"]
     parts.append("<table><tr>" + "".join(f"<th>{e(h)}</th>" for h in header) + "</tr>")
