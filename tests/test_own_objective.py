@@ -142,49 +142,34 @@ def test_a_metric_the_objective_does_not_report_stops_after_the_first_trial(tmp_
         "the space's metric after what the objective reports (the first trial failed so; the search stops)")
 
 
-def test_a_script_without_a_main_guard_runs_with_workers(tmp_path):
+def test_a_script_without_a_main_guard_runs_with_workers_and_loads_no_torch_it_does_not_need(tmp_path):
+    """Torch takes seconds to load: the search, and each worker, leave it to the objective that
+    needs it, and a worker's torch still keeps to the worker's share of the cores."""
     script = """
-    import hpo
-
-    def objective(params, trial):
-        for step in range(3):
-            trial.report(step, val_loss=params["lr"] + 1 / (step + 1))
-        return params["lr"]
-
-    result = hpo.search(objective, "space.yaml", strategy="grid", n_trials=8, driver=hpo.OptunaOptions(workers=2))
-    print("best", result.best_params["lr"])
-    """
-    folder = user_folder(tmp_path, "")
-    (folder / "search.py").write_text(textwrap.dedent(script))
-    done = subprocess.run([sys.executable, "search.py"], cwd=folder, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
-    assert done.stdout.strip().splitlines() == ["best 0.0001"]  # the script ran once, in its own process
-
-
-def test_an_objective_without_torch_runs_without_loading_it_and_its_workers_keep_their_threads(tmp_path):
-    """Torch takes seconds to load: a search, and each worker, leaves it to the objective that needs it."""
-    objective = """
     import os, sys
+    import hpo
 
     def objective(params, trial):
         loaded = "torch" in sys.modules
         import torch
         with open(f"seen-{os.getpid()}.txt", "a") as seen:
             seen.write(f"{loaded} {torch.get_num_threads()}\\n")
+        for step in range(3):
+            trial.report(step, val_loss=params["lr"] + 1 / (step + 1))
         return params["lr"]
+
+    result = hpo.search(objective, "space.yaml", strategy="grid", n_trials=8, driver=hpo.OptunaOptions(workers=2))
+    print("best", result.best_params["lr"], "torch" in sys.modules)
     """
-    folder = user_folder(tmp_path, objective)
+    folder = user_folder(tmp_path, "")
+    (folder / "search.py").write_text(textwrap.dedent(script))
     env = {name: value for name, value in os.environ.items() if name != "OMP_NUM_THREADS"}
-    for workers in ("1", "2"):
-        done = subprocess.run([str(Path(sys.executable).with_name("hpo")), "search", "space.yaml", "--objective",
-                               "mine.py:objective", "--strategy", "grid", "--trials", "4", "--workers", workers,
-                               "--seed", workers],
-                              cwd=folder, env=env, capture_output=True, text=True, timeout=600)
-        assert done.returncode == 0, done.stderr
-        first_calls = [path.read_text().splitlines()[0].split() for path in folder.glob("seen-*.txt")]
-        assert first_calls and all(loaded == "False" for loaded, _ in first_calls), (workers, first_calls)
-        for path in folder.glob("seen-*.txt"):
-            path.unlink()
+    done = subprocess.run([sys.executable, "search.py"], cwd=folder, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+    assert done.stdout.strip().splitlines() == ["best 0.0001 False"]  # the script ran once, in its own process
+    first_calls = [path.read_text().splitlines()[0].split() for path in folder.glob("seen-*.txt")]
+    assert first_calls and all(loaded == "False" for loaded, _ in first_calls), first_calls
     assert {int(threads) for _, threads in first_calls} == {plan_slots(2)[0].threads}  # each worker's share
 
 
