@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +14,7 @@ import pytest
 from mlflow import MlflowClient
 
 import hpo
-from conftest import child_runs, pruned_grid_search
+from conftest import ROOT, child_runs, pruned_grid_search
 from hpo.reporting._terminal import mlflow_pointer
 
 
@@ -88,6 +89,7 @@ def test_the_printed_link_lands_on_the_search_where_its_store_is_served(pruned_s
     filtered = f"searchFilter=tags.%60hpo.study_run%60%20%3D%20%27{result.parent_run_id}%27"
     monkeypatch.setenv("HPO_UI_URL", "http://0.0.0.0:5123")
     project = home.parent if home.name == ".hpo" else _as_project(home, tmp_path)
+    shutil.copy(ROOT / "Makefile", project / "Makefile")  # the repository's, whose `make ui` serves .hpo
     served = mlflow_pointer(result, cwd=project)
     assert result.view_key  # the search's saved view: its filter, ranking, columns and charts
     assert (f"http://0.0.0.0:5123/#/experiments/{result.experiment_id}/runs?viewStateShareKey={result.view_key}"
@@ -98,6 +100,9 @@ def test_the_printed_link_lands_on_the_search_where_its_store_is_served(pruned_s
     assert ranked in without_view and filtered in without_view
     elsewhere = mlflow_pointer(result, cwd=tmp_path)
     assert f"mlflow ui --backend-store-uri {result.tracking_uri}" in elsewhere and "5123" not in elsewhere
+    (project / "Makefile").unlink()  # the user's own folder: the search's store is there, `make ui` is not
+    own_folder = mlflow_pointer(result, cwd=project)
+    assert "make ui" not in own_folder and f"mlflow ui --backend-store-uri {result.tracking_uri}" in own_folder
     server = mlflow_pointer(_with_uri(result, "http://tracking.example:5000"))
     assert f"http://tracking.example:5000/#/experiments/{result.experiment_id}/runs?" in server
 

@@ -158,16 +158,29 @@ def runs_url(base: str, result: SearchResult) -> str:
     return f"{base.rstrip('/')}/#/experiments/{result.experiment_id}/runs?{query}"
 
 
+def serves_ui(makefile: Path) -> bool:
+    """Whether ``makefile`` is one whose ``make ui`` serves ``.hpo/mlflow.db`` (hpo's own): a
+    search run from the user's own folder is told the ``mlflow ui`` command instead."""
+    try:
+        text = makefile.read_text(errors="replace")
+    except OSError:
+        return False
+    return "\nui:" in text and ".hpo/mlflow.db" in text
+
+
 def mlflow_pointer(result: SearchResult, cwd: Path | None = None) -> str:
     """Where to see the search in MLflow: a link that lands on its trials, ranked. For the SQLite
-    store that ``make ui`` serves, at ``make ui``'s address (``HPO_UI_URL``, which ``make search``
-    sets from ``HOST``/``PORT``); for a tracking server, at the server; otherwise, how to serve it."""
+    store that ``make ui`` serves, where hpo's Makefile is at hand, at ``make ui``'s address
+    (``HPO_UI_URL``, which ``make search`` sets from ``HOST``/``PORT``); for a tracking server,
+    at the server; otherwise, how to serve it."""
     uri = result.tracking_uri
     where = f"MLflow: experiment {result.experiment!r} (id {result.experiment_id}), search run {result.parent_run_id}"
     if uri.startswith(("http://", "https://")):
         return f"{where}\n  {runs_url(uri, result)}"
-    served = ((cwd or Path.cwd()) / ".hpo" / "mlflow.db").resolve()
-    if uri.startswith("sqlite:///") and Path(uri.removeprefix("sqlite:///")).resolve() == served:
+    folder = cwd or Path.cwd()
+    served = (folder / ".hpo" / "mlflow.db").resolve()
+    if (uri.startswith("sqlite:///") and Path(uri.removeprefix("sqlite:///")).resolve() == served
+            and serves_ui(folder / "Makefile")):
         base = os.environ.get("HPO_UI_URL", "http://127.0.0.1:5000")
         return f"{where}\n  `make ui` serves it: {runs_url(base, result)}"
     return (f"{where} in {uri}\n  serve it with `mlflow ui --backend-store-uri {uri}`, then open "
