@@ -94,7 +94,10 @@ def _find(spec: str | Callable[..., Any] | None, default: str | None) -> tuple[C
         raise HpoError(f"cannot import {where!r}: {error}", argument="objective") from None
     objective = getattr(module, attr, None)
     if not callable(objective):
-        raise HpoError(f"{where!r} has no callable {attr!r}", argument="objective")
+        callables = [name for name, value in vars(module).items() if callable(value) and not name.startswith("_")]
+        close = difflib.get_close_matches(attr, callables, n=1)
+        guess = f"; did you mean {close[0]!r}?" if close else ""
+        raise HpoError(f"{where!r} has no callable {attr!r}{guess}", argument="objective")
     return objective, name
 
 

@@ -135,7 +135,7 @@ def prepare(
     space_path = None
     if not isinstance(space, SearchSpace):
         space_path = resolve_space_path(space)
-        space = load_space(space_path)
+        space = load_space(space)
     options = driver_options(given.driver)
     planner = make_strategy(given.strategy, given.seed, space)
     function, objective_name = resolve_objective(given.objective, space.objective)

@@ -173,6 +173,17 @@ def test_a_script_without_a_main_guard_runs_with_workers_and_loads_no_torch_it_d
     assert {int(threads) for _, threads in first_calls} == {plan_slots(2)[0].threads}  # each worker's share
 
 
+@pytest.mark.parametrize(("name", "line"), [
+    ("mine.py:objectiv", "'mine.py' has no callable 'objectiv'; did you mean 'objective'?"),
+    ("mine.py:train", "'mine.py' has no callable 'train'"),
+])
+def test_a_misspelt_objective_name_is_answered_with_the_closest_function(tmp_path, monkeypatch, name, line):
+    monkeypatch.chdir(user_folder(tmp_path, "def objective(params, trial):\n    return 1.0\n"))
+    with pytest.raises(hpo.HpoError) as error:
+        hpo.prepare(name, "space.yaml")
+    assert (error.value.argument, error.value.message) == ("objective", line)
+
+
 def test_a_misspelt_key_is_named_as_written(tmp_path):
     folder = user_folder(tmp_path, "", SPACE.replace("high: 0.1,", "hihg: 0.1,"))
     done = hpo_cli(folder, "search", "space.yaml")

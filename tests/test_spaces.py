@@ -82,6 +82,15 @@ def test_missing_file_is_refused(tmp_path):
         load_space(tmp_path / "nowhere.yaml")
 
 
+def test_a_misspelt_space_name_is_answered_with_the_spaces_there_are(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "search_spaces").mkdir()
+    (tmp_path / "search_spaces" / "mine.yaml").write_text("metric: loss\nparams: {}\n")
+    with pytest.raises(HpoError, match=r"^search_spaces/lr-wd\.yaml: search space file not found \(did you mean "
+                       r"'lr_wd'\? spaces by name: batch_size, dropout, full, lr_wd, mine, optimizer\)$"):
+        load_space("lr-wd")
+
+
 @pytest.mark.parametrize("name", ["lr_wd", "dropout", "batch_size", "optimizer", "full"])
 def test_bundled_spaces_load_and_their_grids_lie_inside(name):
     space = load_space(name)

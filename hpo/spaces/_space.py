@@ -132,6 +132,17 @@ def resolve_space_path(space: str | Path) -> Path:
     return Path("search_spaces") / f"{space}.yaml"
 
 
+def _named_spaces_hint(space: str | Path) -> str:
+    """For a bare name (``lr-wd``), the names there are, the closest first."""
+    if isinstance(space, Path) or Path(space).suffix or Path(space).parent != Path("."):
+        return ""
+    folders = (Path("search_spaces"), bundled_spaces())
+    names = sorted({path.stem for folder in folders for path in folder.glob("*.yaml")})
+    close = difflib.get_close_matches(space, names, n=1)
+    guess = f"did you mean {close[0]!r}? " if close else ""
+    return f" ({guess}spaces by name: {', '.join(names)})"
+
+
 def bundled_spaces() -> Path:
     """The folder of the spaces installed with hpo (the ``search_spaces`` package's data)."""
     return Path(str(importlib.resources.files("search_spaces")))
@@ -141,7 +152,7 @@ def load_space(space: str | Path) -> SearchSpace:
     """Read and validate a space file; any mistake raises ``HpoError`` naming file and parameter."""
     path = resolve_space_path(space)
     if not path.is_file():
-        raise HpoError(f"{path}: search space file not found")
+        raise HpoError(f"{path}: search space file not found{_named_spaces_hint(space)}")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError:
