@@ -148,6 +148,15 @@ def worker(study_name: str, storage: str, population: str, **flags: Any) -> None
     console.print(f"hpo worker: ran {ran} trials of {study_name!r}; the budget is claimed")
 
 
+def _click_line(error: click.ClickException) -> str:
+    """Click's refusal in hpo's own form: a bad value leads with its flag (``--timeout: '5x' is
+    not a valid float.``), as hpo's own checks do."""
+    param = getattr(error, "param", None)
+    if type(error) is click.BadParameter and param is not None and param.opts:
+        return f"{max(param.opts, key=len)}: {error.message}"
+    return error.format_message()
+
+
 def main() -> None:
     """Entry point: user errors become one line on stderr and exit code 2, never a traceback."""
     try:
@@ -157,7 +166,7 @@ def main() -> None:
         console.print(f"[red]hpo: error:[/] {escape(text)}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except click.ClickException as error:
-        console.print(f"[red]hpo: error:[/] {escape(error.format_message())}", highlight=False, soft_wrap=True)
+        console.print(f"[red]hpo: error:[/] {escape(_click_line(error))}", highlight=False, soft_wrap=True)
         sys.exit(error.exit_code)
     except (KeyboardInterrupt, click.exceptions.Abort) as stop:  # click turns Ctrl-C into Abort
         if isinstance(stop, Terminated) or isinstance(stop.__cause__, Terminated):
