@@ -574,12 +574,12 @@ FULL_SPACE = {  # the mission's full space, on the digits MLP, short
 @pytest.mark.parametrize("strategy", ["random", "tpe"])
 def test_a_space_that_searches_the_batch_size_and_optimizer_trains_in_populations(engine, stores, unique, strategy):
     """Members share their batch size (drawn once per population) and each keeps its own
-    optimizer: a population holds several, and its rows are refilled from its group, in this
-    process or in a Ray actor alike."""
+    optimizer: a population holds several, and the rows of members pruned at the first rung are
+    refilled from its group while the rest train on, in this process or in a Ray actor alike."""
     space = hpo.SearchSpace.model_validate({"name": "full", "metric": "val_loss", "direction": "minimize",
-                                            "objective": "digits_mlp", "params": FULL_SPACE, "fixed": {"epochs": 2}})
+                                            "objective": "digits_mlp", "params": FULL_SPACE, "fixed": {"epochs": 3}})
     result = engine("digits_mlp", space, strategy=strategy, n_trials=20, population=6, experiment=unique,
-                    study_name=unique, evaluate_test=False)
+                    study_name=unique, evaluate_test=False, pruner="successive-halving")
     assert len(result.trials) == 20 and all(t.state is not TrialState.FAILED for t in result.trials)
     groups: dict[str, list] = {}
     for run in child_runs(stores["tracking_uri"], result.parent_run_id):

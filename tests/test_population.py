@@ -7,6 +7,7 @@ import math
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import optuna
 import pytest
@@ -280,6 +281,35 @@ def test_a_search_with_populations_keeps_every_trial_its_own(stores, unique):
         assert steps == list(range(1, len(steps) + 1))
         assert [m.step for m in client.get_metric_history(run.info.run_id, "initial_val_loss")] == [0]
         assert run.info.status == {"complete": "FINISHED", "pruned": "KILLED"}[run.data.tags["hpo.state"]]
+
+
+@pytest.mark.parametrize("n_trials", [8, 16])
+def test_a_small_budget_still_draws_its_batch_size_more_than_once(stores, unique, n_trials):
+    """A population whose members all end together ends, and the next draws its group afresh; and
+    no group takes more than half the budget. (A budget of 2K went to one batch size before.)"""
+    space = hpo.SearchSpace.model_validate({
+        "name": "batch", "metric": "val_loss", "direction": "minimize", "objective": "digits_mlp", "fixed": {"epochs": 2},
+        "params": {"lr": {"type": "float", "low": 1e-4, "high": 0.05, "log": True},
+                   "batch_size": {"type": "int", "low": 32, "high": 256, "log": True}}})
+    result = hpo.search("digits_mlp", space, strategy="random", n_trials=n_trials, population=4, experiment=unique,
+                        study_name=unique, evaluate_test=False, **stores)
+    assert len(result.trials) == n_trials
+    groups: dict[str, set] = {}
+    for run in child_runs(stores["tracking_uri"], result.parent_run_id):
+        groups.setdefault(run.data.tags["hpo.population"], set()).add(run.data.params["batch_size"])
+    assert all(len(sizes) == 1 for sizes in groups.values()) and len(groups) == n_trials // 4
+    assert len(set().union(*groups.values())) > 1
+
+
+def test_a_group_takes_two_populations_worth_but_never_more_than_half_a_budget_beyond_one():
+    from hpo.loop import group_quota
+    from hpo.strategies import STRATEGIES
+
+    def quota(strategy: str, n_trials: int, size: int) -> int | None:
+        return group_quota(SimpleNamespace(strategy=STRATEGIES[strategy](), n_trials=n_trials), size)
+
+    assert [quota("random", n, 8) for n in (8, 16, 24, 32, 1000)] == [8, 8, 12, 16, 16]
+    assert quota("tpe", 64, 32) == 32 and quota("grid", 16, 8) is None  # a grid's groups are its points
 
 
 def plain(params, trial):

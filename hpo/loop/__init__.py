@@ -5,6 +5,7 @@ from hpo.loop._listener import POPULATION_NOTICE, Listeners, SearchListener
 from hpo.loop._loop import (
     Started,
     TrialLoop,
+    group_quota,
     make_trial,
     population_size,
     population_tags,
@@ -17,7 +18,7 @@ from hpo.loop._loop import (
 )
 
 __all__ = [
-    "POPULATION_NOTICE", "Listeners", "SearchListener", "Started", "TrialLoop", "make_trial",
+    "POPULATION_NOTICE", "Listeners", "SearchListener", "Started", "TrialLoop", "group_quota", "make_trial",
     "population_size", "population_tags", "record_of", "run_population", "run_trial", "set_up", "work",
     "worker_name",
 ]

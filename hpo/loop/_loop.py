@@ -130,20 +130,29 @@ def population_tags(first: int, size: int) -> dict[str, str]:
     return {"hpo.population": f"{worker_name()}/{first}", "hpo.population_size": str(size)}
 
 
+def group_quota(plan: SearchPlan, size: int) -> int | None:
+    """How many trials a population of ``size`` takes from its group of shape parameters (batch
+    size, width): the strategy's share (2K), but at most half the budget where that is more than
+    K, so that a budget of 2K or less still draws its shape parameters more than once. None:
+    what the strategy has (a grid's groups are its own)."""
+    share = plan.strategy.group_share
+    return None if share is None else min(share * size, max(size, plan.n_trials // 2))
+
+
 def run_population(plan: SearchPlan, objective: Any, claims: list[Claim], *, device: str,
                    trial_of: Callable[[Claim], Trial], claim_more: Callable[[int, dict[str, Any]], list[Claim]],
                    finished: Callable[[list[tuple[Claim, TrialRecord]]], None], node: str | None = None) -> None:
     """Train claimed trials of one group (their shape parameters alike) as one population with
     the objective's recipe: the records of the members that stopped at an epoch's end go to
-    ``finished`` together, and their rows to
-    trials of the same group from ``claim_more(count, like)``, while the strategy's share of the
-    group lasts. Written once for this process and a Ray actor alike."""
+    ``finished`` together, and their rows to trials of the same group from
+    ``claim_more(count, like)`` while others train on and the group's quota lasts; once every
+    member has stopped, the population ends and the next claim draws its group afresh. Written
+    once for this process and a Ray actor alike."""
     from hpo.population import train_population
 
     members: dict[int, tuple[Claim, ReadParams, float]] = {}
     like = {key: value for key, value in claims[0].params.items() if key in plan.shape_params}
-    share = plan.strategy.group_share if like else None
-    quota = None if share is None else share * len(claims)
+    quota = group_quota(plan, len(claims)) if like else None
 
     def joined(batch: list[Claim]) -> list[tuple[ReadParams, Trial]]:
         given = []
@@ -154,6 +163,8 @@ def run_population(plan: SearchPlan, objective: Any, claims: list[Claim], *, dev
         return given
 
     def refill(count: int) -> list[tuple[ReadParams, Trial]]:
+        if like and count >= len(claims):  # every member stopped at once: the next group is a draw of its own
+            return []
         if quota is not None:
             count = min(count, quota - len(members))
         return joined(claim_more(count, like)) if count > 0 else []

@@ -34,8 +34,9 @@ class _Settings:
     group_share: ClassVar[int | None] = 2
     """How many trials a population of K takes from one group of shape parameters (batch size,
     width...), in Ks: its first K and one refill of each row, after which it drains and the next
-    population draws its group afresh, so that every group is a draw of its own. None: as many
-    as the strategy has (a grid's groups are its own)."""
+    population draws its group afresh, so that every group is a draw of its own; never more than
+    half the budget beyond the first K (``hpo.loop.group_quota``). None: as many as the strategy
+    has (a grid's groups are its own)."""
 
     def __init__(self, seed: int = 0) -> None:
         self.seed = seed
