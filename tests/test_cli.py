@@ -116,3 +116,28 @@ def test_the_default_strategy_is_coarse_to_fine_for_two_parameters_and_tpe_for_m
     assert (lr_wd.strategy.name, full.strategy.name) == ("coarse-to-fine", "tpe")
     assert (lr_wd.study_name, full.study_name) == ("lr_wd-mnist1d_mlp-coarse-to-fine-seed0", "full-mnist1d_mlp-tpe-seed0")
     assert not (tmp_path / "optuna.db").exists()  # prepared, nothing written yet
+
+
+def test_a_summary_sent_to_a_file_or_a_pipe_keeps_every_column_and_line_whole(stores, unique, tmp_path):
+    """Rich fits what is not a terminal to 80 columns: a wide leaderboard came out as 'tri…'."""
+    import io
+
+    from rich.console import Console
+
+    from hpo.drivers.simulated import SimulatedOptions
+    from hpo.reporting._terminal import print_summary
+
+    names = ["learning_rate", "weight_decay", "dropout_rate", "momentum_term", "label_smoothing", "warmup_fraction"]
+    space = hpo.SearchSpace.model_validate({
+        "name": "wide", "metric": "validation_loss", "direction": "minimize",
+        "params": {name: {"type": "float", "low": 0.001, "high": 0.9} for name in names}})
+    result = hpo.search(lambda params, trial: sum(params.values()), space, strategy="random", n_trials=3,
+                        driver=SimulatedOptions(workers=1), study_name=f"{unique}-a-study-name-long-enough-to-wrap",
+                        experiment=unique, evaluate_test=False, quiet=True, home=tmp_path, **stores)
+    out = io.StringIO()
+    print_summary(result, Console(file=out))
+    printed = out.getvalue()
+    assert "…" not in printed and max(len(line) for line in printed.splitlines()) > 80
+    assert f"{result.study_name}: 3 trials (3 complete, 0 pruned, 0 failed)" in printed.splitlines()
+    header = next(line for line in printed.splitlines() if "learning_rate" in line)
+    assert all(name in header for name in names)

@@ -100,7 +100,14 @@ def leaderboard(result: SearchResult, top: int = 10) -> list[LeaderboardRow]:
             for i, t in enumerate(complete)]
 
 
+UNWRAPPED_WIDTH = 1000
+"""The width of what goes to a file or a pipe (a log, ``| tee``): no line wrapped, no column of
+the leaderboard cut to fit the 80 columns Rich assumes there."""
+
+
 def print_summary(result: SearchResult, console: Console) -> None:
+    if not console.is_terminal:
+        console = Console(file=console.file, width=UNWRAPPED_WIDTH)
     rows = leaderboard(result)
     ended = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAILED)
     counts = ", ".join(f"{result.count(s)} {s.value}" for s in ended)
