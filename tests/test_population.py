@@ -176,6 +176,34 @@ def test_an_mlp_population_computes_bit_for_bit_what_vmap_computes(monkeypatch):
     assert chained == together(digits_mlp, params)[0]
 
 
+def test_a_member_drops_the_same_units_in_any_population(exact):
+    """Its masks come from its own stream (its seed, its steps): the same trial trains the same
+    curve whichever population, row and neighbours it has, and when it joins one late."""
+    base = {"optimizer": "adam", "epochs": 3, "batch_size": 64, "patience": 100}
+    rates = [0.3, 0.5, 0.2]
+    params = {n: {**base, **member, "dropout": rate} for n, (member, rate) in enumerate(zip(MEMBERS, rates, strict=True))}
+
+    def population_of(numbers: list[int], refill_with: list[int] = ()) -> dict[int, list]:
+        curves: dict[int, list] = {n: [] for n in [*numbers, *refill_with]}
+        waiting = [(params[n], trial(n, curves[n])) for n in refill_with]
+        pruned = {numbers[0]: {"pruning": StopAt(1)}} if refill_with else {}
+        members = [(params[n], trial(n, curves[n], **pruned.get(n, {}))) for n in numbers]
+
+        def refill(count):
+            given, waiting[:] = waiting[:count], waiting[count:]
+            return given
+
+        train_population(digits_mlp.population(*members[0]), members, "val_loss", refill=refill)
+        return curves
+
+    first = population_of([0, 1, 2])
+    again = population_of([2, 0])  # other rows, other neighbours
+    late = population_of([1, 0], refill_with=[2])  # 2 takes 1's rows after its first epoch
+    for number in (0, 2):
+        assert_same_curves(first[number], again[number])
+    assert_same_curves(first[2], late[2])
+
+
 def test_members_keep_their_own_dropout_rate(exact):
     base = {"optimizer": "adam", "epochs": 5, "batch_size": 64, "lr": 3e-3}
     params = [{**base, "dropout": 0.0}, {**base, "dropout": 0.6}]
@@ -200,7 +228,8 @@ def test_each_member_drops_its_own_rate_of_inputs_and_keeps_their_expectation():
     rates = torch.tensor([0.0, 0.1, 0.37, 0.5, 0.9])
     torch.manual_seed(0)
     x = torch.ones(len(rates), 200, 301)  # an odd number of inputs per member: bits are drawn per member
-    out = _dropout(x, *(t.view(-1, 1, 1) for t in _mask_rate(rates)), members=1)
+    keys = torch.arange(len(rates), dtype=torch.int64)
+    out = _dropout(x, *(t.view(-1, 1, 1) for t in _mask_rate(rates)), keys, members=1)
     dropped = (out == 0).float().mean(dim=(1, 2))
     assert dropped.tolist() == pytest.approx(rates.tolist(), abs=0.01)  # five standard deviations
     assert out.mean(dim=(1, 2)).tolist() == pytest.approx([1.0] * len(rates), abs=0.06)

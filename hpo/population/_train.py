@@ -109,16 +109,29 @@ def group_key(params: Mapping[str, Any]) -> str:
 
 
 class _MemberDropout(nn.Module):
-    """Dropout whose rate is a buffer, so that stacked members each keep their own."""
+    """Dropout whose rate and random stream are buffers, so that stacked members each keep their
+    own: ``key`` is the member's draw for this layer at this step (``_Population.next_step``)."""
 
     def __init__(self, p: float) -> None:
         super().__init__()
         self.register_buffer("p", torch.tensor(float(p)))
+        self.register_buffer("key", torch.tensor(0, dtype=torch.int64))
 
     def forward(self, x: Tensor) -> Tensor:  # one member's inputs, under vmap
         if not self.training:
             return x
-        return _dropout(x, *_mask_rate(self.p), members=0)
+        return _dropout(x, *_mask_rate(self.p), self.key, members=0)
+
+
+_GOLDEN = -7046029254386353131
+"""splitmix64's increment, 0x9E3779B97F4A7C15, as a signed 64-bit integer."""
+
+
+def _mix64(z: Tensor) -> Tensor:
+    """splitmix64's finaliser, elementwise on int64 (wrapping products; logical shifts by masking)."""
+    z = (z ^ ((z >> 30) & ((1 << 34) - 1))) * -4658895280553007687  # 0xBF58476D1CE4E5B9
+    z = (z ^ ((z >> 27) & ((1 << 37) - 1))) * -7723592293110705685  # 0x94D049BB133111EB
+    return z ^ ((z >> 31) & ((1 << 33) - 1))
 
 
 def _mask_rate(p: Tensor) -> tuple[Tensor, Tensor]:
@@ -127,18 +140,19 @@ def _mask_rate(p: Tensor) -> tuple[Tensor, Tensor]:
     return (dropped - 2**15).to(torch.int16), 1 / (1 - dropped / 2**16).float()
 
 
-def _dropout(x: Tensor, threshold: Tensor, scale: Tensor, *, members: int) -> Tensor:
+def _dropout(x: Tensor, threshold: Tensor, scale: Tensor, key: Tensor, *, members: int) -> Tensor:
     """Dropout of ``x`` (stacked members first where ``members`` is 1; one member's, under vmap,
-    where 0), each member at its own rate, from 16 random bits an element: a quarter of the
-    generator's draws of ``rand_like``, which took half an MLP population's step on a CPU.
+    where 0), each member at its own rate, from 16 random bits an element.
 
-    A member drops an element where its bits, as a signed 16-bit integer, are below
-    ``threshold`` = round(p * 2**16) - 2**15, and scales the others by ``scale`` =
-    1 / (1 - round(p * 2**16) / 2**16): its rate rounded to 2**-16, unbiased. Both ways of
-    computing a population (stacked, vmap) draw the same bits, member by member."""
-    per_member = x.flatten(start_dim=members)
-    size = per_member.shape[-1]
-    bits = torch.empty_like(per_member[..., : (size + 3) // 4], dtype=torch.int64).random_(-(2**63), None)
+    The bits are splitmix64's sequence from each member's ``key`` (one int64 a member: its own
+    stream at its own step and layer), so a member's masks depend on its seed and its steps
+    alone, not on which population it trains in, in which row, beside whom: a member drops what
+    it drops trained alone. A member drops an element where its bits, as a signed 16-bit
+    integer, are below ``threshold`` = round(p * 2**16) - 2**15, and scales the others by
+    ``scale`` = 1 / (1 - round(p * 2**16) / 2**16): its rate rounded to 2**-16, unbiased."""
+    size = x.flatten(start_dim=members).shape[-1]
+    counter = torch.arange(1, (size + 3) // 4 + 1, dtype=torch.int64, device=x.device) * _GOLDEN
+    bits = _mix64(key.unsqueeze(-1) + counter)
     kept = bits.view(torch.int16)[..., :size].reshape(x.shape) >= threshold
     return x * (kept * scale)
 
@@ -225,6 +239,8 @@ class _Population:
         self._shapes = {name: tensor.shape[1:] for name, tensor in stacked.items()}
         self.flat = torch.cat([t.detach().reshape(len(models), -1) for t in stacked.values()], dim=1).requires_grad_()
         self.rows = members
+        self.steps = torch.zeros(len(members), dtype=torch.int64, device=self.flat.device)
+        """The training steps each row has taken: where its dropout stream stands."""
         self.optimizer = StackedOptimizer([m.rule for m in members], **self._rates())
         self._derive()
 
@@ -259,6 +275,7 @@ class _Population:
         self.flat = torch.stack([pop.flat.detach()[i] for pop, i in rows]).requires_grad_()
         self.buffers = {name: torch.stack([pop.buffers[name][i] for pop, i in rows]) for name in self.buffers}
         kept = torch.tensor([i if pop is self else -1 for pop, i in rows], device=self.flat.device)
+        self.steps = torch.stack([pop.steps[i] for pop, i in rows])
         self.rows = members
         self.optimizer.regroup(kept, [m.rule for m in members], **self._rates())
         self._derive()
@@ -269,6 +286,8 @@ class _Population:
         self.params = self._views(self.flat)
         self.grad, self._grads = self._gradient_views()
         self._dropout = self._dropout_rates()
+        seeds = torch.tensor([m.trial.seed for m in self.rows], dtype=torch.int64, device=self.flat.device)
+        self._streams = _mix64(seeds)
 
     def _views(self, flat: Tensor) -> dict[str, Tensor]:
         """Each parameter's stack, as a view of its columns of ``flat`` (or of a tensor shaped alike)."""
@@ -283,6 +302,15 @@ class _Population:
         """Each member dropout layer's ``_dropout`` threshold and scale, one per member (row)."""
         return {name: tuple(t.view(-1, 1, 1) for t in _mask_rate(self.buffers[f"{name}.p"]))
                 for name, layer in self.chain or () if isinstance(layer, _MemberDropout)}
+
+    def next_step(self) -> None:
+        """Before a training step: each dropout layer's key for it, one per row, the row's own
+        stream at the row's own step (``_dropout``)."""
+        layers = [name for name, module in self.base.named_modules() if isinstance(module, _MemberDropout)]
+        draws = self.steps * len(layers)
+        for index, layer in enumerate(layers):
+            self.buffers[f"{layer}.key"] = _mix64(self._streams + (draws + index) * _GOLDEN)
+        self.steps += 1
 
     def step(self, loss: Tensor) -> None:
         """One optimizer step for every member, down ``loss`` (the sum of the members' losses)."""
@@ -321,7 +349,7 @@ class _Population:
                     x = x + self.params[f"{name}.bias"].unsqueeze(1)
             elif isinstance(layer, _MemberDropout):
                 if self.base.training:
-                    x = _dropout(x, *self._dropout[name], members=1)
+                    x = _dropout(x, *self._dropout[name], self.buffers[f"{name}.key"], members=1)
             else:
                 x = layer(x)
         return x
@@ -444,6 +472,7 @@ class _Training:
         total = torch.zeros(len(population.rows), device=x_train.device)
         for start in range(0, n, batch_size):
             index = orders[:, start : start + batch_size]
+            population.next_step()
             losses = _losses(self.recipe.loss, population.outputs(x_train[index], shared=False), y_train[index])
             population.step(losses.sum())
             total += losses.detach() * index.shape[1]
