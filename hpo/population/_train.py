@@ -235,6 +235,7 @@ class _Population:
             raise ValueError("members of one population must build models of one shape")
         self.base = copy.deepcopy(models[0]).to("meta")
         self.chain = _chain(self.base)
+        self._dropout_layers = [name for name, layer in self.base.named_modules() if isinstance(layer, _MemberDropout)]
         stacked, self.buffers = stack_module_state(models)
         self._shapes = {name: tensor.shape[1:] for name, tensor in stacked.items()}
         self.flat = torch.cat([t.detach().reshape(len(models), -1) for t in stacked.values()], dim=1).requires_grad_()
@@ -306,9 +307,8 @@ class _Population:
     def next_step(self) -> None:
         """Before a training step: each dropout layer's key for it, one per row, the row's own
         stream at the row's own step (``_dropout``)."""
-        layers = [name for name, module in self.base.named_modules() if isinstance(module, _MemberDropout)]
-        draws = self.steps * len(layers)
-        for index, layer in enumerate(layers):
+        draws = self.steps * len(self._dropout_layers)
+        for index, layer in enumerate(self._dropout_layers):
             self.buffers[f"{layer}.key"] = _mix64(self._streams + (draws + index) * _GOLDEN)
         self.steps += 1
 
