@@ -226,3 +226,36 @@ def test_two_processes_writing_one_trial_make_one_run(tracking_uri, unique):
     runs = client.search_runs([experiment_id], f"tags.`hpo.study_run` = '{parent}'")
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
     assert [m.step for m in client.get_metric_history(runs[0].info.run_id, "loss")] == [1]
+
+
+@pytest.mark.parametrize("way", WAYS)
+def test_processes_making_one_trials_run_at_the_same_moment_make_one_run(tracking_uri, unique, way):
+    """Four writers make the runs of the same ten trials at the same moments (runs of one search
+    at once, each repairing MLflow from the study, or one repairing while another's writer makes
+    the trial's run). Looking for a run and making it are one step: each trial gets one run."""
+    client = MlflowClient(tracking_uri)
+    experiment_id = client.create_experiment(unique)
+    parent = client.create_run(experiment_id, run_name="search").info.run_id
+    writers, numbers = 4, range(10)
+    at_once = threading.Barrier(writers)
+    refused: list[BaseException] = []
+
+    def make_runs() -> None:
+        own = MlflowClient(tracking_uri)
+        for number in numbers:
+            write = RunWrite(RunRef(), experiment_id, name=f"trial-{number:04d}", start_time=number, tags=[
+                RunTag("hpo.study_run", parent), RunTag("hpo.trial_number", str(number))])
+            at_once.wait()
+            try:
+                WAYS[way](own, [write])
+            except Exception as error:  # the store refused: counted, not a second run
+                refused.append(error)
+
+    threads = [threading.Thread(target=make_runs) for _ in range(writers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    runs = client.search_runs([experiment_id], f"tags.`hpo.study_run` = '{parent}'", max_results=1000)
+    made = sorted(int(run.data.tags["hpo.trial_number"]) for run in runs)
+    assert made == list(numbers) and not refused, (made, refused[:1])

@@ -1,12 +1,15 @@
 """The SQLite files a search keeps (its study, its MLflow store): made whole or not at all, and a
-one-line answer, naming the file and what to do, when one cannot be used; whether hpo may write
-into the libraries' own tables."""
+one-line answer, naming the file and what to do, when one cannot be used; locks that processes
+sharing a store take on it; whether hpo may write into the libraries' own tables."""
 
 from __future__ import annotations
 
+import hashlib
 import os
+import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import filelock
 
@@ -89,3 +92,51 @@ def unusable(path_or_url: object, what: str, error: BaseException, argument: str
     reason = f"{type(error).__name__}: {error}".splitlines()[0][:200]
     return HpoError(f"{path_or_url} is not a usable {what} ({reason}); move it aside to start a new one, or name "
                     "another", argument=argument)
+
+
+def store_lock(url: str, purpose: str, name: str, timeout_s: float = -1) -> Any:
+    """A lock that every process using the store ``url`` can take, for ``purpose`` on ``name``
+    (a study, a search): a lock file beside an SQLite store (one machine; one file for every
+    ``name``), a PostgreSQL advisory lock keyed by both (every machine on the database). None for
+    any other store. Waits at most ``timeout_s`` where that is not negative."""
+    path = sqlite_path(url)
+    if path is not None:
+        return filelock.FileLock(f"{path}.{purpose}.lock", timeout=timeout_s)
+    if url.startswith("postgresql"):
+        return AdvisoryLock(url, f"{purpose}:{name}")
+    return None
+
+
+_ENGINES: dict[str, Any] = {}  # by URL: this process's engine for advisory locks on that database
+_ENGINES_GUARD = threading.Lock()
+
+
+class AdvisoryLock:
+    """A PostgreSQL session-level advisory lock, held on a connection of its own while held
+    (from one engine a process keeps for each database)."""
+
+    def __init__(self, url: str, name: str) -> None:
+        self.url = url
+        self.key = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+        self._connection: Any = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_connection": None}
+
+    def __enter__(self) -> None:
+        import sqlalchemy
+
+        with _ENGINES_GUARD:
+            engine = _ENGINES.get(self.url)
+            if engine is None:
+                engine = _ENGINES[self.url] = sqlalchemy.create_engine(self.url, pool_pre_ping=True)
+        self._connection = engine.connect()
+        self._connection.execute(sqlalchemy.text("SELECT pg_advisory_lock(:key)"), {"key": self.key})
+
+    def __exit__(self, *exc: object) -> None:
+        import sqlalchemy
+
+        try:
+            self._connection.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:key)"), {"key": self.key})
+        finally:
+            self._connection.close()

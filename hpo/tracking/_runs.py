@@ -18,7 +18,7 @@ import contextlib
 import logging
 import sqlite3
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -31,7 +31,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
 from mlflow.utils.uri import append_to_uri_path
 from sqlalchemy import insert, select, update
 
-from hpo.files import fast_paths
+from hpo.files import fast_paths, store_lock
 
 logger = logging.getLogger("hpo")
 
@@ -70,8 +70,12 @@ class RunWrite:
 
 ONE_RUN_PER = ("hpo.study_run", "hpo.trial_number")
 """A run created with these tags is the only active one with their values: a second process
-creating it takes the first one's: in the transaction that would create it on a database
-(``_made_elsewhere``), by a lookup just before through the client (``_found``)."""
+creating it takes the first one's, looked up under the search's lock on the store
+(``_making``): in the transaction that would create it on a database (``_made_elsewhere``), just
+before through the client (``_found``)."""
+
+MAKING_LOCK_S = 30.0
+"""The longest a write waits for another process to make its runs (it is then retried)."""
 
 RunWriter = Callable[[Any, Sequence[RunWrite]], None]
 """Writes a batch of run writes in their order, given the MLflow client."""
@@ -116,11 +120,12 @@ def write_one_by_one(client: Any, writes: Sequence[RunWrite]) -> None:
         metrics, params, tags_after = write.metrics, write.params, write.tags
         if write.name and write.run.run_id is None:
             tags = {tag.key: tag.value for tag in write.tags}
-            write.run.run_id = _found(client, write.experiment_id, tags)
-            if write.run.run_id is None:
-                write.run.run_id = client.create_run(write.experiment_id, start_time=write.start_time, tags=tags,
-                                                     run_name=write.name).info.run_id
-                tags_after = ()
+            with _making(client, [write]):
+                write.run.run_id = _found(client, write.experiment_id, tags)
+                if write.run.run_id is None:
+                    write.run.run_id = client.create_run(write.experiment_id, start_time=write.start_time, tags=tags,
+                                                         run_name=write.name).info.run_id
+                    tags_after = ()
         run_id = write.run.run_id
         assert run_id is not None, "the run is created by an earlier write"
         while metrics or params or tags_after:  # MLflow's limits: 1000 metrics, 100 params, 100 tags a call
@@ -130,9 +135,24 @@ def write_one_by_one(client: Any, writes: Sequence[RunWrite]) -> None:
             client.set_terminated(run_id, write.status, end_time=write.end_time)
 
 
+@contextlib.contextmanager
+def _making(client: Any, writes: Sequence[RunWrite]) -> Iterator[None]:
+    """Held while the runs that ``writes`` create are looked for and made: the lock of each of
+    their searches on the store (``store_lock``: a file beside SQLite, an advisory lock on
+    PostgreSQL), so that two processes making one trial's run at once make one. A tracking
+    server offers no such lock: there two processes can still make one each."""
+    searches = sorted({tag.value for write in writes if write.name for tag in write.tags
+                       if tag.key == ONE_RUN_PER[0]})
+    with contextlib.ExitStack() as held:
+        for search in searches:
+            lock = store_lock(client.tracking_uri, "mlflow-runs", search, MAKING_LOCK_S)
+            if lock is not None:
+                held.enter_context(lock)
+        yield
+
+
 def _found(client: Any, experiment_id: str, tags: dict[str, str]) -> str | None:
-    """The run another process made with the same ``ONE_RUN_PER`` tags (looked up, then made:
-    two processes can still make one each in between)."""
+    """The run another process made with the same ``ONE_RUN_PER`` tags."""
     if not all(key in tags for key in ONE_RUN_PER):
         return None
     query = " and ".join(f"tags.`{key}` = '{tags[key]}'" for key in ONE_RUN_PER)
@@ -150,7 +170,8 @@ def _in_one_transaction(client: Any, writes: Sequence[RunWrite]) -> None:
     for write in writes:
         if write.name and write.run.run_id is None and id(write.run) not in created:
             created[id(write.run)] = uuid.uuid4().hex
-    with store.ManagedSessionMaker(read_only=False) as session:
+    with _making(client, [w for w in writes if id(w.run) in created]), \
+            store.ManagedSessionMaker(read_only=False) as session:
         if created:
             made = _made_elsewhere(session, [w for w in writes if w.name and id(w.run) in created])
             created.update(made)
@@ -210,7 +231,8 @@ def _in_one_transaction(client: Any, writes: Sequence[RunWrite]) -> None:
 def _made_elsewhere(session: Any, writes: Sequence[RunWrite]) -> dict[int, str]:
     """The runs of ``writes`` that another process made first (its trial's run, while this one
     repairs the search, or the other way round), by ``id(write.run)``: found by the tags of
-    ``ONE_RUN_PER``, in the transaction that would create them, so two processes never make two."""
+    ``ONE_RUN_PER``, in the transaction that would create them, under their search's lock
+    (``_making``), so two processes never make two."""
     wanted = {}
     for write in writes:
         tags = {tag.key: tag.value for tag in write.tags}
