@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 import pytest
 
 import hpo
 from conftest import child_runs, digits_space
+
+pytestmark = pytest.mark.xdist_group("ray_cluster")  # one two-node cluster, on one worker
 
 
 @pytest.fixture(scope="module")
@@ -50,3 +54,34 @@ def test_trials_are_placed_on_both_nodes(two_node_cluster, stores, unique, tmp_p
     assert len(nodes) == 2  # one CPU a node, one CPU a trial: both nodes take trials
     runs = child_runs(stores["tracking_uri"], result.parent_run_id)
     assert {r.data.tags["hpo.node"] for r in runs} == nodes
+
+
+HOLD_EVERY_CPU = """
+import sys, time, ray
+ray.init(address=sys.argv[1], logging_level="ERROR")
+holders = [ray.remote(num_cpus=1)(type("Holder", (), {"ready": lambda self: True})).remote() for _ in range(2)]
+ray.get([holder.ready.remote() for holder in holders])
+print("held", flush=True)
+time.sleep(300)
+"""
+
+
+def test_a_cluster_whose_cpus_other_work_holds_is_refused_in_one_line_that_says_so(two_node_cluster, stores, unique,
+                                                                                   tmp_path, monkeypatch):
+    import hpo.drivers.ray._driver
+
+    other_work = subprocess.Popen([sys.executable, "-c", HOLD_EVERY_CPU, two_node_cluster], stdout=subprocess.PIPE,
+                                  stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert other_work.stdout.readline().strip() == "held"
+        monkeypatch.setattr(hpo.drivers.ray._driver, "PLACED_WITHIN_S", 3.0)
+        with pytest.raises(hpo.HpoError) as refused:
+            hpo.search("digits_mlp", digits_space(epochs=1), driver=hpo.RayOptions(address=two_node_cluster),
+                       strategy="random", n_trials=2, population=1, experiment=unique, study_name=unique,
+                       home=tmp_path, evaluate_test=False, **stores)
+    finally:
+        other_work.kill()
+        other_work.wait()
+    assert refused.value.message == ("the Ray cluster placed no trial's actor within 3 s (free: 0 of 2 CPUs; a trial "
+                                     "asks for 1 CPU): other work holds what a trial asks for")
+    assert refused.value.argument == "address"

@@ -138,6 +138,12 @@ class RayDriver(Driver):
 
 PLACED_WITHIN_S = 60.0
 """How long the cluster may take to place the actors (start their processes)."""
+
+
+def _amount(count: float, kind: str) -> str:
+    return f"{count:g} {kind}" + ("" if count == 1 else "s")
+
+
 class HeadGone(Exception):
     """The named cluster's head stopped answering."""
 
@@ -219,8 +225,7 @@ class _Actors:
             self.ray.kill(placed[ref].actor)
             self.slots.remove(placed[ref])
         if not self.slots:
-            raise HpoError(f"the Ray cluster placed no trial's actor within {PLACED_WITHIN_S:g} s: its CPUs and GPUs "
-                           "are taken by other work", argument="address")
+            raise self._not_placed()
         for slot, setup in [(slot, slot.actor.setup.remote(self.population)) for slot in slots if slot in self.slots]:
             try:
                 error, slot.size, notices = self.ray.get(setup)
@@ -232,6 +237,20 @@ class _Actors:
             for notice in set(notices) - self._said:
                 self._said.add(notice)
                 self.loop.listener.notice(notice)
+
+    def _not_placed(self) -> HpoError:
+        """Why no actor was placed: what the cluster has free against what a trial asks for
+        tells other work holding it from nodes slow to start the actors' processes."""
+        options = self.driver.options
+        asked = {"CPU": options.cpus_per_trial, "GPU": options.gpus_per_trial}
+        free, total = self.ray.available_resources(), self.ray.cluster_resources()
+        kinds = [kind for kind in asked if asked[kind] or total.get(kind)]
+        have = ", ".join(f"{free.get(kind, 0):g} of {_amount(total.get(kind, 0), kind)}" for kind in kinds)
+        wants = ", ".join(_amount(asked[kind], kind) for kind in kinds if asked[kind])
+        why = ("other work holds what a trial asks for" if any(free.get(kind, 0) < need for kind, need in asked.items())
+               else "it did not start the actors' processes in time")
+        return HpoError(f"the Ray cluster placed no trial's actor within {PLACED_WITHIN_S:g} s (free: {have}; a trial "
+                        f"asks for {wants}): {why}", argument="address")
 
     def _over(self) -> bool:
         if self.driver.fatal is not None:
