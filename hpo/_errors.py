@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
 from typing import Any
 
 
@@ -27,3 +29,12 @@ class HpoError(Exception):
 
 def _rebuild(message: str, argument: str | None) -> HpoError:
     return HpoError(message, argument=argument)
+
+
+def unknown(kind: str, name: str, choices: Iterable[str], *, listed_as: str = "choose from") -> str:
+    """The line for a ``name`` that is not one of ``choices``: the closest first, if one is
+    close, then all of them (``unknown pruner 'medain' (did you mean 'median'? choose from ...)``)."""
+    choices = list(choices)
+    close = difflib.get_close_matches(name, choices, n=1)
+    guess = f"did you mean {close[0]!r}? " if close else ""
+    return f"unknown {kind} {name!r} ({guess}{listed_as} {', '.join(choices)})"

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from hpo._errors import HpoError
+from hpo._errors import HpoError, unknown
 from hpo.trial import raised_at
 
 
@@ -78,8 +78,7 @@ def _find(spec: str | Callable[..., Any] | None, default: str | None) -> tuple[C
         import objectives
 
         if name not in objectives.NAMES:
-            message = f"unknown objective {name!r} (built-in: {', '.join(objectives.NAMES)})"
-            raise HpoError(message, argument="objective")
+            raise HpoError(unknown("objective", name, objectives.NAMES, listed_as="built-in:"), argument="objective")
         return getattr(objectives, name), name
     where, _, attr = name.rpartition(":")
     try:

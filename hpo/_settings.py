@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
-from hpo._errors import HpoError
+from hpo._errors import HpoError, unknown
 from hpo.drivers import DRIVERS, DriverOptions, flags_of
 from hpo.spaces import PRUNERS, Pruning
 from hpo.strategies import AUTO, NAMES, Strategy
@@ -96,7 +96,7 @@ class SearchSettings(BaseModel):
         """A name is one of the field's choices; an object (a strategy, ``Pruning``, options) is taken."""
         choices = _CHOICES[str(info.field_name)]
         if isinstance(value, str) and value not in choices:
-            raise ValueError(f"unknown {info.field_name} {value!r} (choose from {', '.join(choices)})")
+            raise ValueError(unknown(str(info.field_name), value, choices))
         return value
 
     @field_validator("n_trials")

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 
-from hpo._errors import HpoError
+from hpo._errors import HpoError, unknown
 from hpo._settings import SearchSettings, click_type
 from hpo.drivers import DRIVERS, DriverOptions
 from hpo.trial import Terminated
@@ -50,7 +50,7 @@ def _engine_flags(engines: dict[str, type[DriverOptions]]) -> Callable[[Any], An
 def engine_options(engines: dict[str, type[DriverOptions]], driver: str, flags: dict[str, Any]) -> DriverOptions:
     """The options of ``driver`` from the flags given; a flag of another engine is refused."""
     if driver not in engines:
-        raise HpoError(f"unknown driver {driver!r} (choose from {', '.join(engines)})", argument="driver")
+        raise HpoError(unknown("driver", driver, engines), argument="driver")
     options = engines[driver]
     own = {flag.lstrip("-").replace("-", "_"): name for name, flag in options.flags().items()}
     for key, value in flags.items():

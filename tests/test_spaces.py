@@ -154,6 +154,10 @@ def test_cli_refuses_a_bad_space_with_one_line_exit_2_and_writes_nothing(tmp_pat
         (["--trials", "many"], "--trials: 'many' is not a valid integer"),
         (["--timeout", "5x"], "--timeout: '5x' is not a valid float"),
         (["--driver", "dask"], "--driver: unknown driver 'dask'"),
+        (["--pruner", "medain"], "--pruner: unknown pruner 'medain' (did you mean 'median'? choose from none, median,"),
+        (["--strategy", "coarse_to_fine"], "--strategy: unknown strategy 'coarse_to_fine' (did you mean 'coarse-to-fine'?"),
+        (["--driver", "rey"], "--driver: unknown driver 'rey' (did you mean 'ray'? choose from optuna, ray)"),
+        (["--objective", "mnist1d-mlp"], "--objective: unknown objective 'mnist1d-mlp' (did you mean 'mnist1d_mlp'? built-in:"),
         (["--storage", "optuna.db"], "--storage: 'optuna.db' is not a database URL"),
     ],
 )

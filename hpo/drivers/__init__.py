@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pkgutil
 
-from hpo._errors import HpoError
+from hpo._errors import HpoError, unknown
 from hpo.drivers._base import Driver, DriverOptions, flags_of
 
 DRIVERS = {
@@ -21,7 +21,7 @@ def driver_options(driver: str | DriverOptions) -> DriverOptions:
     if isinstance(driver, DriverOptions):
         return driver
     if driver not in DRIVERS:
-        raise HpoError(f"unknown driver {driver!r} (choose from {', '.join(DRIVERS)})", argument="driver")
+        raise HpoError(unknown("driver", driver, DRIVERS), argument="driver")
     return pkgutil.resolve_name(DRIVERS[driver])()
 
 

@@ -16,6 +16,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from hpo._errors import unknown
+
 OPTIMIZERS = ("sgd", "sgd_momentum", "nesterov", "adam", "adamw", "rmsprop", "adagrad")
 SCHEDULES = ("constant", "step", "exponential", "cosine")
 _BETAS, _ADAM_EPS = (0.9, 0.999), 1e-8
@@ -35,7 +37,7 @@ class StackedOptimizer:
     def __init__(self, rules: Sequence[str], *, lr: Tensor, weight_decay: Tensor, momentum: Tensor) -> None:
         for name in rules:
             if name not in OPTIMIZERS:
-                raise ValueError(f"unknown optimizer {name!r} (choose from {', '.join(OPTIMIZERS)})")
+                raise ValueError(unknown("optimizer", name, OPTIMIZERS))
         if list(rules) != sorted(rules, key=OPTIMIZERS.index):
             raise ValueError("rows must come sorted by rule")
         self.rules = list(rules)

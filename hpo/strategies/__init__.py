@@ -6,7 +6,7 @@ from __future__ import annotations
 import pkgutil
 from typing import Any
 
-from hpo._errors import HpoError
+from hpo._errors import HpoError, unknown
 from hpo.spaces import SearchSpace
 from hpo.strategies._base import WAIT, BaseStrategy, SamplerStrategy, Suggestion, params_key
 from hpo.strategies._coarse_to_fine import CoarseToFineStrategy
@@ -44,8 +44,7 @@ def make_strategy(name: str | Strategy, seed: int, space: SearchSpace) -> Strate
     try:
         return STRATEGIES[name](seed)
     except KeyError:
-        message = f"unknown strategy {name!r} (choose from {', '.join(NAMES)})"
-        raise HpoError(message, argument="strategy") from None
+        raise HpoError(unknown("strategy", name, NAMES), argument="strategy") from None
 
 
 def strategy_spec(strategy: Strategy) -> dict[str, Any]:
