@@ -149,3 +149,41 @@ def test_importances_are_drawn_once_the_best_tenth_holds_two_trials(stores, uniq
     enough = search(IMPORTANCE_MIN_TRIALS)  # the same study, one trial more
     assert (enough.parent / "importances.png").exists()
     assert "Parameter importances (PED-ANOVA)" in enough.read_text() and "so far)" not in enough.read_text()
+
+
+def test_learning_curves_are_drawn_from_the_steps_an_objective_reports_and_not_without_them(stores, unique, tmp_path):
+    """An objective that only returns its value has no curves: the page says so instead of an
+    empty plot. One that reports steps from 0 has its step 0 drawn, unless it says that step is
+    the untrained model (as the built-in objectives do)."""
+    from hpo.drivers.simulated import SimulatedOptions
+
+    space = hpo.SearchSpace.model_validate({"name": "one", "metric": "loss", "direction": "minimize",
+                                            "params": {"lr": {"type": "float", "low": 1e-4, "high": 0.1, "log": True}}})
+
+    def returns_only(params, trial):
+        return params["lr"]
+
+    def reports(params, trial):
+        for step in range(3):
+            trial.report(step, loss=params["lr"] * (3 - step))
+        return params["lr"]
+
+    def search(objective, name: str) -> Path:
+        return hpo.search(objective, space, strategy="random", n_trials=3, driver=SimulatedOptions(workers=1),
+                          study_name=f"{unique}-{name}", experiment=unique, evaluate_test=False, quiet=True,
+                          home=tmp_path, **stores).report
+
+    bare = search(returns_only, "bare")
+    assert not (bare.parent / "curves.png").exists() and (bare.parent / "history.png").exists()
+    assert "No learning curves: no trial reported loss at two steps or more" in bare.read_text()
+
+    from hpo.reporting import _curves, has_curves
+    from hpo.store import TrialStore
+
+    curved = search(reports, "curved")
+    assert (curved.parent / "curves.png").exists() and "No learning curves" not in curved.read_text()
+    store = TrialStore(stores["storage"], f"{unique}-curved")
+    trials = store.trials()
+    assert has_curves(trials, first_step=0)
+    axes = _curves(trials, hpo.plan.SearchPlan.from_json(store.saved()[0]), first_step=0)
+    assert sorted({x for line in axes.get_lines() for x in line.get_xdata()}) == [0, 1, 2]  # step 0 drawn

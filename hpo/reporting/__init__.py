@@ -30,6 +30,8 @@ if TYPE_CHECKING:
 ENDED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAILED)
 MARKERS = {TrialState.COMPLETE: "o", TrialState.PRUNED: "x"}
 
+CURVES = "Learning curves of the best trials"
+
 IMPORTANCE_MIN_TRIALS = 11
 """PED-ANOVA weighs where the best tenth of the trials lies against all of them, and needs two
 trials in that tenth to say where (Optuna's guide asks for five): with fewer complete trials the
@@ -71,21 +73,23 @@ def write_report(store: TrialStore, out: Path, *, run_ids: Mapping[int, str] | N
     ``store``'s study; returns the HTML page's path."""
     from hpo.plan import SearchPlan
 
-    plan = SearchPlan.from_json(store.saved()[0])
+    saved_plan, tracking = store.saved()
+    plan = SearchPlan.from_json(saved_plan)
+    first_step = 1 if tracking.get("untrained_step_zero") == "True" else 0  # step 0 untrained: left out
     trials = [t for t in store.trials() if t.finished]
     space = plan.space
     rows = ranked(trials, space.direction, run_ids)
     out.mkdir(parents=True, exist_ok=True)
     (out / "leaderboard.csv").write_text(leaderboard_csv(rows, space.metric))
-    plots = _plots(store, trials, plan, out)
+    plots = _plots(store, trials, plan, out, first_step)
     page = _html(plan, rows, plots, test_metrics or store.tested())
     (out / "report.html").write_text(page, encoding="utf-8")
     return out / "report.html"
 
 
 # -- plots ------------------------------------------------------------------------------------
-def _plots(store: TrialStore, trials: list[TrialRecord], plan: Any, out: Path) -> dict[str, Path]:
-    """Each plot there is data for, by title."""
+def _plots(store: TrialStore, trials: list[TrialRecord], plan: Any, out: Path, first_step: int) -> dict[str, Path]:
+    """Each plot there is data for, by title (learning curves from ``first_step``)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -111,8 +115,8 @@ def _plots(store: TrialStore, trials: list[TrialRecord], plan: Any, out: Path) -
 
     if trials:
         save("History: each trial's value and the best so far", "history", lambda: _history(trials, plan))
-    if complete:
-        save("Learning curves of the best trials", "curves", lambda: _curves(trials, plan))
+    if complete and has_curves(trials, first_step):
+        save(CURVES, "curves", lambda: _curves(trials, plan, first_step))
     study = store.study
     target = {"target_name": space.metric}
     if len(complete) >= 2 and space.params:
@@ -164,9 +168,14 @@ def _history(trials: list[TrialRecord], plan: Any) -> Any:
     return axes
 
 
-def _curves(trials: list[TrialRecord], plan: Any, top: int = 5) -> Any:
-    """The best trials' curves from their first trained epoch (the untrained step 0 would set the
-    scale), with every other trial faint behind them."""
+def has_curves(trials: list[TrialRecord], first_step: int) -> bool:
+    """Whether a trial reported its metric at two steps from ``first_step`` on: a curve to draw."""
+    return any(sum(s >= first_step and math.isfinite(v) for s, v in t.curve) >= 2 for t in trials)
+
+
+def _curves(trials: list[TrialRecord], plan: Any, first_step: int, top: int = 5) -> Any:
+    """The best trials' curves from ``first_step`` (1 where step 0 is the untrained model, which
+    would set the scale), with every other trial faint behind them."""
     import matplotlib.pyplot as plt
     from matplotlib.collections import LineCollection
 
@@ -176,7 +185,7 @@ def _curves(trials: list[TrialRecord], plan: Any, top: int = 5) -> Any:
     _, axes = plt.subplots(figsize=(7, 4.5), layout="constrained")
     others: dict[bool, list[list[tuple[int, float]]]] = {False: [], True: []}  # by whether pruned
     for t in trials:
-        points = [(s, v) for s, v in t.curve if s > 0 and math.isfinite(v)]
+        points = [(s, v) for s, v in t.curve if s >= first_step and math.isfinite(v)]
         if points and t not in best:
             others[t.state is TrialState.PRUNED].append(points)
     for pruned, lines in others.items():  # one artist each: a thousand lines draw as fast as ten
@@ -185,7 +194,7 @@ def _curves(trials: list[TrialRecord], plan: Any, top: int = 5) -> Any:
                                                linestyles=":" if pruned else "-"))
     axes.autoscale_view()
     for t in best:
-        points = [(s, v) for s, v in t.curve if s > 0 and math.isfinite(v)]
+        points = [(s, v) for s, v in t.curve if s >= first_step and math.isfinite(v)]
         if points:
             axes.plot(*zip(*points, strict=True), linewidth=1.6, label=f"trial {t.number}: {t.value:.4g}")
     axes.set(xlabel="epoch", ylabel=space.metric, title=f"the {len(best)} best trials (others in gray, pruned dotted)")
@@ -222,6 +231,10 @@ def _html(plan: Any, rows: list[RankedTrial], plots: dict[str, Path], test: Mapp
     for title, path in plots.items():
         data = base64.b64encode(path.read_bytes()).decode()
         parts.append(f"<h2>{e(title)}</h2><img alt='{e(title)}' src='data:image/png;base64,{data}'>")
+    if counts[TrialState.COMPLETE] and CURVES not in plots:
+        parts.append(f"<p>No learning curves: no trial reported {e(space.metric)} at two steps or more "
+                     f"(<code>trial.report(epoch, {e(space.metric)}=...)</code> each epoch draws them, and lets "
+                     "pruners stop poor trials early).</p>")
     if len(space.params) >= 2 and counts[TrialState.COMPLETE] < IMPORTANCE_MIN_TRIALS:
         parts.append(f"<p>Parameter importances are drawn from {IMPORTANCE_MIN_TRIALS} complete trials on "
                      f"({counts[TrialState.COMPLETE]} so far): with fewer they would rank noise.</p>")
