@@ -99,7 +99,8 @@ def hpo_trials(objective_name: str, n_trials: int, k: int, device: str, folder: 
     gpus = "0" if device == "cuda" else "none"
     started = time.perf_counter()
     hpo.search(objective_name, space, strategy="random", n_trials=n_trials, home=folder, evaluate_test=False,
-               driver=hpo.OptunaOptions(workers=k, gpus=gpus, trials_per_gpu=k), study_name=f"k{k}")
+               driver=hpo.OptunaOptions(workers=k, gpus=gpus, trials_per_gpu=k), study_name=f"k{k}",
+               population=1, quiet=True)  # warm workers, each one trial at a time (populations: population.py)
     return time.perf_counter() - started
 
 
@@ -113,16 +114,22 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
     rows = []
+
+    def measured(*row: object) -> None:
+        """A row of the table, printed at once too: a run cut short keeps what it measured."""
+        rows.append(row)
+        print(*row, sep=" | ", flush=True)
+
     with Utilisation() as util:
         seconds = plain_trials(args.objective, args.plain_trials, args.device)
     plain_rate = args.plain_trials / seconds * 3600
-    rows.append(("plain loop + DataLoader", "-", args.plain_trials, seconds, plain_rate, util.mean))
+    measured("plain loop + DataLoader", "-", args.plain_trials, seconds, plain_rate, util.mean)
     with tempfile.TemporaryDirectory() as tmp:
         for k in args.ks:
             n_trials = max(16, args.trials_per_worker * k)
             with Utilisation() as util:
                 seconds = hpo_trials(args.objective, n_trials, k, args.device, Path(tmp) / f"k{k}")
-            rows.append(("hpo, warm workers", str(k), n_trials, seconds, n_trials / seconds * 3600, util.mean))
+            measured("hpo, warm workers", str(k), n_trials, seconds, n_trials / seconds * 3600, util.mean)
     title = f"{args.objective} trials per hour on one {args.device} device, {PARAMS['epochs']} epochs a trial"
     table = Table(title=title)
     for column in ("runner", "K", "trials", "seconds", "trials/hour", "x plain", "GPU util"):

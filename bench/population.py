@@ -135,31 +135,37 @@ def main() -> None:
     full, lr_wd = space("full", args.objective, epochs), space("lr_wd", args.objective, epochs)
     rows: list[tuple[str, str, str, int, float, str, str]] = []
     # rows: space, runner, K, trials, seconds, occupancy, epochs a trial; the first two are the yardsticks
+
+    def measured(*row: Any) -> None:
+        """A row of the table, printed at once too: a run cut short keeps what it measured."""
+        rows.append(row)
+        print(*row, sep=" | ", flush=True)
+
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         plain_s = plain(args.objective, full, few, args.device)
-        rows.append(("full", "plain loop, one at a time", "-", few, plain_s, "", f"{epochs}"))
+        measured("full", "plain loop, one at a time", "-", few, plain_s, "", f"{epochs}")
         one_s, trials = search(args.objective, full, few, root / "one", args.device)
-        rows.append(("full", "hpo, one at a time", "1", few, one_s, "", f"{epochs_trained(trials):.1f}"))
+        measured("full", "hpo, one at a time", "1", few, one_s, "", f"{epochs_trained(trials):.1f}")
         for k in ks:
             n = max(args.trials, 2 * k)
             if "full" in args.spaces:
                 with Occupancy() as occupancy:
                     seconds, trials = search(args.objective, full, n, root / f"full{k}", args.device, population=k)
-                rows.append(("full", "hpo optuna, population", str(k), n, seconds, occupancy.of(k),
-                             f"{epochs_trained(trials):.1f}"))
+                measured("full", "hpo optuna, population", str(k), n, seconds, occupancy.of(k),
+                         f"{epochs_trained(trials):.1f}")
                 if not args.no_ray:
                     seconds, trials = search(args.objective, full, n, root / f"ray{k}", args.device, population=k,
                                              driver="ray")
-                    rows.append(("full", "hpo ray, population", str(k), n, seconds, "",
-                                 f"{epochs_trained(trials):.1f}"))
+                    measured("full", "hpo ray, population", str(k), n, seconds, "",
+                             f"{epochs_trained(trials):.1f}")
             if "lr_wd" in args.spaces:
                 for pruner, count in (("none", n), (args.pruner, max(args.pruned_trials, n))):
                     with Occupancy() as occupancy:
                         seconds, trials = search(args.objective, lr_wd, count, root / f"lrwd{k}{pruner}",
                                                  args.device, population=k, pruner=pruner)
-                    rows.append(("lr_wd", f"hpo optuna, population, pruner {pruner}", str(k), count, seconds,
-                                 occupancy.of(k), f"{epochs_trained(trials):.1f}"))
+                    measured("lr_wd", f"hpo optuna, population, pruner {pruner}", str(k), count, seconds,
+                             occupancy.of(k), f"{epochs_trained(trials):.1f}")
     one_rate = few / one_s * 3600
     table = Table(title=f"{args.objective}: trials per hour, random search, {epochs} epochs a trial, on "
                         f"{args.device}")
