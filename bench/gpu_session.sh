@@ -7,7 +7,7 @@
 # On the GPU host (Python 3.12, torch with CUDA, no Ray, no internet) each step runs under its own
 # time limit, in the order the open work needs its figures, and writes what it printed to $OUT:
 # a step that runs long is cut off and the next ones still run. Record what comes back in
-# docs/benchmarks.md with the device it names.
+# docs/benchmarks.md with the device it names. At most about 9 minutes in all.
 set -u
 SPECS="optuna mlflow-skinny mnist1d sqlalchemy alembic click rich pydantic pyyaml cloudpickle psycopg2-binary filelock
 pytest"
@@ -33,14 +33,14 @@ run)
     local limit=$1 name=$2
     shift 2
     local started=$SECONDS
-    timeout "$limit" "$@" > "$out/$name.txt" 2>&1
+    timeout -k 10 "$limit" "$@" > "$out/$name.txt" 2>&1  # killed 10 s after, if it has not ended
     echo "exit $? after $((SECONDS - started)) s (limit $limit s)" >> "$out/$name.txt"
     echo "== $name: $(tail -1 "$out/$name.txt")"
   }
-  step 170 test_gpu python3 -m pytest -q -p no:cacheprovider tests/test_gpu.py
-  step 140 population_mlp python3 bench/population.py --objective mnist1d_mlp --spaces full --no-ray --ks 128 1024
-  step 140 population_cnn python3 bench/population.py --objective mnist1d_cnn --spaces full --no-ray --ks 128 1024
-  step 90 throughput_cnn python3 bench/gpu_throughput.py --objective mnist1d_cnn --ks 1 4 16
+  step 150 test_gpu python3 -m pytest -q -p no:cacheprovider tests/test_gpu.py
+  step 130 population_mlp python3 bench/population.py --objective mnist1d_mlp --spaces full --no-ray --ks 128 1024
+  step 130 population_cnn python3 bench/population.py --objective mnist1d_cnn --spaces full --no-ray --ks 128 1024
+  step 80 throughput_cnn python3 bench/gpu_throughput.py --objective mnist1d_cnn --ks 1 4 16
   ;;
 *)
   echo "usage: bash bench/gpu_session.sh wheels|run" >&2
