@@ -229,10 +229,12 @@ def test_two_processes_writing_one_trial_make_one_run(tracking_uri, unique):
 
 
 @pytest.mark.parametrize("way", WAYS)
-def test_processes_making_one_trials_run_at_the_same_moment_make_one_run(tracking_uri, unique, way):
-    """Four writers make the runs of the same ten trials at the same moments (runs of one search
-    at once, each repairing MLflow from the study, or one repairing while another's writer makes
-    the trial's run). Looking for a run and making it are one step: each trial gets one run."""
+def test_writers_making_one_trials_run_at_the_same_moment_make_one_run(tracking_uri, unique, way):
+    """Four writers, each with its own client and connections, make the runs of the same ten
+    trials at the same moments (runs of one search at once, each repairing MLflow from the study,
+    or one repairing while another's writer makes the trial's run). Looking for a run and making
+    it are one step: each trial gets one run. Threads, not processes, so that the moments meet:
+    the race is between the store's connections, which threads hold as processes do."""
     client = MlflowClient(tracking_uri)
     experiment_id = client.create_experiment(unique)
     parent = client.create_run(experiment_id, run_name="search").info.run_id
