@@ -118,7 +118,7 @@ def main() -> None:
     def measured(*row: object) -> None:
         """A row of the table, printed at once too: a run cut short keeps what it measured."""
         rows.append(row)
-        print(*row, sep=" | ", flush=True)
+        print(*(f"{v:.1f}" if isinstance(v, float) else v for v in row), sep=" | ", flush=True)
 
     with Utilisation() as util:
         seconds = plain_trials(args.objective, args.plain_trials, args.device)

@@ -139,7 +139,7 @@ def main() -> None:
     def measured(*row: Any) -> None:
         """A row of the table, printed at once too: a run cut short keeps what it measured."""
         rows.append(row)
-        print(*row, sep=" | ", flush=True)
+        print(*(f"{v:.1f}" if isinstance(v, float) else v for v in row), sep=" | ", flush=True)
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
