@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import shutil
 import subprocess
 import sys
@@ -187,3 +188,31 @@ def test_learning_curves_are_drawn_from_the_steps_an_objective_reports_and_not_w
     assert has_curves(trials, first_step=0)
     axes = _curves(trials, hpo.plan.SearchPlan.from_json(store.saved()[0]), first_step=0)
     assert sorted({x for line in axes.get_lines() for x in line.get_xdata()}) == [0, 1, 2]  # step 0 drawn
+
+
+def test_log_axes_narrower_than_a_decade_keep_their_tick_labels_apart(tmp_path):
+    """A slice plot of a learning rate searched between 1e-3 and 1.6e-3: matplotlib labels every
+    minor tick of such an axis, and in the plot's narrow panels the labels overlapped."""
+    import optuna
+    import optuna.visualization.matplotlib as optuna_plots
+
+    from hpo.reporting import readable_log_ticks
+
+    study = optuna.create_study()
+    study.optimize(lambda trial: trial.suggest_float("lr", 1e-3, 1.6e-3, log=True)
+                   + trial.suggest_float("wd", 2e-5, 6e-5, log=True) + trial.suggest_float("dropout", 0.0, 0.5),
+                   n_trials=8)
+    figure = optuna_plots.plot_slice(study).flat[0].get_figure()
+    readable_log_ticks(figure)
+    figure.canvas.draw()
+    log_axes = [axes for axes in figure.axes if axes.get_xscale() == "log"]
+    assert len(log_axes) == 2
+    for axes in log_axes:
+        labels = [label for minor in (False, True) for label in axes.xaxis.get_ticklabels(minor=minor)
+                  if label.get_visible() and label.get_text()
+                  and axes.get_xlim()[0] <= label.get_position()[0] <= axes.get_xlim()[1]]
+        boxes = sorted((label.get_window_extent() for label in labels), key=lambda box: box.x0)
+        assert len(boxes) >= 2  # still labelled
+        assert all(left.x1 < right.x0 for left, right in itertools.pairwise(boxes)), [label.get_text() for label in labels]
+        for label in labels:  # each says where it is
+            assert float(label.get_text()) == pytest.approx(label.get_position()[0])

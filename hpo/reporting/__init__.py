@@ -110,6 +110,7 @@ def _plots(store: TrialStore, trials: list[TrialRecord], plan: Any, out: Path, f
         except (ValueError, RuntimeError, ZeroDivisionError):  # too few trials for this plot
             return
         figure = (axes.flat[0] if hasattr(axes, "flat") else axes).get_figure()
+        readable_log_ticks(figure)
         figure.savefig(out / f"{name}.png", dpi=100)
         drawn[title] = out / f"{name}.png"
 
@@ -131,6 +132,34 @@ def _plots(store: TrialStore, trials: list[TrialRecord], plan: Any, out: Path, f
         save("Parallel coordinates", "parallel", lambda: optuna_plots.plot_parallel_coordinate(study, **target))
     plt.close("all")
     return drawn
+
+
+def readable_log_ticks(figure: Any) -> None:
+    """Log axes spanning less than a decade get round ticks at least ``_TICK_PX`` apart, labelled
+    plainly (``0.0012``): matplotlib labels every minor tick there, and in a narrow panel (a
+    slice plot's) the labels run into each other."""
+    from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, NullFormatter
+
+    for axes in figure.axes:
+        box = axes.get_window_extent()
+        for axis, scale, limits, length in ((axes.xaxis, axes.get_xscale(), axes.get_xlim(), box.width),
+                                            (axes.yaxis, axes.get_yscale(), axes.get_ylim(), box.height)):
+            low, high = sorted(limits)
+            if scale != "log" or low <= 0 or high >= 10 * low:
+                continue
+            span = math.log(high / low)
+            ticks: list[float] = []
+            for value in MaxNLocator(nbins=max(2, int(length // _TICK_PX))).tick_values(low, high):
+                if low <= value <= high and (not ticks or length * math.log(value / ticks[-1]) / span >= _TICK_PX):
+                    ticks.append(float(value))
+            digits = next((d for d in range(1, 7) if all(math.isclose(float(f"{v:.{d}g}"), v) for v in ticks)), 7)
+            axis.set_major_locator(FixedLocator(ticks))
+            axis.set_major_formatter(FuncFormatter(lambda value, _, digits=digits: f"{value:.{digits}g}"))
+            axis.set_minor_formatter(NullFormatter())
+
+
+_TICK_PX = 70
+"""Room for a tick label such as ``0.0012`` and the space beside it, in pixels at 100 dpi."""
 
 
 def _history(trials: list[TrialRecord], plan: Any) -> Any:
