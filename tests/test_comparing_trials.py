@@ -190,7 +190,8 @@ def test_learning_curves_are_drawn_from_the_steps_an_objective_reports_and_not_w
     assert sorted({x for line in axes.get_lines() for x in line.get_xdata()}) == [0, 1, 2]  # step 0 drawn
 
 
-def test_log_axes_narrower_than_a_decade_keep_their_tick_labels_apart(tmp_path):
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+def test_log_axes_narrower_than_a_decade_keep_their_tick_labels_apart():
     """A slice plot of a learning rate searched between 1e-3 and 1.6e-3: matplotlib labels every
     minor tick of such an axis, and in the plot's narrow panels the labels overlapped."""
     import optuna
