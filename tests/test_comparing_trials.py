@@ -190,30 +190,55 @@ def test_learning_curves_are_drawn_from_the_steps_an_objective_reports_and_not_w
     assert sorted({x for line in axes.get_lines() for x in line.get_xdata()}) == [0, 1, 2]  # step 0 drawn
 
 
+def readable(axes) -> list[str]:
+    """The x tick labels ``axes`` shows, checked: at least two, none over another, each where its
+    value lies."""
+    axes.get_figure().canvas.draw()
+    low, high = axes.get_xlim()
+    labels = [label for minor in (False, True) for label in axes.xaxis.get_ticklabels(minor=minor)
+              if label.get_visible() and label.get_text() and low <= label.get_position()[0] <= high]
+    boxes = sorted((label.get_window_extent() for label in labels), key=lambda box: box.x0)
+    texts = [label.get_text() for label in labels]
+    assert len(boxes) >= 2, texts
+    assert all(left.x1 < right.x0 for left, right in itertools.pairwise(boxes)), texts
+    for label in labels:
+        assert float(label.get_text()) == pytest.approx(label.get_position()[0]), texts
+    return texts
+
+
+@pytest.mark.parametrize(("low", "high"), [(1e-3, 1.6e-3), (1.02e-3, 1.45e-3), (2e-5, 6e-5), (1e-3, 1.05e-3),
+                                           (0.3, 2.9), (1e-4, 9e-4)])
+def test_log_axes_narrower_than_a_decade_keep_their_tick_labels_apart(low, high):
+    """A panel as narrow as a slice plot's, on a log axis less than a decade wide: matplotlib
+    labels its minor ticks, and a learning rate between 1e-3 and 1.6e-3 got six labels run
+    into one another."""
+    import matplotlib.pyplot as plt
+
+    from hpo.reporting import readable_log_ticks
+
+    figure = plt.figure(figsize=(1.75, 3), dpi=100)
+    axes = figure.add_axes((0, 0.2, 1, 0.7))
+    axes.set_xscale("log")
+    axes.set_xlim(low, high)
+    readable_log_ticks(figure)
+    readable(axes)
+    plt.close(figure)
+
+
 @pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
-def test_log_axes_narrower_than_a_decade_keep_their_tick_labels_apart():
-    """A slice plot of a learning rate searched between 1e-3 and 1.6e-3: matplotlib labels every
-    minor tick of such an axis, and in the plot's narrow panels the labels overlapped."""
+def test_the_slice_plot_of_a_narrow_log_range_is_readable():
     import optuna
     import optuna.visualization.matplotlib as optuna_plots
 
     from hpo.reporting import readable_log_ticks
 
-    study = optuna.create_study()
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     study.optimize(lambda trial: trial.suggest_float("lr", 1e-3, 1.6e-3, log=True)
                    + trial.suggest_float("wd", 2e-5, 6e-5, log=True) + trial.suggest_float("dropout", 0.0, 0.5),
                    n_trials=8)
     figure = optuna_plots.plot_slice(study).flat[0].get_figure()
     readable_log_ticks(figure)
-    figure.canvas.draw()
     log_axes = [axes for axes in figure.axes if axes.get_xscale() == "log"]
     assert len(log_axes) == 2
     for axes in log_axes:
-        labels = [label for minor in (False, True) for label in axes.xaxis.get_ticklabels(minor=minor)
-                  if label.get_visible() and label.get_text()
-                  and axes.get_xlim()[0] <= label.get_position()[0] <= axes.get_xlim()[1]]
-        boxes = sorted((label.get_window_extent() for label in labels), key=lambda box: box.x0)
-        assert len(boxes) >= 2  # still labelled
-        assert all(left.x1 < right.x0 for left, right in itertools.pairwise(boxes)), [label.get_text() for label in labels]
-        for label in labels:  # each says where it is
-            assert float(label.get_text()) == pytest.approx(label.get_position()[0])
+        readable(axes)

@@ -149,9 +149,13 @@ def readable_log_ticks(figure: Any) -> None:
                 continue
             span = math.log(high / low)
             ticks: list[float] = []
-            for value in MaxNLocator(nbins=max(2, int(length // _TICK_PX))).tick_values(low, high):
-                if low <= value <= high and (not ticks or length * math.log(value / ticks[-1]) / span >= _TICK_PX):
-                    ticks.append(float(value))
+            for bins in range(2, 11):  # the roundest steps that leave two ticks or more
+                ticks = []
+                for value in MaxNLocator(nbins=bins).tick_values(low, high):
+                    if low <= value <= high and (not ticks or length * math.log(value / ticks[-1]) / span >= _TICK_PX):
+                        ticks.append(float(value))
+                if len(ticks) >= 2:
+                    break
             digits = next((d for d in range(1, 7) if all(math.isclose(float(f"{v:.{d}g}"), v) for v in ticks)), 7)
             axis.set_major_locator(FixedLocator(ticks))
             axis.set_major_formatter(FuncFormatter(lambda value, _, digits=digits: f"{value:.{digits}g}"))
