@@ -97,8 +97,10 @@ def postgres_url():
 
 @pytest.fixture
 def unique() -> str:
-    """A fresh experiment / study name, so tests can share the session stores."""
-    return f"t{next(_names)}"
+    """A fresh experiment / study name, so tests can share the session stores; the xdist worker's
+    name in it keeps it apart from other workers' where they share a folder (a search without
+    ``home`` writes its report into ``.hpo/reports/STUDY`` of the working directory)."""
+    return f"t{next(_names)}{os.environ.get('PYTEST_XDIST_WORKER', '')}"
 
 
 def child_runs(tracking_uri: str, parent_run_id: str) -> list:
