@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import glob
-import itertools
+import hashlib
 import os
 import shutil
 import socket
@@ -24,7 +24,6 @@ ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 # Every Ray instance of the tests (the local one, the two-node cluster) stays on loopback.
 os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
-_names = itertools.count()
 
 
 @pytest.hookimpl(trylast=True)
@@ -96,11 +95,12 @@ def postgres_url():
 
 
 @pytest.fixture
-def unique() -> str:
-    """A fresh experiment / study name, so tests can share the session stores; the xdist worker's
-    name in it keeps it apart from other workers' where they share a folder (a search without
-    ``home`` writes its report into ``.hpo/reports/STUDY`` of the working directory)."""
-    return f"t{next(_names)}{os.environ.get('PYTEST_XDIST_WORKER', '')}"
+def unique(request: pytest.FixtureRequest) -> str:
+    """A name of the test's own for its experiments and studies, so that tests can share the
+    session stores: apart from every other test's (searches without ``home`` write their reports
+    into one folder), and the same in every run, whichever worker runs the test after which
+    others (Hyperband draws a trial's bracket from its study's name)."""
+    return "t" + hashlib.sha1(request.node.nodeid.encode()).hexdigest()[:10]
 
 
 def child_runs(tracking_uri: str, parent_run_id: str) -> list:

@@ -294,7 +294,7 @@ def test_both_drivers_prune_the_same_trials_at_the_same_epochs(request, stores, 
         (tmp_path / name).mkdir()  # a study of the same name each (Hyperband's brackets follow it), apart
         result = hpo.search(plateau, space, driver=driver_options(name, sequential=True), pruner=pruner,
                             strategy=ListStrategy([{"lr": lr} for lr in lrs]), n_trials=12, home=tmp_path / name,
-                            experiment=unique + name, study_name=unique, evaluate_test=False,
+                            experiment=unique + name, study_name="halving", evaluate_test=False,
                             storage=f"sqlite:///{tmp_path / name / 'optuna.db'}", tracking_uri=stores["tracking_uri"])
         ended[name] = [(t.number, t.state.value, t.detail, len(t.curve)) for t in result.trials]
     assert ended["optuna"] == ended["ray"] == ended["simulated"]
