@@ -32,9 +32,15 @@ def _rebuild(message: str, argument: str | None) -> HpoError:
 
 
 def unknown(kind: str, name: str, choices: Iterable[str], *, listed_as: str = "choose from") -> str:
-    """The line for a ``name`` that is not one of ``choices``: the closest first, if one is
-    close, then all of them (``unknown pruner 'medain' (did you mean 'median'? choose from ...)``)."""
+    """The line for a ``name`` that is not one of ``choices`` (``unknown pruner 'medain' (did you
+    mean 'median'? choose from ...)``)."""
+    return f"unknown {kind} {name!r} {choices_hint(name, choices, listed_as)}"
+
+
+def choices_hint(name: str, choices: Iterable[str], listed_as: str) -> str:
+    """``(did you mean 'x'? LISTED_AS a, b, c)``: the choice closest to ``name`` first, if one is
+    close, then all of them."""
     choices = list(choices)
     close = difflib.get_close_matches(name, choices, n=1)
     guess = f"did you mean {close[0]!r}? " if close else ""
-    return f"unknown {kind} {name!r} ({guess}{listed_as} {', '.join(choices)})"
+    return f"({guess}{listed_as} {', '.join(choices)})"

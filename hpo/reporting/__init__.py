@@ -201,9 +201,14 @@ def _history(trials: list[TrialRecord], plan: Any) -> Any:
     return axes
 
 
+def _points(trial: TrialRecord, first_step: int) -> list[tuple[int, float]]:
+    """The trial's curve from ``first_step`` on, finite values only: what its line is drawn from."""
+    return [(s, v) for s, v in trial.curve if s >= first_step and math.isfinite(v)]
+
+
 def has_curves(trials: list[TrialRecord], first_step: int) -> bool:
     """Whether a trial reported its metric at two steps from ``first_step`` on: a curve to draw."""
-    return any(sum(s >= first_step and math.isfinite(v) for s, v in t.curve) >= 2 for t in trials)
+    return any(len(_points(t, first_step)) >= 2 for t in trials)
 
 
 def _curves(trials: list[TrialRecord], plan: Any, first_step: int, top: int = 5) -> Any:
@@ -218,7 +223,7 @@ def _curves(trials: list[TrialRecord], plan: Any, first_step: int, top: int = 5)
     _, axes = plt.subplots(figsize=(7, 4.5), layout="constrained")
     others: dict[bool, list[list[tuple[int, float]]]] = {False: [], True: []}  # by whether pruned
     for t in trials:
-        points = [(s, v) for s, v in t.curve if s >= first_step and math.isfinite(v)]
+        points = _points(t, first_step)
         if points and t not in best:
             others[t.state is TrialState.PRUNED].append(points)
     for pruned, lines in others.items():  # one artist each: a thousand lines draw as fast as ten
@@ -227,7 +232,7 @@ def _curves(trials: list[TrialRecord], plan: Any, first_step: int, top: int = 5)
                                                linestyles=":" if pruned else "-"))
     axes.autoscale_view()
     for t in best:
-        points = [(s, v) for s, v in t.curve if s >= first_step and math.isfinite(v)]
+        points = _points(t, first_step)
         if points:
             axes.plot(*zip(*points, strict=True), linewidth=1.6, label=f"trial {t.number}: {t.value:.4g}")
     axes.set(xlabel="epoch", ylabel=space.metric, title=f"the {len(best)} best trials (others in gray, pruned dotted)")

@@ -13,7 +13,7 @@ import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from hpo._errors import HpoError
+from hpo._errors import HpoError, choices_hint
 from hpo.spaces._params import CategoricalParam, Param, Scalar
 from hpo.spaces._pruning import Pruning
 
@@ -138,9 +138,7 @@ def _named_spaces_hint(space: str | Path) -> str:
         return ""
     folders = (Path("search_spaces"), bundled_spaces())
     names = sorted({path.stem for folder in folders for path in folder.glob("*.yaml")})
-    close = difflib.get_close_matches(space, names, n=1)
-    guess = f"did you mean {close[0]!r}? " if close else ""
-    return f" ({guess}spaces by name: {', '.join(names)})"
+    return f" {choices_hint(space, names, 'spaces by name:')}"
 
 
 def bundled_spaces() -> Path:
