@@ -160,13 +160,15 @@ def prepare(
     from hpo.store import TrialStore, default_storage_url
     from hpo.tracking import MlflowTracker
 
+    storage = given.storage or default_storage_url(given.home)
     return PreparedSearch(
         plan=plan,
         objective=function,
         driver=engine,
-        store=TrialStore(given.storage or default_storage_url(given.home), plan.study_name),
+        store=TrialStore(storage, plan.study_name),
         tracker=MlflowTracker(given.tracking_uri, given.experiment or space.name, home=given.home,
-                              untrained_step_zero=bool(getattr(function, "step_zero_untrained", False))),
+                              untrained_step_zero=bool(getattr(function, "step_zero_untrained", False)),
+                              study_storage=storage),
         space_path=space_path,
         settings=given,
         objective_fingerprint=fingerprint(function, objective_name),
@@ -316,7 +318,7 @@ def join(
     objective, _ = resolve_objective(plan.objective_name, None)
     population = check_population(population, objective, plan.objective_name)
     counter = _Counting(FailureWatch(listener or SearchListener(), plan))
-    tracker = MlflowTracker.attach(tracking)
+    tracker = MlflowTracker.attach(tracking, study_storage=storage)
     try:
         engine.join(TrialLoop(plan, store, tracker, listener=counter), objective, population)
     finally:

@@ -1,14 +1,18 @@
 from __future__ import annotations
 
+import contextlib
 import glob
 import hashlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
-from collections.abc import Callable
+import urllib.request
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -78,9 +82,7 @@ def postgres_url():
     data = Path(tempfile.mkdtemp(prefix="hpo-pg-"))
     if os.geteuid() == 0:
         shutil.chown(data, "postgres", "postgres")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     run = lambda *cmd: subprocess.run(_as_postgres([str(bindir / cmd[0]), *cmd[1:]]), check=True,  # noqa: E731
                                       capture_output=True, timeout=120)
     run("initdb", "-D", str(data / "db"), "-A", "trust", "-U", "postgres", "--no-sync")
@@ -184,6 +186,51 @@ class StopAt:
 
     def decide(self, step: int) -> TrialPruned | None:
         return TrialPruned(self.reason, self.detail) if step >= self.step else None
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def start_mlflow_server(port: int, backend: Path, artifacts: Path) -> subprocess.Popen:
+    """A real ``mlflow server`` over HTTP on loopback, once it answers."""
+    server = subprocess.Popen(
+        [str(Path(sys.executable).with_name("mlflow")), "server", "--host", "127.0.0.1", "--port", str(port),
+         "--backend-store-uri", f"sqlite:///{backend}", "--artifacts-destination", str(artifacts), "--workers", "1"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+        start_new_session=True,  # its web server runs in processes of its own: stopped together
+    )
+
+    def up() -> bool:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1)
+            return True
+        except OSError:
+            assert server.poll() is None, "mlflow server exited"
+            return False
+
+    wait_for(up, what="the MLflow server")
+    return server
+
+
+def stop_server(server: subprocess.Popen) -> None:
+    """The server down for real: its whole process group killed."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(server.pid, signal.SIGKILL)
+    server.wait()
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A tracking server for the module's tests: its URL."""
+    path = tmp_path_factory.mktemp("server")
+    port = free_port()
+    server = start_mlflow_server(port, path / "server.db", path / "artifacts")
+    yield f"http://127.0.0.1:{port}"
+    stop_server(server)
 
 
 def wait_for(condition: Callable[[], bool], timeout: float = 120.0, what: str = "") -> None:

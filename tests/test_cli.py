@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import os
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import click
@@ -44,38 +40,6 @@ def test_search_command_prints_progress_leaderboard_best_and_test_score(tmp_path
         cwd=tmp_path, capture_output=True, text=True, timeout=300,
     )
     assert again.returncode == 0 and "tiny-digits_mlp-grid-seed0: 3 trials" in again.stdout  # resumed, nothing added
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def mlflow_server(tmp_path_factory):
-    """A real `mlflow server` over HTTP on loopback."""
-    path = tmp_path_factory.mktemp("server")
-    port = _free_port()
-    server = subprocess.Popen(
-        [str(Path(sys.executable).with_name("mlflow")), "server", "--host", "127.0.0.1", "--port", str(port),
-         "--backend-store-uri", f"sqlite:///{path / 'server.db'}", "--artifacts-destination", str(path / "artifacts"),
-         "--workers", "1"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            urllib.request.urlopen(f"{url}/health", timeout=1)
-            break
-        except OSError:
-            assert server.poll() is None, "mlflow server exited"
-            assert time.monotonic() < deadline, "mlflow server did not start"
-            time.sleep(0.5)
-    yield url
-    server.terminate()
-    server.wait(timeout=30)
 
 
 def test_a_tracking_server_over_http_gets_the_same_layout(mlflow_server, stores, unique):

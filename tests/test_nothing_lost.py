@@ -3,7 +3,6 @@ again, stores made unusable. After each fault the study and MLflow agree and a r
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import os
 import shutil
@@ -12,7 +11,6 @@ import subprocess
 import sys
 import textwrap
 import time
-import urllib.request
 from pathlib import Path
 
 import optuna
@@ -21,7 +19,7 @@ from mlflow import MlflowClient
 
 import hpo
 import hpo.tracking._writer
-from conftest import child_runs, wait_for
+from conftest import child_runs, free_port, start_mlflow_server, stop_server, wait_for
 from hpo.store import to_record
 
 SPACE = """
@@ -255,41 +253,6 @@ def test_artifacts_of_a_sqlite_tracked_search_live_beside_its_store(tmp_path, un
     assert (tmp_path / "tracking" / "mlartifacts" / unique).is_dir()
 
 
-def start_server(port: int, backend: Path, artifacts: Path) -> subprocess.Popen:
-    server = subprocess.Popen(
-        [str(Path(sys.executable).with_name("mlflow")), "server", "--host", "127.0.0.1", "--port", str(port),
-         "--backend-store-uri", f"sqlite:///{backend}", "--artifacts-destination", str(artifacts), "--workers", "1"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
-        start_new_session=True,  # its web server runs in processes of its own: stopped together
-    )
-
-    def up() -> bool:
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1)
-            return True
-        except OSError:
-            assert server.poll() is None, "mlflow server exited"
-            return False
-
-    wait_for(up, what="the MLflow server")
-    return server
-
-
-def stop(server: subprocess.Popen) -> None:
-    """The server down for real: its whole process group killed."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(server.pid, signal.SIGKILL)
-    server.wait()
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def steady(params, trial):
     for step in range(3):
         time.sleep(0.4)
@@ -303,7 +266,7 @@ def test_a_tracking_server_outage_delays_mlflow_never_training(tmp_path, stores,
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "1")
     monkeypatch.setattr(hpo.tracking._writer, "OUTAGE_RETRY_S", 1.0)
     port = free_port()
-    server = start_server(port, tmp_path / "server.db", tmp_path / "artifacts")
+    server = start_mlflow_server(port, tmp_path / "server.db", tmp_path / "artifacts")
     url = f"http://127.0.0.1:{port}"
     space = hpo.SearchSpace.model_validate({
         "name": "outage", "metric": "val_loss", "direction": "minimize",
@@ -319,9 +282,9 @@ def test_a_tracking_server_outage_delays_mlflow_never_training(tmp_path, stores,
         def trial_finished(self, trial) -> None:
             self.ended += 1
             if self.ended == 2:
-                stop(server)
+                stop_server(server)
             if self.ended == 5:
-                restarted.append(start_server(port, tmp_path / "server.db", tmp_path / "artifacts"))
+                restarted.append(start_mlflow_server(port, tmp_path / "server.db", tmp_path / "artifacts"))
 
     try:
         result = hpo.search(steady, space, strategy="grid", n_trials=8, tracking_uri=url, storage=stores["storage"],
@@ -336,7 +299,7 @@ def test_a_tracking_server_outage_delays_mlflow_never_training(tmp_path, stores,
         assert all(len(client.get_metric_history(r.info.run_id, "val_loss")) == 3 for r in runs)  # curves whole
     finally:
         for process in [server, *restarted]:
-            stop(process)
+            stop_server(process)
 
 
 def test_an_outage_past_the_end_of_the_search_is_repaired_by_the_next_run(tmp_path, stores, unique, monkeypatch):
@@ -345,7 +308,7 @@ def test_an_outage_past_the_end_of_the_search_is_repaired_by_the_next_run(tmp_pa
     monkeypatch.setattr(hpo.tracking._writer, "OUTAGE_RETRY_S", 1.0)
     monkeypatch.setattr(hpo.tracking._writer, "FLUSH_LIMIT_S", 3.0)
     port = free_port()
-    servers = [start_server(port, tmp_path / "server.db", tmp_path / "artifacts")]
+    servers = [start_mlflow_server(port, tmp_path / "server.db", tmp_path / "artifacts")]
     url = f"http://127.0.0.1:{port}"
     space = hpo.SearchSpace.model_validate({
         "name": "outage", "metric": "val_loss", "direction": "minimize",
@@ -354,7 +317,7 @@ def test_an_outage_past_the_end_of_the_search_is_repaired_by_the_next_run(tmp_pa
     class DownAfterOne(hpo.SearchListener):
         def trial_finished(self, trial) -> None:
             if servers[0].poll() is None:
-                stop(servers[0])
+                stop_server(servers[0])
 
     options = dict(strategy="grid", n_trials=4, tracking_uri=url, storage=stores["storage"], study_name=unique,
                    experiment=unique, evaluate_test=False)
@@ -363,7 +326,7 @@ def test_an_outage_past_the_end_of_the_search_is_repaired_by_the_next_run(tmp_pa
         first = hpo.search(steady, space, listener=DownAfterOne(), **options)
         assert not first.tracked and [t.state.value for t in first.trials] == ["complete"] * 4  # no trial lost
         assert time.monotonic() - started < 40  # one wait of FLUSH_LIMIT_S for MLflow at the end, not two of 60 s
-        servers.append(start_server(port, tmp_path / "server.db", tmp_path / "artifacts"))
+        servers.append(start_mlflow_server(port, tmp_path / "server.db", tmp_path / "artifacts"))
         notices: list[str] = []
 
         class Heard(hpo.SearchListener):
@@ -381,7 +344,7 @@ def test_an_outage_past_the_end_of_the_search_is_repaired_by_the_next_run(tmp_pa
                                                                 for r in runs}
     finally:
         for process in servers:
-            stop(process)
+            stop_server(process)
 
 
 def test_a_pool_search_killed_leaves_nothing_running_after_a_rerun(tmp_path):

@@ -10,7 +10,6 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -21,7 +20,7 @@ import optuna
 import pytest
 from mlflow import MlflowClient
 
-from conftest import ROOT, short_lr_wd
+from conftest import ROOT, free_port, short_lr_wd
 
 # One worker runs them all (``make test``'s ``--dist loadgroup``): one head started with
 # ``ray start`` serves both ways of naming it.
@@ -40,12 +39,6 @@ def objective(params, trial):
         trial.report(step, val_loss=params["lr"] + 1 / (step + 1))
     return params["lr"]
 """
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _processes_of(marker: str) -> list[int]:
@@ -79,7 +72,7 @@ def short_folder(name: str) -> Path:
 
 
 def _start_head(env: dict[str, str], folder: Path) -> str:
-    port = _free_port()
+    port = free_port()
     done = subprocess.run([RAY, "start", "--head", f"--port={port}", "--num-cpus=2", "--include-dashboard=false",
                            "--disable-usage-stats", f"--temp-dir={folder}"], env=env, capture_output=True,
                           text=True, timeout=120)
@@ -116,7 +109,7 @@ def test_a_cluster_started_with_ray_start_runs_the_search(how, ray_head, user_ho
 
 
 def test_an_unreachable_cluster_is_refused_in_one_line_before_anything_is_written(user_home, tmp_path):
-    address = f"127.0.0.1:{_free_port()}"
+    address = f"127.0.0.1:{free_port()}"
     started = time.monotonic()
     done = subprocess.run([*HPO, "--trials", "2", "--ray-address", address], cwd=tmp_path, env=user_home,
                           capture_output=True, text=True, timeout=120)
@@ -134,7 +127,7 @@ def test_without_an_address_a_stale_cluster_file_is_not_joined(user_home, tmp_pa
     stale = Path("/tmp/ray/ray_current_cluster")
     before = stale.read_text() if stale.exists() else None
     stale.parent.mkdir(parents=True, exist_ok=True)
-    stale.write_text(f"127.0.0.1:{_free_port()}")
+    stale.write_text(f"127.0.0.1:{free_port()}")
     try:
         done = subprocess.run([*HPO, "--trials", "2"], cwd=tmp_path, env=user_home, capture_output=True, text=True,
                               timeout=240)

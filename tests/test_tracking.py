@@ -38,7 +38,7 @@ def tracking_uri(request, tmp_path, unique) -> str:
 
 def writer(client: MlflowClient, way: str) -> Writer:
     writer = Writer(client)
-    writer.write_runs = WAYS[way]
+    writer.run_writer = WAYS[way]
     return writer
 
 
@@ -235,29 +235,46 @@ def test_writers_making_one_trials_run_at_the_same_moment_make_one_run(tracking_
     or one repairing while another's writer makes the trial's run). Looking for a run and making
     it are one step: each trial gets one run. Threads, not processes, so that the moments meet:
     the race is between the store's connections, which threads hold as processes do."""
-    client = MlflowClient(tracking_uri)
-    experiment_id = client.create_experiment(unique)
+    writers = [(MlflowClient(tracking_uri), WAYS[way]) for _ in range(4)]
+    made, refused = runs_made_at_once(MlflowClient(tracking_uri), unique, writers)
+    assert made == list(range(10)) and not refused, (made, refused[:1])
+
+
+def test_writers_on_a_tracking_server_make_one_run_a_trial_under_the_studys_lock(mlflow_server, tmp_path, unique):
+    """A tracking server has no lock: each search's tracker makes its trials' runs under the
+    search's lock on the study's storage, which every process of the search shares."""
+    trackers = [MlflowTracker(mlflow_server, unique, study_storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+                for _ in range(4)]
+    for tracker in trackers:
+        tracker._connect()
+    made, refused = runs_made_at_once(MlflowClient(mlflow_server), unique,
+                                      [(tracker.client, tracker.writer.write_runs) for tracker in trackers])
+    assert made == list(range(10)) and not refused, (made, refused[:1])
+
+
+def runs_made_at_once(client: MlflowClient, experiment: str, writers: list) -> tuple[list[int], list[BaseException]]:
+    """Each writer (a client and a function writing runs) makes the runs of trials 0-9 of one
+    search, all at the same moment for each trial; the trial numbers of the runs made (one each
+    if no run was made twice), and what the store refused."""
+    experiment_id = client.create_experiment(experiment)
     parent = client.create_run(experiment_id, run_name="search").info.run_id
-    writers, numbers = 4, range(10)
-    at_once = threading.Barrier(writers)
+    at_once = threading.Barrier(len(writers))
     refused: list[BaseException] = []
 
-    def make_runs() -> None:
-        own = MlflowClient(tracking_uri)
-        for number in numbers:
+    def make_runs(own: MlflowClient, write_runs) -> None:
+        for number in range(10):
             write = RunWrite(RunRef(), experiment_id, name=f"trial-{number:04d}", start_time=number, tags=[
                 RunTag("hpo.study_run", parent), RunTag("hpo.trial_number", str(number))])
             at_once.wait()
             try:
-                WAYS[way](own, [write])
+                write_runs(own, [write])
             except Exception as error:  # the store refused: counted, not a second run
                 refused.append(error)
 
-    threads = [threading.Thread(target=make_runs) for _ in range(writers)]
+    threads = [threading.Thread(target=make_runs, args=writer) for writer in writers]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
     runs = client.search_runs([experiment_id], f"tags.`hpo.study_run` = '{parent}'", max_results=1000)
-    made = sorted(int(run.data.tags["hpo.trial_number"]) for run in runs)
-    assert made == list(numbers) and not refused, (made, refused[:1])
+    return sorted(int(run.data.tags["hpo.trial_number"]) for run in runs), refused

@@ -164,8 +164,11 @@ class MlflowTracker:
     """
 
     def __init__(self, tracking_uri: str | None, experiment: str, home: Path = DEFAULT_HOME, *,
-                 untrained_step_zero: bool = False) -> None:
+                 untrained_step_zero: bool = False, study_storage: str | None = None) -> None:
         self.tracking_uri = tracking_uri or ""
+        self.study_storage = study_storage
+        """The study's storage URL: trial runs are made under a lock there where MLflow's store
+        has none (a tracking server), so that two processes of the search make one run a trial."""
         self.experiment_name = experiment
         self.home = home
         self.untrained_step_zero = untrained_step_zero
@@ -278,9 +281,9 @@ class MlflowTracker:
                 "log_scaled": ",".join(self.log_scaled)}
 
     @classmethod
-    def attach(cls, identity: dict[str, str]) -> MlflowTracker:
+    def attach(cls, identity: dict[str, str], study_storage: str | None = None) -> MlflowTracker:
         """A tracker writing into a search another process started (``identity()`` there)."""
-        tracker = cls(identity["uri"], identity["experiment"],
+        tracker = cls(identity["uri"], identity["experiment"], study_storage=study_storage,
                       untrained_step_zero=identity.get("untrained_step_zero") == "True")
         tracker.study_name = identity.get("study", "")
         tracker.log_scaled = [name for name in identity.get("log_scaled", "").split(",") if name]
@@ -302,7 +305,7 @@ class MlflowTracker:
             self.client.search_experiments(max_results=1)
         except Exception as error:
             raise unusable(path or self.tracking_uri, "MLflow store", error, "tracking_uri") from None
-        self.writer = Writer(self.client)
+        self.writer = Writer(self.client, self.study_storage)
 
     def flush(self, limit_s: float | None = None) -> bool:
         """Wait until every write queued so far is in MLflow (at most ``limit_s``, by default

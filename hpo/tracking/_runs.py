@@ -70,15 +70,16 @@ class RunWrite:
 
 ONE_RUN_PER = ("hpo.study_run", "hpo.trial_number")
 """A run created with these tags is the only active one with their values: a second process
-creating it takes the first one's, looked up under the search's lock on the store
-(``_making``): in the transaction that would create it on a database (``_made_elsewhere``), just
-before through the client (``_found``)."""
+creating it takes the first one's, looked up under the search's lock (``_making``): in the
+transaction that would create it on a database (``_made_elsewhere``), just before through the
+client (``_found``)."""
 
 MAKING_LOCK_S = 30.0
 """The longest a write waits for another process to make its runs (it is then retried)."""
 
-RunWriter = Callable[[Any, Sequence[RunWrite]], None]
-"""Writes a batch of run writes in their order, given the MLflow client."""
+RunWriter = Callable[[Any, Sequence[RunWrite], str | None], None]
+"""Writes a batch of run writes in their order, given the MLflow client and the store to lock
+runs on where MLflow's has no lock (``_making``)."""
 
 
 def run_writer(client: Any) -> RunWriter:
@@ -114,13 +115,14 @@ def point_default_experiment(path: Path, artifacts: str) -> None:
         db.execute("UPDATE experiments SET artifact_location = ? WHERE experiment_id = 0", (artifacts,))
 
 
-def write_one_by_one(client: Any, writes: Sequence[RunWrite]) -> None:
-    """The client API's calls for each write (safe to repeat after a failure part-way)."""
+def write_one_by_one(client: Any, writes: Sequence[RunWrite], lock_url: str | None = None) -> None:
+    """The client API's calls for each write (safe to repeat after a failure part-way); runs
+    are made under the search's lock on MLflow's store, or on ``lock_url`` where that has none."""
     for write in writes:
         metrics, params, tags_after = write.metrics, write.params, write.tags
         if write.name and write.run.run_id is None:
             tags = {tag.key: tag.value for tag in write.tags}
-            with _making(client, [write]):
+            with _making(client, [write], lock_url):
                 write.run.run_id = _found(client, write.experiment_id, tags)
                 if write.run.run_id is None:
                     write.run.run_id = client.create_run(write.experiment_id, start_time=write.start_time, tags=tags,
@@ -136,16 +138,19 @@ def write_one_by_one(client: Any, writes: Sequence[RunWrite]) -> None:
 
 
 @contextlib.contextmanager
-def _making(client: Any, writes: Sequence[RunWrite]) -> Iterator[None]:
+def _making(client: Any, writes: Sequence[RunWrite], lock_url: str | None = None) -> Iterator[None]:
     """Held while the runs that ``writes`` create are looked for and made: the lock of each of
-    their searches on the store (``store_lock``: a file beside SQLite, an advisory lock on
+    their searches on MLflow's store (``store_lock``: a file beside SQLite, an advisory lock on
     PostgreSQL), so that two processes making one trial's run at once make one. A tracking
-    server offers no such lock: there two processes can still make one each."""
+    server offers no lock: there the lock is taken on ``lock_url`` (the study's storage, which
+    every process of the search shares), or, without one, two processes can make one each."""
     searches = sorted({tag.value for write in writes if write.name for tag in write.tags
                        if tag.key == ONE_RUN_PER[0]})
     with contextlib.ExitStack() as held:
         for search in searches:
             lock = store_lock(client.tracking_uri, "mlflow-runs", search, MAKING_LOCK_S)
+            if lock is None and lock_url:
+                lock = store_lock(lock_url, "mlflow-runs", search, MAKING_LOCK_S)
             if lock is not None:
                 held.enter_context(lock)
         yield
@@ -159,7 +164,7 @@ def _found(client: Any, experiment_id: str, tags: dict[str, str]) -> str | None:
     return next((run.info.run_id for run in client.search_runs([experiment_id], query, max_results=1)), None)
 
 
-def _in_one_transaction(client: Any, writes: Sequence[RunWrite]) -> None:
+def _in_one_transaction(client: Any, writes: Sequence[RunWrite], lock_url: str | None = None) -> None:
     """All of ``writes`` as the client calls would leave them, in one transaction. Run ids are
     handed out only once it has committed, so a failed batch can be retried whole. No writes,
     no transaction (a repair that finds nothing to mend, at every search's start and end)."""
@@ -170,7 +175,7 @@ def _in_one_transaction(client: Any, writes: Sequence[RunWrite]) -> None:
     for write in writes:
         if write.name and write.run.run_id is None and id(write.run) not in created:
             created[id(write.run)] = uuid.uuid4().hex
-    with _making(client, [w for w in writes if id(w.run) in created]), \
+    with _making(client, [w for w in writes if id(w.run) in created], lock_url), \
             store.ManagedSessionMaker(read_only=False) as session:
         if created:
             made = _made_elsewhere(session, [w for w in writes if w.name and id(w.run) in created])

@@ -9,7 +9,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from hpo.tracking._runs import RunWrite, run_writer
@@ -51,14 +51,16 @@ class Writer:
     meanwhile). ``flush`` waits at most ``limit_s`` for such writes; those left are counted in
     ``pending``. A write refused for another reason is dropped and counted in ``failures``.
     Run writes (``RunWrite``) queued one after another are written together, by ``write_runs``;
-    a batch refused for good is tried again run by run.
+    a batch refused for good is tried again run by run. Runs are made under a lock on MLflow's
+    store, or on ``lock_url`` (the study's storage) where it has none (a tracking server).
     """
 
-    def __init__(self, client: Any) -> None:
+    def __init__(self, client: Any, lock_url: str | None = None) -> None:
         self.client = client
+        self.lock_url = lock_url
         self.failures: list[str] = []
         self.pending = 0
-        self.write_runs = run_writer(client)
+        self.run_writer = run_writer(client)
         self._queue: queue.Queue[Write | RunWrite] = queue.Queue()
         self._held: Write | None = None  # taken off the queue after a batch of run writes: next in line
         self._idle = threading.Event()
@@ -69,6 +71,10 @@ class Writer:
         self._hurry = threading.Event()  # set while someone waits in flush: batches stop gathering
         self.outage_since: float | None = None
         self._gave_up: float | None = None  # the outage (its start) a flush stopped waiting for
+
+    def write_runs(self, client: Any, writes: Sequence[RunWrite]) -> None:
+        """``writes`` now, in this thread, as one batch."""
+        self.run_writer(client, writes, self.lock_url)
 
     @property
     def idle(self) -> bool:

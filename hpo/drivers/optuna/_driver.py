@@ -142,7 +142,8 @@ class _QueueListener(SearchListener):
 def _worker_main(payload: bytes, wait_for_others: bool, slot: DeviceSlot, events: Any) -> None:
     """A pool worker: the same loop as in-process, warm on its slot."""
     plan, objective, store, tracking, population, deadline = cloudpickle.loads(payload)
-    loop = TrialLoop(plan, store, MlflowTracker.attach(tracking), listener=_QueueListener(events), deadline=deadline)
+    tracker = MlflowTracker.attach(tracking, store.url)
+    loop = TrialLoop(plan, store, tracker, listener=_QueueListener(events), deadline=deadline)
     try:
         work(loop, objective, device=slot.device, context=set_up(objective, slot.device),
              wait_for_others=wait_for_others, population=population)
