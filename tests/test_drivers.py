@@ -12,10 +12,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import logging
-import math
 import os
-import signal
-import time
 
 import pytest
 from mlflow import MlflowClient
@@ -26,8 +23,21 @@ from conftest import ROOT, child_runs, digits_space
 from hpo import TrialState
 from hpo.drivers.simulated import SimulatedOptions
 from hpo.store import TrialStore
-from hpo.strategies import BaseStrategy, Suggestion, params_key
-from objectives import digits_mlp
+from hpo.strategies import params_key
+from predictable import (
+    SCRIPTED,
+    ListStrategy,
+    MissingData,
+    Warm,
+    boom_at_002,
+    killed_once,
+    late,
+    plateau,
+    quadratic,
+    quick_then_slow,
+    scripted,
+    steady,
+)
 
 STATUS = {"complete": "FINISHED", "pruned": "KILLED", "failed": "FAILED"}
 DRIVERS = ["optuna", "ray", "simulated"]
@@ -73,29 +83,6 @@ def engine(request, stores, tmp_path):
 
     run.name = name
     return run
-
-
-class ListStrategy(BaseStrategy):
-    """Suggests the given configurations in order: a strategy whose trials a test can predict."""
-
-    name = "list"
-
-    def __init__(self, configs: list[dict]) -> None:
-        super().__init__(0)
-        self.configs = configs
-
-    def suggest(self, space, history, n_trials):
-        return Suggestion(self.configs[len(history)]) if len(history) < len(self.configs) else None
-
-
-def boom_at_002(params, trial):
-    if params["lr"] == 0.02:
-        raise RuntimeError("boom")
-    return digits_mlp(params, trial)
-
-
-boom_at_002.test = digits_mlp.test
-boom_at_002.step_zero_untrained = True  # digits_mlp's step 0 is its untrained model
 
 
 def test_every_ending_is_recorded_and_the_search_goes_on(engine, stores, unique):
@@ -156,12 +143,6 @@ def test_grid_stops_when_every_point_has_run(engine, unique):
     result = engine("digits_mlp", digits_space(epochs=1), strategy="grid", n_trials=10, experiment=unique,
                     study_name=unique, evaluate_test=False)
     assert sorted(t.params["lr"] for t in result.trials) == [1e-3, 3e-3, 1e-2]
-
-
-def quadratic(params, trial):
-    for step in range(3):
-        trial.report(step, loss=(params["lr"] - 0.01) ** 2 + 1 / (step + 1))
-    return (params["lr"] - 0.01) ** 2
 
 
 def test_tpe_runs_inside_the_bounds(engine, unique):
@@ -254,14 +235,6 @@ def test_the_cli_progress_bar_hears_every_trial(engine, unique):
     assert progress.tasks[0].completed == 3
 
 
-def plateau(params, trial):
-    """Ten steps toward a plateau set by the learning rate's distance from 1e-2 (in decades)."""
-    gap = abs(math.log10(params["lr"]) + 2)
-    for step in range(10):
-        trial.report(step, loss=gap + 1 / (step + 1))
-    return gap + 0.1
-
-
 @pytest.mark.parametrize("pruner", ["successive-halving", "hyperband"])
 def test_halving_pruners_stop_the_worse_trials_early(engine, stores, unique, pruner):
     lrs = [1e-2, 2e-2, 5e-3, 3e-2, 1e-1, 1e-3, 3e-1, 1e-4, 1.0, 1e-5, 3.0, 1e-6]  # worse and worse
@@ -301,25 +274,9 @@ def test_both_drivers_prune_the_same_trials_at_the_same_epochs(request, stores, 
     assert sum(state == "pruned" for _, state, _, _ in ended["optuna"]) >= 3
 
 
-SCRIPTED = {  # a loss curve over epochs 1-4 for each learning rate
-    1.0: [1.0, 0.50, 0.40, 0.30], 2.0: [1.0, 0.52, 0.42, 0.32], 3.0: [1.0, 0.48, 0.38, 0.28],
-    4.0: [1.0, 0.55, 0.45, 0.35], 5.0: [1.0, 0.45, 0.35, 0.25],  # the five the rule waits for
-    6.0: [1.0, 0.49, 0.39, 0.31],  # below each median until epoch 4
-    7.0: [1.0, 0.60, 0.40, 0.20],  # above it at epoch 2
-    8.0: [1.0, 0.44, 0.34, 0.24],  # below it throughout
-}
-
-
 SCRIPTED_SPACE = hpo.SearchSpace.model_validate(
     {"name": "scripted", "metric": "loss", "direction": "minimize", "fixed": {"epochs": 4},
      "params": {"lr": {"type": "float", "low": 1.0, "high": 8.0}}})
-
-
-def scripted(params, trial):
-    curve = SCRIPTED[params["lr"]]
-    for epoch, loss in enumerate(curve, start=1):
-        trial.report(epoch, loss=loss)
-    return curve[-1]
 
 
 def test_the_median_rule_decides_alike_on_both_drivers(engine, unique):
@@ -380,21 +337,6 @@ def test_every_trial_names_its_mlflow_run(engine, stores, unique):
     assert {t.number: t.run_id for t in TrialStore(stores["storage"], unique).trials()} == runs
 
 
-def late(params, trial):
-    """Trials 0-4 report a steady curve, trial 4 after three seconds; trial 5 reports its first
-    epoch at once, then a worse second one five seconds later."""
-    if params["lr"] == 5.0:
-        trial.report(1, loss=0.5)
-        time.sleep(5.0)
-        trial.report(2, loss=0.9)
-        return 0.9
-    if params["lr"] == 4.0:
-        time.sleep(3.0)
-    for epoch, loss in enumerate([0.5, 0.4, 0.3], start=1):
-        trial.report(epoch, loss=loss)
-    return 0.3
-
-
 def test_ray_trials_that_run_long_are_judged_by_what_ended_meanwhile(request, stores, unique, tmp_path):
     """Trial 5 starts beside trial 4, with four trials complete: too few for the median rule
     then. Trial 4 reports while trial 5 runs, and trial 5 is judged against all five: the
@@ -411,23 +353,6 @@ def test_ray_trials_that_run_long_are_judged_by_what_ended_meanwhile(request, st
         ("pruned", "at epoch 2: 0.5 > median 0.4 of 5 trials")]
 
 
-class Warm:
-    """digits_mlp with a setup that leaves a line per call in a file; every trial checks that
-    it got what setup returned."""
-
-    def __init__(self, log) -> None:
-        self.log = log
-
-    def setup(self, device):
-        with open(self.log, "a") as log:
-            log.write(f"{os.getpid()}\n")
-        return digits_mlp.setup(device)
-
-    def __call__(self, params, trial):
-        assert trial.context is not None and trial.context.x_train.device.type == trial.device.split(":")[0]
-        return digits_mlp(params, trial)
-
-
 def test_setup_runs_once_per_process_and_every_trial_gets_its_context(engine, unique, tmp_path):
     log = tmp_path / "setup.log"
     space = digits_space(epochs=1, lr={"type": "float", "low": 1e-4, "high": 0.1, "log": True, "grid_points": 6})
@@ -438,30 +363,11 @@ def test_setup_runs_once_per_process_and_every_trial_gets_its_context(engine, un
     assert 1 <= len(setups) <= 2 and len(set(setups)) == len(setups)  # once per process (Ray: per actor)
 
 
-class MissingData:
-    """An objective whose data is not where its setup looks."""
-
-    def setup(self, device):
-        raise FileNotFoundError("data/train.npy")
-
-    def __call__(self, params, trial):
-        return 1.0
-
-
 def test_a_failing_setup_stops_the_search_with_its_real_error(engine, stores, unique):
     with pytest.raises(hpo.HpoError, match=r"objective: its setup on cpu failed: FileNotFoundError: data/train\.npy"):
         engine(MissingData(), digits_space(epochs=1), strategy="grid", n_trials=3, experiment=unique,
                study_name=unique, evaluate_test=False)
     assert TrialStore(stores["storage"], unique).trials() == []  # the setup runs before any trial is claimed
-
-
-def steady(params, trial):
-    """Eight short steps: long enough for a scheduler to pause, stop or restart a trial."""
-    gap = abs(math.log10(params["lr"]) + 2)
-    for step in range(8):
-        time.sleep(0.05)
-        trial.report(step, loss=gap + 1 / (step + 1))
-    return gap + 0.125
 
 
 @pytest.mark.parametrize("pruner", ["median", "successive-halving", "hyperband"])
@@ -476,17 +382,6 @@ def test_no_pruner_restarts_a_trial_or_repeats_a_step(engine, stores, unique, pr
     for run in child_runs(stores["tracking_uri"], result.parent_run_id):
         steps = [m.step for m in client.get_metric_history(run.info.run_id, "loss")]
         assert steps == list(range(len(steps))), (run.data.tags["hpo.trial_number"], steps)  # its own step 0 too
-
-
-def killed_once(params, trial):
-    """Kills its own process the first time (a crashed or OOM-killed worker), then trains."""
-    marker = os.path.join(os.environ["HPO_TEST_MARKERS"], f"killed-{os.environ['HPO_TEST_ID']}")
-    try:
-        os.close(os.open(marker, os.O_CREAT | os.O_EXCL))  # one process wins, even when two start at once
-    except FileExistsError:
-        return digits_mlp(params, trial)
-    os.kill(os.getpid(), signal.SIGKILL)
-    return digits_mlp(params, trial)
 
 
 def test_ray_retries_a_trial_whose_actor_died_in_the_same_run(request, stores, unique, tmp_path, monkeypatch):
@@ -508,17 +403,6 @@ def test_ray_retries_a_trial_whose_actor_died_in_the_same_run(request, stores, u
     runs = {r.data.tags["hpo.trial_number"]: r for r in child_runs(stores["tracking_uri"], result.parent_run_id)}
     assert runs[str(lost[0].number)].info.status == "FAILED"
     assert runs[str(retry[0].number)].data.tags["hpo.retry_of"] == str(lost[0].number)
-
-
-def quick_then_slow(params, trial):
-    """Four steps at once, then two a little over a second apart; every trial the same curve,
-    so that no pruner stops one."""
-    for step in range(4):
-        trial.report(step, loss=1 / (step + 1))
-    for step in (4, 5):
-        time.sleep(1.2)
-        trial.report(step, loss=1 / (step + 1))
-    return 1 / 6
 
 
 @pytest.mark.parametrize(("pruner", "sent"), [
