@@ -23,6 +23,34 @@ DEFAULT_SPACE = "lr_wd"
 
 _CHOICES = {"strategy": list(NAMES), "pruner": list(PRUNERS), "driver": list(DRIVERS)}
 """The names the fields that take a name or an object know."""
+_OBJECTS: dict[str, tuple[Any, str]] = {
+    "strategy": (Strategy, "an hpo strategy (a subclass of hpo.strategies.BaseStrategy)"),
+    "pruner": (Pruning, "hpo.Pruning"),
+    "driver": (DriverOptions, "hpo.OptunaOptions or hpo.RayOptions"),
+}
+"""What each of those fields takes besides a name: the type, and how a line names it."""
+_OPTUNA_NAMES = {"TPESampler": "tpe", "RandomSampler": "random", "GridSampler": "grid", "NopPruner": "none",
+                 "MedianPruner": "median", "SuccessiveHalvingPruner": "successive-halving",
+                 "HyperbandPruner": "hyperband"}
+"""Optuna's samplers and pruners that hpo has under a name of its own."""
+
+
+def _not_taken(field: str, value: Any) -> str:
+    """Why ``value`` (neither a name nor an object of the field's type) is refused, and what to
+    pass instead: an Optuna sampler or pruner is answered with hpo's own of the same kind."""
+    kind = "None" if value is None else type(value).__name__
+    choices, (_, what) = _CHOICES[field], _OBJECTS[field]
+    if type(value).__module__.split(".")[0] != "optuna" or field == "driver":
+        return f"takes a name ({', '.join(choices)}) or {what}, got {kind}"
+    kinds = "strategies" if field == "strategy" else "pruners"
+    said = f"hpo runs its own {kinds}, alike on every driver, not Optuna's {kind}: "
+    name = _OPTUNA_NAMES.get(kind)
+    if name is None:
+        return said + f"pass one of {', '.join(choices)}, or {what}"
+    if field == "pruner" and name != "none":
+        return said + (f"pass {field}={name!r}, or hpo.Pruning(pruner={name!r}, warmup_steps=..., warmup_trials=...) "
+                       "for its warm-up")
+    return said + f"pass {field}={name!r}" + (" (seeded by seed=...)" if field == "strategy" else "")
 
 
 def _flag(flag: str | None) -> dict[str, Any]:
@@ -89,6 +117,15 @@ class SearchSettings(BaseModel):
     def flags(cls) -> dict[str, str]:
         """Each field's flag (``n_trials``: ``--trials``); fields the API alone takes are left out."""
         return flags_of(cls)
+
+    @field_validator("strategy", "pruner", "driver", mode="before")
+    @classmethod
+    def _name_or_object(cls, value: Any, info: ValidationInfo) -> Any:
+        """Anything but a name or an object of the field's type (an Optuna sampler) is refused here,
+        in a line saying what to pass, rather than as a string it is not."""
+        if not isinstance(value, str | _OBJECTS[str(info.field_name)][0]):
+            raise ValueError(_not_taken(str(info.field_name), value))
+        return value
 
     @field_validator("strategy", "pruner", "driver")
     @classmethod

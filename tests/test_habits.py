@@ -139,6 +139,29 @@ def test_a_rerun_that_differs_from_the_study_is_refused_naming_the_difference(ch
     assert "--new-study" in str(refused.value)
 
 
+@pytest.mark.parametrize(("given", "said"), [
+    ({"strategy": optuna.samplers.TPESampler(seed=1)}, "strategy: hpo runs its own strategies, alike on every "
+     "driver, not Optuna's TPESampler: pass strategy='tpe' (seeded by seed=...)"),
+    ({"strategy": optuna.samplers.NSGAIISampler()}, "strategy: hpo runs its own strategies, alike on every driver, "
+     "not Optuna's NSGAIISampler: pass one of auto, grid, random, coarse-to-fine, tpe, or an hpo strategy (a "
+     "subclass of hpo.strategies.BaseStrategy)"),
+    ({"pruner": optuna.pruners.MedianPruner(n_warmup_steps=2)}, "pruner: hpo runs its own pruners, alike on every "
+     "driver, not Optuna's MedianPruner: pass pruner='median', or hpo.Pruning(pruner='median', warmup_steps=..., "
+     "warmup_trials=...) for its warm-up"),
+    ({"pruner": optuna.pruners.NopPruner()}, "pruner: hpo runs its own pruners, alike on every driver, not "
+     "Optuna's NopPruner: pass pruner='none'"),
+    ({"pruner": None}, "pruner: takes a name (none, median, successive-halving, hyperband) or hpo.Pruning, got None"),
+    ({"driver": optuna.storages.InMemoryStorage()}, "driver: takes a name (optuna, ray) or hpo.OptunaOptions or "
+     "hpo.RayOptions, got InMemoryStorage"),
+], ids=["tpe-sampler", "other-sampler", "median-pruner", "nop-pruner", "none", "storage-as-driver"])
+def test_optunas_own_samplers_and_pruners_are_answered_with_hpos_in_one_line(given, said, tmp_path):
+    """Before, each was refused as ``Input should be a valid string``."""
+    with pytest.raises(HpoError) as refused:
+        hpo.search(_lr, SPACE, home=tmp_path, n_trials=2, **given)
+    assert str(refused.value) == said
+    assert not list(tmp_path.iterdir())  # nothing written
+
+
 def test_a_budget_below_what_is_done_runs_nothing_and_a_larger_one_is_said(unique, stores):
     first = _search(_lr, unique, stores, n_trials=4)
     with pytest.raises(HpoError, match=r"n_trials: study '\w+' has 4 trials done, more than 2: nothing to run"):
