@@ -35,6 +35,19 @@ _OPTUNA_NAMES = {"TPESampler": "tpe", "RandomSampler": "random", "GridSampler": 
 """Optuna's samplers and pruners that hpo has under a name of its own."""
 
 
+_OPTUNA_ARGUMENTS = {
+    "sampler": f"hpo plans trials with strategy= ({', '.join(NAMES)})",
+    "direction": "the space names its metric and direction (`direction: maximize` in its file)",
+    "directions": "hpo searches one metric: the space names it and its direction",
+    "n_jobs": "trials run at once on the driver's workers: driver=hpo.OptunaOptions(workers=N)",
+    "callbacks": "pass listener=, an hpo.SearchListener, to hear each trial start and end",
+    "show_progress_bar": "hpo.search shows its progress bar unless quiet=True",
+    "catch": "a trial that raises is recorded as failed, whatever it raises, and the search goes on",
+    "load_if_exists": "hpo.search resumes its study whenever it exists (new_study=True starts another)",
+}
+"""What takes the place of the arguments of Optuna's ``create_study`` and ``optimize``."""
+
+
 def _not_taken(field: str, value: Any) -> str:
     """Why ``value`` (neither a name nor an object of the field's type) is refused, and what to
     pass instead: an Optuna sampler or pruner is answered with hpo's own of the same kind."""
@@ -104,7 +117,8 @@ class SearchSettings(BaseModel):
         """The settings from keyword arguments; the first thing wrong is one ``HpoError`` naming it."""
         if unknown := [name for name in given if name not in cls.model_fields]:
             close = difflib.get_close_matches(unknown[0], list(cls.model_fields), n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
+            hint = f": {_OPTUNA_ARGUMENTS[unknown[0]]}" if unknown[0] in _OPTUNA_ARGUMENTS else (
+                f"; did you mean {close[0]!r}?" if close else "")
             raise HpoError(f"unexpected keyword argument {unknown[0]!r}{hint}")
         try:
             return cls(**given)

@@ -162,6 +162,21 @@ def test_optunas_own_samplers_and_pruners_are_answered_with_hpos_in_one_line(giv
     assert not list(tmp_path.iterdir())  # nothing written
 
 
+@pytest.mark.parametrize(("given", "said"), [
+    ({"sampler": optuna.samplers.TPESampler()}, "hpo plans trials with strategy= (auto, grid, random, "
+     "coarse-to-fine, tpe)"),
+    ({"direction": "maximize"}, "the space names its metric and direction (`direction: maximize` in its file)"),
+    ({"n_jobs": 4}, "trials run at once on the driver's workers: driver=hpo.OptunaOptions(workers=N)"),
+    ({"load_if_exists": True}, "hpo.search resumes its study whenever it exists (new_study=True starts another)"),
+])
+def test_optunas_own_arguments_are_answered_with_what_takes_their_place(given, said, tmp_path):
+    """Before, each was refused as an unexpected keyword argument, and nothing more."""
+    with pytest.raises(HpoError) as refused:
+        hpo.search(_lr, SPACE, home=tmp_path, n_trials=2, **given)
+    assert str(refused.value) == f"unexpected keyword argument {next(iter(given))!r}: {said}"
+    assert not list(tmp_path.iterdir())  # nothing written
+
+
 def test_a_budget_below_what_is_done_runs_nothing_and_a_larger_one_is_said(unique, stores):
     first = _search(_lr, unique, stores, n_trials=4)
     with pytest.raises(HpoError, match=r"n_trials: study '\w+' has 4 trials done, more than 2: nothing to run"):
