@@ -22,7 +22,10 @@ def resolve_objective(spec: str | Callable[..., Any] | None, default: str | None
     try:
         inspect.signature(objective).bind(None, None)
     except TypeError:
-        raise HpoError(f"{name}{inspect.signature(objective)} cannot be called as objective(params, trial)",
+        signature = inspect.signature(objective)
+        optuna_style = list(signature.parameters) == ["trial"]  # Optuna's objective(trial)
+        hint = ": hpo passes each trial's parameters first, from the space file" if optuna_style else ""
+        raise HpoError(f"{name}{signature} cannot be called as objective(params, trial){hint}",
                        argument="objective") from None
     except ValueError:  # no signature to read (a builtin): let it be
         pass

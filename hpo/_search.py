@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from hpo.loop import POPULATION_NOTICE, Listeners, SearchListener
 from hpo.plan import SearchPlan, SearchResult, differences, pruning_for
 from hpo.spaces import SearchSpace, load_space, resolve_space_path
 from hpo.strategies import make_strategy
-from hpo.trial import Trial, TrialRecord, TrialState, stop_on_signals, trial_seed
+from hpo.trial import SUGGESTED, Trial, TrialRecord, TrialState, stop_on_signals, trial_seed
 
 if TYPE_CHECKING:
     from hpo.store import TrialStore
@@ -383,7 +384,7 @@ class FailureWatch(Listeners):
             self.failed = None
             return
         self.failed.append(trial)
-        if len(self.failed) >= self.first or trial.reason.startswith("its reports had no"):
+        if len(self.failed) >= self.first or trial.reason.startswith(("its reports had no", SUGGESTED)):
             raise HpoError(self.explain(trial))
 
     def explain(self, trial: TrialRecord) -> str:
@@ -401,6 +402,9 @@ class FailureWatch(Listeners):
                 guess = f"; did you mean {close[0]!r}?" if close else ""
                 return f" — the space has {', '.join(space.params)}" + (
                     f" (fixed: {', '.join(space.fixed)})" if space.fixed else "") + guess
+        if trial.reason.startswith(SUGGESTED) and (asked := re.search(r"params\['([^']+)'\]", trial.reason)):
+            name = asked.group(1)
+            return "" if name in space.params else f" — the space has no {name!r}: add that entry to it"
         if trial.reason.startswith("objective returned no "):
             return f" — return the space's metric {space.metric!r}, or a dict holding it"
         if trial.reason.startswith("its reports had no "):

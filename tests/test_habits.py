@@ -7,6 +7,7 @@ import time
 
 import optuna
 import pytest
+import yaml
 from mlflow import MlflowClient
 
 import hpo
@@ -175,6 +176,60 @@ def test_optunas_own_arguments_are_answered_with_what_takes_their_place(given, s
         hpo.search(_lr, SPACE, home=tmp_path, n_trials=2, **given)
     assert str(refused.value) == f"unexpected keyword argument {next(iter(given))!r}: {said}"
     assert not list(tmp_path.iterdir())  # nothing written
+
+
+def _suggests(params, trial):
+    """An Optuna objective's body, brought along: its parameters asked of the trial."""
+    lr = trial.suggest_float("lr", 1e-3, 1.0, log=True)
+    width = trial.suggest_int("width", 16, 256, step=16)
+    return lr * trial.suggest_categorical("optimizer", ["adam", "sgd"]).count("a") / width
+
+
+def test_optunas_suggest_calls_stop_the_search_at_the_first_trial_with_the_space_entry_to_write(tmp_path, unique):
+    """Before, each trial failed with ``'Trial' object has no attribute 'suggest_float'`` and the
+    search stopped after three."""
+    with pytest.raises(HpoError) as refused:
+        hpo.search(_suggests, SPACE, home=tmp_path, n_trials=4, study_name=unique, quiet=True)
+    assert str(refused.value).endswith(
+        "AttributeError: trial.suggest_float('lr', ...) is Optuna's: hpo draws each trial's parameters from the "
+        "space, so read params['lr'] (its entry in the space file: lr: {type: float, low: 0.001, high: 1.0, log: "
+        "true}) (the first trial failed so; the search stops)")  # the space has lr: no more to add
+    store = hpo.prepare(_suggests, SPACE, home=tmp_path, study_name=unique).store
+    assert len(store.trials()) == 1
+
+    def suggests_width(params, trial):
+        return trial.suggest_int("width", 16, 256, step=16)
+
+    with pytest.raises(HpoError, match=r"params\['width'\] \(its entry in the space file: width: \{type: int, "
+                                       r"low: 16, high: 256, step: 16\}\) — the space has no 'width': add that "
+                                       r"entry to it \(the first trial failed so"):
+        hpo.search(suggests_width, SPACE, home=tmp_path, n_trials=4, study_name=unique + "w", quiet=True)
+
+
+@pytest.mark.parametrize(("call", "entry"), [
+    (lambda t: t.suggest_float("wd", 1e-5, 0.1, log=True), "wd: {type: float, low: 1.0e-05, high: 0.1, log: true}"),
+    (lambda t: t.suggest_loguniform("wd", 1e-5, 0.1), "wd: {type: float, low: 1.0e-05, high: 0.1, log: true}"),
+    (lambda t: t.suggest_discrete_uniform("p", 0.0, 0.5, 0.1), "p: {type: float, low: 0.0, high: 0.5, step: 0.1}"),
+    (lambda t: t.suggest_categorical("opt", ["adam", "sgd"]), "opt: {type: categorical, choices: ['adam', 'sgd']}"),
+], ids=["float", "loguniform", "discrete", "categorical"])
+def test_a_suggest_call_writes_the_space_entry_that_yaml_reads_back_as_asked(call, entry):
+    with pytest.raises(AttributeError, match=r"its entry in the space file: (.*)\)$") as raised:
+        call(Trial(0, seed=0, metric="loss"))
+    written = str(raised.value).rsplit("its entry in the space file: ", 1)[1][:-1]
+    assert written == entry
+    name, spec = next(iter(yaml.safe_load(written).items()))
+    hpo.SearchSpace.model_validate({"name": "s", "metric": "loss", "direction": "minimize", "params": {name: spec}})
+
+
+def test_an_optuna_objective_of_the_trial_alone_is_told_where_parameters_come_from(tmp_path):
+    def objective(trial):
+        return trial.suggest_float("lr", 1e-3, 1.0)
+
+    with pytest.raises(HpoError) as refused:
+        hpo.search(objective, SPACE, home=tmp_path, n_trials=2)
+    assert str(refused.value).startswith("objective: ")
+    assert str(refused.value).endswith(".objective(trial) cannot be called as objective(params, trial): hpo passes "
+                                       "each trial's parameters first, from the space file")
 
 
 def test_a_budget_below_what_is_done_runs_nothing_and_a_larger_one_is_said(unique, stores):

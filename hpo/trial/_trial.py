@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import math
 import os
 import sysconfig
@@ -254,6 +255,13 @@ class Trial:
         self._stop: TrialPruned | None = None  # the decision of the last report, for should_prune
         self.history: list[tuple[int, dict[str, float]]] = []
 
+    def __getattr__(self, name: str) -> Any:
+        """Optuna's ``trial.suggest_*`` (only missing attributes come here): refused in one line
+        saying where hpo's parameters come from, with the space file's entry for the one asked."""
+        if name in _SUGGEST:
+            return functools.partial(_suggested, name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
     def curve(self) -> list[tuple[int, float]]:
         """The space's metric at each step reported so far."""
         return [(step, values[self._metric]) for step, values in self.history if self._metric in values]
@@ -342,6 +350,40 @@ class Outcome:
     where: str = ""
     traceback: str = ""
     detail: str = ""
+
+
+_SUGGEST = {"suggest_float": ("low", "high", "step", "log"), "suggest_int": ("low", "high", "step", "log"),
+            "suggest_categorical": ("choices",), "suggest_uniform": ("low", "high"),
+            "suggest_loguniform": ("low", "high"), "suggest_discrete_uniform": ("low", "high", "step")}
+"""Optuna's ``trial.suggest_*`` methods, each with its arguments after the name, in order."""
+SUGGESTED = "AttributeError: trial.suggest_"
+"""How the reason of a trial that called one begins."""
+
+
+def _suggested(method: str, name: str, *args: Any, **kwargs: Any) -> Any:
+    """Raise what a call of Optuna's ``trial.METHOD(name, ...)`` gets from hpo: read
+    ``params[name]``, which the space file declares (its entry, written from the call)."""
+    given = {**dict(zip(_SUGGEST[method], args, strict=False)), **kwargs}
+    if method == "suggest_discrete_uniform":
+        given["step"] = given.pop("q", given.get("step"))
+    if method == "suggest_categorical":
+        entry = f"{{type: categorical, choices: [{', '.join(_yaml(c) for c in given.get('choices', ()))}]}}"
+    else:
+        kind = "int" if method == "suggest_int" else "float"
+        bounds = "".join(f", {key}: {_yaml(given[key])}" for key in ("low", "high", "step")
+                         if given.get(key) is not None)
+        log = given.get("log") or method == "suggest_loguniform"
+        entry = f"{{type: {kind}{bounds}{', log: true' if log else ''}}}"
+    raise AttributeError(f"trial.{method}({name!r}, ...) is Optuna's: hpo draws each trial's parameters from the "
+                         f"space, so read params[{name!r}] (its entry in the space file: {name}: {entry})")
+
+
+def _yaml(value: Any) -> str:
+    """``value`` as YAML reads it back (``1.0e-05``: PyYAML takes ``1e-05`` for a string)."""
+    if isinstance(value, float) and "e" in repr(value) and "." not in repr(value).split("e")[0]:
+        mantissa, exponent = repr(value).split("e")
+        return f"{mantissa}.0e{exponent}"
+    return "null" if value is None else str(value).lower() if isinstance(value, bool) else repr(value)
 
 
 def run_objective(objective: Callable[..., Any], params: dict[str, Any], trial: Trial, metric: str) -> Outcome:
