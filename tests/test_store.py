@@ -16,6 +16,7 @@ from optuna.storages._rdb import models
 import hpo
 from conftest import WriteTransactions, child_runs, digits_space
 from hpo import TrialRecord, TrialState
+from hpo.files import store_lock
 from hpo.loop import TrialLoop
 from hpo.store import TrialStore
 
@@ -95,6 +96,21 @@ def any_stores(request, stores) -> dict[str, str]:
     if request.param == "sqlite":
         return stores
     return {**stores, "storage": request.getfixturevalue("postgres_url")}
+
+
+def test_a_lock_on_a_store_held_elsewhere_is_waited_for_at_most_its_timeout(any_stores, unique):
+    """The lock every process of a search takes on its store (a file beside SQLite, an advisory
+    lock on PostgreSQL): held by another taker, a second waits its timeout and is refused with
+    ``TimeoutError``; once released, it is taken. Before, PostgreSQL's waited for ever."""
+    url = any_stores["storage"]
+    held, second = store_lock(url, "test", unique), store_lock(url, "test", unique, 0.5)
+    with held:
+        started = time.monotonic()
+        with pytest.raises(TimeoutError), second:
+            pass
+        assert 0.5 <= time.monotonic() - started < 5
+    with second:
+        pass
 
 
 @pytest.mark.usefixtures("fast_paths")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -103,7 +104,7 @@ def store_lock(url: str, purpose: str, name: str, timeout_s: float = -1) -> Any:
     if path is not None:
         return filelock.FileLock(f"{path}.{purpose}.lock", timeout=timeout_s)
     if url.startswith("postgresql"):
-        return AdvisoryLock(url, f"{purpose}:{name}")
+        return AdvisoryLock(url, f"{purpose}:{name}", timeout_s)
     return None
 
 
@@ -113,11 +114,14 @@ _ENGINES_GUARD = threading.Lock()
 
 class AdvisoryLock:
     """A PostgreSQL session-level advisory lock, held on a connection of its own while held
-    (from one engine a process keeps for each database)."""
+    (from one engine a process keeps for each database). Taking it waits at most ``timeout_s``
+    where that is not negative, then raises ``TimeoutError``, as a lock file does."""
 
-    def __init__(self, url: str, name: str) -> None:
+    def __init__(self, url: str, name: str, timeout_s: float = -1) -> None:
         self.url = url
+        self.name = name
         self.key = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+        self.timeout_s = timeout_s
         self._connection: Any = None
 
     def __getstate__(self) -> dict[str, Any]:
@@ -131,7 +135,17 @@ class AdvisoryLock:
             if engine is None:
                 engine = _ENGINES[self.url] = sqlalchemy.create_engine(self.url, pool_pre_ping=True)
         self._connection = engine.connect()
-        self._connection.execute(sqlalchemy.text("SELECT pg_advisory_lock(:key)"), {"key": self.key})
+        if self.timeout_s < 0:
+            self._connection.execute(sqlalchemy.text("SELECT pg_advisory_lock(:key)"), {"key": self.key})
+            return
+        deadline = time.monotonic() + self.timeout_s
+        try_lock = sqlalchemy.text("SELECT pg_try_advisory_lock(:key)")
+        while not self._connection.execute(try_lock, {"key": self.key}).scalar():
+            if time.monotonic() >= deadline:
+                self._connection.close()
+                raise TimeoutError(f"another process held the lock {self.name!r} on the database for "
+                                   f"{self.timeout_s:g} s")
+            time.sleep(0.05)
 
     def __exit__(self, *exc: object) -> None:
         import sqlalchemy
