@@ -19,7 +19,7 @@ from hpo._settings import DEFAULT_SPACE, SearchSettings, parse_population
 from hpo.drivers import Driver, DriverOptions, driver_options
 from hpo.loop import POPULATION_NOTICE, Listeners, SearchListener
 from hpo.plan import SearchPlan, SearchResult, differences, pruning_for
-from hpo.spaces import SearchSpace, load_space, resolve_space_path
+from hpo.spaces import SearchSpace, load_space, resolve_space_path, space_of
 from hpo.strategies import make_strategy
 from hpo.trial import SUGGESTED, Trial, TrialRecord, TrialState, stop_on_signals, trial_seed
 
@@ -127,16 +127,21 @@ class PreparedSearch:
 
 def prepare(
     objective: str | Callable[..., Any] | None = None,
-    space: str | Path | SearchSpace = DEFAULT_SPACE,
+    space: str | Path | SearchSpace | Mapping[str, Any] = DEFAULT_SPACE,
     **settings: Any,
 ) -> PreparedSearch:
     """Check everything a user can get wrong, before anything is written; ``settings`` are the
     fields of ``SearchSettings`` (see ``search``)."""
     given = SearchSettings.of(objective=objective, **settings)
     space_path = None
-    if not isinstance(space, SearchSpace):
+    if isinstance(space, Mapping):
+        space = space_of(space)
+    elif isinstance(space, str | Path):
         space_path = resolve_space_path(space)
         space = load_space(space)
+    elif not isinstance(space, SearchSpace):
+        raise HpoError(f"takes a space's name, a YAML path, a mapping as a space file holds or a SearchSpace, got "
+                       f"{type(space).__name__}", argument="space")
     options = driver_options(given.driver)
     planner = make_strategy(given.strategy, given.seed, space)
     function, objective_name = resolve_objective(given.objective, space.objective)
@@ -191,7 +196,7 @@ def check_population(population: int | str, objective: Any, objective_name: str)
 
 def search(
     objective: str | Callable[..., Any] | None = None,
-    space: str | Path | SearchSpace = DEFAULT_SPACE,
+    space: str | Path | SearchSpace | Mapping[str, Any] = DEFAULT_SPACE,
     *,
     listener: SearchListener | None = None,
     quiet: bool = False,
@@ -206,7 +211,8 @@ def search(
     Args:
         objective: ``f(params, trial)`` returning the metric (or a dict holding it); a
             built-in name; ``"module:function"``; or ``None`` for the space's default.
-        space: A space name (``"lr_wd"``), a YAML path, or a ``SearchSpace``.
+        space: A space name (``"lr_wd"``), a YAML path, a mapping as a space file holds
+            (``{"metric": "loss", "direction": "minimize", "params": {...}}``), or a ``SearchSpace``.
         strategy: ``auto`` (default: coarse-to-fine for one or two searched parameters, ``tpe`` for
             more), ``grid``, ``random``, ``coarse-to-fine`` or ``tpe``, or a strategy.
         n_trials: Trials in the study in all (40); a rerun adds only what is missing.

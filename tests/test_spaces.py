@@ -6,7 +6,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
+import hpo
 from conftest import ROOT
 from hpo import HpoError, load_space
 from hpo.cli import main
@@ -32,6 +34,7 @@ BAD_SPACES = [
     ("condition on unknown parameter", GOOD.replace("{optimizer: [sgd]}", "{solver: [sgd]}"), "parameter 'momentum': condition on unknown parameter 'solver'"),
     ("condition on unknown value", GOOD.replace("{optimizer: [sgd]}", "{optimizer: [lbfgs]}"), "parameter 'momentum': condition values ['lbfgs']"),
     ("unknown top-level key", GOOD + "budget: 3\n", "unknown key 'budget'"),
+    ("a parameter outside params", GOOD + "wd: {type: float, low: 0.0, high: 0.1}\n", "unknown key 'wd' (a parameter: it goes under 'params')"),
     ("bad direction", GOOD.replace("minimize", "minimise"), "field 'direction'"),
     ("missing type", GOOD.replace("type: float, low: 1.0e-4", "low: 1.0e-4"), "parameter 'lr': missing 'type'"),
     ("int bounds not integers", GOOD.replace("{type: float, low: 1.0e-4, high: 0.1, log: true}", "{type: int, low: 1.5, high: 4}"), "parameter 'lr'"),
@@ -55,6 +58,29 @@ def test_bad_space_is_refused_naming_file_and_parameter(tmp_path, case, body, me
     assert text.startswith(f"{path}: ")
     assert message in text
     assert "\n" not in text
+
+
+@pytest.mark.parametrize(("case", "body", "message"), BAD_SPACES[:-2], ids=[c[0] for c in BAD_SPACES[:-2]])
+def test_a_space_given_as_a_mapping_is_checked_as_its_file_would_be(tmp_path, case, body, message):
+    """``hpo.search(objective, {...})``: the mapping a space file holds. Before, a traceback
+    (``TypeError: expected str, bytes or os.PathLike object, not dict``)."""
+    with pytest.raises(HpoError) as error:
+        hpo.prepare(lambda params, trial: 0.0, yaml.safe_load(body), home=tmp_path)
+    assert str(error.value).startswith("space: ") and message in str(error.value)
+    assert not list(tmp_path.iterdir())  # nothing written
+
+
+def test_a_space_mapping_runs_as_its_file_does_and_anything_else_is_refused_in_one_line(tmp_path):
+    mapping = {"metric": "loss", "direction": "minimize", "params": {"lr": {"type": "float", "low": 0.1, "high": 1}}}
+    (tmp_path / "space.yaml").write_text(yaml.safe_dump(mapping))
+    given, read = (hpo.prepare(lambda params, trial: 0.0, space, home=tmp_path).plan.space
+                   for space in (mapping, tmp_path / "space.yaml"))
+    assert given.model_dump(exclude={"name"}) == read.model_dump(exclude={"name"})
+    assert given.name == "space"
+    with pytest.raises(HpoError) as error:
+        hpo.prepare(lambda params, trial: 0.0, ["lr"], home=tmp_path / "other")
+    assert str(error.value) == ("space: takes a space's name, a YAML path, a mapping as a space file holds or a "
+                                "SearchSpace, got list")
 
 
 @pytest.mark.parametrize(

@@ -3,7 +3,7 @@
 from hpo.spaces._grid import Grid, Shuffle
 from hpo.spaces._params import CategoricalParam, FloatParam, IntParam
 from hpo.spaces._pruning import PRUNERS, Pruning
-from hpo.spaces._space import SearchSpace, direction_sign, load_space, resolve_space_path
+from hpo.spaces._space import SearchSpace, direction_sign, load_space, resolve_space_path, space_of
 
 __all__ = [
     "PRUNERS",
@@ -17,4 +17,5 @@ __all__ = [
     "direction_sign",
     "load_space",
     "resolve_space_path",
+    "space_of",
 ]

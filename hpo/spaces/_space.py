@@ -6,6 +6,7 @@ import difflib
 import hashlib
 import importlib.resources
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -159,13 +160,18 @@ def load_space(space: str | Path) -> SearchSpace:
         mark = getattr(error, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark else ""
         raise HpoError(f"{path}: not valid YAML{where}") from None
-    if not isinstance(data, dict):
-        raise HpoError(f"{path}: expected a mapping with 'metric', 'direction' and 'params'")
-    data.setdefault("name", path.stem)
+    return space_of(data, label=str(path), name=path.stem)
+
+
+def space_of(data: Any, *, label: str = "space", name: str = "space") -> SearchSpace:
+    """A space from the mapping a space file holds (named ``name`` unless it says); any mistake
+    raises ``HpoError`` naming ``label`` (the file) and the parameter."""
+    if not isinstance(data, Mapping):
+        raise HpoError(f"{label}: expected a mapping with 'metric', 'direction' and 'params'")
     try:
-        return SearchSpace.model_validate(data)
+        return SearchSpace.model_validate({"name": name, **data})
     except ValidationError as error:
-        raise HpoError(f"{path}: {_describe(error)}") from None
+        raise HpoError(f"{label}: {_describe(error)}") from None
 
 
 def _describe(error: ValidationError) -> str:
@@ -177,6 +183,9 @@ def _describe(error: ValidationError) -> str:
     message = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
         message = f"unknown key {loc[-1]!r}{_closest(loc[-1], _valid_keys(loc[:-1]))}"
+        if len(loc) == 1 and not message.endswith("?)") and isinstance(first["input"], Mapping) \
+                and "type" in first["input"]:  # a parameter written where the space's own keys go
+            message += " (a parameter: it goes under 'params')"
         loc = loc[:-1]
     elif first["type"] == "union_tag_invalid":
         message = f"unknown type {first['input'].get('type')!r} (expected float, int or categorical)"
