@@ -4,12 +4,14 @@ again, stores made unusable. After each fault the study and MLflow agree and a r
 from __future__ import annotations
 
 import dataclasses
+import http.server
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -181,6 +183,38 @@ def test_the_first_run_makes_its_stores_whole_even_when_killed_or_run_twice_at_o
     storage, tracking_uri = stores_of(folder)
     assert len(optuna.load_study(study_name="space-objective-grid-seed0", storage=storage).trials) == 4
     assert len(child_runs(tracking_uri, parent_run(tracking_uri).info.run_id)) == 4  # one search run, four trials
+
+
+def test_a_tracking_uri_that_cannot_serve_is_refused_in_one_line_within_a_minute(tmp_path):
+    """A server nothing listens on (MLflow's own retries gave up after four minutes, in silence),
+    one that answers but is not MLflow, and a bare folder (MLflow 3 takes no new file stores)."""
+    quick = lambda params, trial: params["lr"]  # noqa: E731
+    space = hpo.load_space(folder_with(tmp_path) / "space.yaml")
+    nothing_on = f"http://127.0.0.1:{free_port()}"
+    started = time.monotonic()
+    with pytest.raises(hpo.HpoError) as refused:
+        hpo.search(quick, space, tracking_uri=nothing_on, home=tmp_path / "a", n_trials=2)
+    assert time.monotonic() - started < 60
+    assert str(refused.value) == (f"tracking_uri: cannot reach the MLflow tracking server at {nothing_on!r}: "
+                                  "connection refused (is it running? `mlflow server` starts one)")
+
+    web = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler)
+    threading.Thread(target=web.serve_forever, daemon=True).start()
+    not_mlflow = f"http://127.0.0.1:{web.server_address[1]}"
+    try:
+        with pytest.raises(hpo.HpoError) as refused:
+            hpo.search(quick, space, tracking_uri=not_mlflow, home=tmp_path / "b", n_trials=2)
+    finally:
+        web.shutdown()
+    said = str(refused.value)
+    assert said.startswith(f"tracking_uri: {not_mlflow!r} does not answer as an MLflow tracking server (")
+    assert said.endswith("); check the address") and "\n" not in said
+
+    with pytest.raises(hpo.HpoError) as refused:
+        hpo.search(quick, space, tracking_uri="mlruns", home=tmp_path / "c", n_trials=2)
+    assert str(refused.value) == ("tracking_uri: 'mlruns' is not a database or tracking server URI (e.g. "
+                                  "sqlite:///mlflow.db, or http://host:5000 for a server)")
+    assert not [path for home in "abc" for path in (tmp_path / home).rglob("*.db")]  # nothing written
 
 
 def test_unusable_stores_are_refused_in_one_line_with_what_to_do(tmp_path):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -93,6 +94,16 @@ def unusable(path_or_url: object, what: str, error: BaseException, argument: str
     reason = f"{type(error).__name__}: {error}".splitlines()[0][:200]
     return HpoError(f"{path_or_url} is not a usable {what} ({reason}); move it aside to start a new one, or name "
                     "another", argument=argument)
+
+
+def port_unanswered(host: str, port: int, timeout_s: float) -> str | None:
+    """Why nothing answers on ``host:port`` within ``timeout_s`` (``connection refused``,
+    ``timed out``); None where something does."""
+    try:
+        socket.create_connection((host, port), timeout=timeout_s).close()
+    except OSError as error:
+        return "timed out" if isinstance(error, TimeoutError) else (error.strerror or str(error)).lower()
+    return None
 
 
 def store_lock(url: str, purpose: str, name: str, timeout_s: float = -1) -> Any:

@@ -6,6 +6,7 @@ import logging
 import math
 import shutil
 import time
+import urllib.parse
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -16,7 +17,8 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.store.tracking import DEFAULT_LOCAL_FILE_AND_ARTIFACT_PATH
 from mlflow.utils.uri import append_to_uri_path, resolve_uri_if_local
 
-from hpo.files import cached_store, create_whole, fast_paths, sqlite_path, unusable, writable
+from hpo._errors import HpoError
+from hpo.files import cached_store, create_whole, fast_paths, port_unanswered, sqlite_path, unusable, writable
 from hpo.tracking import _writer
 from hpo.tracking._runs import HasRunId, RunRef, RunWrite, point_default_experiment
 from hpo.tracking._views import log_axis_metric, write_view
@@ -154,6 +156,27 @@ def _end_write(run: HasRunId, record: TrialRecord, metric: str) -> RunWrite:
     MLflow could not be reached)."""
     return RunWrite(run, metrics=_end_metrics(record, metric), status=RUN_STATUS[record.state], end_time=_now_ms(),
                     tags=[RunTag(k, v) for k, v in _end_tags(record, metric).items()])
+
+
+SERVER_ANSWERS_S = 5.0
+"""How long a tracking server's port may take to answer before the search is refused (MLflow's
+own retries took four minutes to give up on a port nothing listens on)."""
+
+
+def check_server(uri: str) -> None:
+    """Refuse, in one line and within ``SERVER_ANSWERS_S``, a tracking URI that is a bare path
+    (MLflow 3 takes no new file stores) or a server nothing answers on."""
+    scheme = urllib.parse.urlsplit(uri).scheme
+    if scheme in ("", "file"):
+        raise HpoError(f"{uri!r} is not a database or tracking server URI (e.g. sqlite:///mlflow.db, or "
+                       "http://host:5000 for a server)", argument="tracking_uri")
+    if scheme not in ("http", "https"):
+        return
+    parts = urllib.parse.urlsplit(uri)
+    cause = port_unanswered(parts.hostname or "", parts.port or (443 if scheme == "https" else 80), SERVER_ANSWERS_S)
+    if cause is not None:
+        raise HpoError(f"cannot reach the MLflow tracking server at {uri!r}: {cause} (is it running? `mlflow "
+                       "server` starts one)", argument="tracking_uri")
 
 
 class MlflowTracker:
@@ -300,10 +323,15 @@ class MlflowTracker:
         if path is not None:
             writable(path, "tracking_uri")
             create_whole(path, _new_store, "tracking_uri")
+        check_server(self.tracking_uri)
         try:
             self.client = MlflowClient(self.tracking_uri)
             self.client.search_experiments(max_results=1)
         except Exception as error:
+            if urllib.parse.urlsplit(self.tracking_uri).scheme in ("http", "https"):
+                said = f"{type(error).__name__}: {error}".splitlines()[0][:200]
+                raise HpoError(f"{self.tracking_uri!r} does not answer as an MLflow tracking server ({said}); check "
+                               "the address", argument="tracking_uri") from None
             raise unusable(path or self.tracking_uri, "MLflow store", error, "tracking_uri") from None
         self.writer = Writer(self.client, self.study_storage)
 

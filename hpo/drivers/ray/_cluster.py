@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 import sys
 import threading
 from pathlib import Path
 from typing import Any
 
 from hpo._errors import HpoError
+from hpo.files import port_unanswered
 
 CONNECT_TIMEOUT_S = 5.0
 """How long the head's port may take to answer before the search is refused."""
@@ -63,13 +63,7 @@ def unanswered(address: str, timeout_s: float = CONNECT_TIMEOUT_S) -> str | None
     """Why the head's port does not answer (``connection refused``); None where it does, or
     where the address names no port to try."""
     endpoint = head_endpoint(address)
-    if endpoint is None:
-        return None
-    try:
-        socket.create_connection(endpoint, timeout=timeout_s).close()
-    except OSError as error:
-        return "timed out" if isinstance(error, TimeoutError) else (error.strerror or str(error)).lower()
-    return None
+    return None if endpoint is None else port_unanswered(*endpoint, timeout_s)
 
 
 def use_token_if_any() -> None:
