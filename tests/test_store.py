@@ -113,6 +113,17 @@ def test_a_lock_on_a_store_held_elsewhere_is_waited_for_at_most_its_timeout(any_
         pass
 
 
+def test_a_plain_postgresql_url_opens_as_the_readme_writes_it(postgres_url, stores, unique):
+    """``--storage postgresql://USER@HOST/DB``: SQLAlchemy 2.1 opens it with psycopg 3, which
+    hpo did not install (``ImportError: Failed to import DB access module``)."""
+    plain = postgres_url.replace("postgresql+psycopg2://", "postgresql://")
+    result = hpo.search(lambda params, trial: params["lr"], digits_space(epochs=1), strategy="grid", n_trials=2,
+                        storage=plain, tracking_uri=stores["tracking_uri"], study_name=unique, experiment=unique,
+                        evaluate_test=False, quiet=True)
+    assert [t.state for t in result.trials] == [TrialState.COMPLETE] * 2
+    assert len(optuna.load_study(study_name=unique, storage=postgres_url).trials) == 2  # the same study
+
+
 @pytest.mark.usefixtures("fast_paths")
 def test_the_reports_of_an_epoch_that_came_late_are_still_written_together(stores, unique, monkeypatch):
     """The reports' clock starts at the first value held back, not at the last write: after a
