@@ -157,7 +157,7 @@ class SearchSettings(BaseModel):
             raise ValueError(f"must be at least 1, got {value}")
         return value
 
-    @field_validator("warmup_steps", "warmup_trials")
+    @field_validator("warmup_steps", "warmup_trials", "seed")
     @classmethod
     def _not_negative(cls, value: int | None) -> int | None:
         if value is not None and value < 0:

@@ -196,6 +196,9 @@ def test_api_errors_name_arguments_and_cli_errors_name_flags(tmp_path):
     assert str(error.value) == "n_trials: must be at least 1, got 0"
     done = hpo_cli(tmp_path, "search", "lr_wd", "--trials", "0")
     assert last_line(done) == "hpo: error: --trials: must be at least 1, got 0"
+    with pytest.raises(hpo.HpoError) as error:  # before: numpy's ValueError, with a traceback, from the strategy
+        hpo.prepare("digits_mlp", "lr_wd", seed=-1)
+    assert str(error.value) == "seed: must be at least 0, got -1"
 
 
 def test_pruner_warm_up_comes_from_the_space_and_the_flags(tmp_path, stores, unique):
