@@ -19,7 +19,7 @@ from hpo._settings import DEFAULT_SPACE, SearchSettings, parse_population
 from hpo.drivers import Driver, DriverOptions, driver_options
 from hpo.loop import POPULATION_NOTICE, Listeners, SearchListener
 from hpo.plan import SearchPlan, SearchResult, differences, pruning_for
-from hpo.spaces import SearchSpace, load_space, resolve_space_path, space_of
+from hpo.spaces import SearchSpace, direction_doubt, load_space, resolve_space_path, space_of
 from hpo.strategies import make_strategy
 from hpo.trial import SUGGESTED, Trial, TrialRecord, TrialState, stop_on_signals, trial_seed
 
@@ -178,7 +178,7 @@ def prepare(
         space_path=space_path,
         settings=given,
         objective_fingerprint=fingerprint(function, objective_name),
-        warnings=tuple(unknown_parameters(space, objective_name)),
+        warnings=(*([doubt] if (doubt := direction_doubt(space)) else []), *unknown_parameters(space, objective_name)),
     )
 
 

@@ -196,3 +196,21 @@ def test_cli_refuses_bad_flags_before_writing_anything(tmp_path, monkeypatch, ca
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"hpo: error: {message}")
     assert not (tmp_path / ".hpo").exists()
+
+
+@pytest.mark.parametrize(("metric", "direction", "wanted"), [
+    ("val_accuracy", "minimize", "maximize"), ("f1_macro", "minimize", "maximize"), ("mAP", "minimize", "maximize"),
+    ("val_loss", "maximize", "minimize"), ("test_error_rate", "maximize", "minimize"),
+    ("val_accuracy", "maximize", None), ("val_loss", "minimize", None),
+    ("neg_loss", "maximize", None), ("score", "minimize", None), ("accuracy_loss", "minimize", None),
+])
+def test_a_metric_whose_name_says_the_other_direction_is_warned_of_before_the_first_trial(tmp_path, metric,
+                                                                                            direction, wanted):
+    """The name says which way is better; where it says the other way, or says nothing
+    (``score``), or both (``accuracy_loss``), or is negated (``neg_loss``), nothing is said."""
+    space = hpo.SearchSpace.model_validate({"name": "s", "metric": metric, "direction": direction,
+                                            "params": {"lr": {"type": "float", "low": 0.1, "high": 1.0}}})
+    warnings = hpo.prepare(lambda params, trial: 0.0, space, home=tmp_path).warnings
+    doubts = [w for w in warnings if "ranks the worst trials first" in w]
+    assert doubts == ([f"s: metric {metric!r} is {direction}d, which ranks the worst trials first: did you mean "
+                       f"direction: {wanted}?"] if wanted else [])

@@ -3,7 +3,7 @@
 from hpo.spaces._grid import Grid, Shuffle
 from hpo.spaces._params import CategoricalParam, FloatParam, IntParam
 from hpo.spaces._pruning import PRUNERS, Pruning
-from hpo.spaces._space import SearchSpace, direction_sign, load_space, resolve_space_path, space_of
+from hpo.spaces._space import SearchSpace, direction_doubt, direction_sign, load_space, resolve_space_path, space_of
 
 __all__ = [
     "PRUNERS",
@@ -14,6 +14,7 @@ __all__ = [
     "Pruning",
     "SearchSpace",
     "Shuffle",
+    "direction_doubt",
     "direction_sign",
     "load_space",
     "resolve_space_path",

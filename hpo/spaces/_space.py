@@ -6,6 +6,7 @@ import difflib
 import hashlib
 import importlib.resources
 import json
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -119,6 +120,25 @@ class SearchSpace(BaseModel):
 def direction_sign(direction: str) -> int:
     """1 for ``minimize``, -1 for ``maximize``: the one place the direction becomes a sign."""
     return 1 if direction == "minimize" else -1
+
+
+_HIGHER_IS_BETTER = frozenset({"acc", "accuracy", "f1", "auc", "roc", "precision", "recall", "r2", "iou", "dice",
+                                "map", "bleu", "top1", "top5"})
+_LOWER_IS_BETTER = frozenset({"loss", "error", "err", "mse", "mae", "rmse", "nll", "perplexity", "ppl", "regret"})
+
+
+def direction_doubt(space: SearchSpace) -> str | None:
+    """A warning where the metric's name says the other direction (``val_accuracy`` minimized
+    ranks the worst trials first); None where it agrees, or says nothing (``neg_loss``)."""
+    words = set(re.split(r"[^a-z0-9]+", space.metric.lower()))
+    if "neg" in words or "negative" in words:
+        return None
+    wanted = ("maximize" if words & _HIGHER_IS_BETTER and not words & _LOWER_IS_BETTER
+              else "minimize" if words & _LOWER_IS_BETTER and not words & _HIGHER_IS_BETTER else space.direction)
+    if wanted == space.direction:
+        return None
+    return (f"{space.name}: metric {space.metric!r} is {space.direction}d, which ranks the worst trials first: did "
+            f"you mean direction: {wanted}?")
 
 
 def resolve_space_path(space: str | Path) -> Path:
