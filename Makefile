@@ -41,6 +41,7 @@ report: $(STAMP)
 
 # optuna-dashboard on the study storage: live plots of every study, on http://$(HOST):$(DASHBOARD_PORT)
 dashboard: $(STAMP)
+	@$(call port_free,$(HOST),$(DASHBOARD_PORT),dashboard,DASHBOARD_PORT)
 	$(BIN)/python -m pip install -qq --disable-pip-version-check -e '.[dashboard]'
 	$(BIN)/optuna-dashboard $(or $(STORAGE),sqlite:///$(CURDIR)/.hpo/optuna.db) --host $(HOST) --port $(DASHBOARD_PORT)
 
@@ -66,7 +67,12 @@ chromium:
 	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || \
 		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
 
+# A UI whose port is taken says so in one line (mlflow ui logs the error among its INFO lines, and exits 0).
+port_free = $(BIN)/python -c "import socket, sys; taken = socket.socket().connect_ex(('$(1)', $(2))) == 0; \
+	sys.exit('make $(3): $(1):$(2) is taken (is the UI already running there?); name another port: $(4)=...') if taken else None"
+
 ui: $(STAMP)
+	@$(call port_free,$(HOST),$(PORT),ui,PORT)
 	mkdir -p .hpo
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/.hpo/mlflow.db \
 		--default-artifact-root $(CURDIR)/.hpo/mlartifacts --host $(HOST) --port $(PORT)

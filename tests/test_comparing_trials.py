@@ -7,6 +7,7 @@ import csv
 import io
 import itertools
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -242,3 +243,17 @@ def test_the_slice_plot_of_a_narrow_log_range_is_readable():
     assert len(log_axes) == 2
     for axes in log_axes:
         readable(axes)
+
+
+@pytest.mark.parametrize(("target", "variable"), [("ui", "PORT"), ("dashboard", "DASHBOARD_PORT")])
+def test_a_ui_whose_port_is_taken_says_so_in_one_line(target, variable):
+    """Before, `mlflow ui` logged the error among its INFO lines and make exited 0."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(["make", "-s", "-o", ".venv/.installed", target, f"{variable}={port}"], cwd=ROOT,
+                              capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0
+    assert done.stderr.splitlines()[0] == (f"make {target}: 127.0.0.1:{port} is taken (is the UI already running "
+                                           f"there?); name another port: {variable}=...")
