@@ -105,3 +105,31 @@ def test_a_summary_sent_to_a_file_or_a_pipe_keeps_every_column_and_line_whole(st
     assert f"{result.study_name}: 3 trials (3 complete, 0 pruned, 0 failed)" in printed.splitlines()
     header = next(line for line in printed.splitlines() if "learning_rate" in line)
     assert all(name in header for name in names)
+
+
+def test_a_search_that_completed_no_trial_says_how_they_ended_and_what_divergence_means(stores, unique, tmp_path):
+    """Before: 'No trial completed: see the reasons in MLflow', whatever they were."""
+    import io
+
+    from rich.console import Console
+
+    from hpo import TrialRecord, TrialState
+    from hpo.reporting._terminal import print_summary, why_none_completed
+
+    def explodes(params, trial):
+        trial.report(1, loss=float("nan"))
+        return 0.0
+
+    space = hpo.SearchSpace.model_validate({"name": "s", "metric": "loss", "direction": "minimize",
+                                            "params": {"lr": {"type": "float", "low": 10.0, "high": 100.0}}})
+    result = hpo.search(explodes, space, strategy="random", n_trials=3, study_name=unique, experiment=unique,
+                        evaluate_test=False, quiet=True, home=tmp_path, **stores)
+    out = io.StringIO()
+    print_summary(result, Console(file=out))
+    assert ("No trial completed: 3 diverged. A loss that turns NaN or explodes says the learning rate is too high: "
+            "lower the top of its range. Each trial's reason is its MLflow run's tag hpo.reason.") in out.getvalue()
+    mixed = [TrialRecord(0, {}, TrialState.PRUNED, reason="median"), TrialRecord(1, {}, TrialState.PRUNED,
+             reason="diverged"), TrialRecord(2, {}, TrialState.FAILED, reason="ValueError: [bad] input"),
+             TrialRecord(3, {}, TrialState.PRUNED, reason="median")]
+    assert why_none_completed(mixed) == ("2 pruned by median; 1 diverged; 1 failed: ValueError: [bad] input. Each "
+                                         "trial's reason is its MLflow run's tag hpo.reason.")

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 from urllib.parse import quote, urlencode
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from hpo.loop import SearchListener
@@ -105,6 +107,20 @@ UNWRAPPED_WIDTH = 1000
 the leaderboard cut to fit the 80 columns Rich assumes there."""
 
 
+def why_none_completed(trials: list[TrialRecord]) -> str:
+    """How the trials of a search that completed none ended, the commonest first (each trial's
+    own reason is its MLflow run's ``hpo.reason``); where every one diverged, what that means."""
+    ended = Counter("diverged" if t.reason == "diverged" else f"pruned by {t.reason}" if t.state is TrialState.PRUNED
+                    else f"failed: {t.reason}" for t in trials)
+    said = "; ".join(f"{count} {how}" for how, count in ended.most_common(3))
+    if len(ended) > 3:
+        said += f"; {sum(ended.values()) - sum(count for _, count in ended.most_common(3))} otherwise"
+    if set(ended) == {"diverged"}:
+        said += (". A loss that turns NaN or explodes says the learning rate is too high: lower the top of its "
+                 "range")
+    return f"{said}. Each trial's reason is its MLflow run's tag hpo.reason." if trials else "the budget ran none."
+
+
 def print_summary(result: SearchResult, console: Console) -> None:
     if not console.is_terminal:
         console = Console(file=console.file, width=UNWRAPPED_WIDTH)
@@ -113,7 +129,7 @@ def print_summary(result: SearchResult, console: Console) -> None:
     counts = ", ".join(f"{result.count(s)} {s.value}" for s in ended)
     console.print(f"\n[bold]{result.study_name}[/]: {len(result.trials)} trials ({counts})")
     if not rows:
-        console.print("[red]No trial completed[/]: see the reasons in MLflow (tag hpo.reason).")
+        console.print(f"[red]No trial completed[/]: {escape(why_none_completed(result.trials))}")
     else:
         param_names = sorted({name for row in rows for name in row.params})
         extra = sorted({m for row in rows for m in row.metrics if m != result.metric and m.startswith("val_")})
