@@ -49,7 +49,7 @@ class PreparedSearch:
         """Run the search; Ctrl-C and SIGTERM stop it with its running trials closed as
         interrupted (``KeyboardInterrupt``, ``Terminated``), to run again on resume."""
         with stop_on_signals():
-            return self._run(listener or SearchListener())
+            return self._run(_listener(listener))
 
     def _run(self, listener: SearchListener) -> SearchResult:
         from hpo.loop import TrialLoop
@@ -253,6 +253,7 @@ def search(
         >>> result = hpo.search(objective, "lr_wd", n_trials=5)  # doctest: +SKIP
         >>> result.best_params  # doctest: +SKIP
     """
+    listener = _listener(listener)
     prepared = prepare(objective, space, **options)
     if quiet:
         result = prepared.run(listener)
@@ -260,7 +261,7 @@ def search(
         from hpo.reporting._terminal import progress_shown
 
         with progress_shown(prepared.plan) as bar:
-            result = prepared.run(Listeners(bar, listener) if listener else bar)
+            result = prepared.run(Listeners(bar, listener))
     if summary:
         from rich.console import Console
 
@@ -324,13 +325,24 @@ def join(
     plan = SearchPlan.from_json(saved_plan)
     objective, _ = resolve_objective(plan.objective_name, None)
     population = check_population(population, objective, plan.objective_name)
-    counter = _Counting(FailureWatch(listener or SearchListener(), plan))
+    counter = _Counting(FailureWatch(_listener(listener), plan))
     tracker = MlflowTracker.attach(tracking, study_storage=storage)
     try:
         engine.join(TrialLoop(plan, store, tracker, listener=counter), objective, population)
     finally:
         tracker.flush()
     return counter.count
+
+
+def _listener(listener: Any) -> SearchListener:
+    """The listener given (a quiet one for None); anything else is refused in one line, an
+    Optuna-style callback function among them."""
+    if listener is None:
+        return SearchListener()
+    if not isinstance(listener, SearchListener):
+        raise HpoError(f"takes an hpo.SearchListener (subclass it and override trial_finished, running, notice), "
+                       f"got {type(listener).__name__}", argument="listener")
+    return listener
 
 
 def _check_resume(store: TrialStore, plan: SearchPlan, listener: SearchListener) -> None:

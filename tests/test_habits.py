@@ -378,3 +378,16 @@ def test_the_cli_refuses_a_rerun_that_differs_in_one_line_and_exit_2(tmp_path):
         assert again.returncode == 2
         (line,) = again.stderr.splitlines()  # one line: no blank one from a progress bar never drawn
         assert line.startswith(f"hpo: error: {said}")
+
+
+@pytest.mark.parametrize("quiet", [True, False])
+def test_an_optuna_style_callback_given_as_listener_is_refused_before_anything_runs(quiet, tmp_path):
+    """Before: ``AttributeError: 'function' object has no attribute 'resumed'`` from inside the search."""
+    def callback(study, trial):
+        raise AssertionError("never called")
+
+    with pytest.raises(HpoError) as refused:
+        hpo.search(_lr, SPACE, home=tmp_path, n_trials=2, quiet=quiet, listener=callback)
+    assert str(refused.value) == ("listener: takes an hpo.SearchListener (subclass it and override trial_finished, "
+                                  "running, notice), got function")
+    assert not list(tmp_path.iterdir())
