@@ -4,6 +4,7 @@ takes them as keyword arguments and ``hpo search`` as flags, both made from the 
 from __future__ import annotations
 
 import difflib
+import pkgutil
 import types
 import typing
 from collections.abc import Callable
@@ -46,6 +47,17 @@ _OPTUNA_ARGUMENTS = {
     "load_if_exists": "hpo.search resumes its study whenever it exists (new_study=True starts another)",
 }
 """What takes the place of the arguments of Optuna's ``create_study`` and ``optimize``."""
+
+
+def _engine_option(name: str, value: Any) -> str | None:
+    """Where a keyword that is an engine's option (``workers``, ``ray_address``: as its flag
+    reads) goes: ``driver=hpo.OptunaOptions(workers=4)``; None where no engine has it."""
+    for engine, where in DRIVERS.items():
+        options = pkgutil.resolve_name(where)
+        for field, flag in options.flags().items():
+            if name in (field, flag.lstrip("-").replace("-", "_")):
+                return f"an option of the {engine} driver: driver=hpo.{options.__name__}({field}={value!r})"
+    return None
 
 
 def _not_taken(field: str, value: Any) -> str:
@@ -117,8 +129,9 @@ class SearchSettings(BaseModel):
         """The settings from keyword arguments; the first thing wrong is one ``HpoError`` naming it."""
         if unknown := [name for name in given if name not in cls.model_fields]:
             close = difflib.get_close_matches(unknown[0], list(cls.model_fields), n=1)
+            option = _engine_option(unknown[0], given[unknown[0]])
             hint = f": {_OPTUNA_ARGUMENTS[unknown[0]]}" if unknown[0] in _OPTUNA_ARGUMENTS else (
-                f"; did you mean {close[0]!r}?" if close else "")
+                f": {option}" if option else f"; did you mean {close[0]!r}?" if close else "")
             raise HpoError(f"unexpected keyword argument {unknown[0]!r}{hint}")
         try:
             return cls(**given)

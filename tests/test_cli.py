@@ -72,6 +72,20 @@ def test_a_misspelt_keyword_names_the_setting_it_meant_and_writes_nothing(tmp_pa
     assert not (tmp_path / ".hpo").exists()
 
 
+@pytest.mark.parametrize(("given", "said"), [
+    ({"workers": 4}, "an option of the optuna driver: driver=hpo.OptunaOptions(workers=4)"),
+    ({"ray_address": "head:6379"}, "an option of the ray driver: driver=hpo.RayOptions(address='head:6379')"),
+    ({"gpus_per_trial": 0.25}, "an option of the ray driver: driver=hpo.RayOptions(gpus_per_trial=0.25)"),
+])
+def test_an_engines_option_given_as_a_keyword_says_where_it_goes(given, said, tmp_path):
+    """The command's flags (--workers, --ray-address) are the engines' options in the API; before,
+    such a keyword was only 'unexpected'."""
+    with pytest.raises(hpo.HpoError) as error:
+        hpo.search(lambda params, trial: 0.0, "lr_wd", home=tmp_path / ".hpo", **given)
+    assert str(error.value) == f"unexpected keyword argument {next(iter(given))!r}: {said}"
+    assert not (tmp_path / ".hpo").exists()
+
+
 def test_the_default_strategy_is_coarse_to_fine_for_two_parameters_and_tpe_for_more(tmp_path):
     """What the benchmarks found (docs/benchmarks.md): coarse-to-fine led on learning rate and
     weight decay, TPE on the public tables' three to nine parameters. The study is named after
