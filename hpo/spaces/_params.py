@@ -38,8 +38,14 @@ class _NumericParam(_Param):
         step = getattr(self, "step", None)
         if step is not None and step <= 0:
             raise ValueError(f"step must be > 0, got {step}")
-        if step is not None and self.log and isinstance(self, FloatParam):
+        if step is not None and self.log and (isinstance(self, FloatParam) or step != 1):
             raise ValueError("step and log scale cannot be combined")
+        if step is not None:  # inclusive bounds: high is one of the values
+            count = (high - low) / step
+            if abs(count - round(count)) > 1e-9 * max(1.0, count):
+                last = low + math.floor(count) * step
+                raise ValueError(f"high ({high}) is not low ({low}) plus a multiple of step ({step}): the last value "
+                                 f"would be {last:g}")
         for value in self.grid or []:
             if not low <= value <= high:
                 raise ValueError(f"grid value {value} is outside [{low}, {high}]")

@@ -60,6 +60,8 @@ class SearchSpace(BaseModel):
         names = list(self.params)
         for position, (name, param) in enumerate(self.params.items()):
             for parent, values in (param.condition or {}).items():
+                if parent == name:
+                    raise ValueError(f"parameter {name!r}: condition on itself")
                 if parent not in self.params:
                     raise ValueError(f"parameter {name!r}: condition on unknown parameter {parent!r}")
                 if names.index(parent) > position:
