@@ -8,6 +8,7 @@ import http.server
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -20,6 +21,7 @@ import pytest
 from mlflow import MlflowClient
 
 import hpo
+import hpo.files
 import hpo.tracking._writer
 from conftest import child_runs, free_port, start_mlflow_server, stop_server, wait_for
 from hpo.store import to_record
@@ -215,6 +217,30 @@ def test_a_tracking_uri_that_cannot_serve_is_refused_in_one_line_within_a_minute
     assert str(refused.value) == ("tracking_uri: 'mlruns' is not a database or tracking server URI (e.g. "
                                   "sqlite:///mlflow.db, or http://host:5000 for a server)")
     assert not [path for home in "abc" for path in (tmp_path / home).rglob("*.db")]  # nothing written
+
+
+def test_a_database_that_takes_the_connection_and_never_answers_is_given_up_in_one_line(tmp_path, monkeypatch):
+    """A PostgreSQL address whose port takes connections but never answers (a wedged server, a
+    wrong service): the study storage waited for ever, and MLflow's store retried ten times, for
+    minutes. ``CONNECT_TIMEOUT_S`` (10 s) is cut to 1 s here."""
+    monkeypatch.setattr(hpo.files, "CONNECT_TIMEOUT_S", 1)
+    quick = lambda params, trial: params["lr"]  # noqa: E731
+    space = hpo.load_space(folder_with(tmp_path) / "space.yaml")
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        url = f"postgresql://hpo@127.0.0.1:{silent.getsockname()[1]}/hpo"
+        started = time.monotonic()
+        with pytest.raises(hpo.HpoError) as refused:
+            hpo.search(quick, space, storage=url, home=tmp_path / "a", n_trials=2)
+        assert str(refused.value).startswith(f"storage: cannot open {url}: OperationalError: ")
+        assert "timeout expired" in str(refused.value)
+        with pytest.raises(hpo.HpoError) as refused:
+            hpo.search(quick, space, tracking_uri=url, home=tmp_path / "b", n_trials=2)
+        assert str(refused.value).startswith(f"tracking_uri: cannot reach the MLflow store at {url!r} (")
+        assert "timeout expired" in str(refused.value)
+        assert time.monotonic() - started < 30
+    assert not [path for home in "ab" for path in (tmp_path / home).rglob("*.db")]  # nothing written
 
 
 def test_unusable_stores_are_refused_in_one_line_with_what_to_do(tmp_path):

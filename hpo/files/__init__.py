@@ -96,6 +96,18 @@ def unusable(path_or_url: object, what: str, error: BaseException, argument: str
                     "another", argument=argument)
 
 
+CONNECT_TIMEOUT_S = 10
+"""How long a connection to a PostgreSQL server may take before it is given up."""
+
+
+def bounded(url: str) -> str:
+    """``url`` with a connection timeout where it names PostgreSQL without one: libpq otherwise
+    waits for ever on a server that takes the connection and never answers."""
+    if not url.startswith("postgresql") or "connect_timeout=" in url:
+        return url
+    return f"{url}{'&' if '?' in url else '?'}connect_timeout={CONNECT_TIMEOUT_S}"
+
+
 def port_unanswered(host: str, port: int, timeout_s: float) -> str | None:
     """Why nothing answers on ``host:port`` within ``timeout_s`` (``connection refused``,
     ``timed out``); None where something does."""
@@ -144,7 +156,7 @@ class AdvisoryLock:
         with _ENGINES_GUARD:
             engine = _ENGINES.get(self.url)
             if engine is None:
-                engine = _ENGINES[self.url] = sqlalchemy.create_engine(self.url, pool_pre_ping=True)
+                engine = _ENGINES[self.url] = sqlalchemy.create_engine(bounded(self.url), pool_pre_ping=True)
         self._connection = engine.connect()
         if self.timeout_s < 0:
             self._connection.execute(sqlalchemy.text("SELECT pg_advisory_lock(:key)"), {"key": self.key})

@@ -22,7 +22,7 @@ from optuna.trial import FrozenTrial
 from optuna.trial import TrialState as OptunaState
 
 from hpo._errors import HpoError
-from hpo.files import create_whole, sqlite_path, unusable, writable
+from hpo.files import bounded, create_whole, sqlite_path, unusable, writable
 from hpo.plan import SearchPlan
 from hpo.spaces import CategoricalParam, FloatParam, SearchSpace
 from hpo.store._budget import in_budget
@@ -142,7 +142,7 @@ class TrialStore:
             try:
                 with _optuna_on_purpose():
                     self._storage = optuna.storages.RDBStorage(
-                        self.url, heartbeat_interval=self.heartbeat_interval, grace_period=self.grace_period
+                        bounded(self.url), heartbeat_interval=self.heartbeat_interval, grace_period=self.grace_period
                     )
             except Exception as error:
                 if path is not None:

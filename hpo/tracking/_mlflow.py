@@ -18,7 +18,16 @@ from mlflow.store.tracking import DEFAULT_LOCAL_FILE_AND_ARTIFACT_PATH
 from mlflow.utils.uri import append_to_uri_path, resolve_uri_if_local
 
 from hpo._errors import HpoError
-from hpo.files import cached_store, create_whole, fast_paths, port_unanswered, sqlite_path, unusable, writable
+from hpo.files import (
+    bounded,
+    cached_store,
+    create_whole,
+    fast_paths,
+    port_unanswered,
+    sqlite_path,
+    unusable,
+    writable,
+)
 from hpo.tracking import _writer
 from hpo.tracking._runs import HasRunId, RunRef, RunWrite, point_default_experiment
 from hpo.tracking._views import log_axis_metric, write_view
@@ -163,13 +172,25 @@ SERVER_ANSWERS_S = 5.0
 own retries took four minutes to give up on a port nothing listens on)."""
 
 
-def check_server(uri: str) -> None:
-    """Refuse, in one line and within ``SERVER_ANSWERS_S``, a tracking URI that is a bare path
-    (MLflow 3 takes no new file stores) or a server nothing answers on."""
+def check_reachable(uri: str) -> None:
+    """Refuse, in one line and within seconds, a tracking URI that is a bare path (MLflow 3 takes
+    no new file stores), a server nothing answers on (``SERVER_ANSWERS_S``), or a database server
+    that does not take a connection (``CONNECT_TIMEOUT_S``): MLflow retries each for minutes."""
     scheme = urllib.parse.urlsplit(uri).scheme
     if scheme in ("", "file"):
         raise HpoError(f"{uri!r} is not a database or tracking server URI (e.g. sqlite:///mlflow.db, or "
                        "http://host:5000 for a server)", argument="tracking_uri")
+    if scheme.split("+")[0] in ("postgresql", "mysql", "mssql"):
+        import sqlalchemy
+
+        engine = sqlalchemy.create_engine(bounded(uri), poolclass=sqlalchemy.pool.NullPool)
+        try:
+            engine.connect().close()
+        except Exception as error:
+            cause = f"{type(error).__name__}: {error}".splitlines()[0][:200]
+            raise HpoError(f"cannot reach the MLflow store at {uri!r} ({cause})", argument="tracking_uri") from None
+        finally:
+            engine.dispose()
     if scheme not in ("http", "https"):
         return
     parts = urllib.parse.urlsplit(uri)
@@ -323,9 +344,9 @@ class MlflowTracker:
         if path is not None:
             writable(path, "tracking_uri")
             create_whole(path, _new_store, "tracking_uri")
-        check_server(self.tracking_uri)
+        check_reachable(self.tracking_uri)
         try:
-            self.client = MlflowClient(self.tracking_uri)
+            self.client = MlflowClient(bounded(self.tracking_uri))
             self.client.search_experiments(max_results=1)
         except Exception as error:
             if urllib.parse.urlsplit(self.tracking_uri).scheme in ("http", "https"):
