@@ -187,9 +187,10 @@ def test_the_first_run_makes_its_stores_whole_even_when_killed_or_run_twice_at_o
     assert len(child_runs(tracking_uri, parent_run(tracking_uri).info.run_id)) == 4  # one search run, four trials
 
 
-def test_a_tracking_uri_that_cannot_serve_is_refused_in_one_line_within_a_minute(tmp_path):
+def test_a_tracking_uri_that_cannot_serve_is_refused_in_one_line_within_a_minute(tmp_path, monkeypatch):
     """A server nothing listens on (MLflow's own retries gave up after four minutes, in silence),
-    one that answers but is not MLflow, and a bare folder (MLflow 3 takes no new file stores)."""
+    one that answers but is not MLflow, one that takes the connection and never answers, and a
+    bare folder (MLflow 3 takes no new file stores)."""
     quick = lambda params, trial: params["lr"]  # noqa: E731
     space = hpo.load_space(folder_with(tmp_path) / "space.yaml")
     nothing_on = f"http://127.0.0.1:{free_port()}"
@@ -212,11 +213,21 @@ def test_a_tracking_uri_that_cannot_serve_is_refused_in_one_line_within_a_minute
     assert said.startswith(f"tracking_uri: {not_mlflow!r} does not answer as an MLflow tracking server (")
     assert said.endswith("); check the address") and "\n" not in said
 
+    monkeypatch.setattr(hpo.tracking._mlflow, "SERVER_ANSWERS_S", 1)  # 5 s
+    with socket.socket() as silent:  # takes the connection, never answers (MLflow waits 120 s, seven times)
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        wedged = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        with pytest.raises(hpo.HpoError) as refused:
+            hpo.search(quick, space, tracking_uri=wedged, home=tmp_path / "d", n_trials=2)
+    assert str(refused.value) == (f"tracking_uri: cannot reach the MLflow tracking server at {wedged!r}: no answer "
+                                  "in time (is it running? `mlflow server` starts one)")
+
     with pytest.raises(hpo.HpoError) as refused:
         hpo.search(quick, space, tracking_uri="mlruns", home=tmp_path / "c", n_trials=2)
     assert str(refused.value) == ("tracking_uri: 'mlruns' is not a database or tracking server URI (e.g. "
                                   "sqlite:///mlflow.db, or http://host:5000 for a server)")
-    assert not [path for home in "abc" for path in (tmp_path / home).rglob("*.db")]  # nothing written
+    assert not [path for home in "abcd" for path in (tmp_path / home).rglob("*.db")]  # nothing written
 
 
 def test_a_database_that_takes_the_connection_and_never_answers_is_given_up_in_one_line(tmp_path, monkeypatch):

@@ -195,9 +195,27 @@ def check_reachable(uri: str) -> None:
         return
     parts = urllib.parse.urlsplit(uri)
     cause = port_unanswered(parts.hostname or "", parts.port or (443 if scheme == "https" else 80), SERVER_ANSWERS_S)
+    if cause is None:
+        cause = _http_unanswered(uri)
     if cause is not None:
         raise HpoError(f"cannot reach the MLflow tracking server at {uri!r}: {cause} (is it running? `mlflow "
                        "server` starts one)", argument="tracking_uri")
+
+
+def _http_unanswered(uri: str) -> str | None:
+    """Why a server that took the connection gave no HTTP answer within ``SERVER_ANSWERS_S``
+    (MLflow waits 120 s a request, seven times); any answer, an error status included, is one."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=SERVER_ANSWERS_S).close()
+    except urllib.error.HTTPError:
+        return None
+    except (urllib.error.URLError, OSError) as error:
+        reason = getattr(error, "reason", error)
+        return "no answer in time" if isinstance(reason, TimeoutError) else str(reason).lower()
+    return None
 
 
 class MlflowTracker:
