@@ -282,19 +282,28 @@ def report(study_name: str | None = None, storage: str | None = None, out: Path 
         PosixPath('.hpo/reports/lr_wd-mnist1d_mlp-coarse-to-fine-seed0/report.html')
     """
     from hpo.reporting import write_report
-    from hpo.store import TrialStore, default_storage_url, study_names
+    from hpo.store import TrialStore, default_storage_url
 
     url = storage or default_storage_url(home)
+    study_name = _known_study(study_name, url, argument=None)  # `hpo report STUDY` takes it as it is, no flag
+    return write_report(TrialStore(url, study_name), out or home / "reports" / study_name)
+
+
+def _known_study(study_name: str | None, url: str, argument: str | None = "study_name") -> str:
+    """``study_name`` (None: the storage's newest study), once the storage is known to hold it;
+    else one line with the name closest to it, or the names it has."""
+    from hpo.store import study_names
+
     names = study_names(url)
     if not names:
         raise HpoError(f"no study in {url}: run a search first", argument="storage")
     if study_name is None:
-        study_name = names[-1]
-    elif study_name not in names:
+        return names[-1]
+    if study_name not in names:
         close = difflib.get_close_matches(study_name, names, n=1)
         hint = f"did you mean {close[0]!r}?" if close else f"it has {', '.join(map(repr, names[-5:]))}"
-        raise HpoError(f"no study {study_name!r} in {url}: {hint}")
-    return write_report(TrialStore(url, study_name), out or home / "reports" / study_name)
+        raise HpoError(f"no study {study_name!r} in {url}: {hint}", argument=argument)
+    return study_name
 
 
 def join(
@@ -318,9 +327,7 @@ def join(
     if not isinstance(options, OptunaOptions):
         raise HpoError("joining a search runs its trials with the Optuna engine", argument="driver")
     engine = OptunaDriver(options)
-    store = TrialStore(storage, study_name)
-    if not store.exists():
-        raise HpoError(f"no study {study_name!r} in {storage}", argument="study_name")
+    store = TrialStore(storage, _known_study(study_name, storage))
     saved_plan, tracking = store.saved()
     plan = SearchPlan.from_json(saved_plan)
     objective, _ = resolve_objective(plan.objective_name, None)

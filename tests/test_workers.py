@@ -315,9 +315,14 @@ def test_hpo_worker_joins_a_running_search_on_postgresql(postgres_url, stores, u
     assert len(child_runs(stores["tracking_uri"], results["search"].parent_run_id)) == 8
 
 
-def test_joining_an_unknown_study_is_a_one_line_error(postgres_url):
-    with pytest.raises(HpoError, match="study_name: no study 'nowhere'"):
-        hpo.join("nowhere", postgres_url)
+def test_joining_an_unknown_study_is_a_one_line_error_with_the_name_it_is_closest_to(postgres_url, stores, unique):
+    hpo.search(lambda params, trial: params["lr"], digits_space(epochs=1), strategy="grid", n_trials=1,
+               storage=postgres_url, tracking_uri=stores["tracking_uri"], study_name=f"{unique}-seed0",
+               experiment=unique, evaluate_test=False, quiet=True)
+    with pytest.raises(HpoError) as error:
+        hpo.join(f"{unique}-seed", postgres_url)
+    assert str(error.value) == (f"study_name: no study '{unique}-seed' in {postgres_url}: did you mean "
+                                f"'{unique}-seed0'?")
 
 
 def slow_quadratic(params, trial):
