@@ -57,8 +57,7 @@ _TELL = {ours: theirs for theirs, ours in _STATES.items() if ours is not TrialSt
 
 
 def default_storage_url(home: Path) -> str:
-    home.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{(home / 'optuna.db').resolve()}"
+    return f"sqlite:///{(home / 'optuna.db').resolve()}"  # the folder is made with the store (``create_whole``)
 
 
 @contextlib.contextmanager

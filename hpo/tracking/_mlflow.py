@@ -51,8 +51,7 @@ for _noisy in ("alembic", "mlflow"):
 
 
 def default_tracking_uri(home: Path = DEFAULT_HOME) -> str:
-    home.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{(home / 'mlflow.db').resolve()}"
+    return f"sqlite:///{(home / 'mlflow.db').resolve()}"  # the folder is made with the store (``create_whole``)
 
 
 def _now_ms() -> int:
