@@ -54,9 +54,9 @@ def _engine_option(name: str, value: Any) -> str | None:
     reads) goes: ``driver=hpo.OptunaOptions(workers=4)``; None where no engine has it."""
     for engine, where in DRIVERS.items():
         options = pkgutil.resolve_name(where)
-        for field, flag in options.flags().items():
-            if name in (field, flag.lstrip("-").replace("-", "_")):
-                return f"an option of the {engine} driver: driver=hpo.{options.__name__}({field}={value!r})"
+        field = options.keywords().get(name, name if name in options.flags() else None)
+        if field is not None:
+            return f"an option of the {engine} driver: driver=hpo.{options.__name__}({field}={value!r})"
     return None
 
 

@@ -52,7 +52,7 @@ def engine_options(engines: dict[str, type[DriverOptions]], driver: str, flags: 
     if driver not in engines:
         raise HpoError(unknown("driver", driver, engines), argument="driver")
     options = engines[driver]
-    own = {flag.lstrip("-").replace("-", "_"): name for name, flag in options.flags().items()}
+    own = options.keywords()
     for key, value in flags.items():
         if value is not None and key not in own:
             flag = "--" + key.replace("_", "-")

@@ -40,6 +40,11 @@ class DriverOptions(BaseModel):
         """Each option's command-line flag: ``--field-name``, or the field's own ``flag``."""
         return flags_of(cls)
 
+    @classmethod
+    def keywords(cls) -> dict[str, str]:
+        """Each option by its flag as a keyword (``ray_address`` for ``--ray-address``): its field."""
+        return {flag.lstrip("-").replace("-", "_"): name for name, flag in cls.flags().items()}
+
     @abc.abstractmethod
     def make(self, home: Path) -> Driver:
         """The driver, with everything the options imply checked (GPUs named exist, ...);

@@ -89,9 +89,14 @@ def cached_store(name: str, create: Callable[[str], object]) -> Path | None:
     return cached
 
 
+def error_line(error: BaseException) -> str:
+    """``error`` in a line: its type and the first line of its message, at most 200 characters."""
+    return f"{type(error).__name__}: {error}".splitlines()[0][:200]
+
+
 def unusable(path_or_url: object, what: str, error: BaseException, argument: str) -> HpoError:
     """The error for a store that exists but cannot be used (corrupt, half-made by something else)."""
-    reason = f"{type(error).__name__}: {error}".splitlines()[0][:200]
+    reason = error_line(error)
     return HpoError(f"{path_or_url} is not a usable {what} ({reason}); move it aside to start a new one, or name "
                     "another", argument=argument)
 

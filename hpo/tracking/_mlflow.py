@@ -22,6 +22,7 @@ from hpo.files import (
     bounded,
     cached_store,
     create_whole,
+    error_line,
     fast_paths,
     port_unanswered,
     sqlite_path,
@@ -175,7 +176,8 @@ def check_reachable(uri: str) -> None:
     """Refuse, in one line and within seconds, a tracking URI that is a bare path (MLflow 3 takes
     no new file stores), a server nothing answers on (``SERVER_ANSWERS_S``), or a database server
     that does not take a connection (``CONNECT_TIMEOUT_S``): MLflow retries each for minutes."""
-    scheme = urllib.parse.urlsplit(uri).scheme
+    parts = urllib.parse.urlsplit(uri)
+    scheme = parts.scheme
     if scheme in ("", "file"):
         raise HpoError(f"{uri!r} is not a database or tracking server URI (e.g. sqlite:///mlflow.db, or "
                        "http://host:5000 for a server)", argument="tracking_uri")
@@ -186,13 +188,12 @@ def check_reachable(uri: str) -> None:
         try:
             engine.connect().close()
         except Exception as error:
-            cause = f"{type(error).__name__}: {error}".splitlines()[0][:200]
-            raise HpoError(f"cannot reach the MLflow store at {uri!r} ({cause})", argument="tracking_uri") from None
+            raise HpoError(f"cannot reach the MLflow store at {uri!r} ({error_line(error)})",
+                           argument="tracking_uri") from None
         finally:
             engine.dispose()
     if scheme not in ("http", "https"):
         return
-    parts = urllib.parse.urlsplit(uri)
     cause = port_unanswered(parts.hostname or "", parts.port or (443 if scheme == "https" else 80), SERVER_ANSWERS_S)
     if cause is None:
         cause = _http_unanswered(uri)
@@ -367,9 +368,8 @@ class MlflowTracker:
             self.client.search_experiments(max_results=1)
         except Exception as error:
             if urllib.parse.urlsplit(self.tracking_uri).scheme in ("http", "https"):
-                said = f"{type(error).__name__}: {error}".splitlines()[0][:200]
-                raise HpoError(f"{self.tracking_uri!r} does not answer as an MLflow tracking server ({said}); check "
-                               "the address", argument="tracking_uri") from None
+                raise HpoError(f"{self.tracking_uri!r} does not answer as an MLflow tracking server "
+                               f"({error_line(error)}); check the address", argument="tracking_uri") from None
             raise unusable(path or self.tracking_uri, "MLflow store", error, "tracking_uri") from None
         self.writer = Writer(self.client, self.study_storage)
 
