@@ -3,6 +3,7 @@ again, stores made unusable. After each fault the study and MLflow agree and a r
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import http.server
 import os
@@ -14,6 +15,7 @@ import sys
 import textwrap
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import optuna
@@ -187,6 +189,15 @@ def test_the_first_run_makes_its_stores_whole_even_when_killed_or_run_twice_at_o
     assert len(child_runs(tracking_uri, parent_run(tracking_uri).info.run_id)) == 4  # one search run, four trials
 
 
+@contextlib.contextmanager
+def silent_port() -> Iterator[int]:
+    """A port on loopback that takes connections and never answers (a wedged server)."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        yield silent.getsockname()[1]
+
+
 def test_a_tracking_uri_that_cannot_serve_is_refused_in_one_line_within_a_minute(tmp_path, monkeypatch):
     """A server nothing listens on (MLflow's own retries gave up after four minutes, in silence),
     one that answers but is not MLflow, one that takes the connection and never answers, and a
@@ -214,10 +225,8 @@ def test_a_tracking_uri_that_cannot_serve_is_refused_in_one_line_within_a_minute
     assert said.endswith("); check the address") and "\n" not in said
 
     monkeypatch.setattr(hpo.tracking._mlflow, "SERVER_ANSWERS_S", 1)  # 5 s
-    with socket.socket() as silent:  # takes the connection, never answers (MLflow waits 120 s, seven times)
-        silent.bind(("127.0.0.1", 0))
-        silent.listen(8)
-        wedged = f"http://127.0.0.1:{silent.getsockname()[1]}"
+    with silent_port() as port:  # takes the connection, never answers (MLflow waits 120 s, seven times)
+        wedged = f"http://127.0.0.1:{port}"
         with pytest.raises(hpo.HpoError) as refused:
             hpo.search(quick, space, tracking_uri=wedged, home=tmp_path / "d", n_trials=2)
     assert str(refused.value) == (f"tracking_uri: cannot reach the MLflow tracking server at {wedged!r}: no answer "
@@ -237,10 +246,8 @@ def test_a_database_that_takes_the_connection_and_never_answers_is_given_up_in_o
     monkeypatch.setattr(hpo.files, "CONNECT_TIMEOUT_S", 1)
     quick = lambda params, trial: params["lr"]  # noqa: E731
     space = hpo.load_space(folder_with(tmp_path) / "space.yaml")
-    with socket.socket() as silent:
-        silent.bind(("127.0.0.1", 0))
-        silent.listen(8)
-        url = f"postgresql://hpo@127.0.0.1:{silent.getsockname()[1]}/hpo"
+    with silent_port() as port:
+        url = f"postgresql://hpo@127.0.0.1:{port}/hpo"
         started = time.monotonic()
         with pytest.raises(hpo.HpoError) as refused:
             hpo.search(quick, space, storage=url, home=tmp_path / "a", n_trials=2)
