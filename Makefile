@@ -83,6 +83,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/overhead.py
 	$(BIN)/python bench/adapters.py
 	$(BIN)/python bench/planning.py
+	$(BIN)/python bench/claiming.py
 	$(BIN)/python bench/ray_overhead.py
 	$(BIN)/python bench/population.py --objective mnist1d_mlp
 	$(BIN)/python bench/population.py --objective mnist1d_cnn

@@ -281,10 +281,7 @@ class TrialStore:
             if not isinstance(plan.strategy, BaseStrategy):  # Optuna's sampler: one trial after another
                 if budget <= 0:
                     return DONE
-                claims = [self._sample(plan, worker, created, like)]
-                group = like if like is not None else {k: v for k, v in claims[0].params.items() if k in shape}
-                claims += [self._sample(plan, worker, created + i, group) for i in range(1, min(count, budget))]
-                return claims
+                return self._start(plan, self._sampled(plan, created, min(count, budget), like, shape), worker)
             counted = {t.number for t in history}  # the rest, lost or failed in an earlier run, are retried
             lost = {params_key(r.params): r.number for r in records if r.number not in counted}
             planned: list[tuple[Suggestion, int | None]] = []
@@ -369,23 +366,28 @@ class TrialStore:
         return [Claim(trial_id, number, suggestion.params, suggestion.stage, trial_seed(plan.seed, number), retry_of)
                 for (trial_id, number), (suggestion, retry_of) in zip(made, planned, strict=True)]
 
-    def _sample(self, plan: SearchPlan, worker: str, number: int, like: dict[str, Any] | None = None) -> Claim:
-        """A trial whose parameters Optuna's TPE samples, seeded by its number, so that workers
-        sampling one after another draw different configurations (one at a time: each sample
-        sees the trials started before it); ``like``'s values fixed (Optuna's
-        ``PartialFixedSampler``), the rest proposed given them."""
+    def _sampled(self, plan: SearchPlan, created: int, count: int, like: dict[str, Any] | None,
+                 shape: Sequence[str]) -> list[tuple[Suggestion, None]]:
+        """``count`` configurations that Optuna's TPE samples one after another, each seeded by
+        the number its trial will have, so that workers sampling at the same time draw different
+        ones; each sees the trials sampled before it as running (TPE's constant liar). The study
+        is read once, into a copy in memory that the samples are added to: asking the stored
+        study re-read its every trial for each sample, minutes for a population of a thousand.
+        Trials sampled together share ``like``'s values of ``shape``, else the first one's
+        (Optuna's ``PartialFixedSampler``), the rest proposed given them."""
         with _optuna_on_purpose():
-            sampler: optuna.samplers.BaseSampler = optuna.samplers.TPESampler(seed=sampler_seed(plan.seed, number),
-                                                                              constant_liar=True)
-            if like:
-                sampler = optuna.samplers.PartialFixedSampler(like, sampler)
-            study = optuna.load_study(study_name=self.study_name, storage=self.storage, sampler=sampler)
-            trial = study.ask()
-            params = suggest(trial, plan.space)
-        trial.set_user_attr(CLAIM, {"stage": 0, "worker": worker, "retry_of": None, "session": self.session})
-        trial_id = self.storage.get_trial_id_from_study_id_trial_number(self._study_id, trial.number)
-        self.writes.beat([trial_id])  # its first heartbeat, as claims write it
-        return Claim(trial_id, trial.number, params, 0, trial_seed(plan.seed, trial.number))
+            mirror = optuna.create_study(directions=self.study.directions)
+            mirror.add_trials([t for t in self.study.get_trials(deepcopy=False) if t.state is not OptunaState.WAITING])
+            sampled: list[tuple[Suggestion, None]] = []
+            for number in range(created, created + count):
+                sampler: optuna.samplers.BaseSampler = optuna.samplers.TPESampler(
+                    seed=sampler_seed(plan.seed, number), constant_liar=True)
+                mirror.sampler = optuna.samplers.PartialFixedSampler(like, sampler) if like else sampler
+                params = suggest(mirror.ask(), plan.space)
+                sampled.append((Suggestion(params), None))
+                if like is None:
+                    like = {k: v for k, v in params.items() if k in shape}
+        return sampled
 
     def finish(self, claim: Claim, record: TrialRecord) -> TrialRecord:
         """End a claimed trial with its record; returns what the store holds: the record, or the
