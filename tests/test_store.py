@@ -6,6 +6,8 @@ from __future__ import annotations
 import itertools
 import math
 import shutil
+import subprocess
+import sys
 import threading
 import time
 from dataclasses import replace
@@ -295,3 +297,34 @@ def test_a_tpe_claim_reads_the_study_once_and_writes_it_once(stores, unique):
     assert len(claims) == 64 and len({c.params["lr"] for c in claims}) == 64
     assert writes.count == 1
     assert sum(trial_reads) <= 4
+
+
+def test_a_process_that_keeps_the_study_lock_is_named_instead_of_waited_for_ever(any_stores, unique, monkeypatch):
+    """A worker stopped with Ctrl-Z while it held the study's lock: its peers waited for ever,
+    silently. A claim now waits the limit, then says which process holds the lock (on SQLite, from
+    the kernel's table of locks: its command line, and that it is stopped; on PostgreSQL, from
+    the name its connection gave the server)."""
+    monkeypatch.setattr("hpo.store._locks.STUDY_LOCK_S", 1.0)
+    url = any_stores["storage"]
+    prepared = hpo.prepare(lambda params, trial: 1.0, digits_space(epochs=1), strategy="random", n_trials=4,
+                           study_name=unique, experiment=unique, evaluate_test=False, **any_stores)
+    store = TrialStore(url, unique)
+    store.open(prepared.plan, {})
+    holding = ("import os, signal, sys\nfrom hpo.files import store_lock\n"
+               f"held = store_lock({url!r}, 'claim', {unique!r})\nheld.__enter__()\n"
+               "print('held', flush=True)\nos.kill(os.getpid(), signal.SIGSTOP)\n")
+    holder = subprocess.Popen([sys.executable, "-c", holding], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "held\n"
+        started = time.monotonic()
+        with pytest.raises(hpo.HpoError, match=f"process {holder.pid}") as refused:
+            store.claim(prepared.plan, "here:1")
+        assert time.monotonic() - started < 15
+        assert f"the lock of study {unique!r}" in str(refused.value) and refused.value.argument == "storage"
+        if url.startswith("sqlite"):
+            assert "-c import os, signal" in str(refused.value) and "stopped (Ctrl-Z?" in str(refused.value)
+        assert not store.trials()  # nothing was claimed
+    finally:
+        holder.kill()
+        holder.wait()
+    assert len(store.claim(prepared.plan, "here:1")) == 1  # the lock went with its holder

@@ -136,6 +136,41 @@ def store_lock(url: str, purpose: str, name: str, timeout_s: float = -1) -> Any:
     return None
 
 
+def lock_holder(lock: Any) -> str:
+    """Who holds ``lock`` (a ``store_lock``), as far as this machine can tell: ``process 1234
+    (hpo worker --study s), stopped``; empty where it cannot."""
+    if isinstance(lock, AdvisoryLock):
+        return lock.holder()
+    try:
+        inode = os.stat(lock.lock_file).st_ino
+        locks = Path("/proc/locks").read_text().splitlines()
+    except OSError:
+        return ""
+    for line in locks:
+        fields = line.split()
+        if len(fields) > 5 and fields[1] == "FLOCK" and fields[5].rsplit(":", 1)[-1] == str(inode):
+            return _process(int(fields[4]))
+    return ""
+
+
+_PROCESS_STATES = {"T": "stopped (Ctrl-Z? kill -CONT {pid} resumes it)", "t": "stopped in a debugger",
+                   "D": "waiting on its disk", "Z": "a zombie"}
+
+
+def _process(pid: int) -> str:
+    """``process 1234 (its command line), and its state where it is not running or sleeping``."""
+    if pid == os.getpid():
+        return "this process"
+    try:
+        arguments = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+        command = " ".join(arguments.decode(errors="replace").split())
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except (OSError, IndexError):
+        return f"process {pid}"
+    what = f"process {pid} ({command[:100]})"
+    return f"{what}, {_PROCESS_STATES[state].format(pid=pid)}" if state in _PROCESS_STATES else what
+
+
 _ENGINES: dict[str, Any] = {}  # by URL: this process's engine for advisory locks on that database
 _ENGINES_GUARD = threading.Lock()
 
@@ -161,7 +196,11 @@ class AdvisoryLock:
         with _ENGINES_GUARD:
             engine = _ENGINES.get(self.url)
             if engine is None:
-                engine = _ENGINES[self.url] = sqlalchemy.create_engine(bounded(self.url), pool_pre_ping=True)
+                # named, so that a process waiting for the lock can say who holds it
+                name = f"hpo process {os.getpid()} on {socket.gethostname()}"
+                named = {} if "application_name=" in self.url else {"application_name": name}
+                engine = _ENGINES[self.url] = sqlalchemy.create_engine(bounded(self.url), pool_pre_ping=True,
+                                                                       connect_args=named)
         self._connection = engine.connect()
         if self.timeout_s < 0:
             self._connection.execute(sqlalchemy.text("SELECT pg_advisory_lock(:key)"), {"key": self.key})
@@ -174,6 +213,30 @@ class AdvisoryLock:
                 raise TimeoutError(f"another process held the lock {self.name!r} on the database for "
                                    f"{self.timeout_s:g} s")
             time.sleep(0.05)
+
+    def holder(self) -> str:
+        """The process holding the lock, as the database knows it: ``process 1234 on host-a``
+        (the name its connection gave), and how long the connection has been idle."""
+        import sqlalchemy
+
+        engine = _ENGINES.get(self.url)
+        if engine is None:
+            return ""
+        query = sqlalchemy.text(
+            "SELECT a.application_name, a.client_addr, a.state, "
+            "EXTRACT(EPOCH FROM now() - a.state_change) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+            "WHERE l.locktype = 'advisory' AND l.granted AND l.classid = :high AND l.objid = :low AND l.objsubid = 1")
+        key = self.key & 0xFFFFFFFFFFFFFFFF
+        try:
+            with engine.connect() as connection:
+                row = connection.execute(query, {"high": key >> 32, "low": key & 0xFFFFFFFF}).first()
+        except sqlalchemy.exc.SQLAlchemyError:
+            return ""
+        if row is None:
+            return ""
+        name, address, state, idle_s = row
+        who = name.removeprefix("hpo ") if name.startswith("hpo ") else f"{name or 'a client'} at {address}"
+        return f"{who}, its connection {state} for {float(idle_s):.0f} s" if state.startswith("idle") else who
 
     def __exit__(self, *exc: object) -> None:
         import sqlalchemy

@@ -26,7 +26,7 @@ from hpo.files import bounded, create_whole, sqlite_path, unusable, writable
 from hpo.plan import SearchPlan
 from hpo.spaces import CategoricalParam, FloatParam, SearchSpace
 from hpo.store._budget import in_budget
-from hpo.store._locks import claim_lock
+from hpo.store._locks import StudyLock
 from hpo.store._optuna import End, StudyWrites, study_writes
 from hpo.strategies import WAIT, BaseStrategy, Suggestion, params_key
 from hpo.trial import DONE, WORKER_LOST, Claim, TrialRecord, TrialState, trial_seed
@@ -86,7 +86,7 @@ class TrialStore:
     PostgreSQL for many), shared by every engine and every process of the search.
 
     Claiming a trial reads the history, asks the strategy and starts the trial with its
-    parameters in one transaction, under the study's lock (``claim_lock``): no two processes
+    parameters in one transaction, under the study's lock (``StudyLock``): no two processes
     claim the same grid point or one trial too many. Ending a trial takes the same lock: it
     ends once, whoever fails it as lost or finishes it first wins, and the other is told so
     instead of crashing.
@@ -108,7 +108,7 @@ class TrialStore:
         self.study_name = study_name
         self.heartbeat_interval = heartbeat_interval
         self.grace_period = grace_period
-        self._lock: Any = claim_lock(url, study_name)
+        self._lock: Any = StudyLock(url, study_name)
         self._storage: optuna.storages.RDBStorage | None = None
         self._writes: StudyWrites | None = None
         self._study: optuna.Study | None = None
@@ -127,7 +127,7 @@ class TrialStore:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        self._lock = claim_lock(self.url, self.study_name)
+        self._lock = StudyLock(self.url, self.study_name)
 
     # -- the study --------------------------------------------------------------------------
     @property
@@ -212,7 +212,7 @@ class TrialStore:
         self._study = study
 
     def locked(self) -> Any:
-        """The study's lock (``claim_lock``), for what two processes must not do at once."""
+        """The study's lock (``StudyLock``), for what two processes must not do at once."""
         return self._lock
 
     def saved(self) -> tuple[dict[str, Any], dict[str, str]]:
