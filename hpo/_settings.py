@@ -112,8 +112,9 @@ class SearchSettings(BaseModel):
     evaluate_test: bool = Field(True, description="Score the best configuration once on the test set",
                                 **_flag("--test"))
     population: int | Literal["auto"] = Field(
-        "auto", description="Trials trained together as one stacked model: N, or auto (32 on a CPU, one at a "
-                            "time where the objective or the driver cannot)")
+        "auto", description="Trials trained together as one stacked model: N, or auto (32 on a CPU, fewer where "
+                            "the budget would try a batch size or width under four times, one at a time where "
+                            "the objective or the driver cannot)")
     trial_timeout: float | None = Field(
         None, description="Seconds a trial may run before it fails as timeout [default: the space's timeout, "
                           "or none]")

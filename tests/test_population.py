@@ -330,6 +330,54 @@ def test_a_small_budget_still_draws_its_batch_size_more_than_once(stores, unique
     assert len(set().union(*groups.values())) > 1
 
 
+BATCH_SPACE = {"name": "batch", "metric": "val_loss", "direction": "minimize", "objective": "digits_mlp",
+               "fixed": {"epochs": 1}, "params": {"lr": {"type": "float", "low": 1e-4, "high": 0.05, "log": True},
+                                                  "batch_size": {"type": "int", "low": 32, "high": 256, "log": True}}}
+
+
+def test_auto_keeps_populations_small_enough_for_a_budget_to_try_several_batch_sizes(stores, unique):
+    """Under auto a population had 32 rows on a CPU (1024 on a GPU) whatever the budget, and its
+    members share one batch size: 24 trials tried one. Now auto leaves the budget at least four
+    draws of it, and says so once."""
+    notices = []
+
+    class Notices(hpo.SearchListener):
+        def notice(self, text):
+            notices.append(text)
+
+    result = hpo.search("digits_mlp", BATCH_SPACE, strategy="random", n_trials=24, population="auto",
+                        listener=Notices(), experiment=unique, study_name=unique, evaluate_test=False, **stores)
+    assert len(result.trials) == 24
+    groups: dict[str, set] = {}
+    for run in child_runs(stores["tracking_uri"], result.parent_run_id):
+        groups.setdefault(run.data.tags["hpo.population"], set()).add(run.data.params["batch_size"])
+    assert all(len(sizes) == 1 for sizes in groups.values()) and len(set().union(*groups.values())) >= 4
+    assert [text for text in notices if text.startswith("population")] == [
+        "population of 3, not 32 (auto): so that 24 trials try batch_size at least 4 times (a population shares "
+        "one); --population 32 trains faster and tries it once"]
+
+
+def test_a_population_asked_for_says_when_the_budget_tries_its_batch_size_only_a_few_times():
+    from hpo.loop import population_size
+
+    said = []
+
+    class Notices(hpo.SearchListener):
+        def notice(self, text):
+            said.append(text)
+
+    context = digits_mlp.setup("cpu")
+    for n_trials in (16, 64):
+        plan = hpo.prepare("digits_mlp", BATCH_SPACE, strategy="random", n_trials=n_trials).plan
+        assert population_size(8, plan, digits_mlp, "cpu", context, Notices()) == 8  # as asked
+    assert said == ["population of 8: 16 trials try batch_size twice (a population shares one); a smaller "
+                    "--population tries more"]  # 64 trials try it four times: nothing to say
+    plan = hpo.prepare("digits_mlp", {**BATCH_SPACE, "params": {"lr": BATCH_SPACE["params"]["lr"]}}, n_trials=16,
+                       strategy="random").plan
+    assert population_size("auto", plan, digits_mlp, "cpu", context, Notices()) == 32  # no batch size searched
+    assert len(said) == 1
+
+
 def test_a_group_takes_two_populations_worth_but_never_more_than_half_a_budget_beyond_one():
     from hpo.loop import group_quota
     from hpo.strategies import STRATEGIES

@@ -5,6 +5,7 @@ driver's loop claims and finishes and the cluster only runs what it was given.""
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import socket
 import time
@@ -122,7 +123,41 @@ def population_size(population: int | str, plan: SearchPlan, objective: Callable
         if listener is not None:
             listener.notice(f"{POPULATION_NOTICE}auto trains one trial at a time: {why}")
         return 1
-    return auto_size(recipe, plan.space.fixed, device) if population == "auto" else int(population)
+    size = auto_size(recipe, plan.space.fixed, device) if population == "auto" else int(population)
+    return _drawing_shapes(plan, size, auto=population == "auto", listener=listener)
+
+
+SHAPE_DRAWS = 4
+"""Under ``auto``, a budget draws the shape parameters it searches (batch size, width) at least
+this often: a population shares one draw, and at 32 rows (1024 on a GPU) a budget of 40 trials
+tried one or two batch sizes in all."""
+
+
+def _drawing_shapes(plan: SearchPlan, size: int, *, auto: bool, listener: SearchListener | None) -> int:
+    """``size``, or under ``auto`` a smaller population where ``size`` leaves the budget fewer
+    than ``SHAPE_DRAWS`` draws of its shape parameters; either said once where it does."""
+    quota = group_quota(plan, size)
+    if size <= 1 or quota is None or not plan.shape_params:
+        return size
+    draws = math.ceil(plan.n_trials / quota)
+    if draws >= SHAPE_DRAWS:
+        return size
+    shapes = "/".join(plan.shape_params)
+    fitted = max(1, plan.n_trials // (2 * SHAPE_DRAWS))
+    if auto and fitted < size:
+        why = (f"so that {plan.n_trials} trials try {shapes} at least {SHAPE_DRAWS} times (a population shares "
+               f"one); --population {size} trains faster and tries it {_times(draws)}")
+        if listener is not None:
+            listener.notice(f"{POPULATION_NOTICE}of {fitted}, not {size} (auto): {why}")
+        return fitted
+    if listener is not None:
+        listener.notice(f"{POPULATION_NOTICE}of {size}: {plan.n_trials} trials try {shapes} {_times(draws)} (a "
+                        "population shares one); a smaller --population tries more")
+    return size
+
+
+def _times(count: int) -> str:
+    return {1: "once", 2: "twice"}.get(count, f"{count} times")
 
 
 def population_tags(first: int, size: int) -> dict[str, str]:
