@@ -6,10 +6,12 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import http.server
+import logging
 import os
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -285,6 +287,47 @@ def test_unusable_stores_are_refused_in_one_line_with_what_to_do(tmp_path):
     assert fresh.returncode == 0 and "space-objective-grid-seed0-2: 2 trials" in fresh.stdout
 
 
+LOCKING = """
+import subprocess, sys
+
+def objective(params, trial):
+    if trial.number == 1:  # another process takes the study's database and keeps it
+        locker = subprocess.Popen([sys.executable, "-c", "import sqlite3, sys, time; "
+                                   "c = sqlite3.connect(sys.argv[1], isolation_level=None); c.execute('BEGIN EXCLUSIVE'); "
+                                   "print(flush=True); time.sleep(300)", ".hpo/optuna.db"],
+                                  stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        locker.stdout.readline()
+        open("locker.pid", "w").write(str(locker.pid))
+    return params["lr"]
+"""
+
+
+def test_a_store_another_process_keeps_locked_stops_the_search_in_one_line_naming_it(tmp_path):
+    """SQLite gives up after 5 s on a database another process keeps locked (a sqlite3 shell in a
+    transaction). At the start that read as a corrupt store to move aside; during a search it
+    was a traceback. Both are now one line naming the process, exit 2, and the rerun resumes."""
+    folder = folder_with(tmp_path, LOCKING)
+    args = [HPO, "search", "space.yaml", "--objective", "mine.py:objective", "--strategy", "grid", "--trials", "4",
+            "--population", "1"]
+    done = subprocess.run(args, cwd=folder, capture_output=True, text=True, timeout=300)
+    locker = int((folder / "locker.pid").read_text())
+    try:
+        assert done.returncode == 2 and "Traceback" not in done.stderr
+        said = done.stderr.strip().splitlines()[-1]
+        assert said.startswith(f"hpo: error: --storage: {folder / '.hpo' / 'optuna.db'} is locked by another "
+                               f"process (process {locker} (")
+        assert "-c import sqlite3" in said and said.endswith("then run again")
+        again = subprocess.run(args, cwd=folder, capture_output=True, text=True, timeout=300)
+        assert again.returncode == 2 and again.stderr.strip().splitlines()[-1] == said  # at the start: not "move aside"
+    finally:
+        os.kill(locker, signal.SIGKILL)
+    (folder / "locker.pid").unlink()
+    resumed = subprocess.run([*args, "--trials", "3"], cwd=folder, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "1 of its 3 trials done (1 complete, 0 pruned, 0 failed), 1 running elsewhere or left by a process " \
+           "that stopped (run again)" in resumed.stderr
+
+
 def as_user_without_overrides() -> list[str]:
     """Root writes anywhere; without its capabilities to override file permissions, it is held
     to them like any user (``setpriv`` from util-linux)."""
@@ -378,6 +421,30 @@ def test_a_tracking_server_outage_delays_mlflow_never_training(tmp_path, stores,
     finally:
         for process in [server, *restarted]:
             stop_server(process)
+
+
+def test_an_mlflow_store_another_process_keeps_locked_makes_writes_wait_naming_it(tmp_path):
+    """An SQLite MLflow store locked by another process past SQLite's wait (MLflow's: 20 s): MLflow
+    logged a traceback for each refused write, and after four tries hpo dropped the write. Such
+    an error now makes writes wait, as for a tracking server that is down, with one line saying
+    who holds the store."""
+    store = tmp_path / "mlflow.db"
+    writer = hpo.tracking._writer.Writer(MlflowClient(f"sqlite:///{store}"))
+    writer.client.search_experiments()  # the store is made
+    locker = subprocess.Popen([sys.executable, "-c", "import sqlite3, sys, time; c = sqlite3.connect(sys.argv[1], "
+                               "isolation_level=None); c.execute('BEGIN EXCLUSIVE'); print(flush=True); "
+                               "time.sleep(300)", str(store)], stdout=subprocess.PIPE)
+    try:
+        assert locker.stdout.readline() == b"\n"
+        with pytest.raises(sqlite3.OperationalError) as refused:
+            sqlite3.connect(store, timeout=0.1).execute("BEGIN IMMEDIATE")
+        said = writer.waiting_on(refused.value)
+        assert said.startswith(f"the MLflow store {store} is locked by another process (process {locker.pid} "
+                               f"({sys.executable} -c import sqlite3, sys, time;") and said.endswith(")")
+    finally:
+        locker.kill()
+    assert writer.waiting_on(sqlite3.OperationalError("no such table: runs")) == ""  # refused for good: not waited for
+    assert logging.getLogger("mlflow.store.db.utils").getEffectiveLevel() > logging.ERROR  # its tracebacks unsaid
 
 
 def test_an_outage_past_the_end_of_the_search_is_repaired_by_the_next_run(tmp_path, stores, unique, monkeypatch):

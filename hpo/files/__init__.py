@@ -94,9 +94,25 @@ def error_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}".splitlines()[0][:200]
 
 
+LOCKED = "database is locked"
+"""SQLite's error once another process has kept its database locked longer than it waits (5 s)."""
+
+
+def locked(path: Path, argument: str) -> HpoError:
+    """The error for an SQLite store another process keeps locked, naming that process where this
+    machine can tell."""
+    holder = holders(path)
+    return HpoError(f"{path} is locked by another process{f' ({holder})' if holder else ''}, longer than SQLite "
+                    "waits: end it or let it finish (a sqlite3 shell or database browser with a transaction open?), "
+                    "then run again", argument=argument)
+
+
 def unusable(path_or_url: object, what: str, error: BaseException, argument: str) -> HpoError:
-    """The error for a store that exists but cannot be used (corrupt, half-made by something else)."""
+    """The error for a store that exists but cannot be used (corrupt, half-made by something else),
+    or that another process keeps locked (named where this machine can tell)."""
     reason = error_line(error)
+    if isinstance(path_or_url, Path) and LOCKED in reason:
+        return locked(path_or_url, argument)
     return HpoError(f"{path_or_url} is not a usable {what} ({reason}); move it aside to start a new one, or name "
                     "another", argument=argument)
 
@@ -141,16 +157,26 @@ def lock_holder(lock: Any) -> str:
     (hpo worker --study s), stopped``; empty where it cannot."""
     if isinstance(lock, AdvisoryLock):
         return lock.holder()
+    return holders(Path(lock.lock_file))
+
+
+def holders(path: Path) -> str:
+    """The other processes holding a lock on the file ``path`` (a lock file's, SQLite's on its
+    database), from the kernel's table of locks where there is one: ``process 1234 (its command
+    line), stopped``; empty where none is found."""
     try:
-        inode = os.stat(lock.lock_file).st_ino
+        inode = str(path.stat().st_ino)
         locks = Path("/proc/locks").read_text().splitlines()
     except OSError:
         return ""
+    pids = []
     for line in locks:
-        fields = line.split()
-        if len(fields) > 5 and fields[1] == "FLOCK" and fields[5].rsplit(":", 1)[-1] == str(inode):
-            return _process(int(fields[4]))
-    return ""
+        fields = line.split()  # 1: FLOCK ADVISORY WRITE 1234 fe:00:5678 0 EOF ("->" before a waiter's)
+        if len(fields) > 5 and fields[1] in ("FLOCK", "POSIX") and fields[5].rsplit(":", 1)[-1] == inode:
+            pid = int(fields[4])
+            if pid != os.getpid() and pid not in pids:
+                pids.append(pid)
+    return "; ".join(_process(pid) for pid in pids[:2])
 
 
 _PROCESS_STATES = {"T": "stopped (Ctrl-Z? kill -CONT {pid} resumes it)", "t": "stopped in a debugger",
@@ -159,8 +185,6 @@ _PROCESS_STATES = {"T": "stopped (Ctrl-Z? kill -CONT {pid} resumes it)", "t": "s
 
 def _process(pid: int) -> str:
     """``process 1234 (its command line), and its state where it is not running or sleeping``."""
-    if pid == os.getpid():
-        return "this process"
     try:
         arguments = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
         command = " ".join(arguments.decode(errors="replace").split())

@@ -40,9 +40,11 @@ class ProgressBar(SearchListener):
             self._count(trial)
         if trials:
             counts = ", ".join(f"{self.counts[s]} {s.value}" for s in TrialState if s is not TrialState.RUNNING)
-            self.progress.console.print(f"Resuming study {self.study!r}: {len(trials)} of its {self.n_trials} "
-                                        f"trials done ({counts}); --new-study starts a fresh one", highlight=False,
-                                        soft_wrap=True)
+            running = self.counts[TrialState.RUNNING]
+            elsewhere = f", {running} running elsewhere or left by a process that stopped (run again)" * bool(running)
+            self.progress.console.print(f"Resuming study {self.study!r}: {len(trials) - running} of its "
+                                        f"{self.n_trials} trials done ({counts}){elsewhere}; --new-study starts a "
+                                        "fresh one", highlight=False, soft_wrap=True)
         self._draw()
 
     def trial_finished(self, trial: TrialRecord) -> None:

@@ -16,13 +16,14 @@ from typing import Any
 
 import numpy as np
 import optuna
+import sqlalchemy
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import FrozenTrial
 from optuna.trial import TrialState as OptunaState
 
 from hpo._errors import HpoError
-from hpo.files import bounded, create_whole, sqlite_path, unusable, writable
+from hpo.files import LOCKED, bounded, create_whole, locked, sqlite_path, unusable, writable
 from hpo.plan import SearchPlan
 from hpo.spaces import CategoricalParam, FloatParam, SearchSpace
 from hpo.store._budget import in_budget
@@ -143,6 +144,8 @@ class TrialStore:
                     self._storage = optuna.storages.RDBStorage(
                         bounded(self.url), heartbeat_interval=self.heartbeat_interval, grace_period=self.grace_period
                     )
+                if path is not None:  # kept locked by another process: one line naming it, whenever it happens
+                    sqlalchemy.event.listen(self._storage.engine, "handle_error", functools.partial(_if_locked, path))
             except Exception as error:
                 if path is not None:
                     raise unusable(path, "Optuna study store", error, "storage") from None
@@ -483,6 +486,11 @@ class TrialStore:
 
     def _id(self, trial: FrozenTrial) -> int:
         return self.storage.get_trial_id_from_study_id_trial_number(self._study_id, trial.number)
+
+
+def _if_locked(path: Path, context: Any) -> None:
+    if LOCKED in str(context.original_exception):
+        raise locked(path, "storage")
 
 
 class Heartbeat:

@@ -49,6 +49,8 @@ _FLUSH_EVERY_S = 2.0
 
 for _noisy in ("alembic", "mlflow"):
     logging.getLogger(_noisy).setLevel(logging.WARNING)
+# logs a traceback for each database error it raises, which hpo then answers (a locked store: writes wait)
+logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
 
 
 def default_tracking_uri(home: Path = DEFAULT_HOME) -> str:

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from hpo.files import LOCKED, holders, sqlite_path
 from hpo.tracking._runs import RunWrite, run_writer
 
 logger = logging.getLogger("hpo")
@@ -165,6 +166,17 @@ class Writer:
             for writes in runs.values():
                 self._do(lambda client, writes=writes: self.write_runs(client, writes), count=len(writes))
 
+    def waiting_on(self, error: BaseException) -> str:
+        """What keeps MLflow from writing for now, where writes should wait for it: a tracking
+        server that cannot be reached, an SQLite store another process keeps locked; else empty."""
+        if unreachable(error):
+            return f"the MLflow tracking server cannot be reached ({str(error).splitlines()[0][:200]})"
+        path = sqlite_path(self.client.tracking_uri)
+        if path is not None and LOCKED in str(error):
+            holder = holders(path)
+            return f"the MLflow store {path} is locked by another process{f' ({holder})' if holder else ''}"
+        return ""
+
     def _do(self, write: Write, *, count: int = 1, alone: bool = True) -> bool:
         """Do ``write`` (``count`` queued writes), retrying as the class says; whether it was
         done. A failure is counted only when ``alone`` (nothing else will try it)."""
@@ -173,17 +185,15 @@ class Writer:
             try:
                 write(self.client)
                 if self.outage_since is not None:
-                    logger.warning("hpo: the MLflow tracking server is back after %.0f s", time.monotonic() -
-                                   self.outage_since)
+                    logger.warning("hpo: MLflow takes writes again, after %.0f s", time.monotonic() - self.outage_since)
                 self.outage_since = None
                 return True
             except Exception as error:
                 tries += 1
-                if unreachable(error):
+                if waits_for := self.waiting_on(error):
                     if self.outage_since is None:
                         self.outage_since = time.monotonic()
-                        logger.warning("hpo: the MLflow tracking server cannot be reached; training goes on and "
-                                       "its writes wait (%s)", str(error).splitlines()[0][:200])
+                        logger.warning("hpo: %s; training goes on and its writes wait", waits_for)
                     if self._abandon.wait(OUTAGE_RETRY_S):
                         self.pending += count
                         return False
