@@ -147,3 +147,24 @@ def test_a_search_that_completed_no_trial_says_how_they_ended_and_what_divergenc
              TrialRecord(3, {}, TrialState.PRUNED, reason="median")]
     assert why_none_completed(mixed) == ("2 pruned by median; 1 diverged; 1 failed: ValueError: [bad] input. Each "
                                          "trial's reason is its MLflow run's tag hpo.reason.")
+
+
+def test_resuming_counts_a_trial_left_running_apart_from_those_done():
+    """A trial left running by a process that stopped was counted as done, beside counts that
+    did not add up to it (``2 of its 8 trials done (1 complete, 0 pruned, 0 failed)``)."""
+    import io
+
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from hpo import TrialRecord, TrialState
+    from hpo.reporting._terminal import ProgressBar
+
+    console = Console(file=io.StringIO(), width=400)
+    with Progress(console=console) as progress:
+        bar = ProgressBar(progress, 8, "val_loss", "minimize", study="s")
+        bar.resumed([TrialRecord(0, {"lr": 0.1}, TrialState.COMPLETE, 0.5), TrialRecord(1, {"lr": 0.2},
+                                                                                        TrialState.RUNNING)])
+    assert ("Resuming study 's': 1 of its 8 trials done (1 complete, 0 pruned, 0 failed), 1 running elsewhere or "
+            "left by a process that stopped (run again); --new-study starts a fresh one") in console.file.getvalue()
+    assert progress.tasks[0].completed == 1

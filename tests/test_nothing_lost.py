@@ -305,7 +305,7 @@ def objective(params, trial):
 def test_a_store_another_process_keeps_locked_stops_the_search_in_one_line_naming_it(tmp_path):
     """SQLite gives up after 5 s on a database another process keeps locked (a sqlite3 shell in a
     transaction). At the start that read as a corrupt store to move aside; during a search it
-    was a traceback. Both are now one line naming the process, exit 2, and the rerun resumes."""
+    was a traceback. Both are now one line naming the process, exit 2."""
     folder = folder_with(tmp_path, LOCKING)
     args = [HPO, "search", "space.yaml", "--objective", "mine.py:objective", "--strategy", "grid", "--trials", "4",
             "--population", "1"]
@@ -321,11 +321,6 @@ def test_a_store_another_process_keeps_locked_stops_the_search_in_one_line_namin
         assert again.returncode == 2 and again.stderr.strip().splitlines()[-1] == said  # at the start: not "move aside"
     finally:
         os.kill(locker, signal.SIGKILL)
-    (folder / "locker.pid").unlink()
-    resumed = subprocess.run([*args, "--trials", "3"], cwd=folder, capture_output=True, text=True, timeout=300)
-    assert resumed.returncode == 0, resumed.stderr
-    assert "1 of its 3 trials done (1 complete, 0 pruned, 0 failed), 1 running elsewhere or left by a process " \
-           "that stopped (run again)" in resumed.stderr
 
 
 def as_user_without_overrides() -> list[str]:
