@@ -82,6 +82,12 @@ def study_names(url: str) -> list[str]:
     return [s.study_name for s in summaries if PLAN in s.user_attrs]
 
 
+SAMPLED_AT_ONCE = 64
+"""The most trials TPE samples under one hold of the study's lock. Each sample costs TPE's
+arithmetic over every trial (40 ms with 5,000 done, on the 2-core machine): a population of a
+thousand claimed at once kept the other processes waiting past the lock's limit."""
+
+
 class TrialStore:
     """A search's trials in an Optuna storage (any RDB URL: an SQLite file for one machine,
     PostgreSQL for many), shared by every engine and every process of the search.
@@ -277,14 +283,11 @@ class TrialStore:
         once the budget is claimed (or, with ``like``, once the strategy has no trial of that
         group). Trials claimed together share their values of ``shape`` (a population's
         parameters), the first one's, or ``like``'s where given."""
+        if not isinstance(plan.strategy, BaseStrategy):
+            return self._claim_sampled(plan, worker, count, shape, like)
         with self._lock:
             created, records = self._records()
             history = in_budget(records, self.session)
-            budget = plan.n_trials - len(history)
-            if not isinstance(plan.strategy, BaseStrategy):  # Optuna's sampler: one trial after another
-                if budget <= 0:
-                    return DONE
-                return self._start(plan, self._sampled(plan, created, min(count, budget), like, shape), worker)
             counted = {t.number for t in history}  # the rest, lost or failed in an earlier run, are retried
             lost = {params_key(r.params): r.number for r in records if r.number not in counted}
             planned: list[tuple[Suggestion, int | None]] = []
@@ -368,6 +371,23 @@ class TrialStore:
                 number, suggestion.params, TrialState.RUNNING, stage=suggestion.stage, session=self.session))
         return [Claim(trial_id, number, suggestion.params, suggestion.stage, trial_seed(plan.seed, number), retry_of)
                 for (trial_id, number), (suggestion, retry_of) in zip(made, planned, strict=True)]
+
+    def _claim_sampled(self, plan: SearchPlan, worker: str, count: int, shape: Sequence[str],
+                       like: dict[str, Any] | None) -> list[Claim] | object:
+        """``claim`` for Optuna's sampler: at most ``SAMPLED_AT_ONCE`` trials under each hold of
+        the lock, the group the first one's."""
+        claims: list[Claim] = []
+        while len(claims) < count:
+            with self._lock:
+                created, records = self._records()
+                budget = plan.n_trials - len(in_budget(records, self.session))
+                if budget <= 0:
+                    break
+                sampled = self._sampled(plan, created, min(count - len(claims), budget, SAMPLED_AT_ONCE), like, shape)
+                claims += self._start(plan, sampled, worker)
+            if like is None:
+                like = {k: v for k, v in claims[0].params.items() if k in shape}
+        return claims or DONE
 
     def _sampled(self, plan: SearchPlan, created: int, count: int, like: dict[str, Any] | None,
                  shape: Sequence[str]) -> list[tuple[Suggestion, None]]:
