@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from dataclasses import replace
 
 import optuna
@@ -257,30 +258,71 @@ def tpe_history(stores: dict, name: str, finished: int) -> tuple:
     return prepared.plan, store
 
 
-@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+def asked_of_a_copy(stores: dict, name: str, plan, numbers: range, tmp_path) -> list[dict]:
+    """What Optuna's TPE proposes asked one after another on a copy of the stored study as it is
+    now, each sampler seeded by its trial's number, the width the first one's."""
+    from hpo.store._store import sampler_seed, suggest
+
+    copy = tmp_path / f"copy-{numbers.start}.db"
+    shutil.copy(stores["storage"].removeprefix("sqlite:///"), copy)
+    asked, group = [], None
+    study = optuna.load_study(study_name=name, storage=f"sqlite:///{copy}")
+    for number in numbers:
+        study.sampler = optuna.samplers.TPESampler(seed=sampler_seed(plan.seed, number), constant_liar=True)
+        if group:
+            with warnings.catch_warnings(category=optuna.exceptions.ExperimentalWarning, action="ignore"):
+                study.sampler = optuna.samplers.PartialFixedSampler(group, study.sampler)
+        asked.append(suggest(study.ask(), plan.space))
+        group = group or {"hidden": asked[0]["hidden"]}
+    return asked
+
+
 def test_tpe_samples_a_population_as_asking_the_stored_study_one_trial_at_a_time(stores, unique, tmp_path):
     """The members of a TPE population are what Optuna's TPE proposes asked one after another on
     the stored study (each seeded by its trial's number, the ones before it running, the width
-    the first one's), though sampled from one read of the study."""
-    from hpo.store._store import sampler_seed, suggest
-
+    the first one's), though sampled in memory from one read of the study; and so are the next
+    claim's, after trials ended here and elsewhere in every way (complete, pruned with their
+    curves, failed as lost) and another process claimed its own."""
     plan, store = tpe_history(stores, unique, finished=12)
-    before = tmp_path / "before.db"
-    shutil.copy(stores["storage"].removeprefix("sqlite:///"), before)
-
+    asked = asked_of_a_copy(stores, unique, plan, range(12, 18), tmp_path)
     claims = store.claim(plan, "here:1", 6, shape=["hidden"])
-
-    asked, group = [], None
-    study = optuna.load_study(study_name=unique, storage=f"sqlite:///{before}")
-    for number in range(12, 18):
-        study.sampler = optuna.samplers.TPESampler(seed=sampler_seed(3, number), constant_liar=True)
-        if group:
-            study.sampler = optuna.samplers.PartialFixedSampler(group, study.sampler)
-        asked.append(suggest(study.ask(), plan.space))
-        group = group or {"hidden": asked[0]["hidden"]}
     assert [c.params for c in claims] == asked
     assert [c.number for c in claims] == list(range(12, 18))
     assert len({c.params["lr"] for c in claims}) == 6 and len({c.params["hidden"] for c in claims}) == 1
+
+    there = TrialStore(stores["storage"], unique)
+    store.finish(claims[0], replace(complete(claims[0].number, claims[0].params), value=0.01))
+    for step, value in ((1, 3.0), (2, 2.5)):
+        store.report(claims[1].trial_id, step, value)
+    store.finish(claims[1], TrialRecord(claims[1].number, claims[1].params, TrialState.PRUNED, 2.5, reason="median",
+                                        metrics={"val_loss": 2.5}, curve=[(1, 3.0), (2, 2.5)]))
+    there.fail([claims[2].trial_id])
+    theirs = there.claim(plan, "there:1", 2, shape=["hidden"])
+    there.finish(theirs[0], replace(complete(theirs[0].number, theirs[0].params), value=0.02))
+    asked = asked_of_a_copy(stores, unique, plan, range(20, 24), tmp_path)
+    assert [c.params for c in store.claim(plan, "here:1", 4, shape=["hidden"])] == asked
+    stored = optuna.load_study(study_name=unique, storage=stores["storage"]).trials
+    assert [(t.params, t.state, t.values, t.intermediate_values) for t in store._mirror.study.trials] == [
+        (t.params, t.state, t.values, t.intermediate_values) for t in stored]  # the mirror holds what TPE reads
+
+
+def test_a_tpe_claim_that_fails_leaves_no_sample_behind(stores, unique, tmp_path, monkeypatch):
+    """Samples of a claim whose trials were never created (the write failed) would run in the
+    mirror for ever, TPE's constant liar lying about them: the next claim proposes as if they
+    had never been drawn."""
+    plan, store = tpe_history(stores, unique, finished=12)
+    store.claim(plan, "here:1", 2, shape=["hidden"])
+    writes = store.writes
+
+    def refused(*args):
+        raise sqlalchemy.exc.OperationalError("INSERT", {}, Exception("disk I/O error"))
+
+    monkeypatch.setattr(writes, "add_trials", refused)
+    with pytest.raises(sqlalchemy.exc.OperationalError):
+        store.claim(plan, "here:1", 3, shape=["hidden"])
+    monkeypatch.undo()
+    asked = asked_of_a_copy(stores, unique, plan, range(14, 17), tmp_path)
+    assert [c.params for c in store.claim(plan, "here:1", 3, shape=["hidden"])] == asked
 
 
 def test_a_tpe_claim_reads_the_study_once_and_writes_it_once_for_every_64_trials(stores, unique):

@@ -28,6 +28,7 @@ from hpo.plan import SearchPlan
 from hpo.spaces import CategoricalParam, FloatParam, SearchSpace
 from hpo.store._budget import in_budget
 from hpo.store._locks import StudyLock
+from hpo.store._mirror import StudyMirror
 from hpo.store._optuna import End, StudyWrites, study_writes
 from hpo.strategies import WAIT, BaseStrategy, Suggestion, params_key
 from hpo.trial import DONE, WORKER_LOST, Claim, TrialRecord, TrialState, trial_seed
@@ -125,12 +126,13 @@ class TrialStore:
         self._looked_at = -math.inf  # when this process last looked for stale trials
         self._known: dict[int, tuple[OptunaState, TrialRecord | None]] = {}  # trial id -> state, record as read
         self._finished: list[TrialRecord] = []  # the trials of _known, in the order they were known to be finished
+        self._mirror: StudyMirror | None = None  # where TPE samples, made at the first claim
         self.session = 0  # this run's number among the search's runs, known once the study is opened
 
     def __getstate__(self) -> dict[str, Any]:
         """Only the address travels (to a worker process): connections and locks are made there."""
         return {**self.__dict__, "_lock": None, "_storage": None, "_study": None, "_writes": None,
-                "_stale_since": {}, "_held": [], "_known": {}, "_finished": []}
+                "_stale_since": {}, "_held": [], "_known": {}, "_finished": [], "_mirror": None}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
@@ -219,6 +221,7 @@ class TrialStore:
         study.set_user_attr(PLAN, plan.to_json())
         study.set_user_attr(TRACKING, tracking)
         self._study = study
+        self._mirror = None
 
     def locked(self) -> Any:
         """The study's lock (``StudyLock``), for what two processes must not do at once."""
@@ -383,8 +386,16 @@ class TrialStore:
                 budget = plan.n_trials - len(in_budget(records, self.session))
                 if budget <= 0:
                     break
-                sampled = self._sampled(plan, created, min(count - len(claims), budget, SAMPLED_AT_ONCE), like, shape)
-                claims += self._start(plan, sampled, worker)
+                try:
+                    sampled = self._sampled(plan, created, min(count - len(claims), budget, SAMPLED_AT_ONCE), like,
+                                            shape)
+                    started = self._start(plan, sampled, worker)
+                except BaseException:
+                    self._mirror = None  # it may hold samples that were never created: made again next time
+                    raise
+                assert self._mirror is not None
+                self._mirror.created([claim.number for claim in started])
+                claims += started
             if like is None:
                 like = {k: v for k, v in claims[0].params.items() if k in shape}
         return claims or DONE
@@ -393,20 +404,23 @@ class TrialStore:
                  shape: Sequence[str]) -> list[tuple[Suggestion, None]]:
         """``count`` configurations that Optuna's TPE samples one after another, each seeded by
         the number its trial will have, so that workers sampling at the same time draw different
-        ones; each sees the trials sampled before it as running (TPE's constant liar). The study
-        is read once, into a copy in memory that the samples are added to: asking the stored
-        study re-read its every trial for each sample, minutes for a population of a thousand.
-        Trials sampled together share ``like``'s values of ``shape``, else the first one's
-        (Optuna's ``PartialFixedSampler``), the rest proposed given them."""
+        ones; each sees the trials sampled before it as running (TPE's constant liar). They are
+        sampled in the study's mirror in memory (``StudyMirror``), brought up to date from one
+        read of what changed: asking the stored study re-read its every trial for each sample,
+        minutes for a population of a thousand. Trials sampled together share ``like``'s values
+        of ``shape``, else the first one's (Optuna's ``PartialFixedSampler``), the rest proposed
+        given them."""
         with _optuna_on_purpose():
-            mirror = optuna.create_study(directions=self.study.directions)
-            mirror.add_trials([t for t in self.study.get_trials(deepcopy=False) if t.state is not OptunaState.WAITING])
+            if self._mirror is None:
+                self._mirror = StudyMirror(self.study.directions)
+            mirror = self._mirror
+            mirror.follow(self.study.get_trials(deepcopy=False))
             sampled: list[tuple[Suggestion, None]] = []
             for number in range(created, created + count):
                 sampler: optuna.samplers.BaseSampler = optuna.samplers.TPESampler(
                     seed=sampler_seed(plan.seed, number), constant_liar=True)
-                mirror.sampler = optuna.samplers.PartialFixedSampler(like, sampler) if like else sampler
-                params = suggest(mirror.ask(), plan.space)
+                params = suggest(mirror.ask(optuna.samplers.PartialFixedSampler(like, sampler) if like else sampler),
+                                 plan.space)
                 sampled.append((Suggestion(params), None))
                 if like is None:
                     like = {k: v for k, v in params.items() if k in shape}
