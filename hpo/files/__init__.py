@@ -98,11 +98,15 @@ LOCKED = "database is locked"
 """SQLite's error once another process has kept its database locked longer than it waits (5 s)."""
 
 
-def locked(path: Path, argument: str) -> HpoError:
+class StoreLocked(HpoError):
+    """An SQLite store another process keeps locked: nothing can be written there for now."""
+
+
+def locked(path: Path, argument: str) -> StoreLocked:
     """The error for an SQLite store another process keeps locked, naming that process where this
     machine can tell."""
     holder = holders(path)
-    return HpoError(f"{path} is locked by another process{f' ({holder})' if holder else ''}, longer than SQLite "
+    return StoreLocked(f"{path} is locked by another process{f' ({holder})' if holder else ''}, longer than SQLite "
                     "waits: end it or let it finish (a sqlite3 shell or database browser with a transaction open?), "
                     "then run again", argument=argument)
 

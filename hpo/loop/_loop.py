@@ -8,12 +8,14 @@ import dataclasses
 import math
 import os
 import socket
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from hpo._errors import HpoError
+from hpo.files import StoreLocked
 from hpo.loop._listener import POPULATION_NOTICE, SearchListener
 from hpo.plan import SearchPlan
 from hpo.pruning import TrialPruning, make_pruner
@@ -375,8 +377,10 @@ class TrialLoop:
 
     def interrupt(self, batch: list[Started], device: str) -> None:
         """End trials that stopped with their run (Ctrl-C, SIGTERM, an error that ends the
-        search) as interrupted: they run again on resume."""
-        if batch:
+        search) as interrupted: they run again on resume. Not where the error is the study's
+        store kept locked by another process: each write would wait for it in vain, and the next
+        run fails them as lost and runs them again."""
+        if batch and not isinstance(sys.exc_info()[1], StoreLocked):
             interrupted = Outcome(TrialState.FAILED, reason=INTERRUPTED)
             self.finish([(s, record_of(s.claim, interrupted, device, time.perf_counter() - s.began)) for s in batch])
 
