@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
 import shutil
 import subprocess
 import sys
@@ -369,6 +370,8 @@ def test_a_process_that_keeps_the_study_lock_is_named_instead_of_waited_for_ever
             store.claim(prepared.plan, "here:1")
         assert time.monotonic() - started < 15
         assert f"the lock of study {unique!r}" in str(refused.value) and refused.value.argument == "storage"
+        if url.startswith("postgresql"):
+            assert re.search(r"SELECT pg_terminate_backend\(\d+\) ends it on the server\)", str(refused.value))
         if url.startswith("sqlite"):
             assert "-c import os, signal" in str(refused.value) and "stopped (Ctrl-Z?" in str(refused.value)
         assert not store.trials()  # nothing was claimed

@@ -244,14 +244,15 @@ class AdvisoryLock:
 
     def holder(self) -> str:
         """The process holding the lock, as the database knows it: ``process 1234 on host-a``
-        (the name its connection gave), and how long the connection has been idle."""
+        (the name its connection gave), how long the connection has been idle, and the server
+        process to end where its client cannot be (a machine gone)."""
         import sqlalchemy
 
         engine = _ENGINES.get(self.url)
         if engine is None:
             return ""
         query = sqlalchemy.text(
-            "SELECT a.application_name, a.client_addr, a.state, "
+            "SELECT a.application_name, a.client_addr, a.state, a.pid, "
             "EXTRACT(EPOCH FROM now() - a.state_change) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
             "WHERE l.locktype = 'advisory' AND l.granted AND l.classid = :high AND l.objid = :low AND l.objsubid = 1")
         key = self.key & 0xFFFFFFFFFFFFFFFF
@@ -262,9 +263,10 @@ class AdvisoryLock:
             return ""
         if row is None:
             return ""
-        name, address, state, idle_s = row
+        name, address, state, backend, idle_s = row
         who = name.removeprefix("hpo ") if name.startswith("hpo ") else f"{name or 'a client'} at {address}"
-        return f"{who}, its connection {state} for {float(idle_s):.0f} s" if state.startswith("idle") else who
+        idle = f", its connection {state} for {float(idle_s):.0f} s" if state.startswith("idle") else ""
+        return f"{who}{idle}; SELECT pg_terminate_backend({backend}) ends it on the server"
 
     def __exit__(self, *exc: object) -> None:
         import sqlalchemy
