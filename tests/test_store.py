@@ -348,12 +348,15 @@ def test_a_tpe_claim_reads_the_study_once_and_writes_it_once_for_every_64_trials
     assert writes.count == 1 + 3
 
 
-def test_a_process_that_keeps_the_study_lock_is_named_instead_of_waited_for_ever(any_stores, unique, monkeypatch):
+def test_a_process_that_keeps_the_study_lock_is_named_instead_of_waited_for_ever(any_stores, unique, monkeypatch,
+                                                                                   caplog):
     """A worker stopped with Ctrl-Z while it held the study's lock: its peers waited for ever,
-    silently. A claim now waits the limit, then says which process holds the lock (on SQLite, from
-    the kernel's table of locks: its command line, and that it is stopped; on PostgreSQL, from
-    the name its connection gave the server)."""
-    monkeypatch.setattr("hpo.store._locks.STUDY_LOCK_S", 1.0)
+    silently. A claim now says whom it waits for, then gives up at the limit, naming the process
+    that holds the lock (on SQLite, from the kernel's table of locks: its command line, and that
+    it is stopped; on PostgreSQL, from the name its connection gave the server)."""
+    monkeypatch.setattr("hpo.store._locks.STUDY_LOCK_S", 1.5)
+    monkeypatch.setattr("hpo.store._locks.SAID_AFTER_S", 0.5)
+    caplog.set_level("WARNING", logger="hpo")
     url = any_stores["storage"]
     prepared = hpo.prepare(lambda params, trial: 1.0, digits_space(epochs=1), strategy="random", n_trials=4,
                            study_name=unique, experiment=unique, evaluate_test=False, **any_stores)
@@ -375,6 +378,9 @@ def test_a_process_that_keeps_the_study_lock_is_named_instead_of_waited_for_ever
         if url.startswith("sqlite"):
             assert "-c import os, signal" in str(refused.value) and "stopped (Ctrl-Z?" in str(refused.value)
         assert not store.trials()  # nothing was claimed
+        (waiting,) = [r.getMessage() for r in caplog.records if r.name == "hpo"]  # said once, on the way
+        assert waiting.startswith(f"hpo: waiting for the lock of study {unique!r}, which another process has held for "
+                                  f"0.5 s (process {holder.pid}")
     finally:
         holder.kill()
         holder.wait()

@@ -205,22 +205,28 @@ _ENGINES_GUARD = threading.Lock()
 
 class AdvisoryLock:
     """A PostgreSQL session-level advisory lock, held on a connection of its own while held
-    (from one engine a process keeps for each database). Taking it waits at most ``timeout_s``
-    where that is not negative, then raises ``TimeoutError``, as a lock file does."""
+    (from one engine a process keeps for each database). Taking it waits at most ``timeout``
+    seconds where that is not negative, then raises ``TimeoutError``, as a lock file does."""
 
     def __init__(self, url: str, name: str, timeout_s: float = -1) -> None:
         self.url = url
         self.name = name
         self.key = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
-        self.timeout_s = timeout_s
+        self.timeout = timeout_s
         self._connection: Any = None
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_connection": None}
 
     def __enter__(self) -> None:
+        self.acquire()
+
+    def acquire(self, timeout: float | None = None) -> None:
+        """Take the lock, waiting at most ``timeout`` (``self.timeout`` where None) seconds where
+        that is not negative; as ``filelock.FileLock.acquire``."""
         import sqlalchemy
 
+        timeout = self.timeout if timeout is None else timeout
         with _ENGINES_GUARD:
             engine = _ENGINES.get(self.url)
             if engine is None:
@@ -230,16 +236,15 @@ class AdvisoryLock:
                 engine = _ENGINES[self.url] = sqlalchemy.create_engine(bounded(self.url), pool_pre_ping=True,
                                                                        connect_args=named)
         self._connection = engine.connect()
-        if self.timeout_s < 0:
+        if timeout < 0:
             self._connection.execute(sqlalchemy.text("SELECT pg_advisory_lock(:key)"), {"key": self.key})
             return
-        deadline = time.monotonic() + self.timeout_s
+        deadline = time.monotonic() + timeout
         try_lock = sqlalchemy.text("SELECT pg_try_advisory_lock(:key)")
         while not self._connection.execute(try_lock, {"key": self.key}).scalar():
             if time.monotonic() >= deadline:
                 self._connection.close()
-                raise TimeoutError(f"another process held the lock {self.name!r} on the database for "
-                                   f"{self.timeout_s:g} s")
+                raise TimeoutError(f"another process held the lock {self.name!r} on the database for {timeout:g} s")
             time.sleep(0.05)
 
     def holder(self) -> str:
@@ -269,6 +274,9 @@ class AdvisoryLock:
         return f"{who}{idle}; SELECT pg_terminate_backend({backend}) ends it on the server"
 
     def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    def release(self) -> None:
         import sqlalchemy
 
         try:
