@@ -287,14 +287,16 @@ def test_unusable_stores_are_refused_in_one_line_with_what_to_do(tmp_path):
     assert fresh.returncode == 0 and "space-objective-grid-seed0-2: 2 trials" in fresh.stdout
 
 
-LOCKING = """
+HOLDS_SQLITE = ("import sqlite3, sys, time; c = sqlite3.connect(sys.argv[1], isolation_level=None); "
+                "c.execute('BEGIN EXCLUSIVE'); print(flush=True); time.sleep(300)")
+"""A program that takes the SQLite database ``argv[1]`` and keeps it, saying so by a line."""
+
+LOCKING = f"""
 import subprocess, sys
 
 def objective(params, trial):
     if trial.number == 1:  # another process takes the study's database and keeps it
-        locker = subprocess.Popen([sys.executable, "-c", "import sqlite3, sys, time; "
-                                   "c = sqlite3.connect(sys.argv[1], isolation_level=None); c.execute('BEGIN EXCLUSIVE'); "
-                                   "print(flush=True); time.sleep(300)", ".hpo/optuna.db"],
+        locker = subprocess.Popen([sys.executable, "-c", {HOLDS_SQLITE!r}, ".hpo/optuna.db"],
                                   stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
         locker.stdout.readline()
         open("locker.pid", "w").write(str(locker.pid))
@@ -426,9 +428,7 @@ def test_an_mlflow_store_another_process_keeps_locked_makes_writes_wait_naming_i
     store = tmp_path / "mlflow.db"
     writer = hpo.tracking._writer.Writer(MlflowClient(f"sqlite:///{store}"))
     writer.client.search_experiments()  # the store is made
-    locker = subprocess.Popen([sys.executable, "-c", "import sqlite3, sys, time; c = sqlite3.connect(sys.argv[1], "
-                               "isolation_level=None); c.execute('BEGIN EXCLUSIVE'); print(flush=True); "
-                               "time.sleep(300)", str(store)], stdout=subprocess.PIPE)
+    locker = subprocess.Popen([sys.executable, "-c", HOLDS_SQLITE, str(store)], stdout=subprocess.PIPE)
     try:
         assert locker.stdout.readline() == b"\n"
         with pytest.raises(sqlite3.OperationalError) as refused:

@@ -102,13 +102,17 @@ class StoreLocked(HpoError):
     """An SQLite store another process keeps locked: nothing can be written there for now."""
 
 
-def locked(path: Path, argument: str) -> StoreLocked:
-    """The error for an SQLite store another process keeps locked, naming that process where this
-    machine can tell."""
+def locked_by(path: Path) -> str:
+    """``PATH is locked by another process (process 1234 (its command line))``, the process named
+    where this machine can tell."""
     holder = holders(path)
-    return StoreLocked(f"{path} is locked by another process{f' ({holder})' if holder else ''}, longer than SQLite "
-                    "waits: end it or let it finish (a sqlite3 shell or database browser with a transaction open?), "
-                    "then run again", argument=argument)
+    return f"{path} is locked by another process{f' ({holder})' if holder else ''}"
+
+
+def locked(path: Path, argument: str) -> StoreLocked:
+    """The error for an SQLite store another process keeps locked (``locked_by``)."""
+    return StoreLocked(f"{locked_by(path)}, longer than SQLite waits: end it or let it finish (a sqlite3 shell or "
+                       "database browser with a transaction open?), then run again", argument=argument)
 
 
 def unusable(path_or_url: object, what: str, error: BaseException, argument: str) -> HpoError:

@@ -41,7 +41,9 @@ class ProgressBar(SearchListener):
         if trials:
             counts = ", ".join(f"{self.counts[s]} {s.value}" for s in TrialState if s is not TrialState.RUNNING)
             running = self.counts[TrialState.RUNNING]
-            elsewhere = f", {running} running elsewhere or left by a process that stopped (run again)" * bool(running)
+            elsewhere = ""
+            if running:
+                elsewhere = f", {running} running elsewhere or left by a process that stopped (run again)"
             self.progress.console.print(f"Resuming study {self.study!r}: {len(trials) - running} of its "
                                         f"{self.n_trials} trials done ({counts}){elsewhere}; --new-study starts a "
                                         "fresh one", highlight=False, soft_wrap=True)

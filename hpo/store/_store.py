@@ -387,8 +387,8 @@ class TrialStore:
                 if budget <= 0:
                     break
                 try:
-                    sampled = self._sampled(plan, created, min(count - len(claims), budget, SAMPLED_AT_ONCE), like,
-                                            shape)
+                    sampled, like = self._sampled(plan, created, min(count - len(claims), budget, SAMPLED_AT_ONCE),
+                                                  like, shape)
                     started = self._start(plan, sampled, worker)
                 except BaseException:
                     self._mirror = None  # it may hold samples that were never created: made again next time
@@ -396,12 +396,10 @@ class TrialStore:
                 assert self._mirror is not None
                 self._mirror.created([claim.number for claim in started])
                 claims += started
-            if like is None:
-                like = {k: v for k, v in claims[0].params.items() if k in shape}
         return claims or DONE
 
     def _sampled(self, plan: SearchPlan, created: int, count: int, like: dict[str, Any] | None,
-                 shape: Sequence[str]) -> list[tuple[Suggestion, None]]:
+                 shape: Sequence[str]) -> tuple[list[tuple[Suggestion, None]], dict[str, Any]]:
         """``count`` configurations that Optuna's TPE samples one after another, each seeded by
         the number its trial will have, so that workers sampling at the same time draw different
         ones; each sees the trials sampled before it as running (TPE's constant liar). They are
@@ -409,7 +407,7 @@ class TrialStore:
         read of what changed: asking the stored study re-read its every trial for each sample,
         minutes for a population of a thousand. Trials sampled together share ``like``'s values
         of ``shape``, else the first one's (Optuna's ``PartialFixedSampler``), the rest proposed
-        given them."""
+        given them; returned with the configurations, for the claim's next ones."""
         with _optuna_on_purpose():
             if self._mirror is None:
                 self._mirror = StudyMirror(self.study.directions)
@@ -424,7 +422,8 @@ class TrialStore:
                 sampled.append((Suggestion(params), None))
                 if like is None:
                     like = {k: v for k, v in params.items() if k in shape}
-        return sampled
+        assert like is not None
+        return sampled, like
 
     def finish(self, claim: Claim, record: TrialRecord) -> TrialRecord:
         """End a claimed trial with its record; returns what the store holds: the record, or the

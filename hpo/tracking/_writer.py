@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from hpo.files import LOCKED, holders, sqlite_path
+from hpo.files import LOCKED, locked_by, sqlite_path
 from hpo.tracking._runs import RunWrite, run_writer
 
 logger = logging.getLogger("hpo")
@@ -173,8 +173,7 @@ class Writer:
             return f"the MLflow tracking server cannot be reached ({str(error).splitlines()[0][:200]})"
         path = sqlite_path(self.client.tracking_uri)
         if path is not None and LOCKED in str(error):
-            holder = holders(path)
-            return f"the MLflow store {path} is locked by another process{f' ({holder})' if holder else ''}"
+            return f"the MLflow store {locked_by(path)}"
         return ""
 
     def _do(self, write: Write, *, count: int = 1, alone: bool = True) -> bool:
