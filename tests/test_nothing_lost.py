@@ -501,7 +501,7 @@ def test_a_pool_search_killed_leaves_nothing_running_after_a_rerun(tmp_path):
     storage, tracking_uri = stores_of(folder)
     trials = optuna.load_study(study_name="space-objective-grid-seed0", storage=storage).trials
     assert not [t for t in trials if t.state.name == "RUNNING"]
-    # The workers closed their trials themselves when the search died (the parent-death signal).
+    # The workers closed their trials themselves when the search died (each waits on its process).
     assert sorted(to_record(t).reason for t in trials if t.state.name == "FAIL") == ["interrupted"] * 2
     runs = child_runs(tracking_uri, parent_run(tracking_uri).info.run_id)
     assert len(runs) == len(trials) and "RUNNING" not in {r.info.status for r in runs}

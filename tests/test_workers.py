@@ -349,6 +349,22 @@ def lr_only(params, trial):
     return params["lr"]
 
 
+def value_from_environment(params, trial):
+    return float(os.environ["HPO_TEST_VALUE"])
+
+
+def test_each_searchs_workers_see_its_environment_as_the_search_starts(stores, unique, monkeypatch):
+    """Workers are forked from a server that one search starts and later searches of the same
+    process reuse: each search's workers still see that search's environment, not the server's."""
+    for value in (1.5, 2.5):
+        monkeypatch.setenv("HPO_TEST_VALUE", str(value))
+        name = f"{unique}-{value}"
+        result = hpo.search(value_from_environment, lr_space(2), strategy="grid", n_trials=2,
+                            driver=hpo.OptunaOptions(workers=2), experiment=name, study_name=name,
+                            evaluate_test=False, **stores)
+        assert [t.value for t in result.trials] == [value, value]
+
+
 @pytest.mark.parametrize("round_", range(4))
 def test_a_grid_under_a_pool_runs_every_point_exactly_once(stores, unique, round_):
     """Workers claiming at the same moment: the parameters are fixed in the same transaction
