@@ -21,7 +21,7 @@ from hpo.loop import POPULATION_NOTICE, Listeners, SearchListener
 from hpo.plan import SearchPlan, SearchResult, differences, pruning_for
 from hpo.spaces import SearchSpace, direction_doubt, load_space, resolve_space_path, space_of
 from hpo.strategies import make_strategy
-from hpo.trial import SUGGESTED, Trial, TrialRecord, TrialState, stop_on_signals, trial_seed
+from hpo.trial import SUGGESTED, WORKER_LOST, Trial, TrialRecord, TrialState, stop_on_signals, trial_seed
 
 if TYPE_CHECKING:
     from hpo.store import TrialStore
@@ -78,10 +78,13 @@ class PreparedSearch:
                 raise
         try:
             loop = TrialLoop(plan, store, tracker, listener=listener, deadline=deadline, clock=self.driver.clock)
+            lost = loop.reap()  # trials of a process killed on this machine: known at once
             if repaired := tracker.repair(store.trials()):
                 listener.notice(f"MLflow: {repaired} trial runs written again from the study (they were missing "
                                 "or left running)")
             listener.resumed(store.counted())
+            if lost:
+                listener.notice(_left_running(lost))
             for warning in self.warnings:
                 listener.notice(f"warning: {warning}")
                 tracker.warn(warning)
@@ -474,6 +477,13 @@ class SpaceWatch(Listeners):
             self.said_population = True
             self.tracker.warn(text)
         super().notice(text)
+
+
+def _left_running(lost: list[TrialRecord]) -> str:
+    numbers = ", ".join(str(trial.number) for trial in lost)
+    if len(lost) == 1:
+        return f"trial {numbers} was left running by a process that has ended: failed as {WORKER_LOST!r}"
+    return f"trials {numbers} were left running by processes that have ended: failed as {WORKER_LOST!r}"
 
 
 def _names(names: list[str]) -> str:

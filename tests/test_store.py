@@ -22,7 +22,7 @@ from optuna.storages._rdb import models
 import hpo
 from conftest import WriteTransactions, child_runs, digits_space
 from hpo import TrialRecord, TrialState
-from hpo.files import store_lock
+from hpo.files import process_ended, store_lock, this_process
 from hpo.loop import TrialLoop
 from hpo.store import TrialStore
 
@@ -102,6 +102,21 @@ def any_stores(request, stores) -> dict[str, str]:
     if request.param == "sqlite":
         return stores
     return {**stores, "storage": request.getfixturevalue("postgres_url")}
+
+
+def test_a_process_is_called_ended_only_where_this_machine_can_tell():
+    """A trial's process is judged ended at once only under the same boot of the same kernel
+    and PID namespace; a number reused by a later process does not keep it alive."""
+    here = this_process()
+    child = subprocess.run([sys.executable, "-c", "from hpo.files import this_process; print(this_process())"],
+                           capture_output=True, text=True, check=True).stdout.strip()
+    assert not process_ended(here) and process_ended(child)
+    boot, namespace, number, started = child.split("/")
+    me = here.split("/")[2]
+    assert process_ended(f"{boot}/{namespace}/{me}/{int(started) - 1}")  # this process's number, not its start
+    assert not process_ended(f"{boot}/[1]/{number}/{started}")  # another container's
+    assert not process_ended(f"00000000-0000-0000-0000-000000000000/{namespace}/{number}/{started}")  # another boot
+    assert not process_ended("host:1234")
 
 
 def test_a_lock_on_a_store_held_elsewhere_is_waited_for_at_most_its_timeout(any_stores, unique):

@@ -4,6 +4,7 @@ sharing a store take on it; whether hpo may write into the libraries' own tables
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import socket
@@ -201,6 +202,45 @@ def _process(pid: int) -> str:
         return f"process {pid}"
     what = f"process {pid} ({command[:100]})"
     return f"{what}, {_PROCESS_STATES[state].format(pid=pid)}" if state in _PROCESS_STATES else what
+
+
+def this_process() -> str | None:
+    """This process, named so that another process can later tell whether it still runs: the
+    kernel's boot, its PID namespace, its number and its start time (a number alone is reused);
+    None where ``/proc`` cannot say (not Linux)."""
+    try:
+        return f"{_machine()}/{os.getpid()}/{_started(os.getpid())}"
+    except (OSError, IndexError):
+        return None
+
+
+def process_ended(process: str) -> bool:
+    """Whether the process ``this_process`` named has certainly ended: it ran under this boot of
+    this kernel, in this PID namespace, and no process of its number and start time runs now.
+    False where that cannot be told (another machine, container or boot: its heartbeat tells)."""
+    try:
+        boot, namespace, number, started = process.split("/")
+        if f"{boot}/{namespace}" != _machine():
+            return False
+        pid = int(number)
+    except (OSError, ValueError):
+        return False
+    try:
+        return _started(pid) != started
+    except (OSError, IndexError):  # no such process
+        return True
+
+
+@functools.cache
+def _machine() -> str:
+    """This boot of this kernel, and this process's PID namespace."""
+    boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    return f"{boot}/{os.readlink('/proc/self/ns/pid').removeprefix('pid:')}"
+
+
+def _started(pid: int) -> str:
+    """When process ``pid`` started, in clock ticks after boot (``/proc/PID/stat``'s 22nd field)."""
+    return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[19]
 
 
 _ENGINES: dict[str, Any] = {}  # by URL: this process's engine for advisory locks on that database

@@ -23,7 +23,17 @@ from optuna.trial import FrozenTrial
 from optuna.trial import TrialState as OptunaState
 
 from hpo._errors import HpoError
-from hpo.files import LOCKED, bounded, create_whole, locked, sqlite_path, unusable, writable
+from hpo.files import (
+    LOCKED,
+    bounded,
+    create_whole,
+    locked,
+    process_ended,
+    sqlite_path,
+    this_process,
+    unusable,
+    writable,
+)
 from hpo.plan import SearchPlan
 from hpo.spaces import CategoricalParam, FloatParam, SearchSpace
 from hpo.store._budget import in_budget
@@ -359,12 +369,13 @@ class TrialStore:
 
     def _start(self, plan: SearchPlan, planned: list[tuple[Suggestion, int | None]], worker: str) -> list[Claim]:
         """The trials, each with its parameters, stage and owner, created in one transaction."""
+        process = this_process()
         templates = [
             optuna.trial.create_trial(
                 state=OptunaState.RUNNING, params=suggestion.params,
                 distributions=distributions(plan.space, suggestion.params),
-                user_attrs={CLAIM: {"stage": suggestion.stage, "worker": worker, "retry_of": retry_of,
-                                    "session": self.session}},
+                user_attrs={CLAIM: {"stage": suggestion.stage, "worker": worker, "process": process,
+                                    "retry_of": retry_of, "session": self.session}},
             )
             for suggestion, retry_of in planned
         ]
@@ -495,9 +506,10 @@ class TrialStore:
         return [self._id(t) for t in running if worker is None or claimed_by(t) == worker]
 
     def stale(self) -> list[int]:
-        """Running trials whose process died: silent past the grace period, and still so two
-        heartbeats after this process first saw them so. A live trial that merely looked stale
-        (its machine stalled or slept, or the clock stepped forward) beats again in between.
+        """Running trials whose process died: one on this machine that has ended (at once), or
+        one silent past the grace period, and still so two heartbeats after this process first
+        saw it so. A live trial that merely looked stale (its machine stalled or slept, or the
+        clock stepped forward) beats again in between.
 
         Optuna's public ``fail_stale_trials`` fails a trial at the first stale look, which would
         fail live trials after a stall; the second look needs the stale ids it reads. It looks
@@ -508,7 +520,15 @@ class TrialStore:
         self._looked_at = now
         stale = self.writes.stale(self._study_id)
         self._stale_since = {trial_id: self._stale_since.get(trial_id, now) for trial_id in stale}
-        return [i for i, since in self._stale_since.items() if now - since >= 2 * self.heartbeat_interval]
+        silent = [i for i, since in self._stale_since.items() if now - since >= 2 * self.heartbeat_interval]
+        return sorted({*silent, *self._ended()})
+
+    def _ended(self) -> list[int]:
+        """Running trials whose process has certainly ended (``process_ended``)."""
+        running = self.study.get_trials(deepcopy=False, states=(OptunaState.RUNNING,))
+        processes = {t.user_attrs.get(CLAIM, {}).get("process") for t in running} - {None}
+        ended = {process for process in processes if process_ended(process)}  # a population's: once
+        return [self._id(t) for t in running if t.user_attrs.get(CLAIM, {}).get("process") in ended]
 
     def heartbeat(self) -> Heartbeat:
         return Heartbeat(self)
