@@ -98,6 +98,20 @@ class Warm:
         return digits_mlp(params, trial)
 
 
+class SlowSetup:
+    """An objective whose setup takes ``seconds`` (a dataset downloaded, say)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def setup(self, device):
+        time.sleep(self.seconds)
+        return self.seconds
+
+    def __call__(self, params, trial):
+        return trial.context
+
+
 class MissingData:
     """An objective whose data is not where its setup looks."""
 

@@ -28,6 +28,7 @@ from predictable import (
     SCRIPTED,
     ListStrategy,
     MissingData,
+    SlowSetup,
     Warm,
     boom_at_002,
     killed_once,
@@ -295,10 +296,14 @@ def test_the_median_rule_decides_alike_on_both_drivers(engine, unique):
 
 
 class Heard(hpo.SearchListener):
-    """What a user's listener hears: each trial starting, then ending."""
+    """What a user's listener hears: each trial starting, then ending; the search's notices."""
 
     def __init__(self) -> None:
         self.events: list[tuple[str, int]] = []
+        self.notices: list[str] = []
+
+    def notice(self, text):
+        self.notices.append(text)
 
     def running(self, numbers):
         self.events += [("running", n) for n in numbers]
@@ -361,6 +366,19 @@ def test_setup_runs_once_per_process_and_every_trial_gets_its_context(engine, un
     assert [t.state for t in result.trials] == [TrialState.COMPLETE] * 6
     setups = log.read_text().split()
     assert 1 <= len(setups) <= 2 and len(set(setups)) == len(setups)  # once per process (Ray: per actor)
+
+
+def test_a_long_setup_on_ray_actors_is_said_once_and_waited_for(request, stores, unique, tmp_path, monkeypatch):
+    """The actors' setup runs where the search cannot see it: past a while, one line says so."""
+    request.getfixturevalue("ray_local")
+    monkeypatch.setattr("hpo.drivers.ray._driver.SETUP_SAID_AFTER_S", 0.5)
+    heard = Heard()
+    result = hpo.prepare(SlowSetup(2.0), digits_space(epochs=1), strategy="random", n_trials=2,
+                         driver=driver_options("ray"), home=tmp_path, experiment=unique, study_name=unique,
+                         evaluate_test=False, **stores).run(heard)
+    assert [t.value for t in result.trials] == [2.0, 2.0]
+    assert [line for line in heard.notices if "setup" in line] == [
+        "the objective's setup has run for 0.5 s on 2 of 2 Ray actors; waiting for it (Ctrl-C stops the search)"]
 
 
 def test_a_failing_setup_stops_the_search_with_its_real_error(engine, stores, unique):

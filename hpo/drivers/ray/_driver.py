@@ -139,6 +139,10 @@ class RayDriver(Driver):
 PLACED_WITHIN_S = 60.0
 """How long the cluster may take to place the actors (start their processes)."""
 
+SETUP_SAID_AFTER_S = 60.0
+"""How long the objective's setup may run on the actors before the search says it waits on it
+(a setup may rightly take long, downloading a dataset: it is waited for, not given up)."""
+
 
 def _amount(count: float, kind: str) -> str:
     return f"{count:g} {kind}" + ("" if count == 1 else "s")
@@ -226,7 +230,12 @@ class _Actors:
             self.slots.remove(placed[ref])
         if not self.slots:
             raise self._not_placed()
-        for slot, setup in [(slot, slot.actor.setup.remote(self.population)) for slot in slots if slot in self.slots]:
+        setups = [(slot, slot.actor.setup.remote(self.population)) for slot in slots if slot in self.slots]
+        _, running = self.ray.wait([setup for _, setup in setups], num_returns=len(setups), timeout=SETUP_SAID_AFTER_S)
+        if running:
+            self.loop.listener.notice(f"the objective's setup has run for {SETUP_SAID_AFTER_S:g} s on {len(running)} "
+                                      f"of {len(setups)} Ray actors; waiting for it (Ctrl-C stops the search)")
+        for slot, setup in setups:
             try:
                 error, slot.size, notices = self.ray.get(setup)
             except self.ray.exceptions.RayActorError as died:
