@@ -368,17 +368,20 @@ def test_setup_runs_once_per_process_and_every_trial_gets_its_context(engine, un
     assert 1 <= len(setups) <= 2 and len(set(setups)) == len(setups)  # once per process (Ray: per actor)
 
 
-def test_a_long_setup_on_ray_actors_is_said_once_and_waited_for(request, stores, unique, tmp_path, monkeypatch):
-    """The actors' setup runs where the search cannot see it: past a while, one line says so."""
-    request.getfixturevalue("ray_local")
+@pytest.mark.parametrize(("name", "where"), [("optuna", "cpu"), ("ray", "2 of 2 Ray actors")])
+def test_a_long_setup_is_said_once_and_waited_for(request, stores, unique, tmp_path, monkeypatch, name, where):
+    """A setup may rightly take long (a dataset downloaded); past a while, one line says so."""
+    if name == "ray":
+        request.getfixturevalue("ray_local")
+    monkeypatch.setattr("hpo.loop._loop.SETUP_SAID_AFTER_S", 0.5)
     monkeypatch.setattr("hpo.drivers.ray._driver.SETUP_SAID_AFTER_S", 0.5)
     heard = Heard()
     result = hpo.prepare(SlowSetup(2.0), digits_space(epochs=1), strategy="random", n_trials=2,
-                         driver=driver_options("ray"), home=tmp_path, experiment=unique, study_name=unique,
+                         driver=driver_options(name), home=tmp_path, experiment=unique, study_name=unique,
                          evaluate_test=False, **stores).run(heard)
     assert [t.value for t in result.trials] == [2.0, 2.0]
     assert [line for line in heard.notices if "setup" in line] == [
-        "the objective's setup has run for 0.5 s on 2 of 2 Ray actors; waiting for it (Ctrl-C stops the search)"]
+        f"the objective's setup has run for 0.5 s on {where}; waiting for it (Ctrl-C stops the search)"]
 
 
 def test_a_failing_setup_stops_the_search_with_its_real_error(engine, stores, unique):

@@ -335,10 +335,11 @@ BATCH_SPACE = {"name": "batch", "metric": "val_loss", "direction": "minimize", "
                                                   "batch_size": {"type": "int", "low": 32, "high": 256, "log": True}}}
 
 
-def test_auto_keeps_populations_small_enough_for_a_budget_to_try_several_batch_sizes(stores, unique):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_auto_keeps_populations_small_enough_for_a_budget_to_try_several_batch_sizes(stores, unique, workers):
     """Under auto a population had 32 rows on a CPU (1024 on a GPU) whatever the budget, and its
     members share one batch size: 24 trials tried one. Now auto leaves the budget at least four
-    draws of it, and says so once."""
+    draws of it, and says so once, however many workers say it."""
     notices = []
 
     class Notices(hpo.SearchListener):
@@ -346,7 +347,8 @@ def test_auto_keeps_populations_small_enough_for_a_budget_to_try_several_batch_s
             notices.append(text)
 
     result = hpo.search("digits_mlp", BATCH_SPACE, strategy="random", n_trials=24, population="auto",
-                        listener=Notices(), experiment=unique, study_name=unique, evaluate_test=False, **stores)
+                        driver=hpo.OptunaOptions(workers=workers), listener=Notices(), experiment=unique,
+                        study_name=unique, evaluate_test=False, **stores)
     assert len(result.trials) == 24
     groups: dict[str, set] = {}
     for run in child_runs(stores["tracking_uri"], result.parent_run_id):

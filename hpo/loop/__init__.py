@@ -3,6 +3,7 @@ watching the search (``SearchListener``)."""
 
 from hpo.loop._listener import POPULATION_NOTICE, Listeners, SearchListener
 from hpo.loop._loop import (
+    SETUP_SAID_AFTER_S,
     Started,
     TrialLoop,
     group_quota,
@@ -18,7 +19,7 @@ from hpo.loop._loop import (
 )
 
 __all__ = [
-    "POPULATION_NOTICE", "Listeners", "SearchListener", "Started", "TrialLoop", "group_quota", "make_trial",
-    "population_size", "population_tags", "record_of", "run_population", "run_trial", "set_up", "work",
+    "POPULATION_NOTICE", "SETUP_SAID_AFTER_S", "Listeners", "SearchListener", "Started", "TrialLoop", "group_quota",
+    "make_trial", "population_size", "population_tags", "record_of", "run_population", "run_trial", "set_up", "work",
     "worker_name",
 ]

@@ -9,6 +9,7 @@ import math
 import os
 import socket
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -63,16 +64,32 @@ def worker_name(pid: int | None = None) -> str:
     return f"{socket.gethostname()}:{pid or os.getpid()}"
 
 
-def set_up(objective: Callable[..., Any], device: str) -> Any:
+SETUP_SAID_AFTER_S = 60.0
+"""How long the objective's setup may run before the search says it waits on it (a setup may
+rightly take long, downloading a dataset: it is waited for, not given up)."""
+
+
+def set_up(objective: Callable[..., Any], device: str, said: Callable[[str], None] | None = None) -> Any:
     """What the objective's optional ``setup(device)`` returns, once per process. Its failure
-    ends the search: every trial would fail alike."""
+    ends the search: every trial would fail alike. Past ``SETUP_SAID_AFTER_S``, ``said`` hears
+    that it still runs."""
     if not hasattr(objective, "setup"):
         return None
+    timer = None
+    if said is not None:
+        timer = threading.Timer(SETUP_SAID_AFTER_S, said, [
+            f"the objective's setup has run for {SETUP_SAID_AFTER_S:g} s on {device}; waiting for it (Ctrl-C "
+            "stops the search)"])
+        timer.daemon = True
+        timer.start()
     try:
         return objective.setup(device)
     except Exception as error:
         message = f"its setup on {device} failed: {type(error).__name__}: {error}"
         raise HpoError(message, argument="objective") from error
+    finally:
+        if timer is not None:
+            timer.cancel()
 
 
 def make_trial(plan: SearchPlan, claim: Claim, *, device: str, context: Any = None,

@@ -46,7 +46,7 @@ class OptunaDriver(Driver):
     def _serve(self, loop: TrialLoop, objective: Callable[..., Any], *, population: int | str,
                wait_for_others: bool) -> None:
         if len(self.slots) == 1:
-            work(loop, objective, device=self.device, context=set_up(objective, self.device),
+            work(loop, objective, device=self.device, context=set_up(objective, self.device, loop.listener.notice),
                  wait_for_others=wait_for_others, population=population)
             return
         payload = cloudpickle.dumps((loop.plan, objective, loop.store, loop.tracker.identity(), population,
@@ -75,11 +75,15 @@ class _HangWatch:
         self.listener = listener
         self.since: dict[int, float] = {}  # worker pid -> when it last started or ended a trial
         self.killed: set[int] = set()
+        self.said: set[str] = set()
 
     def heard(self, event: Any) -> None:
-        """A worker's event, passed on to the search's listener."""
+        """A worker's event, passed on to the search's listener; a notice every worker sends
+        alike (its population, its setup running long), once."""
         if isinstance(event, _Notice):
-            self.listener.notice(event.text)
+            if event.text not in self.said:
+                self.said.add(event.text)
+                self.listener.notice(event.text)
             return
         self.since[event.pid] = time.monotonic()
         if isinstance(event, _Running):
@@ -145,7 +149,7 @@ def _worker_main(payload: bytes, wait_for_others: bool, slot: DeviceSlot, events
     tracker = MlflowTracker.attach(tracking, store.url)
     loop = TrialLoop(plan, store, tracker, listener=_QueueListener(events), deadline=deadline)
     try:
-        work(loop, objective, device=slot.device, context=set_up(objective, slot.device),
+        work(loop, objective, device=slot.device, context=set_up(objective, slot.device, loop.listener.notice),
              wait_for_others=wait_for_others, population=population)
     finally:
         loop.tracker.flush()  # the trials' last MLflow writes, before the process ends

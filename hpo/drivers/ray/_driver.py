@@ -22,7 +22,7 @@ from hpo.drivers._base import Driver
 from hpo.drivers.ray import RayOptions
 from hpo.drivers.ray._cluster import HeadWatch, connect, named_address, unanswered, use_token_if_any
 from hpo.drivers.ray._runner import Asked, Ended, Event, Reported, TrialRunner, Verdict, Wanted
-from hpo.loop import Started, TrialLoop, worker_name
+from hpo.loop import SETUP_SAID_AFTER_S, Started, TrialLoop, worker_name
 from hpo.store import DONE
 from hpo.strategies import WAIT
 from hpo.trial import TrialRecord
@@ -138,10 +138,6 @@ class RayDriver(Driver):
 
 PLACED_WITHIN_S = 60.0
 """How long the cluster may take to place the actors (start their processes)."""
-
-SETUP_SAID_AFTER_S = 60.0
-"""How long the objective's setup may run on the actors before the search says it waits on it
-(a setup may rightly take long, downloading a dataset: it is waited for, not given up)."""
 
 
 def _amount(count: float, kind: str) -> str:
