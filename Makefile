@@ -71,11 +71,13 @@ chromium:
 port_free = $(BIN)/python -c "import socket, sys; taken = socket.socket().connect_ex(('$(1)', $(2))) == 0; \
 	sys.exit('make $(3): $(1):$(2) is taken (is the UI already running there?); name another port: $(4)=...') if taken else None"
 
+# One web worker and no MLflow job runner (hpo runs no MLflow jobs): on this 2-core machine the
+# UI answers in 6 s instead of 13, in 2 processes and 0.5 GiB instead of 15 and 2.8 GiB.
 ui: $(STAMP)
 	@$(call port_free,$(HOST),$(PORT),ui,PORT)
 	mkdir -p .hpo
-	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/.hpo/mlflow.db \
-		--default-artifact-root $(CURDIR)/.hpo/mlartifacts --host $(HOST) --port $(PORT)
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/.hpo/mlflow.db \
+		--default-artifact-root $(CURDIR)/.hpo/mlartifacts --host $(HOST) --port $(PORT) --workers 1
 
 bench: $(STAMP)
 	$(BIN)/python -m pip install -qq --disable-pip-version-check -e '.[bench]'

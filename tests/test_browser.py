@@ -29,13 +29,13 @@ def searched(tmp_path_factory):
     return pruned_grid_search(home, [3e-4, 1e-3, 1e-2, 3e-2, 0.1], epochs=5), home
 
 
-def _serve(command: list[str]):
+def _serve(command: list[str], env: dict[str, str] | None = None):
     """Run a web server on a free loopback port (``{port}`` in ``command``); yields its URL."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     server = subprocess.Popen([part.format(port=port) for part in command], stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL, start_new_session=True)
+                              stderr=subprocess.DEVNULL, start_new_session=True, env={**os.environ, **(env or {})})
     try:
         deadline = time.monotonic() + 120
         while True:
@@ -61,7 +61,8 @@ def mlflow_ui(searched):
     _, home = searched
     yield from _serve([str(Path(sys.executable).with_name("mlflow")), "ui", "--backend-store-uri",
                        f"sqlite:///{home / 'mlflow.db'}", "--default-artifact-root", str(home / "mlartifacts"),
-                       "--host", "127.0.0.1", "--port", "{port}"])
+                       "--host", "127.0.0.1", "--port", "{port}", "--workers", "1"],
+                      env={"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
 
 
 @pytest.fixture(scope="module")
