@@ -67,7 +67,9 @@ def _stop_when_gone(search: int, watched: int | None) -> None:
         while _alive(search):
             time.sleep(1.0)
     else:
-        select.select([watched], [], [])  # readable once the process has ended
+        ended = select.poll()
+        ended.register(watched, select.POLLIN)  # readable once the process has ended
+        ended.poll()
     os.kill(os.getpid(), signal.SIGTERM)
 
 

@@ -97,6 +97,9 @@ class _HangWatch:
             overdue = pid not in self.killed and time.monotonic() - since > limit
             if overdue and self.loop.store.running(worker_name(pid)):
                 self.killed.add(pid)
+                # Failed first: once the worker is gone, any process of the search may fail its
+                # trial (as lost: its process has ended) before this one hears it has gone.
+                self.loop.fail_worker(worker_name(pid), TIMEOUT)
                 pool.replace(pid)
 
     def reason(self, pid: int) -> str:
