@@ -3,8 +3,11 @@ while another process fails it. Each process has its own connection to one real 
 
 from __future__ import annotations
 
+import fcntl
 import itertools
 import math
+import multiprocessing
+import os
 import re
 import shutil
 import subprocess
@@ -13,6 +16,7 @@ import threading
 import time
 import warnings
 from dataclasses import replace
+from pathlib import Path
 
 import optuna
 import pytest
@@ -20,9 +24,9 @@ import sqlalchemy
 from optuna.storages._rdb import models
 
 import hpo
-from conftest import WriteTransactions, child_runs, digits_space
+from conftest import WriteTransactions, child_runs, digits_space, wait_for
 from hpo import TrialRecord, TrialState
-from hpo.files import process_ended, store_lock, this_process
+from hpo.files import holders, process_ended, store_lock, this_process
 from hpo.loop import TrialLoop
 from hpo.store import TrialStore
 
@@ -117,6 +121,28 @@ def test_a_process_is_called_ended_only_where_this_machine_can_tell():
     assert not process_ended(f"{boot}/[1]/{number}/{started}")  # another container's
     assert not process_ended(f"00000000-0000-0000-0000-000000000000/{namespace}/{number}/{started}")  # another boot
     assert not process_ended("host:1234")
+
+
+def holds_a_lock(path: str) -> None:
+    with open(path, "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        Path(f"{path}.held").touch()
+        time.sleep(60)
+
+
+def test_a_pool_worker_holding_a_lock_is_named_by_its_search(tmp_path):
+    """A pool's worker is forked by the search's fork server: its own command line (``python -c
+    from multiprocessing.forkserver import main; main(12, 14, ...``) says nothing to the user."""
+    path = tmp_path / "store.lock"
+    worker = multiprocessing.get_context("forkserver").Process(target=holds_a_lock, args=(str(path),))
+    worker.start()
+    try:
+        wait_for(lambda: Path(f"{path}.held").exists(), what="the worker to take the lock")
+        search = " ".join(Path("/proc/self/cmdline").read_bytes().decode().replace("\0", " ").split())
+        assert holders(path) == f"process {worker.pid} (a worker of process {os.getpid()} ({search[:100]}))"
+    finally:
+        worker.kill()
+        worker.join()
 
 
 def test_a_lock_on_a_store_held_elsewhere_is_waited_for_at_most_its_timeout(any_stores, unique):

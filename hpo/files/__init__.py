@@ -193,15 +193,34 @@ _PROCESS_STATES = {"T": "stopped (Ctrl-Z? kill -CONT {pid} resumes it)", "t": "s
 
 
 def _process(pid: int) -> str:
-    """``process 1234 (its command line), and its state where it is not running or sleeping``."""
+    """``process 1234 (its command line), and its state where it is not running or sleeping``; a
+    pool's worker (forked by the search's fork server) is named by its search's command line."""
     try:
-        arguments = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
-        command = " ".join(arguments.decode(errors="replace").split())
-        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
-    except (OSError, IndexError):
+        command = _command(pid)
+        state, search = _stat(pid)
+        if _forked(command):
+            while _forked(command := _command(search)):  # the fork server: its parent ran the search
+                search = _stat(search)[1]
+            command = f"a worker of process {search} ({command[:100]})"
+    except (OSError, IndexError, ValueError):
         return f"process {pid}"
-    what = f"process {pid} ({command[:100]})"
+    what = f"process {pid} ({command[:160]})"
     return f"{what}, {_PROCESS_STATES[state].format(pid=pid)}" if state in _PROCESS_STATES else what
+
+
+def _command(pid: int) -> str:
+    return " ".join(Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").replace("\0", " ").split())
+
+
+def _stat(pid: int) -> tuple[str, int]:
+    """A process's state (``R``, ``S``, ``T``...) and its parent's number."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return fields[0], int(fields[1])
+
+
+def _forked(command: str) -> bool:
+    """Whether a command line is that of a process multiprocessing started (a worker, its fork server)."""
+    return " -c from multiprocessing." in command
 
 
 def this_process() -> str | None:
