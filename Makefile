@@ -71,8 +71,8 @@ chromium:
 port_free = $(BIN)/python -c "import socket, sys; taken = socket.socket().connect_ex(('$(1)', $(2))) == 0; \
 	sys.exit('make $(3): $(1):$(2) is taken (is the UI already running there?); name another port: $(4)=...') if taken else None"
 
-# One web worker and no MLflow job runner (hpo runs no MLflow jobs): on this 2-core machine the
-# UI answers in 6 s instead of 13, in 2 processes and 0.5 GiB instead of 15 and 2.8 GiB.
+# One web worker and no MLflow job runner (hpo runs no MLflow jobs): the UI answers in 6 s
+# instead of 13, in 2 processes and 0.5 GiB instead of 15 and 2.8 GiB (docs/benchmarks.md).
 ui: $(STAMP)
 	@$(call port_free,$(HOST),$(PORT),ui,PORT)
 	mkdir -p .hpo
