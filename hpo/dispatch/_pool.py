@@ -221,10 +221,11 @@ def _forkserver(main: WorkerMain) -> Any:
 
 @contextlib.contextmanager
 def _main_script_not_rerun() -> Iterator[None]:
-    """Start a worker without running the user's script again. A spawned process first runs the
-    parent's ``__main__`` module, which, in a script without an ``if __name__ == "__main__":``
-    guard, starts the search again; workers need nothing from it (what they run travels
-    pickled, by value where it was defined in the script), so the script is hidden meanwhile."""
+    """Start a worker without running the user's script again. A worker first runs the parent's
+    ``__main__`` module (multiprocessing prepares a fork server's child as a spawned one), which,
+    in a script without an ``if __name__ == "__main__":`` guard, starts the search again;
+    workers need nothing from it (what they run travels pickled, by value where it was defined
+    in the script), so the script is hidden meanwhile."""
     main = sys.modules["__main__"]
     saved = {name: getattr(main, name) for name in ("__file__", "__spec__") if hasattr(main, name)}
     main.__spec__ = None

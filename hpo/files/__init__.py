@@ -214,8 +214,13 @@ def _command(pid: int) -> str:
 
 def _stat(pid: int) -> tuple[str, int]:
     """A process's state (``R``, ``S``, ``T``...) and its parent's number."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    fields = _stat_fields(pid)
     return fields[0], int(fields[1])
+
+
+def _stat_fields(pid: int) -> list[str]:
+    """``/proc/PID/stat`` from its third field on (what follows the command's name)."""
+    return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
 
 
 def _forked(command: str) -> bool:
@@ -259,7 +264,7 @@ def _machine() -> str:
 
 def _started(pid: int) -> str:
     """When process ``pid`` started, in clock ticks after boot (``/proc/PID/stat``'s 22nd field)."""
-    return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[19]
+    return _stat_fields(pid)[19]
 
 
 _ENGINES: dict[str, Any] = {}  # by URL: this process's engine for advisory locks on that database
