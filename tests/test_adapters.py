@@ -100,6 +100,14 @@ def test_a_trial_that_stops_beating_goes_stale_after_the_grace_period(writes, un
     assert writes.stale(study_id) == [silent]
 
 
+def test_a_user_attribute_of_each_running_trial_is_read(writes, unique):
+    study_id = study(writes, unique)
+    (done, _), (running, _) = writes.add_trials(study_id, templates(2))
+    bare = writes.storage.create_new_trial(study_id)  # running, without the attribute
+    writes.storage.set_trial_state_values(done, OptunaState.COMPLETE, [0.5])
+    assert writes.running_attr(study_id, "hpo.claim") == {running: {"worker": "here:1", "stage": 1}, bare: None}
+
+
 def test_study_attributes_are_set_and_set_again(writes, unique):
     study_id = study(writes, unique)
     writes.set_study_attrs(study_id, {"hpo.run_id.0": "a", "hpo.run_id.1": "b"})

@@ -231,6 +231,10 @@ class StudyWrites:
         """The running trials whose last heartbeat is older than the storage's grace period."""
         raise NotImplementedError
 
+    def running_attr(self, study_id: int, key: str) -> dict[int, Any]:
+        """The user attribute ``key`` of each running trial (None where it has none), by trial id."""
+        raise NotImplementedError
+
 
 class OneTransaction(StudyWrites):
     """Each call one transaction on Optuna's own tables (``KNOWN_SCHEMAS`` only)."""
@@ -272,6 +276,15 @@ class OneTransaction(StudyWrites):
 
     def stale(self, study_id: int) -> list[int]:
         return self.storage._get_stale_trial_ids(study_id)
+
+    def running_attr(self, study_id: int, key: str) -> dict[int, Any]:
+        trial, attr = models.TrialModel, models.TrialUserAttributeModel
+        with self._session() as session:
+            rows = session.execute(
+                select(trial.trial_id, attr.value_json)
+                .outerjoin(attr, sqlalchemy.and_(attr.trial_id == trial.trial_id, attr.key == key))
+                .where(trial.study_id == study_id, trial.state == OptunaState.RUNNING))
+            return {trial_id: None if value is None else json.loads(value) for trial_id, value in rows}
 
 
 class PublicCalls(StudyWrites):
@@ -340,3 +353,6 @@ class PublicCalls(StudyWrites):
         return [trial_id for trial_id, t in self._trials(study_id, (OptunaState.RUNNING,))
                 if now - t.user_attrs.get(BEAT, t.datetime_start.timestamp() if t.datetime_start else now)
                 > self.storage.grace_period]
+
+    def running_attr(self, study_id: int, key: str) -> dict[int, Any]:
+        return {trial_id: t.user_attrs.get(key) for trial_id, t in self._trials(study_id, (OptunaState.RUNNING,))}

@@ -525,10 +525,11 @@ class TrialStore:
 
     def _ended(self) -> list[int]:
         """Running trials whose process has certainly ended (``process_ended``)."""
-        running = self.study.get_trials(deepcopy=False, states=(OptunaState.RUNNING,))
-        processes = {t.user_attrs.get(CLAIM, {}).get("process") for t in running} - {None}
-        ended = {process for process in processes if process_ended(process)}  # a population's: once
-        return [self._id(t) for t in running if t.user_attrs.get(CLAIM, {}).get("process") in ended]
+        running = {trial_id: (claim or {}).get("process") for trial_id, claim in
+                   self.writes.running_attr(self._study_id, CLAIM).items()}
+        # A population's trials share their process: each process is looked at once.
+        ended = {process for process in set(running.values()) - {None} if process_ended(process)}
+        return [trial_id for trial_id, process in running.items() if process in ended]
 
     def heartbeat(self) -> Heartbeat:
         return Heartbeat(self)
