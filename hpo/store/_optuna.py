@@ -232,7 +232,8 @@ class StudyWrites:
         raise NotImplementedError
 
     def running_attr(self, study_id: int, key: str) -> dict[int, Any]:
-        """The user attribute ``key`` of each running trial (None where it has none), by trial id."""
+        """The user attribute ``key`` of each running trial (None where it has none), by trial id,
+        in order."""
         raise NotImplementedError
 
 
@@ -283,7 +284,7 @@ class OneTransaction(StudyWrites):
             rows = session.execute(
                 select(trial.trial_id, attr.value_json)
                 .outerjoin(attr, sqlalchemy.and_(attr.trial_id == trial.trial_id, attr.key == key))
-                .where(trial.study_id == study_id, trial.state == OptunaState.RUNNING))
+                .where(trial.study_id == study_id, trial.state == OptunaState.RUNNING).order_by(trial.trial_id))
             return {trial_id: None if value is None else json.loads(value) for trial_id, value in rows}
 
 

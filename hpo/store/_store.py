@@ -287,7 +287,7 @@ class TrialStore:
         return in_budget(self.trials(), self.session)
 
     def unfinished(self) -> bool:
-        return bool(self.study.get_trials(deepcopy=False, states=(OptunaState.RUNNING,)))
+        return bool(self._running_claims())
 
     def claim(self, plan: SearchPlan, worker: str, count: int = 1, *, shape: Sequence[str] = (),
               like: dict[str, Any] | None = None) -> list[Claim] | Suggestion | object:
@@ -502,8 +502,8 @@ class TrialStore:
 
     def running(self, worker: str | None = None) -> list[int]:
         """The ids of running trials (of one worker, if named)."""
-        running = self.study.get_trials(deepcopy=False, states=(OptunaState.RUNNING,))
-        return [self._id(t) for t in running if worker is None or claimed_by(t) == worker]
+        return [trial_id for trial_id, claim in self._running_claims().items()
+                if worker is None or claim.get("worker") == worker]
 
     def stale(self) -> list[int]:
         """Running trials whose process died: one on this machine that has ended (at once), or
@@ -525,11 +525,15 @@ class TrialStore:
 
     def _ended(self) -> list[int]:
         """Running trials whose process has certainly ended (``process_ended``)."""
-        running = {trial_id: (claim or {}).get("process") for trial_id, claim in
-                   self.writes.running_attr(self._study_id, CLAIM).items()}
+        running = {trial_id: claim.get("process") for trial_id, claim in self._running_claims().items()}
         # A population's trials share their process: each process is looked at once.
         ended = {process for process in set(running.values()) - {None} if process_ended(process)}
         return [trial_id for trial_id, process in running.items() if process in ended]
+
+    def _running_claims(self) -> dict[int, dict[str, Any]]:
+        """The claim of each running trial (empty for one another program started), by trial id,
+        in order: one read of that attribute alone, not of every running trial whole."""
+        return {trial_id: claim or {} for trial_id, claim in self.writes.running_attr(self._study_id, CLAIM).items()}
 
     def heartbeat(self) -> Heartbeat:
         return Heartbeat(self)
@@ -537,9 +541,6 @@ class TrialStore:
     @functools.cached_property
     def _study_id(self) -> int:
         return self.storage.get_study_id_from_name(self.study_name)
-
-    def _id(self, trial: FrozenTrial) -> int:
-        return self.storage.get_trial_id_from_study_id_trial_number(self._study_id, trial.number)
 
 
 def _if_locked(path: Path, context: Any) -> None:

@@ -95,11 +95,11 @@ class _HangWatch:
         limit = (self.loop.plan.trial_timeout or 0) + HANG_GRACE_S
         for pid, since in list(self.since.items()):
             overdue = pid not in self.killed and time.monotonic() - since > limit
-            if overdue and self.loop.store.running(worker_name(pid)):
+            if overdue and (hung := self.loop.store.running(worker_name(pid))):
                 self.killed.add(pid)
                 # Failed first: once the worker is gone, any process of the search may fail its
                 # trial (as lost: its process has ended) before this one hears it has gone.
-                self.loop.fail_worker(worker_name(pid), TIMEOUT)
+                self.loop.fail(hung, TIMEOUT)
                 pool.replace(pid)
 
     def reason(self, pid: int) -> str:
