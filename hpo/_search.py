@@ -17,6 +17,7 @@ from hpo._errors import HpoError
 from hpo._objectives import fingerprint, resolve_objective, unknown_parameters
 from hpo._settings import DEFAULT_SPACE, SearchSettings, parse_population
 from hpo.drivers import Driver, DriverOptions, driver_options
+from hpo.files import StoreLocked
 from hpo.loop import POPULATION_NOTICE, Listeners, SearchListener
 from hpo.plan import SearchPlan, SearchResult, differences, pruning_for
 from hpo.spaces import SearchSpace, direction_doubt, load_space, resolve_space_path, space_of
@@ -100,8 +101,8 @@ class PreparedSearch:
                 stopped = (f"timeout: no trial started after {timeout:g} s, {len(trials)} of {plan.n_trials} "
                            "trials done; run the search again to continue")
             store.record_ending(stopped)
-        except BaseException:
-            tracker.abort_search()
+        except BaseException as error:
+            tracker.abort_search(_study_as_it_stands(store, error))
             raise
         result = SearchResult(plan.space, trials, plan.study_name, tracking_uri=tracker.tracking_uri,
                               experiment_id=tracker.experiment_id, experiment=tracker.experiment_name,
@@ -477,6 +478,17 @@ class SpaceWatch(Listeners):
             self.said_population = True
             self.tracker.warn(text)
         super().notice(text)
+
+
+def _study_as_it_stands(store: TrialStore, error: BaseException) -> list[TrialRecord]:
+    """The study's trials, for MLflow to agree with as the search stops early; none where the
+    study cannot be read now (another process keeps it locked, its database is gone)."""
+    if isinstance(error, StoreLocked):
+        return []
+    try:
+        return store.trials()
+    except Exception:
+        return []
 
 
 def _left_running(lost: list[TrialRecord]) -> str:

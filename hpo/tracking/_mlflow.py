@@ -380,9 +380,14 @@ class MlflowTracker:
         ``FLUSH_LIMIT_S``, while the tracking server is down); returns whether they all are."""
         return self.writer.flush(_writer.FLUSH_LIMIT_S if limit_s is None else limit_s)
 
-    def abort_search(self) -> None:
-        """The search stopped early (interrupted, or an error): the parent run is KILLED."""
-        self.writer.submit(lambda client: client.set_terminated(self.parent_run_id, "KILLED"))
+    def abort_search(self, trials: Sequence[TrialRecord] = ()) -> None:
+        """The search stopped early (interrupted, or an error): every trial of the study
+        (``trials``) in MLflow as the study holds it, as ``finish_search`` does (a process that
+        failed another's lost trial may have died before its writes), and the parent run KILLED."""
+        run_id = self.parent_run_id
+        if trials:
+            self.writer.submit(lambda client: self._repair(client, trials))
+        self.writer.submit(lambda client: client.set_terminated(run_id, "KILLED"))
         self.flush()
 
     def tested_trial(self) -> tuple[int, dict[str, float]] | None:
