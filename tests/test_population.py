@@ -450,6 +450,49 @@ def test_what_cannot_stack_is_refused_before_the_first_trial_and_auto_trains_it_
     assert len({r.data.tags.get("hpo.population") for r in runs}) == 1 and "hpo.population" not in runs[0].data.tags
 
 
+class Widths:
+    """A model built from a searched width the trainer knows no default for, and dropout."""
+
+    def population(self, params, trial):
+        splits = digits_mlp.setup("cpu")
+        return Recipe(self.build, (splits.x_train, splits.y_train), (splits.x_val, splits.y_val))
+
+    def build(self, params):
+        return nn.Sequential(nn.Linear(64, params["hidden"]), nn.ReLU(), nn.Dropout(params["dropout"]),
+                             nn.Linear(params["hidden"], 10))
+
+    def __call__(self, params, trial):
+        return fit(self.population(params, trial), params, trial)
+
+
+def test_a_model_built_from_searched_parameters_trains_in_populations(stores, unique):
+    """The check before the first trial built the model from the fixed values alone, so an
+    objective whose model reads a searched width stopped the search with a KeyError."""
+    space = digits_space(epochs=1, hidden={"type": "int", "low": 8, "high": 32, "grid": [8, 32]},
+                         dropout={"type": "float", "low": 0.0, "high": 0.5, "grid": [0.0, 0.2]})
+    result = hpo.search(Widths(), space, strategy="grid", n_trials=4, population=2, experiment=unique,
+                        study_name=unique, evaluate_test=False, **stores)
+    assert [t.state for t in result.trials] == [TrialState.COMPLETE] * 4
+    groups: dict[str, set] = {}
+    for run in child_runs(stores["tracking_uri"], result.parent_run_id):
+        groups.setdefault(run.data.tags["hpo.population"], set()).add(run.data.params["hidden"])
+    assert sorted(map(len, groups.values())) == [1, 1] and set().union(*groups.values()) == {"8", "32"}
+
+
+class Misnamed(Widths):
+    def build(self, params):
+        return nn.Linear(64, params["width"])
+
+
+def test_a_model_that_cannot_be_built_stops_the_search_in_one_line_naming_its_line(stores, unique):
+    space = digits_space(epochs=1, hidden={"type": "int", "low": 8, "high": 32})
+    with pytest.raises(hpo.HpoError, match=r"^objective: (tests/)?test_population.py:\d+: KeyError: 'width' \(building "
+                                           r"the model of its population before the first trial"):
+        hpo.search(Misnamed(), space, strategy="random", n_trials=4, population="auto", experiment=unique,
+                   study_name=unique, evaluate_test=False, **stores)
+    assert not optuna.load_study(study_name=unique, storage=stores["storage"]).trials
+
+
 def test_a_population_smaller_than_asked_says_so_once_with_why(stores, unique):
     notices = []
 

@@ -217,3 +217,15 @@ def test_a_metric_whose_name_says_the_other_direction_is_warned_of_before_the_fi
     doubts = [w for w in warnings if "ranks the worst trials first" in w]
     assert doubts == ([f"s: metric {metric!r} is {direction}d, which ranks the worst trials first: did you mean "
                        f"direction: {wanted}?"] if wanted else [])
+
+
+def test_the_widest_configuration_takes_every_number_at_its_high_end_and_keeps_conditions():
+    space = hpo.SearchSpace.model_validate({
+        "name": "wide", "metric": "val_loss", "direction": "minimize",
+        "params": {"optimizer": {"type": "categorical", "choices": ["adam", "sgd_momentum"]},
+                   "momentum": {"type": "float", "low": 0.5, "high": 0.99, "condition": {"optimizer": ["sgd_momentum"]}},
+                   "batch_size": {"type": "categorical", "choices": [64, 256, 32]},
+                   "hidden": {"type": "int", "low": 8, "high": 130, "step": 2},
+                   "lr": {"type": "float", "low": 1e-4, "high": 0.1, "log": True}}})
+    assert space.widest() == {"optimizer": "adam", "batch_size": 256, "hidden": 130, "lr": 0.1}
+    assert space.contains(space.widest())

@@ -33,6 +33,7 @@ from hpo.trial import (
     Trial,
     TrialRecord,
     TrialState,
+    raised_at,
     run_objective,
     time_limit,
 )
@@ -133,17 +134,22 @@ def population_size(population: int | str, plan: SearchPlan, objective: Callable
         return 1 if population == "auto" else int(population)
     from hpo.population import auto_size, unstackable
 
-    probe = Trial(-1, seed=0, device=device, context=context)
-    recipe = objective.population(plan.space.fixed, probe)
-    why = unstackable(recipe, plan.space.fixed, plan.space.params)
+    widest = {**plan.space.fixed, **plan.space.widest()}
+    try:
+        recipe = objective.population(widest, Trial(-1, seed=0, device=device, context=context))
+        why = unstackable(recipe, widest, plan.space.params)
+        size = auto_size(recipe, widest, device) if population == "auto" and why is None else 0
+    except Exception as error:  # the objective's own code: every trial would raise it too
+        raise HpoError(f"{raised_at(error)}: {type(error).__name__}: {error} (building the model of its population "
+                       "before the first trial, with each searched parameter at its largest)",
+                       argument="objective") from error
     if why is not None:
         if population != "auto":
             raise HpoError(f"objective {plan.objective_name!r} cannot train populations: {why}", argument="population")
         if listener is not None:
             listener.notice(f"{POPULATION_NOTICE}auto trains one trial at a time: {why}")
         return 1
-    size = auto_size(recipe, plan.space.fixed, device) if population == "auto" else int(population)
-    return _drawing_shapes(plan, size, auto=population == "auto", listener=listener)
+    return _drawing_shapes(plan, size or int(population), auto=population == "auto", listener=listener)
 
 
 SHAPE_DRAWS = 4

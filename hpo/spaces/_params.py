@@ -75,6 +75,9 @@ class _NumericParam(_Param):
     def contains(self, value: object) -> bool:
         return isinstance(value, (int, float)) and self.low <= value <= self.high  # type: ignore[attr-defined]
 
+    def widest(self) -> float:
+        return self.cast(self.high)  # type: ignore[attr-defined]
+
     def sample(self, rng: np.random.Generator):
         lo, hi = self.to_unit(self.low), self.to_unit(self.high)  # type: ignore[attr-defined]
         return self.cast(self.from_unit(rng.uniform(lo, hi)))
@@ -139,6 +142,10 @@ class CategoricalParam(_Param):
 
     def contains(self, value: object) -> bool:
         return value in self.choices
+
+    def widest(self) -> Scalar:
+        numbers = [c for c in self.choices if isinstance(c, (int, float)) and not isinstance(c, bool)]
+        return max(numbers) if len(numbers) == len(self.choices) else self.choices[0]
 
     def sample(self, rng: np.random.Generator):
         return self.choices[int(rng.integers(len(self.choices)))]

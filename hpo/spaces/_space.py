@@ -100,6 +100,16 @@ class SearchSpace(BaseModel):
                 params[name] = param.sample(rng)
         return params
 
+    def widest(self) -> dict[str, Any]:
+        """One configuration with every number at its high end and every categorical at its
+        largest number (else its first choice), inactive conditional parameters left out: the
+        largest model and batch where width and batch size grow with their values."""
+        params: dict[str, Any] = {}
+        for name, param in self.params.items():
+            if param.is_active(params):
+                params[name] = param.widest()
+        return params
+
     def grid(self, default_points: int = 3) -> list[dict[str, Any]]:
         """The cartesian product of every parameter's grid values, without duplicates (every
         point at once: ``Grid`` numbers them without making the list)."""
