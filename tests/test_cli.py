@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
@@ -119,6 +120,11 @@ def test_a_summary_sent_to_a_file_or_a_pipe_keeps_every_column_and_line_whole(st
     assert f"{result.study_name}: 3 trials (3 complete, 0 pruned, 0 failed)" in printed.splitlines()
     header = next(line for line in printed.splitlines() if "learning_rate" in line)
     assert all(name in header for name in names)
+    assert " stage " not in header  # one stage: a column of zeros says nothing
+    out = io.StringIO()
+    print_summary(dataclasses.replace(result, trials=[dataclasses.replace(t, stage=t.number % 2) for t in result.trials]),
+                  Console(file=out))
+    assert " stage " in next(line for line in out.getvalue().splitlines() if "learning_rate" in line)
 
 
 def test_a_search_that_completed_no_trial_says_how_they_ended_and_what_divergence_means(stores, unique, tmp_path):

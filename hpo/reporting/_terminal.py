@@ -137,12 +137,13 @@ def print_summary(result: SearchResult, console: Console) -> None:
     else:
         param_names = sorted({name for row in rows for name in row.params})
         extra = sorted({m for row in rows for m in row.metrics if m != result.metric and m.startswith("val_")})
+        staged = any(t.stage for t in result.trials)  # coarse-to-fine's stages; other strategies have one
         table = Table(title=f"Leaderboard ({result.space.direction} {result.metric})")
-        for column in ["#", "trial", "stage", result.metric, *extra, *param_names]:
+        for column in ["#", "trial", *(["stage"] if staged else []), result.metric, *extra, *param_names]:
             table.add_column(column, justify="right")
         for row in rows:
             table.add_row(
-                str(row.rank), str(row.number), str(row.stage), shown(row.value),
+                str(row.rank), str(row.number), *([str(row.stage)] if staged else []), shown(row.value),
                 *(shown(row.metrics.get(m, "")) for m in extra),
                 *(shown(row.params.get(p, "-")) for p in param_names),
             )
