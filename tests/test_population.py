@@ -486,11 +486,32 @@ class Misnamed(Widths):
 
 def test_a_model_that_cannot_be_built_stops_the_search_in_one_line_naming_its_line(stores, unique):
     space = digits_space(epochs=1, hidden={"type": "int", "low": 8, "high": 32})
-    with pytest.raises(hpo.HpoError, match=r"^objective: (tests/)?test_population.py:\d+: KeyError: 'width' \(building "
-                                           r"the model of its population before the first trial"):
+    with pytest.raises(hpo.HpoError, match=r"^objective: (tests/)?test_population.py:\d+: KeyError: 'width' \(checking "
+                                           r"its population before the first trial\)$"):
         hpo.search(Misnamed(), space, strategy="random", n_trials=4, population="auto", experiment=unique,
                    study_name=unique, evaluate_test=False, **stores)
     assert not optuna.load_study(study_name=unique, storage=stores["storage"]).trials
+
+
+class FromNumpy(Widths):
+    def population(self, params, trial):
+        splits = digits_mlp.setup("cpu")
+        return Recipe(self.build, (splits.x_train.numpy(), splits.y_train.numpy()), (splits.x_val, splits.y_val))
+
+
+def test_data_that_is_not_tensors_is_refused_in_one_line_naming_the_objectives_line(stores, unique):
+    """A numpy array in a recipe failed each trial inside hpo's trainer (``_train.py:430: AttributeError:
+    'str' object has no attribute 'type'``) and stopped the search after three."""
+    space = digits_space(epochs=1, hidden={"type": "int", "low": 8, "high": 32})
+    with pytest.raises(hpo.HpoError, match=r"^objective: (tests/)?test_population.py:\d+: TypeError: Recipe: train "
+                                           r"inputs must be a torch.Tensor, got numpy.ndarray \(torch.as_tensor"):
+        hpo.search(FromNumpy(), space, strategy="random", n_trials=4, population=2, experiment=unique,
+                   study_name=unique, evaluate_test=False, **stores)
+    x, y = torch.zeros(4, 2), torch.zeros(3, dtype=torch.long)
+    with pytest.raises(ValueError, match=r"^Recipe: validation has 4 inputs but 3 targets$"):
+        Recipe(nn.Identity, (x, torch.zeros(4, dtype=torch.long)), (x, y))
+    with pytest.raises(TypeError, match=r"^Recipe: train must be a pair \(inputs, targets\), got Tensor$"):
+        Recipe(nn.Identity, x, (x, y))
 
 
 def test_a_population_smaller_than_asked_says_so_once_with_why(stores, unique):

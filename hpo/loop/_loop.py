@@ -140,9 +140,8 @@ def population_size(population: int | str, plan: SearchPlan, objective: Callable
         why = unstackable(recipe, widest, plan.space.params)
         size = auto_size(recipe, widest, device) if population == "auto" and why is None else 0
     except Exception as error:  # the objective's own code: every trial would raise it too
-        raise HpoError(f"{raised_at(error)}: {type(error).__name__}: {error} (building the model of its population "
-                       "before the first trial, with each searched parameter at its largest)",
-                       argument="objective") from error
+        raise HpoError(f"{raised_at(error)}: {type(error).__name__}: {error} (checking its population before the "
+                       "first trial)", argument="objective") from error
     if why is not None:
         if population != "auto":
             raise HpoError(f"objective {plan.objective_name!r} cannot train populations: {why}", argument="population")

@@ -56,6 +56,23 @@ class Recipe:
     accuracy: bool = True
     defaults: Mapping[str, Any] = field(default_factory=lambda: dict(TRAINING_DEFAULTS))
 
+    def __post_init__(self) -> None:
+        for name in ("train", "validation"):
+            pair = getattr(self, name)
+            if not (isinstance(pair, (tuple, list)) and len(pair) == 2):
+                raise TypeError(f"Recipe: {name} must be a pair (inputs, targets), got {type(pair).__name__}")
+            for part, value in zip(("inputs", "targets"), pair, strict=True):
+                if not isinstance(value, Tensor):
+                    kind = type(value).__module__.split(".")[0] + "." + type(value).__name__
+                    raise TypeError(f"Recipe: {name} {part} must be a torch.Tensor, got {kind} (torch.as_tensor "
+                                    "makes one; inputs as float32, class targets as int64)")
+            if len(pair[0]) != len(pair[1]):
+                raise ValueError(f"Recipe: {name} has {len(pair[0])} inputs but {len(pair[1])} targets")
+        devices = {str(t.device) for t in (*self.train, *self.validation)}
+        if len(devices) > 1:
+            raise ValueError(f"Recipe: train and validation must be on one device (the trial's), got "
+                             f"{', '.join(sorted(devices))}")
+
 
 _SCORED_AT_ONCE = 8192
 """Examples times members a report scores at once: a whole training set at once made

@@ -431,7 +431,7 @@ def raised_at(error: BaseException) -> str:
     frames = traceback.extract_tb(error.__traceback__)
     if not frames:
         return ""
-    library = (str(Path(__file__).parent), *{sysconfig.get_path(p) for p in ("stdlib", "purelib", "platlib")})
+    library = (str(Path(__file__).parents[1]), *{sysconfig.get_path(p) for p in ("stdlib", "purelib", "platlib")})
     own = [f for f in frames if not f.filename.startswith(library) and not f.filename.startswith("<")]
     frame = (own or frames)[-1]
     try:
