@@ -11,7 +11,7 @@ import yaml
 from mlflow import MlflowClient
 
 import hpo
-from conftest import StopAt, child_runs
+from conftest import StopAt, child_runs, digits_space
 from hpo import HpoError, Trial, TrialPruned, TrialState
 from hpo.trial import run_objective
 
@@ -105,6 +105,19 @@ def test_an_optuna_objective_is_pruned_by_the_median_rule(driver, unique, stores
     pruned = [t for t in result.trials if t.state is TrialState.PRUNED]
     assert pruned and all(t.reason == "median" and "median" in t.detail for t in pruned)
     assert not [t for t in result.trials if t.state is TrialState.FAILED]
+
+
+@pytest.mark.parametrize("population", [1, 4])
+def test_the_study_holds_each_trials_curve_without_a_pruner_too(population, unique, stores):
+    """Optuna's tools (optuna-dashboard's learning curves, ``trial.intermediate_values``) read the
+    curves from the study; they were written only where a pruner read them."""
+    result = hpo.search("digits_mlp", digits_space(epochs=3), strategy="grid", n_trials=3, population=population,
+                        study_name=unique, experiment=unique, evaluate_test=False, quiet=True, **stores)
+    assert all(t.state is TrialState.COMPLETE for t in result.trials)
+    study = optuna.load_study(study_name=unique, storage=stores["storage"])
+    curves = {t.number: t.intermediate_values for t in study.trials}
+    assert curves == {t.number: dict(t.curve) for t in result.trials}
+    assert all(sorted(curve) == [0, 1, 2, 3] for curve in curves.values())
 
 
 @pytest.mark.parametrize(("driver", "seconds", "timeout"), [("optuna", 0.6, 3.0), ("ray", 2.0, 15.0)])

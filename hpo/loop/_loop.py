@@ -320,10 +320,11 @@ class TrialLoop:
                           on_report=lambda step, values: self.logged(started, step, values), pruning=started.pruning)
 
     def logged(self, started: Started, step: int, values: dict[str, float]) -> None:
-        """A report, as the trial's MLflow curves and (with a pruner) the study's intermediate
-        values show it. The pruner is shown it by the trial's ``pruning``."""
+        """A report, as the trial's MLflow curves and the study's intermediate values (its metric)
+        show it, with a pruner or without, as Optuna's ``trial.report`` does. The pruner is shown
+        it by the trial's ``pruning``."""
         started.run.log(step, values)
-        if self.pruner is not None and self.plan.space.metric in values:
+        if self.plan.space.metric in values:
             self.store.report(started.claim.trial_id, step, values[self.plan.space.metric])
 
     def run(self, batch: list[Started], objective: Callable[..., Any], *, device: str, context: Any = None,
