@@ -89,6 +89,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/ray_overhead.py
 	$(BIN)/python bench/population.py --objective mnist1d_mlp
 	$(BIN)/python bench/population.py --objective mnist1d_cnn
+	$(BIN)/python bench/shared_cores.py
 	@if $(BIN)/python -c "import sys, torch; sys.exit(not torch.cuda.is_available())"; then $(MAKE) bench-gpu; \
 		else echo "no CUDA GPU here: GPU throughput (make bench-gpu) not measured"; fi
 

@@ -6,9 +6,20 @@ Names are imported on first use: ``import hpo`` loads neither torch, Optuna, MLf
 from __future__ import annotations
 
 import importlib
+import os
 from typing import TYPE_CHECKING, Any
 
 from hpo._errors import HpoError
+
+SPIN_COUNT = "10000"
+"""How long torch's OpenMP threads (libgomp) spin before they sleep, for this process and the
+worker processes it starts, unless ``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT`` says otherwise.
+libgomp spins 300,000 times by default: two searches sharing two cores (a search and an ``hpo
+worker`` beside it) each trained a population 3.9-5.9x slower than alone; at 10,000, 2.3-2.5x, for
+7-9% more time alone (bench/shared_cores.py, docs/benchmarks.md). It takes effect where torch is imported
+later: in the CLI, in the processes a search starts, and after ``import hpo``."""
+if "OMP_WAIT_POLICY" not in os.environ:
+    os.environ.setdefault("GOMP_SPINCOUNT", SPIN_COUNT)
 
 _WHERE = {
     "PreparedSearch": "hpo._search",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import importlib.metadata
+import os
 import subprocess
 import sys
 import sysconfig
@@ -101,6 +102,17 @@ def test_import_hpo_loads_no_engine():
     code = f"import sys, hpo; hpo.SearchSpace; hpo.OptunaOptions; print(*[m for m in {HEAVY!r} if m in sys.modules])"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == ""
+
+
+@pytest.mark.parametrize(("given", "spins"), [({}, "10000"), ({"GOMP_SPINCOUNT": "5"}, "5"),
+                                              ({"OMP_WAIT_POLICY": "passive"}, None)])
+def test_torchs_threads_spin_briefly_unless_the_user_said_how_they_wait(given, spins):
+    """libgomp's threads spin 300,000 times before they sleep: a search with another beside it on
+    the same cores trained several times slower (bench/shared_cores.py)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")} | given
+    code = "import os, hpo; print(os.environ.get('GOMP_SPINCOUNT'))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+    assert done.stdout.strip() == str(spins)
 
 
 def test_a_ray_trials_actor_loads_neither_mlflow_nor_the_trial_store():
