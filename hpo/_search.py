@@ -321,28 +321,53 @@ def join(
     """Join a running search from another machine: claim and run trials of ``study_name`` in
     ``storage``, with the plan saved there, until its budget is claimed. Returns how many
     trials this call ran."""
+    return prepare_join(study_name, storage, driver=driver, population=population).run(listener)
+
+
+@dataclass
+class PreparedJoin:
+    """A search to join, checked and ready: ``plan`` is the one saved with its study."""
+
+    plan: SearchPlan
+    store: TrialStore
+    tracking: dict[str, str]
+    """Where the search records in MLflow, as saved with its study."""
+    engine: Driver
+    objective: Callable[..., Any]
+    population: int | str
+
+    def run(self, listener: SearchListener | None = None) -> int:
+        """Claim and run the study's trials here until its budget is claimed; how many ran here."""
+        from hpo.loop import TrialLoop
+        from hpo.tracking import MlflowTracker
+
+        counter = _Counting(FailureWatch(_listener(listener), self.plan))
+        tracker = MlflowTracker.attach(self.tracking, study_storage=self.store.url)
+        counter.resumed(self.store.counted())
+        try:
+            self.engine.join(TrialLoop(self.plan, self.store, tracker, listener=counter), self.objective,
+                             self.population)
+        finally:
+            tracker.flush()
+        return counter.count
+
+
+def prepare_join(study_name: str, storage: str, *, driver: str | DriverOptions = "optuna",
+                 population: int | str = "auto") -> PreparedJoin:
+    """``join``, checked (the study, its plan, objective and population) and ready to run."""
     from hpo.drivers.optuna import OptunaOptions
     from hpo.drivers.optuna._driver import OptunaDriver
-    from hpo.loop import TrialLoop
     from hpo.store import TrialStore
-    from hpo.tracking import MlflowTracker
 
     options = driver_options(driver)
     if not isinstance(options, OptunaOptions):
         raise HpoError("joining a search runs its trials with the Optuna engine", argument="driver")
-    engine = OptunaDriver(options)
     store = TrialStore(storage, _known_study(study_name, storage))
     saved_plan, tracking = store.saved()
     plan = SearchPlan.from_json(saved_plan)
     objective, _ = resolve_objective(plan.objective_name, None)
-    population = check_population(population, objective, plan.objective_name)
-    counter = _Counting(FailureWatch(_listener(listener), plan))
-    tracker = MlflowTracker.attach(tracking, study_storage=storage)
-    try:
-        engine.join(TrialLoop(plan, store, tracker, listener=counter), objective, population)
-    finally:
-        tracker.flush()
-    return counter.count
+    return PreparedJoin(plan, store, tracking, OptunaDriver(options), objective,
+                        check_population(population, objective, plan.objective_name))
 
 
 def _listener(listener: Any) -> SearchListener:

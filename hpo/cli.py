@@ -142,10 +142,14 @@ def report(study: str | None, storage: str | None, out: str | None) -> None:
 @_engine_flags({"optuna": _ENGINES["optuna"]})
 def worker(study_name: str, storage: str, population: str, **flags: Any) -> None:
     """Join a running search from this machine: draw trials from the same budget."""
-    from hpo._search import join
+    from hpo._search import prepare_join
+    from hpo.reporting._terminal import progress_shown
 
-    ran = join(study_name, storage, driver=engine_options(_ENGINES, "optuna", flags), population=population)
-    console.print(f"hpo worker: ran {ran} trials of {study_name!r}; the budget is claimed")
+    joining = prepare_join(study_name, storage, driver=engine_options(_ENGINES, "optuna", flags),
+                           population=population)
+    with progress_shown(joining.plan, console, joined=True) as bar:
+        ran = joining.run(bar)
+    console.print(f"hpo worker: ran {ran} trial{'' if ran == 1 else 's'} of {study_name!r}; the budget is claimed")
 
 
 def _click_line(error: click.ClickException) -> str:

@@ -304,6 +304,9 @@ def test_hpo_worker_joins_a_running_search_on_postgresql(postgres_url, stores, u
     assert joined.returncode == 0, joined.stderr
     ran = int(joined.stderr.split("ran ")[1].split()[0])
     assert ran >= 1  # the second process drew from the budget
+    joining = joined.stderr.splitlines()[0]  # a worker says at once what it joined, then counts its own trials
+    assert joining.startswith(f"Joining study {unique!r}: ") and "of its 8 trials done" in joining, joined.stderr
+    assert f"{ran} here" in joined.stderr, joined.stderr
 
     study = optuna.load_study(study_name=unique, storage=postgres_url)
     keys = [params_key(t.params) for t in study.trials]

@@ -24,29 +24,40 @@ from hpo.trial import TrialRecord, TrialState, ranking, shown
 class ProgressBar(SearchListener):
     """Trials done, pruned and failed, and the best value so far, while the search runs."""
 
-    def __init__(self, progress: Any, n_trials: int, metric: str, direction: str, study: str = "") -> None:
+    def __init__(self, progress: Any, n_trials: int, metric: str, direction: str, study: str = "",
+                 joined: bool = False) -> None:
         self.progress = progress
         self.n_trials = n_trials
         self.study = study
+        self.joined = joined
+        """A worker's: it counts the trials run here, after one line on the study as it joined it."""
         self.metric = metric
         self.sign = direction_sign(direction)
         self.counts = {state: 0 for state in TrialState}
         self.best: float | None = None
-        self.task = progress.add_task("search", total=n_trials, status="")
+        self.task = progress.add_task("worker" if joined else "search", total=None if joined else n_trials,
+                                      status="")
 
     def resumed(self, trials: list[TrialRecord]) -> None:
         self.progress.start()
-        for trial in trials:
-            self._count(trial)
-        if trials:
-            counts = ", ".join(f"{self.counts[s]} {s.value}" for s in TrialState if s is not TrialState.RUNNING)
-            running = self.counts[TrialState.RUNNING]
+        counts = Counter(t.state for t in trials)
+        said = ", ".join(f"{counts[s]} {s.value}" for s in TrialState if s is not TrialState.RUNNING)
+        done = len(trials) - counts[TrialState.RUNNING]
+        if self.joined:
+            self.progress.console.print(f"Joining study {self.study!r}: {done} of its {self.n_trials} trials done "
+                                        f"({said}), {counts[TrialState.RUNNING]} running", highlight=False,
+                                        soft_wrap=True)
+        else:
+            for trial in trials:
+                self._count(trial)
+        if trials and not self.joined:
+            running = counts[TrialState.RUNNING]
             elsewhere = ""
             if running:
                 elsewhere = f", {running} running elsewhere or left by a process that stopped (run again)"
-            self.progress.console.print(f"Resuming study {self.study!r}: {len(trials) - running} of its "
-                                        f"{self.n_trials} trials done ({counts}){elsewhere}; --new-study starts a "
-                                        "fresh one", highlight=False, soft_wrap=True)
+            self.progress.console.print(f"Resuming study {self.study!r}: {done} of its {self.n_trials} trials "
+                                        f"done ({said}){elsewhere}; --new-study starts a fresh one",
+                                        highlight=False, soft_wrap=True)
         self._draw()
 
     def trial_finished(self, trial: TrialRecord) -> None:
@@ -75,16 +86,20 @@ class ProgressBar(SearchListener):
 
 
 @contextlib.contextmanager
-def progress_shown(plan: SearchPlan, console: Console | None = None) -> Iterator[ProgressBar]:
+def progress_shown(plan: SearchPlan, console: Console | None = None, *, joined: bool = False
+                   ) -> Iterator[ProgressBar]:
     """The progress bar of ``plan``'s search on ``console`` (standard error by default; a live
-    widget in a notebook), drawn once the search has opened its stores and said what it resumes."""
+    widget in a notebook), drawn once the search has opened its stores and said what it resumes;
+    ``joined``: a worker's, counting the trials it runs."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("{task.fields[status]}"), TimeElapsedColumn()]
+    counted = TextColumn("{task.completed:.0f} here") if joined else MofNCompleteColumn()
+    columns = [TextColumn("[bold]{task.description}"), BarColumn(), counted, TextColumn("{task.fields[status]}"),
+               TimeElapsedColumn()]
     progress = Progress(*columns, console=console or Console(stderr=True), transient=False)
     try:
-        yield ProgressBar(progress, plan.n_trials, plan.space.metric, plan.space.direction, plan.study_name)
+        yield ProgressBar(progress, plan.n_trials, plan.space.metric, plan.space.direction, plan.study_name,
+                          joined=joined)
     finally:
         if progress.live.is_started:  # a search refused before it began leaves its one line alone
             progress.stop()
