@@ -93,7 +93,8 @@ def _find(spec: str | Callable[..., Any] | None, default: str | None) -> tuple[C
         else:
             module = importlib.import_module(where)
     except ImportError as error:
-        raise HpoError(f"cannot import {where!r}: {error}", argument="objective") from None
+        hint = _as_a_file(where, attr, error)
+        raise HpoError(f"cannot import {where!r}: {error}{hint}", argument="objective") from None
     objective = getattr(module, attr, None)
     if not callable(objective):
         callables = [name for name, value in vars(module).items() if callable(value) and not name.startswith("_")]
@@ -101,6 +102,15 @@ def _find(spec: str | Callable[..., Any] | None, default: str | None) -> tuple[C
         guess = f"; did you mean {close[0]!r}?" if close else ""
         raise HpoError(f"{where!r} has no callable {attr!r}{guess}", argument="objective")
     return objective, name
+
+
+def _as_a_file(module: str, attr: str, error: ImportError) -> str:
+    """A hint where ``module`` is a file of this folder that Python's path does not reach (the
+    ``hpo`` command does not put the current folder on it)."""
+    file = Path(*module.split(".")).with_suffix(".py")
+    if not isinstance(error, ModuleNotFoundError) or error.name != module.split(".")[0] or not file.is_file():
+        return ""
+    return f" — {file} is in this folder, but not on Python's path: name it '{file}:{attr}'"
 
 
 def _run_file(path: Path) -> Any:

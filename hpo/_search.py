@@ -148,7 +148,12 @@ def prepare(
                        f"{type(space).__name__}", argument="space")
     options = driver_options(given.driver)
     planner = make_strategy(given.strategy, given.seed, space)
-    function, objective_name = resolve_objective(given.objective, space.objective)
+    try:
+        function, objective_name = resolve_objective(given.objective, space.objective)
+    except HpoError as error:
+        if given.objective is not None or not space.objective:
+            raise
+        raise HpoError(f"{space_path or 'space'}: objective: {error.message}") from None  # the space named it
     check_population(given.population, function, objective_name)
     plan = SearchPlan(
         space=space,

@@ -71,6 +71,13 @@ def test_every_trial_failing_alike_stops_the_search_with_the_line_that_raised(tm
         text = Path(client.download_artifacts(run.info.run_id, "traceback.txt", str(tmp_path))).read_text()
         assert "KeyError: 'learning_rate'" in text
 
+    # Fixed, the same command goes on: a study of failed trials has no result a changed objective would mix with.
+    (folder / "mine.py").write_text(MISNAMED.replace('params["learning_rate"]', 'params["lr"]'))
+    fixed = hpo_cli(folder, "search", "space.yaml", "--objective", "mine.py:objective", "--strategy", "grid",
+                    "--trials", "8", "--population", "1")
+    assert fixed.returncode == 0, fixed.stderr
+    assert "8 complete, 0 pruned, 0 failed" in fixed.stdout  # the failed configurations ran again
+
 
 def test_the_api_raises_the_same_line(tmp_path, stores, unique):
     def objective(params, trial):
@@ -98,7 +105,7 @@ def test_sporadic_failures_fail_only_their_trial_and_a_rerun_retries_them(tmp_pa
     changed = hpo_cli(folder, *args)
     assert changed.returncode == 2
     assert last_line(changed) == (
-        "hpo: error: --objective: mine.py:objective changed since study 'space-objective-grid-seed0' ran 8 trials "
+        "hpo: error: --objective: mine.py:objective changed since study 'space-objective-grid-seed0' finished 6 trials "
         "with it; go on with them with keep_study (--keep-study), or start a fresh study with new_study (--new-study)")
     again = hpo_cli(folder, *args, "--keep-study")
     assert again.returncode == 0, again.stderr
@@ -176,12 +183,27 @@ def test_a_script_without_a_main_guard_runs_with_workers_and_loads_no_torch_it_d
 @pytest.mark.parametrize(("name", "line"), [
     ("mine.py:objectiv", "'mine.py' has no callable 'objectiv'; did you mean 'objective'?"),
     ("mine.py:train", "'mine.py' has no callable 'train'"),
+    ("mine:objective", "cannot import 'mine': No module named 'mine' — mine.py is in this folder, but not on "
+                       "Python's path: name it 'mine.py:objective'"),
+    ("mines:objective", "cannot import 'mines': No module named 'mines'"),
 ])
 def test_a_misspelt_objective_name_is_answered_with_the_closest_function(tmp_path, monkeypatch, name, line):
     monkeypatch.chdir(user_folder(tmp_path, "def objective(params, trial):\n    return 1.0\n"))
     with pytest.raises(hpo.HpoError) as error:
         hpo.prepare(name, "space.yaml")
     assert (error.value.argument, error.value.message) == ("objective", line)
+
+
+def test_an_objective_named_by_the_space_is_blamed_on_the_space_file(tmp_path):
+    """``objective: mine:objective`` beside mine.py: the ``hpo`` command does not put the folder
+    on Python's path, and its error names the file's field, not a flag the user never gave."""
+    folder = user_folder(tmp_path, "def objective(params, trial):\n    return 1.0\n",
+                         SPACE + "objective: mine:objective\n")
+    done = hpo_cli(folder, "search", "space.yaml")
+    assert done.returncode == 2 and done.stderr.strip().splitlines() == [
+        "hpo: error: space.yaml: objective: cannot import 'mine': No module named 'mine' — mine.py is in this "
+        "folder, but not on Python's path: name it 'mine.py:objective'"]
+    assert not (folder / ".hpo").exists()
 
 
 def test_a_misspelt_key_is_named_as_written(tmp_path):

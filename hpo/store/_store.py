@@ -199,7 +199,9 @@ class TrialStore:
 
     def check(self, plan: SearchPlan, objective: str | None = None, *, keep: bool = False) -> None:
         """Refuse to resume a study created for another version of the space, or with another
-        version of the objective (``objective``: its fingerprint) unless asked to ``keep`` it."""
+        version of the objective (``objective``: its fingerprint) unless asked to ``keep`` it.
+        A study whose trials all failed (or that has none) has no result to keep apart: the
+        objective changed to fix it, and the search goes on."""
         if not self.exists():
             return
         attrs = self.study.user_attrs
@@ -207,10 +209,11 @@ class TrialStore:
             raise HpoError(f"study {plan.study_name!r} was created with a different version of space "
                            f"{plan.space.name!r}; start a fresh one with new_study (--new-study)",
                            argument="study_name")
-        if not keep and objective is not None and attrs.get(OBJECTIVE) not in (None, objective):
-            n = len(self.trials())
-            raise HpoError(f"{plan.objective_name} changed since study {plan.study_name!r} ran {n} trials with it; "
-                           "go on with them with keep_study (--keep-study), or start a fresh study with new_study "
+        if keep or objective is None or attrs.get(OBJECTIVE) in (None, objective):
+            return
+        if n := len(self.trials([OptunaState.COMPLETE, OptunaState.PRUNED])):
+            raise HpoError(f"{plan.objective_name} changed since study {plan.study_name!r} finished {n} trials with "
+                           "it; go on with them with keep_study (--keep-study), or start a fresh study with new_study "
                            "(--new-study)", argument="objective")
 
     def open(self, plan: SearchPlan, tracking: dict[str, str], objective: str | None = None) -> None:
