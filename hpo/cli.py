@@ -100,6 +100,7 @@ def flag_of(argument: str) -> str:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="hpo", prog_name="hpo", message="%(prog)s %(version)s")
 def cli() -> None:
     """Hyperparameter search for PyTorch: Optuna or Ray Tune, every trial in MLflow."""
 

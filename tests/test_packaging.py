@@ -82,8 +82,8 @@ def test_every_import_is_a_declared_dependency():
 
 @pytest.mark.parametrize(
     "args",
-    [["--help"], ["search", "--help"], ["worker", "--help"], ["search", "broken.yaml"]],
-    ids=["help", "search-help", "worker-help", "refused-space"],
+    [["--help"], ["--version"], ["search", "--help"], ["worker", "--help"], ["search", "broken.yaml"]],
+    ids=["help", "version", "search-help", "worker-help", "refused-space"],
 )
 def test_the_command_answers_without_heavy_imports(tmp_path, args):
     (tmp_path / "broken.yaml").write_text("metric: val_loss\ndirection: minimize\nparams: {lr: {type: float}}\n")
@@ -96,6 +96,8 @@ def test_the_command_answers_without_heavy_imports(tmp_path, args):
                           timeout=120)
     assert done.returncode == (2 if args[-1] == "broken.yaml" else 0), done.stderr
     assert done.stderr.strip().splitlines()[-1] == "loaded"
+    if args == ["--version"]:
+        assert done.stdout == f"hpo {importlib.metadata.version('hpo')}\n"
 
 
 def test_import_hpo_loads_no_engine():
