@@ -54,6 +54,7 @@ class PreparedSearch:
 
     def _run(self, listener: SearchListener) -> SearchResult:
         from hpo.loop import TrialLoop
+        from hpo.store import failures_to_retry
 
         timeout = self.settings.timeout
         deadline = None if timeout is None else self.driver.clock() + timeout  # reaching a cluster counts
@@ -86,6 +87,9 @@ class PreparedSearch:
             listener.resumed(store.counted())
             if lost:
                 listener.notice(_left_running(lost))
+            if retried := failures_to_retry(store.trials(), store.session):
+                listener.notice(f"{_trials(retried)} that failed in an earlier run of study {plan.study_name!r} "
+                                f"{'runs' if retried == 1 else 'run'} again (the objective may have been fixed since)")
             for warning in self.warnings:
                 listener.notice(f"warning: {warning}")
                 tracker.warn(warning)
@@ -519,6 +523,10 @@ def _study_as_it_stands(store: TrialStore, error: BaseException) -> list[TrialRe
         return store.trials()
     except Exception:
         return []
+
+
+def _trials(count: int) -> str:
+    return f"{count} trial" if count == 1 else f"{count} trials"
 
 
 def _left_running(lost: list[TrialRecord]) -> str:

@@ -76,6 +76,8 @@ def test_every_trial_failing_alike_stops_the_search_with_the_line_that_raised(tm
     fixed = hpo_cli(folder, "search", "space.yaml", "--objective", "mine.py:objective", "--strategy", "grid",
                     "--trials", "8", "--population", "1")
     assert fixed.returncode == 0, fixed.stderr
+    assert "3 trials that failed in an earlier run of study 'space-objective-grid-seed0' run again (the objective " \
+        "may have been fixed since)" in fixed.stderr
     assert "8 complete, 0 pruned, 0 failed" in fixed.stdout  # the failed configurations ran again
 
 
@@ -110,6 +112,7 @@ def test_sporadic_failures_fail_only_their_trial_and_a_rerun_retries_them(tmp_pa
     again = hpo_cli(folder, *args, "--keep-study")
     assert again.returncode == 0, again.stderr
     assert "Resuming study 'space-objective-grid-seed0': 6 of its 8 trials done" in again.stderr
+    assert "2 trials that failed in an earlier run of study 'space-objective-grid-seed0' run again" in again.stderr
     assert "8 complete, 0 pruned, 0 failed" in again.stdout  # the failed configurations ran again
     fresh = hpo_cli(folder, *args, "--new-study")
     assert fresh.returncode == 0 and "space-objective-grid-seed0-2: 8 trials" in fresh.stdout

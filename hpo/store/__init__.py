@@ -1,6 +1,6 @@
 """The trial store: one study per search in an Optuna storage, for every engine and process."""
 
-from hpo.store._budget import MAX_RETRIES, in_budget
+from hpo.store._budget import MAX_RETRIES, failures_to_retry, in_budget
 from hpo.store._store import (
     DONE,
     Claim,
@@ -13,5 +13,5 @@ from hpo.store._store import (
     to_record,
 )
 
-__all__ = ["DONE", "MAX_RETRIES", "Claim", "Heartbeat", "TrialStore", "claimed_by", "default_storage_url", "in_budget",
-           "retry_of", "study_names", "to_record"]
+__all__ = ["DONE", "MAX_RETRIES", "Claim", "Heartbeat", "TrialStore", "claimed_by", "default_storage_url",
+           "failures_to_retry", "in_budget", "retry_of", "study_names", "to_record"]

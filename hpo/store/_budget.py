@@ -28,3 +28,12 @@ def in_budget(trials: Iterable[TrialRecord], session: int | None = None) -> list
                 continue
         kept.append(trial)
     return kept
+
+
+def failures_to_retry(trials: Iterable[TrialRecord], session: int) -> int:
+    """How many configurations that failed in an earlier run than ``session`` run again in it
+    (they take no place in the budget yet)."""
+    trials = list(trials)
+    kept = {params_key(t.params) for t in in_budget(trials, session)}
+    return len({params_key(t.params) for t in trials
+                if t.state is TrialState.FAILED and not t.lost and t.session < session} - kept)
