@@ -150,7 +150,8 @@ def worker(study_name: str, storage: str, population: str, **flags: Any) -> None
                            population=population)
     with progress_shown(joining.plan, console, joined=True) as bar:
         ran = joining.run(bar)
-    console.print(f"hpo worker: ran {ran} trial{'' if ran == 1 else 's'} of {study_name!r}; the budget is claimed")
+    console.print(f"hpo worker: ran {ran} trial{'' if ran == 1 else 's'} of {study_name!r}; the budget is claimed",
+                  soft_wrap=True)
 
 
 def _click_line(error: click.ClickException) -> str:
