@@ -111,7 +111,7 @@ class ClassifierObjective:
         shuffle = torch.Generator().manual_seed(trial.seed)
         model = self.build(p, splits).to(trial.device)
         optimizer = make_optimizer(p, model.parameters())
-        epochs, batch_size = int(p["epochs"]), int(p["batch_size"])
+        epochs, batch_size, patience = int(p["epochs"]), int(p["batch_size"]), int(p["patience"])
         schedule = make_schedule(p["schedule"], optimizer, epochs)
         n = len(splits.y_train)
         best: dict[str, float] = {}
@@ -145,7 +145,7 @@ class ClassifierObjective:
                 stale = 0
             else:
                 stale += 1
-                if stale >= int(p["patience"]):
+                if stale >= patience:
                     break
         if best_state is None:
             return model, {"val_loss": math.nan, "val_accuracy": 0.0, "train_loss": train_loss}

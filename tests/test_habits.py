@@ -327,6 +327,20 @@ def test_a_searched_parameter_the_objective_never_reads_is_warned_of(population,
     assert [run.data.tags["hpo.unread_params"] for run in runs] == ["momentum"] * 2
 
 
+@pytest.mark.parametrize("population", [1, 2])
+def test_patience_is_read_whether_or_not_a_trial_runs_out_of_it(population, unique, stores):
+    """Early stopping read its patience only once a trial stopped improving: a space fixing
+    'patience' was warned that the objective never read it, as long as every trial improved."""
+    from conftest import digits_space
+
+    space = digits_space(epochs=1)  # the first epoch always improves on the untrained model
+    space = space.model_copy(update={"fixed": {**space.fixed, "patience": 3}})
+    notices = Notices()
+    hpo.search("digits_mlp", space, strategy="random", n_trials=2, population=population, study_name=unique,
+               experiment=unique, evaluate_test=False, listener=notices, **stores)
+    assert [text for text in notices.said if "never read" in text] == []
+
+
 def test_a_misspelt_fixed_value_is_warned_of_with_the_name_it_is_closest_to(unique, stores):
     from conftest import digits_space
 

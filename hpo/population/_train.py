@@ -206,6 +206,9 @@ class _Member:
     trial: Trial
     schedule: MemberSchedule
     shuffle: torch.Generator
+    patience: int
+    """Epochs without a better ``val_loss`` before it stops: read as it joins, so that a member
+    that never runs out of patience still reads it (an unread parameter is warned of)."""
     epoch: int = 0
     best: dict[str, float] = field(default_factory=dict)
     stale: int = 0
@@ -222,7 +225,7 @@ class _Member:
 def _member(recipe: Recipe, params: Mapping[str, Any], trial: Trial) -> _Member:
     read = ChainMap(params, recipe.defaults)  # what a member reads is noted (ReadParams)
     schedule = MemberSchedule(read["schedule"], float(read["lr"]), int(read["epochs"]))
-    return _Member(read, trial, schedule, torch.Generator().manual_seed(trial.seed))
+    return _Member(read, trial, schedule, torch.Generator().manual_seed(trial.seed), int(read["patience"]))
 
 
 def _structure(model: nn.Module) -> list[tuple[str, tuple[int, ...]]]:
@@ -532,7 +535,7 @@ class _Training:
                     member.stale = 0
                 else:
                     member.stale += 1
-                    if member.stale >= int(member.params["patience"]):
+                    if member.stale >= member.patience:
                         member.result = _result(member.best, member.last_train, member.epoch)
 
 
