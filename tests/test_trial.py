@@ -125,3 +125,6 @@ def test_one_ranking_orders_every_leaderboard_and_names_the_best():
         complete = [row.record.number for row in ranked(trials, direction) if row.record.state is TrialState.COMPLETE]
         assert [row.number for row in leaderboard(result)] == complete
         assert result.best.number == complete[0] == (5 if direction == "minimize" else 0)
+        assert repr(result) == (f"<SearchResult 's': 7 trials (3 complete, 2 pruned, 1 failed); best trial "
+                                f"{result.best.number}: val_loss {result.best.value}, {{}}>")
+    assert repr(SearchResult(space, [], "s")) == "<SearchResult 's': 0 trials (0 complete, 0 pruned, 0 failed); no best trial>"

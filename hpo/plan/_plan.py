@@ -163,3 +163,11 @@ class SearchResult:
 
     def count(self, state: TrialState) -> int:
         return sum(t.state is state for t in self.trials)
+
+    def __repr__(self) -> str:
+        """One line, as the terminal's summary begins (the dataclass's own repr printed every
+        trial's curve)."""
+        counts = ", ".join(f"{self.count(s)} {s.value}" for s in TrialState if s is not TrialState.RUNNING)
+        best = self.best
+        found = f"best trial {best.number}: {self.metric} {best.value:.4g}, {best.params}" if best else "no best trial"
+        return f"<SearchResult {self.study_name!r}: {len(self.trials)} trials ({counts}); {found}>"
