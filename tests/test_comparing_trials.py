@@ -153,6 +153,28 @@ def test_importances_are_drawn_once_the_best_tenth_holds_two_trials(stores, uniq
     assert "Parameter importances (PED-ANOVA)" in enough.read_text() and "so far)" not in enough.read_text()
 
 
+def test_a_report_of_many_parameters_draws_their_slices_in_rows_the_page_shows_at_full_size(stores, unique, tmp_path):
+    """Optuna draws a slice plot's panels in one row: six parameters made an image 1920 pixels
+    wide, shrunk on the page to half size, its labels with it. And a strategy without stages has
+    no stage column."""
+    import matplotlib.pyplot as plt
+
+    from hpo.drivers.simulated import SimulatedOptions
+
+    names = ["lr", "weight_decay", "dropout", "momentum", "batch_size"]
+    space = hpo.SearchSpace.model_validate({
+        "name": "five", "metric": "loss", "direction": "minimize",
+        "params": {name: {"type": "float", "low": 1e-4, "high": 0.5, "log": True} for name in names}})
+    report = hpo.search(lambda params, trial: sum(params.values()), space, strategy="random", n_trials=6,
+                        driver=SimulatedOptions(workers=2), study_name=unique, experiment=unique,
+                        evaluate_test=False, quiet=True, home=tmp_path, **stores).report
+    height, width, _ = plt.imread(report.parent / "slice.png").shape
+    assert width <= 1080 and height >= 2 * 300, (width, height)  # two rows of panels, at most the page's width
+    assert not list(report.parent.glob("slice-*.png"))
+    page = report.read_text()
+    assert "<th>stage</th>" not in page and "<th>dropout</th>" in page
+
+
 def test_learning_curves_are_drawn_from_the_steps_an_objective_reports_and_not_without_them(stores, unique, tmp_path):
     """An objective that only returns its value has no curves: the page says so instead of an
     empty plot. One that reports steps from 0 has its step 0 drawn, unless it says that step is
@@ -208,11 +230,12 @@ def readable(axes) -> list[str]:
 
 
 @pytest.mark.parametrize(("low", "high"), [(1e-3, 1.6e-3), (1.02e-3, 1.45e-3), (2e-5, 6e-5), (1e-3, 1.05e-3),
-                                           (0.3, 2.9), (1e-4, 9e-4)])
-def test_log_axes_narrower_than_a_decade_keep_their_tick_labels_apart(low, high):
-    """A panel as narrow as a slice plot's, on a log axis less than a decade wide: matplotlib
-    labels its minor ticks, and a learning rate between 1e-3 and 1.6e-3 got six labels run
-    into one another."""
+                                           (0.3, 2.9), (1e-4, 9e-4), (14, 150), (4e-3, 7e-2), (1e-6, 1e-2),
+                                           (2e-7, 3e-1)])
+def test_log_axes_keep_their_tick_labels_apart(low, high):
+    """A panel as narrow as a slice plot's, on a log axis: matplotlib labels its minor ticks up to
+    a decade or two wide, and a learning rate between 1e-3 and 1.6e-3 got six labels run into one
+    another, a batch size between 14 and 150 five."""
     import matplotlib.pyplot as plt
 
     from hpo.reporting import readable_log_ticks
@@ -222,7 +245,7 @@ def test_log_axes_narrower_than_a_decade_keep_their_tick_labels_apart(low, high)
     axes.set_xscale("log")
     axes.set_xlim(low, high)
     readable_log_ticks(figure)
-    readable(axes)
+    assert not any("e+" in text for text in readable(axes))  # a batch size of 30 reads 30, not 3e+01
     plt.close(figure)
 
 

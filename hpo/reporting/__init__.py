@@ -14,6 +14,7 @@ import base64
 import csv
 import html
 import io
+import itertools
 import math
 import warnings
 from collections.abc import Mapping, Sequence
@@ -101,7 +102,7 @@ def _plots(store: TrialStore, trials: list[TrialRecord], plan: Any, out: Path, f
     complete = [t for t in trials if t.state is TrialState.COMPLETE]
     drawn: dict[str, Path] = {}
 
-    def save(title: str, name: str, draw: Any) -> None:
+    def save(title: str, name: str, draw: Any, width: float | None = None) -> None:
         plt.close("all")
         try:
             with warnings.catch_warnings():
@@ -110,6 +111,8 @@ def _plots(store: TrialStore, trials: list[TrialRecord], plan: Any, out: Path, f
         except (ValueError, RuntimeError, ZeroDivisionError):  # too few trials for this plot
             return
         figure = (axes.flat[0] if hasattr(axes, "flat") else axes).get_figure()
+        if width is not None:  # a panel or axis per parameter: room for its labels, at the page's scale
+            figure.set_figwidth(width)
         readable_log_ticks(figure)
         figure.savefig(out / f"{name}.png", dpi=100)
         drawn[title] = out / f"{name}.png"
@@ -121,45 +124,111 @@ def _plots(store: TrialStore, trials: list[TrialRecord], plan: Any, out: Path, f
     study = store.study
     target = {"target_name": space.metric}
     if len(complete) >= 2 and space.params:
-        save(f"{space.metric} against each parameter (log axis where log-scaled)", "slice",
-             lambda: optuna_plots.plot_slice(study, **target))
+        title = f"{space.metric} against each parameter (log axis where log-scaled)"
+        names = sorted(space.params)
+        rows = [names[i : i + _SLICE_ROW] for i in range(0, len(names), _SLICE_ROW)]
+        for i, row in enumerate(rows):  # Optuna draws one row of panels: at six, its labels were half size
+            save(f"{title} {i}", f"slice-{i}", lambda row=row: optuna_plots.plot_slice(study, params=row, **target),
+                 width=_PAGE_IN if len(rows) > 1 else None)
+        if parts := [drawn.pop(f"{title} {i}") for i in range(len(rows)) if f"{title} {i}" in drawn]:
+            drawn[title] = _stacked(parts, out / "slice.png")
     if len(complete) >= IMPORTANCE_MIN_TRIALS and len(space.params) >= 2:
         # PED-ANOVA: fANOVA's random forest took 6 s for 200 trials on 2 cores, this a fraction of one
         evaluator = optuna.importance.PedAnovaImportanceEvaluator()
         save("Parameter importances (PED-ANOVA)", "importances",
              lambda: optuna_plots.plot_param_importances(study, evaluator=evaluator, **target))
     if len(complete) >= 3 and len(space.params) >= 2:
-        save("Parallel coordinates", "parallel", lambda: optuna_plots.plot_parallel_coordinate(study, **target))
+        save("Parallel coordinates", "parallel", lambda: optuna_plots.plot_parallel_coordinate(study, **target),
+             width=min(_PAGE_IN, 1.5 * len(space.params) + 3))
     plt.close("all")
     return drawn
 
 
+_SLICE_ROW = 3
+"""Parameters in a row of the slice plot."""
+_PAGE_IN = 10.8
+"""The report page's width for images, in inches at 100 dpi: a wider one is shrunk, its text with it."""
+
+
+def _stacked(parts: list[Path], path: Path) -> Path:
+    """The images ``parts`` one above the other in ``path`` (left-aligned on white); the parts are
+    removed."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    images = [plt.imread(part)[..., :3] for part in parts]
+    width = max(image.shape[1] for image in images)
+    padded = [np.pad(image, ((0, 0), (0, width - image.shape[1]), (0, 0)), constant_values=1.0) for image in images]
+    plt.imsave(path, np.vstack(padded))
+    for part in parts:
+        part.unlink()
+    return path
+
+
 def readable_log_ticks(figure: Any) -> None:
-    """Log axes spanning less than a decade get round ticks at least ``_TICK_PX`` apart, labelled
-    plainly (``0.0012``): matplotlib labels every minor tick there, and in a narrow panel (a
-    slice plot's) the labels run into each other."""
-    from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, NullFormatter
+    """Log axes get round ticks at least ``_TICK_PX`` apart, labelled plainly (``0.0012``): in a
+    narrow panel (a slice plot's) matplotlib's labels of an axis up to a decade or two wide (its
+    minor ticks, ``2x10^1 3x10^1 4x10^1``) ran into each other."""
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
 
     for axes in figure.axes:
         box = axes.get_window_extent()
         for axis, scale, limits, length in ((axes.xaxis, axes.get_xscale(), axes.get_xlim(), box.width),
                                             (axes.yaxis, axes.get_yscale(), axes.get_ylim(), box.height)):
             low, high = sorted(limits)
-            if scale != "log" or low <= 0 or high >= 10 * low:
+            if scale != "log" or low <= 0:
                 continue
-            span = math.log(high / low)
-            ticks: list[float] = []
-            for bins in range(2, 11):  # the roundest steps that leave two ticks or more
-                ticks = []
-                for value in MaxNLocator(nbins=bins).tick_values(low, high):
-                    if low <= value <= high and (not ticks or length * math.log(value / ticks[-1]) / span >= _TICK_PX):
-                        ticks.append(float(value))
-                if len(ticks) >= 2:
-                    break
+            ticks = (_narrow_log_ticks if high < 10 * low else _wide_log_ticks)(low, high, length)
+            if not ticks:
+                continue
             digits = next((d for d in range(1, 7) if all(math.isclose(float(f"{v:.{d}g}"), v) for v in ticks)), 7)
             axis.set_major_locator(FixedLocator(ticks))
-            axis.set_major_formatter(FuncFormatter(lambda value, _, digits=digits: f"{value:.{digits}g}"))
+            axis.set_major_formatter(FuncFormatter(lambda value, _, digits=digits: _plain(value, digits)))
             axis.set_minor_formatter(NullFormatter())
+
+
+def _plain(value: float, digits: int) -> str:
+    """``value`` to ``digits`` significant digits, positional from 1e-4 to 1e6 (``30``, not ``3e+01``)."""
+    rounded = float(f"{value:.{digits}g}")
+    if abs(rounded) >= 1e6:
+        return f"{rounded:.{digits}g}"
+    text = repr(rounded)  # Python's shortest form: positional down to 1e-4
+    return text.removesuffix(".0")
+
+
+def _narrow_log_ticks(low: float, high: float, length: float) -> list[float]:
+    """Under a decade: the roundest linear steps that leave two ticks or more, far enough apart."""
+    from matplotlib.ticker import MaxNLocator
+
+    span = math.log(high / low)
+    ticks: list[float] = []
+    for bins in range(2, 11):
+        ticks = []
+        for value in MaxNLocator(nbins=bins).tick_values(low, high):
+            if low <= value <= high and (not ticks or length * math.log(value / ticks[-1]) / span >= _TICK_PX):
+                ticks.append(float(value))
+        if len(ticks) >= 2:
+            break
+    return ticks
+
+
+def _wide_log_ticks(low: float, high: float, length: float) -> list[float]:
+    """A decade or more: 1-2-5 in each decade, else 1-3, else every decade, else every few
+    decades, the first of these whose ticks are all far enough apart; else 1-2-5 values thinned."""
+    span = math.log(high / low)
+    first, last = math.floor(math.log10(low)), math.ceil(math.log10(high))
+    choices = [[float(f"{m}e{e}") for e in range(first, last + 1) for m in subs] for subs in ((1, 2, 5), (1, 3), (1,))]
+    choices += [[float(f"1e{e}") for e in range(first, last + 1) if e % every == 0]
+                for every in range(2, last - first + 1)]
+    for ticks in choices:
+        ticks = [t for t in ticks if low <= t <= high]
+        if len(ticks) >= 2 and all(length * math.log(b / a) / span >= _TICK_PX for a, b in itertools.pairwise(ticks)):
+            return ticks
+    thinned: list[float] = []  # a decade or two in a narrow panel: 1-2-5 values, each far enough from the last
+    for value in (t for t in choices[0] if low <= t <= high):
+        if not thinned or length * math.log(value / thinned[-1]) / span >= _TICK_PX:
+            thinned.append(value)
+    return thinned if len(thinned) >= 2 else []
 
 
 _TICK_PX = 70
@@ -277,12 +346,14 @@ def _html(plan: Any, rows: list[RankedTrial], plots: dict[str, Path], test: Mapp
         parts.append(f"<p>Parameter importances are drawn from {IMPORTANCE_MIN_TRIALS} complete trials on "
                      f"({counts[TrialState.COMPLETE]} so far): with fewer they would rank noise.</p>")
     parts.append("<h2>Leaderboard</h2><p>Pruned trials rank by their best value before they were stopped.</p>")
-    header = ["#", "trial", "state", space.metric, "stage", *names, "how it ended", "MLflow run"]
+    staged = any(r.record.stage for r in rows)  # a strategy without stages has no stage column
+    header = ["#", "trial", "state", space.metric, *(["stage"] if staged else []), *names, "how it ended",
+              "MLflow run"]
     parts.append("<table><tr>" + "".join(f"<th>{e(h)}</th>" for h in header) + "</tr>")
     for r in rows:
         t = r.record
         value = "" if t.value is None else f"{t.value:.4g}"
-        cells = [str(r.rank), str(t.number), t.state.value, value, str(t.stage),
+        cells = [str(r.rank), str(t.number), t.state.value, value, *([str(t.stage)] if staged else []),
                  *(shown(t.params.get(n, "")) for n in names), how_it_ended(t, space.metric), r.run_id]
         parts.append(f"<tr class='{t.state.value}'>" + "".join(f"<td>{e(c)}</td>" for c in cells) + "</tr>")
     parts.append("</table></body></html>")
