@@ -27,6 +27,7 @@ _WHERE = {
     "prepare": "hpo._search",
     "report": "hpo._search",
     "search": "hpo._search",
+    "studies": "hpo._search",
     "SearchListener": "hpo.loop",
     "SearchPlan": "hpo.plan",
     "SearchSettings": "hpo._settings",

@@ -25,7 +25,7 @@ from hpo.strategies import make_strategy
 from hpo.trial import SUGGESTED, WORKER_LOST, Trial, TrialRecord, TrialState, stop_on_signals, trial_seed
 
 if TYPE_CHECKING:
-    from hpo.store import TrialStore
+    from hpo.store import StudySummary, TrialStore
     from hpo.tracking import MlflowTracker
 
 
@@ -300,6 +300,17 @@ def report(study_name: str | None = None, storage: str | None = None, out: Path 
     url = storage or default_storage_url(home)
     study_name = _known_study(study_name, url, argument=None)  # `hpo report STUDY` takes it as it is, no flag
     return write_report(TrialStore(url, study_name), out or home / "reports" / study_name)
+
+
+def studies(storage: str | None = None, *, home: Path = Path(".hpo")) -> list[StudySummary]:
+    """The searches' studies in ``storage`` (by default ``HOME/optuna.db``), oldest first: each
+    one's plan as saved, the trials its budget counts, its best value and last activity."""
+    from hpo.store import default_storage_url, study_summaries
+
+    url = storage or default_storage_url(home)
+    if not (found := study_summaries(url)):
+        raise HpoError(f"no study in {url}: run a search first", argument="storage")
+    return found
 
 
 def _known_study(study_name: str | None, url: str, argument: str | None = "study_name") -> str:

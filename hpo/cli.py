@@ -137,6 +137,19 @@ def report(study: str | None, storage: str | None, out: str | None) -> None:
 
 
 @cli.command()
+@click.option("--storage", help="The trial store [default: sqlite:///.hpo/optuna.db].")
+def studies(storage: str | None) -> None:
+    """List the searches' studies in a trial store: budget, trials by state, best value."""
+    from pathlib import Path
+
+    from hpo._search import studies as found
+    from hpo.reporting._terminal import print_studies
+    from hpo.store import default_storage_url
+
+    print_studies(found(storage), storage or default_storage_url(Path(".hpo")), Console())
+
+
+@cli.command()
 @click.option("--study", "study_name", required=True, help="The study of a running search (see its summary).")
 @click.option("--storage", required=True, help="The search's trial store (postgresql://... for many machines).")
 @_settings_flags({"population": "--population"})

@@ -41,6 +41,36 @@ def test_search_command_prints_progress_leaderboard_best_and_test_score(tmp_path
         cwd=tmp_path, capture_output=True, text=True, timeout=300,
     )
     assert again.returncode == 0 and "tiny-digits_mlp-grid-seed0: 3 trials" in again.stdout  # resumed, nothing added
+    listed = subprocess.run([str(hpo_bin), "studies"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert listed.returncode == 0, listed.stderr
+    row = next(line for line in listed.stdout.splitlines() if "tiny-digits_mlp-grid-seed0" in line)
+    assert [cell.strip() for cell in row.strip("│ ").split("│")][:5] == [
+        "tiny-digits_mlp-grid-seed0", "tiny", "grid", "3/3", "3 complete, 0 pruned, 0 failed"]
+    assert f"val_loss {hpo.studies(home=tmp_path / '.hpo')[0].best:.4g}" in row
+
+
+def test_studies_lists_each_search_as_its_last_run_counted_it(stores, unique, tmp_path):
+    """A study whose budget is partly run, with a failure its rerun would retry; and no study is
+    one line naming the storage."""
+    from hpo.drivers.simulated import SimulatedOptions
+
+    with pytest.raises(hpo.HpoError, match=r"^storage: no study in sqlite:///.*: run a search first$"):
+        hpo.studies(home=tmp_path)
+
+    def sometimes(params, trial):
+        if params["lr"] == 0.01:
+            raise ValueError("not this one")
+        return params["lr"]
+
+    for n_trials in (2, 3):  # the second run grows the budget
+        hpo.search(sometimes, digits_space(epochs=1), strategy="grid", n_trials=n_trials,
+                   driver=SimulatedOptions(workers=1), study_name=unique, experiment=unique, evaluate_test=False,
+                   quiet=True, home=tmp_path, **stores)
+    (study,) = [s for s in hpo.studies(stores["storage"]) if s.name == unique]
+    states = sorted(t.state.value for t in study.counted)
+    assert study.plan["n_trials"] == 3 and len(study.counted) == 3, states
+    assert states.count("failed") == 1 and study.best == min(t.value for t in study.counted if t.state.value == "complete")
+    assert study.last is not None
 
 
 def test_a_tracking_server_over_http_gets_the_same_layout(mlflow_server, stores, unique):

@@ -8,7 +8,7 @@ import os
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import quote, urlencode
 
 from rich.console import Console
@@ -19,6 +19,9 @@ from hpo.loop import SearchListener
 from hpo.plan import SearchPlan, SearchResult
 from hpo.spaces import direction_sign
 from hpo.trial import TrialRecord, TrialState, ranking, shown
+
+if TYPE_CHECKING:
+    from hpo.store import StudySummary
 
 
 class ProgressBar(SearchListener):
@@ -183,6 +186,30 @@ def print_summary(result: SearchResult, console: Console) -> None:
     if result.report is not None:
         console.print(f"Report: {result.report}", soft_wrap=True)
     console.print(mlflow_pointer(result), soft_wrap=True, highlight=False)
+
+
+def print_studies(found: list[StudySummary], url: str, console: Console) -> None:
+    """The table of ``hpo studies``: each search's study, how far its budget is run and its best."""
+    if not console.is_terminal:
+        console = Console(file=console.file, width=UNWRAPPED_WIDTH)
+    console.print(f"Studies in {url}", soft_wrap=True, highlight=False)
+    table = Table()
+    for column, justify in (("study", "left"), ("space", "left"), ("strategy", "left"), ("trials", "right"),
+                            ("ended", "left"), ("best", "right"), ("last trial", "left")):
+        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+    for study in found:
+        counts = Counter(t.state for t in study.counted)
+        running = counts[TrialState.RUNNING]
+        ended = ", ".join(f"{counts[s]} {s.value}" for s in TrialState if s is not TrialState.RUNNING)
+        space = study.plan["space"]
+        best = "-" if study.best is None else f"{space['metric']} {shown(study.best)}"
+        last = "-" if study.last is None else study.last.strftime("%Y-%m-%d %H:%M")
+        table.add_row(study.name, space["name"], study.plan["strategy_name"],
+                      f"{len(study.counted) - running}/{study.plan['n_trials']}",
+                      ended + (f", {running} running" if running else ""), best, last)
+    console.print(table)
+    console.print("`hpo report STUDY` writes a study's report; the search's command run again resumes it",
+                  highlight=False, soft_wrap=True)
 
 
 def runs_url(base: str, result: SearchResult) -> str:

@@ -5,13 +5,16 @@ from hpo.store._store import (
     DONE,
     Claim,
     Heartbeat,
+    StudySummary,
     TrialStore,
     claimed_by,
     default_storage_url,
     retry_of,
     study_names,
+    study_summaries,
     to_record,
 )
 
-__all__ = ["DONE", "MAX_RETRIES", "Claim", "Heartbeat", "TrialStore", "claimed_by", "default_storage_url",
-           "failures_to_retry", "in_budget", "retry_of", "study_names", "to_record"]
+__all__ = ["DONE", "MAX_RETRIES", "Claim", "Heartbeat", "StudySummary", "TrialStore", "claimed_by",
+           "default_storage_url", "failures_to_retry", "in_budget", "retry_of", "study_names", "study_summaries",
+           "to_record"]

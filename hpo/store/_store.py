@@ -4,13 +4,14 @@ process claims, finishes and fails trials."""
 from __future__ import annotations
 
 import contextlib
+import datetime
 import functools
 import math
 import threading
 import time
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +92,42 @@ def study_names(url: str) -> list[str]:
     with _optuna_on_purpose():
         summaries = optuna.get_all_study_summaries(url, include_best_trial=False)
     return [s.study_name for s in summaries if PLAN in s.user_attrs]
+
+
+@dataclass(frozen=True)
+class StudySummary:
+    """A search's study as its storage holds it (``hpo studies``)."""
+
+    name: str
+    plan: dict[str, Any]
+    """As saved with the study (``SearchPlan.to_json``): its space, strategy and budget."""
+    counted: list[TrialRecord]
+    """The trials that take a place in its budget, as its last run counted them."""
+    best: float | None
+    last: datetime.datetime | None
+    """When a trial of it last started or ended."""
+
+
+def study_summaries(url: str) -> list[StudySummary]:
+    """The studies hpo started in a storage, oldest first (none where the file does not exist)."""
+    path = sqlite_path(url)
+    if path is not None and not path.exists():
+        return []
+    with _optuna_on_purpose():
+        storage = optuna.storages.RDBStorage(bounded(url))
+        summaries = [s for s in optuna.get_all_study_summaries(storage, include_best_trial=True)
+                     if PLAN in s.user_attrs]
+    found = []
+    for summary in summaries:
+        trials = optuna.load_study(study_name=summary.study_name, storage=storage).get_trials(deepcopy=False)
+        trials = [t for t in trials if t.state is not OptunaState.WAITING]
+        moments = [m for t in trials for m in (t.datetime_start, t.datetime_complete) if m is not None]
+        last_run = int(summary.user_attrs.get(SESSION, 0))
+        best = summary.best_trial.value if summary.best_trial is not None else None
+        found.append(StudySummary(summary.study_name, summary.user_attrs[PLAN],
+                                  in_budget([to_record(t) for t in trials], last_run), best,
+                                  max(moments, default=None)))
+    return found
 
 
 SAMPLED_AT_ONCE = 64
