@@ -204,3 +204,15 @@ def test_resuming_counts_a_trial_left_running_apart_from_those_done():
     assert ("Resuming study 's': 1 of its 8 trials done (1 complete, 0 pruned, 0 failed), 1 running elsewhere or "
             "left by a process that stopped (run again); --new-study starts a fresh one") in console.file.getvalue()
     assert progress.tasks[0].completed == 1
+
+
+@pytest.mark.parametrize("command", [["studies"], ["report"], ["worker", "--study", "s"]])
+def test_a_storage_that_cannot_be_reached_is_one_line_for_every_command(command, tmp_path):
+    """`hpo report` and `hpo worker` read the storage's study names first, and an unreachable
+    PostgreSQL server came out as psycopg's traceback."""
+    url = "postgresql+psycopg://nobody@127.0.0.1:1/hpo"  # nothing listens on port 1
+    done = subprocess.run([str(Path(sys.executable).with_name("hpo")), *command, "--storage", url], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert done.stderr.startswith(f"hpo: error: --storage: cannot open {url}: OperationalError: ")
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr

@@ -90,8 +90,20 @@ def study_names(url: str) -> list[str]:
     if path is not None and not path.exists():
         return []
     with _optuna_on_purpose():
-        summaries = optuna.get_all_study_summaries(url, include_best_trial=False)
+        summaries = optuna.get_all_study_summaries(_storage_at(url), include_best_trial=False)
     return [s.study_name for s in summaries if PLAN in s.user_attrs]
+
+
+def _storage_at(url: str) -> optuna.storages.RDBStorage:
+    """The storage at ``url`` for reading its studies; one that cannot be opened is one line."""
+    if "://" not in url:
+        raise HpoError(f"{url!r} is not a database URL (e.g. sqlite:///study.db)", argument="storage")
+    try:
+        with _optuna_on_purpose():
+            return optuna.storages.RDBStorage(bounded(url))
+    except Exception as error:
+        raise HpoError(f"cannot open {url}: {type(error).__name__}: {error}".splitlines()[0],
+                       argument="storage") from None
 
 
 @dataclass(frozen=True)
@@ -113,8 +125,8 @@ def study_summaries(url: str) -> list[StudySummary]:
     path = sqlite_path(url)
     if path is not None and not path.exists():
         return []
+    storage = _storage_at(url)
     with _optuna_on_purpose():
-        storage = optuna.storages.RDBStorage(bounded(url))
         summaries = [s for s in optuna.get_all_study_summaries(storage, include_best_trial=True)
                      if PLAN in s.user_attrs]
     found = []
