@@ -128,3 +128,25 @@ def test_one_ranking_orders_every_leaderboard_and_names_the_best():
         assert repr(result) == (f"<SearchResult 's': 7 trials (3 complete, 2 pruned, 1 failed); best trial "
                                 f"{result.best.number}: val_loss {result.best.value}, {{}}>")
     assert repr(SearchResult(space, [], "s")) == "<SearchResult 's': 0 trials (0 complete, 0 pruned, 0 failed); no best trial>"
+
+
+def test_a_results_trials_make_a_dataframe_as_an_optuna_studys_do():
+    """Optuna users reach for ``study.trials_dataframe()``: the same columns, params_ and all, a
+    row per trial, a parameter a condition left out empty."""
+    from hpo import SearchResult, SearchSpace
+
+    space = SearchSpace.model_validate({"name": "s", "metric": "val_loss", "direction": "minimize", "params": {
+        "optimizer": {"type": "categorical", "choices": ["sgd", "adam"]},
+        "momentum": {"type": "float", "low": 0.5, "high": 0.99, "condition": {"optimizer": ["sgd"]}}}})
+    trials = [TrialRecord(0, {"optimizer": "sgd", "momentum": 0.9}, TrialState.COMPLETE, 0.5,
+                          metrics={"val_loss": 0.5, "val_accuracy": 0.8}, duration_s=1.5, run_id="r0"),
+              TrialRecord(1, {"optimizer": "adam"}, TrialState.PRUNED, 0.7, reason="median", metrics={"val_loss": 0.7})]
+    frame = SearchResult(space, trials, "s").trials_dataframe()
+    assert list(frame.columns) == ["number", "value", "state", "duration", "params_momentum", "params_optimizer",
+                                   "metrics_val_accuracy", "metrics_val_loss", "stage", "reason", "run_id"]
+    assert frame["state"].tolist() == ["complete", "pruned"] and frame["value"].tolist() == [0.5, 0.7]
+    assert frame["params_optimizer"].tolist() == ["sgd", "adam"] and frame["params_momentum"].isna().tolist() == [False, True]
+    assert frame["duration"][0].total_seconds() == 1.5 and frame["run_id"][0] == "r0"
+    assert frame.loc[frame["value"].idxmin(), "number"] == 0
+    assert list(SearchResult(space, [], "s").trials_dataframe().columns) == ["number", "value", "state", "duration",
+                                                                           "stage", "reason", "run_id"]

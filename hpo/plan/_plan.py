@@ -5,11 +5,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hpo.spaces import Pruning, SearchSpace
 from hpo.strategies import Strategy, strategy_from_spec, strategy_spec
 from hpo.trial import TrialRecord, TrialState, ranking
+
+if TYPE_CHECKING:
+    import pandas
 
 PER_MEMBER = ("lr", "weight_decay", "momentum", "dropout", "patience", "optimizer", "schedule", "epochs")
 """The training hyperparameters the members of one population may differ in (``hpo.population``
@@ -163,6 +166,22 @@ class SearchResult:
 
     def count(self, state: TrialState) -> int:
         return sum(t.state is state for t in self.trials)
+
+    def trials_dataframe(self) -> pandas.DataFrame:
+        """The trials as a table, one row each, as Optuna's ``Study.trials_dataframe``: ``number``,
+        ``value``, ``state``, ``duration``, ``params_NAME`` for each searched parameter (empty
+        where a condition left it out), ``metrics_NAME`` for each metric the trials ended with
+        (the best epoch's), ``stage``, ``reason`` (how it ended) and the trial's MLflow ``run_id``."""
+        import pandas
+
+        params = sorted({name for t in self.trials for name in t.params})
+        metrics = sorted({name for t in self.trials for name in t.metrics})
+        columns = ["number", "value", "state", "duration", *(f"params_{n}" for n in params),
+                   *(f"metrics_{n}" for n in metrics), "stage", "reason", "run_id"]
+        rows = [[t.number, t.value, t.state.value, pandas.Timedelta(seconds=t.duration_s),
+                 *(t.params.get(n) for n in params), *(t.metrics.get(n) for n in metrics), t.stage, t.reason,
+                 t.run_id] for t in self.trials]
+        return pandas.DataFrame(rows, columns=columns)
 
     def __repr__(self) -> str:
         """One line, as the terminal's summary begins (the dataclass's own repr printed every
