@@ -357,7 +357,8 @@ class PreparedJoin:
     population: int | str
 
     def run(self, listener: SearchListener | None = None) -> int:
-        """Claim and run the study's trials here until its budget is claimed; how many ran here."""
+        """Claim and run the study's trials here until its budget is claimed; how many ran here.
+        Ctrl-C and SIGTERM stop it as they stop a search: its running trials closed as interrupted."""
         from hpo.loop import TrialLoop
         from hpo.tracking import MlflowTracker
 
@@ -365,8 +366,9 @@ class PreparedJoin:
         tracker = MlflowTracker.attach(self.tracking, study_storage=self.store.url)
         counter.resumed(self.store.counted())
         try:
-            self.engine.join(TrialLoop(self.plan, self.store, tracker, listener=counter), self.objective,
-                             self.population)
+            with stop_on_signals():
+                self.engine.join(TrialLoop(self.plan, self.store, tracker, listener=counter), self.objective,
+                                 self.population)
         finally:
             tracker.flush()
         return counter.count

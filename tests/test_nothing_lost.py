@@ -85,6 +85,33 @@ def test_sigterm_closes_the_running_trial_as_interrupted_and_exits_143(tmp_path)
     assert parent.info.status == "KILLED"
 
 
+def test_sigterm_stops_hpo_worker_as_it_stops_a_search(tmp_path):
+    """A worker stopped by SIGTERM (a scheduler ending its job) died at once, and its trial stayed
+    running until its silence told: it is closed as interrupted, as a search's is."""
+    folder = folder_with(tmp_path)
+    storage, _ = stores_of(folder)
+    search = subprocess.Popen([HPO, "search", "space.yaml", "--objective", "mine.py:objective", "--strategy", "grid",
+                               "--trials", "4", "--workers", "1", "--population", "1"],
+                              cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: list(folder.glob("started-*")), what="the search's first trial")
+        worker = subprocess.Popen([HPO, "worker", "--study", "space-objective-grid-seed0", "--storage", storage,
+                                   "--workers", "1", "--population", "1"],
+                                  cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        wait_for(lambda: len(list(folder.glob("started-*"))) == 2, what="the worker's trial")
+        worker.send_signal(signal.SIGTERM)
+        _, stderr = worker.communicate(timeout=120)
+        assert worker.returncode == 143, stderr
+        assert stderr.strip().splitlines()[-1] == ("hpo: terminated; its running trials are closed as interrupted: "
+                                                   "run the same command again to resume")
+        trials = optuna.load_study(study_name="space-objective-grid-seed0", storage=storage).trials
+        states = sorted((t.state.name, to_record(t).reason) for t in trials)
+        assert states == [("FAIL", "interrupted"), ("RUNNING", "")], states  # the search's trial runs on
+    finally:
+        search.send_signal(signal.SIGTERM)
+        search.communicate(timeout=120)
+
+
 def raises_its_own(params, trial):
     if params["lr"] == 0.1:
         raise KeyboardInterrupt  # the objective's own, not the user's Ctrl-C
