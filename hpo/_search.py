@@ -108,7 +108,7 @@ class PreparedSearch:
         except BaseException as error:
             tracker.abort_search(_study_as_it_stands(store, error))
             raise
-        result = SearchResult(plan.space, trials, plan.study_name, tracking_uri=tracker.tracking_uri,
+        result = SearchResult(plan.space, trials, plan.study_name, storage=store.url, tracking_uri=tracker.tracking_uri,
                               experiment_id=tracker.experiment_id, experiment=tracker.experiment_name,
                               view_key=tracker.view_key, parent_run_id=tracker.parent_run_id, stopped=stopped)
         if self.settings.evaluate_test and result.best is not None and hasattr(self.objective, "test"):

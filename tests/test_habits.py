@@ -418,3 +418,19 @@ def test_an_optuna_style_callback_given_as_listener_is_refused_before_anything_r
     assert str(refused.value) == ("listener: takes an hpo.SearchListener (subclass it and override trial_finished, "
                                   "running, notice), got function")
     assert not list(tmp_path.iterdir())
+
+
+def test_a_result_opens_its_optuna_study_and_tabulates_its_trials_as_optuna_does(stores, unique, tmp_path):
+    """Optuna's plots, optuna-dashboard and ``study.trials_dataframe()`` work on the study a
+    search leaves: the result names its storage, and its own table has the same trials."""
+    from hpo.drivers.simulated import SimulatedOptions
+
+    result = hpo.search(lambda params, trial: params["lr"] * 10, digits_space(epochs=1), strategy="grid", n_trials=3,
+                        driver=SimulatedOptions(workers=1), study_name=unique, experiment=unique,
+                        evaluate_test=False, quiet=True, home=tmp_path, **stores)
+    study = optuna.load_study(study_name=result.study_name, storage=result.storage)
+    assert result.storage == stores["storage"] and study.best_value == result.best_value
+    ours, theirs = result.trials_dataframe(), study.trials_dataframe()  # Optuna names its value after the metric
+    assert ours["number"].tolist() == theirs["number"].tolist()
+    assert ours["value"].tolist() == theirs["value_val_loss"].tolist()
+    assert ours["params_lr"].tolist() == theirs["params_lr"].tolist()

@@ -121,6 +121,9 @@ class SearchResult:
     space: SearchSpace
     trials: list[TrialRecord]
     study_name: str
+    storage: str = ""
+    """The trial store's URL: ``optuna.load_study(study_name=..., storage=...)`` opens the study
+    (optuna-dashboard, Optuna's plots)."""
     tracking_uri: str = ""
     experiment_id: str = ""
     experiment: str = ""
