@@ -54,7 +54,7 @@ class PreparedSearch:
 
     def _run(self, listener: SearchListener) -> SearchResult:
         from hpo.loop import TrialLoop
-        from hpo.store import failures_to_retry
+        from hpo.store import owed_again
 
         timeout = self.settings.timeout
         deadline = None if timeout is None else self.driver.clock() + timeout  # reaching a cluster counts
@@ -87,9 +87,13 @@ class PreparedSearch:
             listener.resumed(store.counted())
             if lost:
                 listener.notice(_left_running(lost))
-            if retried := failures_to_retry(store.trials(), store.session):
-                listener.notice(f"{_trials(retried)} that failed in an earlier run of study {plan.study_name!r} "
-                                f"{'runs' if retried == 1 else 'run'} again (the objective may have been fixed since)")
+            owed = owed_again(store.trials(), store.session)
+            if failed := owed["failed"]:
+                listener.notice(f"{_trials(failed)} that failed in an earlier run of study {plan.study_name!r} "
+                                f"{'runs' if failed == 1 else 'run'} again (the objective may have been fixed since)")
+            if interrupted := owed["lost"] - len(lost):  # those lost just now are named above
+                listener.notice(f"{_trials(interrupted)} interrupted or lost in an earlier run of study "
+                                f"{plan.study_name!r} {'runs' if interrupted == 1 else 'run'} again")
             for warning in self.warnings:
                 listener.notice(f"warning: {warning}")
                 tracker.warn(warning)

@@ -38,6 +38,14 @@ dataclasses.replace(prepared, store=store).run()
 """
 
 
+class Notices(hpo.SearchListener):
+    def __init__(self) -> None:
+        self.said: list[str] = []
+
+    def notice(self, text: str) -> None:
+        self.said.append(text)
+
+
 def test_a_killed_search_resumes_and_its_lost_trial_is_recorded_once(tmp_path, stores, unique):
     marker = tmp_path / "trial-1-started"
     script = HANGING_SEARCH.format(tests=str(ROOT / "tests"), marker=str(marker), name=unique, **stores)
@@ -54,17 +62,11 @@ def test_a_killed_search_resumes_and_its_lost_trial_is_recorded_once(tmp_path, s
     def objective(params, trial):
         return 1.0 / params["lr"]
 
-    class Notices(hpo.SearchListener):
-        def __init__(self) -> None:
-            self.said: list[str] = []
-
-        def notice(self, text: str) -> None:
-            self.said.append(text)
-
     # At once: its process ran on this machine and has ended (its heartbeat has 20 s to go stale).
     result = hpo.search(objective, digits_space(epochs=1), strategy="grid", n_trials=3, study_name=unique,
                         experiment=unique, evaluate_test=False, keep_study=True, listener=(heard := Notices()), **stores)
     assert heard.said[0] == "trial 1 was left running by a process that has ended: failed as 'worker lost'"
+    assert not [said for said in heard.said if "interrupted or lost" in said]  # said once, not twice
 
     study = optuna.load_study(study_name=unique, storage=stores["storage"])
     lost = [t for t in study.trials if to_record(t).reason == "worker lost"]
@@ -94,7 +96,10 @@ def test_ctrl_c_closes_the_running_trial_and_a_rerun_runs_it_again(stores, uniqu
     assert [t.state.name for t in study.trials] == ["COMPLETE", "FAIL"]
 
     # The objective is fixed (here: another function); the study goes on with its trials.
-    result = hpo.search(lambda params, trial: 1.0 / params["lr"], digits_space(epochs=1), keep_study=True, **options)
+    heard = Notices()
+    result = hpo.search(lambda params, trial: 1.0 / params["lr"], digits_space(epochs=1), keep_study=True,
+                        listener=heard, **options)
+    assert f"1 trial interrupted or lost in an earlier run of study {unique!r} runs again" in heard.said
     assert [(t.number, t.state.value) for t in result.trials] == [(0, "complete"), (2, "complete"), (3, "complete")]
     assert sorted(t.params["lr"] for t in result.trials) == [1e-3, 3e-3, 1e-2]
     runs = {int(r.data.tags["hpo.trial_number"]): r for r in child_runs(stores["tracking_uri"], result.parent_run_id)}

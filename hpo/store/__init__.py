@@ -1,6 +1,6 @@
 """The trial store: one study per search in an Optuna storage, for every engine and process."""
 
-from hpo.store._budget import MAX_RETRIES, failures_to_retry, in_budget
+from hpo.store._budget import MAX_RETRIES, in_budget, owed_again
 from hpo.store._store import (
     DONE,
     Claim,
@@ -16,5 +16,5 @@ from hpo.store._store import (
 )
 
 __all__ = ["DONE", "MAX_RETRIES", "Claim", "Heartbeat", "StudySummary", "TrialStore", "claimed_by",
-           "default_storage_url", "failures_to_retry", "in_budget", "retry_of", "study_names", "study_summaries",
+           "default_storage_url", "in_budget", "owed_again", "retry_of", "study_names", "study_summaries",
            "to_record"]

@@ -30,10 +30,12 @@ def in_budget(trials: Iterable[TrialRecord], session: int | None = None) -> list
     return kept
 
 
-def failures_to_retry(trials: Iterable[TrialRecord], session: int) -> int:
-    """How many configurations that failed in an earlier run than ``session`` run again in it
-    (they take no place in the budget yet)."""
-    trials = list(trials)
+def owed_again(trials: Iterable[TrialRecord], session: int) -> Counter[str]:
+    """The configurations of earlier runs than ``session`` that run again in it, by why: ``failed``
+    (the objective may have been fixed since) and ``lost`` (with their process or to Ctrl-C);
+    each once, as its latest trial ended. They take no place in the budget yet."""
+    trials = sorted(trials, key=lambda t: t.number)
     kept = {params_key(t.params) for t in in_budget(trials, session)}
-    return len({params_key(t.params) for t in trials
-                if t.state is TrialState.FAILED and not t.lost and t.session < session} - kept)
+    latest = {params_key(t.params): t for t in trials
+              if t.state is TrialState.FAILED and (t.lost or t.session < session)}
+    return Counter("lost" if t.lost else "failed" for key, t in latest.items() if key not in kept)
