@@ -50,13 +50,11 @@ class ProgressBar(SearchListener):
             self.progress.console.print(f"Joining study {self.study!r}: {done} of its {self.n_trials} trials done "
                                         f"({said}), {counts[TrialState.RUNNING]} running", highlight=False,
                                         soft_wrap=True)
-        else:
+        elif trials:
             for trial in trials:
                 self._count(trial)
-        if trials and not self.joined:
-            running = counts[TrialState.RUNNING]
             elsewhere = ""
-            if running:
+            if running := counts[TrialState.RUNNING]:
                 elsewhere = f", {running} running elsewhere or left by a process that stopped (run again)"
             self.progress.console.print(f"Resuming study {self.study!r}: {done} of its {self.n_trials} trials "
                                         f"done ({said}){elsewhere}; --new-study starts a fresh one",
