@@ -54,7 +54,7 @@ class PreparedSearch:
 
     def _run(self, listener: SearchListener) -> SearchResult:
         from hpo.loop import TrialLoop
-        from hpo.store import owed_again
+        from hpo.store import in_budget, owed_again
 
         timeout = self.settings.timeout
         deadline = None if timeout is None else self.driver.clock() + timeout  # reaching a cluster counts
@@ -84,10 +84,11 @@ class PreparedSearch:
             if repaired := tracker.repair(store.trials()):
                 listener.notice(f"MLflow: {repaired} trial runs written again from the study (they were missing "
                                 "or left running)")
-            listener.resumed(store.counted())
+            history = store.trials()
+            listener.resumed(in_budget(history, store.session))
             if lost:
                 listener.notice(_left_running(lost))
-            owed = owed_again(store.trials(), store.session)
+            owed = owed_again(history, store.session)
             if failed := owed["failed"]:
                 listener.notice(f"{_trials(failed)} that failed in an earlier run of study {plan.study_name!r} "
                                 f"{'runs' if failed == 1 else 'run'} again (the objective may have been fixed since)")

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from hpo.spaces import Pruning, SearchSpace
 from hpo.strategies import Strategy, strategy_from_spec, strategy_spec
-from hpo.trial import TrialRecord, TrialState, ranking
+from hpo.trial import TrialRecord, TrialState, by_state, ranking
 
 if TYPE_CHECKING:
     import pandas
@@ -189,7 +189,6 @@ class SearchResult:
     def __repr__(self) -> str:
         """One line, as the terminal's summary begins (the dataclass's own repr printed every
         trial's curve)."""
-        counts = ", ".join(f"{self.count(s)} {s.value}" for s in TrialState if s is not TrialState.RUNNING)
         best = self.best
         found = f"best trial {best.number}: {self.metric} {best.value:.4g}, {best.params}" if best else "no best trial"
-        return f"<SearchResult {self.study_name!r}: {len(self.trials)} trials ({counts}); {found}>"
+        return f"<SearchResult {self.study_name!r}: {len(self.trials)} trials ({by_state(self.trials)}); {found}>"

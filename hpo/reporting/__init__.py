@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hpo.spaces import direction_sign
-from hpo.trial import TrialRecord, TrialState, how_it_ended, ranking, shown
+from hpo.trial import TrialRecord, TrialState, by_state, how_it_ended, ranking, shown
 
 if TYPE_CHECKING:
     from hpo.store import TrialStore
@@ -102,20 +102,25 @@ def _plots(store: TrialStore, trials: list[TrialRecord], plan: Any, out: Path, f
     complete = [t for t in trials if t.state is TrialState.COMPLETE]
     drawn: dict[str, Path] = {}
 
-    def save(title: str, name: str, draw: Any, width: float | None = None) -> None:
+    def png(name: str, draw: Any, width: float | None = None) -> Path | None:
+        """``out/NAME.png`` as ``draw`` draws it, or None where there are too few trials for it."""
         plt.close("all")
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # Optuna's plots are "experimental"
                 axes = draw()
         except (ValueError, RuntimeError, ZeroDivisionError):  # too few trials for this plot
-            return
+            return None
         figure = (axes.flat[0] if hasattr(axes, "flat") else axes).get_figure()
         if width is not None:  # a panel or axis per parameter: room for its labels, at the page's scale
             figure.set_figwidth(width)
         readable_log_ticks(figure)
         figure.savefig(out / f"{name}.png", dpi=100)
-        drawn[title] = out / f"{name}.png"
+        return out / f"{name}.png"
+
+    def save(title: str, name: str, draw: Any, width: float | None = None) -> None:
+        if (path := png(name, draw, width)) is not None:
+            drawn[title] = path
 
     if trials:
         save("History: each trial's value and the best so far", "history", lambda: _history(trials, plan))
@@ -124,14 +129,14 @@ def _plots(store: TrialStore, trials: list[TrialRecord], plan: Any, out: Path, f
     study = store.study
     target = {"target_name": space.metric}
     if len(complete) >= 2 and space.params:
-        title = f"{space.metric} against each parameter (log axis where log-scaled)"
         names = sorted(space.params)
         rows = [names[i : i + _SLICE_ROW] for i in range(0, len(names), _SLICE_ROW)]
-        for i, row in enumerate(rows):  # Optuna draws one row of panels: at six, its labels were half size
-            save(f"{title} {i}", f"slice-{i}", lambda row=row: optuna_plots.plot_slice(study, params=row, **target),
-                 width=_PAGE_IN if len(rows) > 1 else None)
-        if parts := [drawn.pop(f"{title} {i}") for i in range(len(rows)) if f"{title} {i}" in drawn]:
-            drawn[title] = _stacked(parts, out / "slice.png")
+        # Optuna draws one row of panels: at six parameters, its labels were half size on the page
+        slices = [png(f"slice-{i}", lambda row=row: optuna_plots.plot_slice(study, params=row, **target),
+                      width=_PAGE_IN if len(rows) > 1 else None) for i, row in enumerate(rows)]
+        if parts := [path for path in slices if path is not None]:
+            drawn[f"{space.metric} against each parameter (log axis where log-scaled)"] = _stacked(
+                parts, out / "slice.png")
     if len(complete) >= IMPORTANCE_MIN_TRIALS and len(space.params) >= 2:
         # PED-ANOVA: fANOVA's random forest took 6 s for 200 trials on 2 cores, this a fraction of one
         evaluator = optuna.importance.PedAnovaImportanceEvaluator()
@@ -200,13 +205,9 @@ def _narrow_log_ticks(low: float, high: float, length: float) -> list[float]:
     """Under a decade: the roundest linear steps that leave two ticks or more, far enough apart."""
     from matplotlib.ticker import MaxNLocator
 
-    span = math.log(high / low)
     ticks: list[float] = []
     for bins in range(2, 11):
-        ticks = []
-        for value in MaxNLocator(nbins=bins).tick_values(low, high):
-            if low <= value <= high and (not ticks or length * math.log(value / ticks[-1]) / span >= _TICK_PX):
-                ticks.append(float(value))
+        ticks = _thinned(MaxNLocator(nbins=bins).tick_values(low, high), low, high, length)
         if len(ticks) >= 2:
             break
     return ticks
@@ -224,11 +225,19 @@ def _wide_log_ticks(low: float, high: float, length: float) -> list[float]:
         ticks = [t for t in ticks if low <= t <= high]
         if len(ticks) >= 2 and all(length * math.log(b / a) / span >= _TICK_PX for a, b in itertools.pairwise(ticks)):
             return ticks
-    thinned: list[float] = []  # a decade or two in a narrow panel: 1-2-5 values, each far enough from the last
-    for value in (t for t in choices[0] if low <= t <= high):
-        if not thinned or length * math.log(value / thinned[-1]) / span >= _TICK_PX:
-            thinned.append(value)
+    thinned = _thinned(choices[0], low, high, length)  # a decade or two in a narrow panel
     return thinned if len(thinned) >= 2 else []
+
+
+def _thinned(values: Sequence[float], low: float, high: float, length: float) -> list[float]:
+    """Those of ``values`` (ascending) within ``[low, high]``, each at least ``_TICK_PX`` beyond
+    the last kept, on a log axis ``length`` pixels long."""
+    span = math.log(high / low)
+    kept: list[float] = []
+    for value in values:
+        if low <= value <= high and (not kept or length * math.log(value / kept[-1]) / span >= _TICK_PX):
+            kept.append(float(value))
+    return kept
 
 
 _TICK_PX = 70
@@ -326,7 +335,7 @@ def _html(plan: Any, rows: list[RankedTrial], plots: dict[str, Path], test: Mapp
         f"<h1>{e(plan.study_name)}</h1>",
         f"<p>Space <b>{e(space.name)}</b>, objective {e(plan.objective_name)}, strategy {e(plan.strategy_name)}, "
         f"pruner {e(plan.pruner)}, seed {plan.seed}; {space.direction} <b>{e(space.metric)}</b>. "
-        + ", ".join(f"{n} {s.value}" for s, n in counts.items()) + ".</p>",
+        + by_state(r.record for r in rows) + ".</p>",
     ]
     if best is not None:
         config = ", ".join(f"{k}={shown(v)}" for k, v in {**space.fixed, **best.record.params}.items())

@@ -18,7 +18,7 @@ from rich.table import Table
 from hpo.loop import SearchListener
 from hpo.plan import SearchPlan, SearchResult
 from hpo.spaces import direction_sign
-from hpo.trial import TrialRecord, TrialState, ranking, shown
+from hpo.trial import TrialRecord, TrialState, by_state, ranking, shown
 
 if TYPE_CHECKING:
     from hpo.store import StudySummary
@@ -43,21 +43,19 @@ class ProgressBar(SearchListener):
 
     def resumed(self, trials: list[TrialRecord]) -> None:
         self.progress.start()
-        counts = Counter(t.state for t in trials)
-        said = ", ".join(f"{counts[s]} {s.value}" for s in TrialState if s is not TrialState.RUNNING)
-        done = len(trials) - counts[TrialState.RUNNING]
+        running = sum(t.state is TrialState.RUNNING for t in trials)
+        done = len(trials) - running
         if self.joined:
             self.progress.console.print(f"Joining study {self.study!r}: {done} of its {self.n_trials} trials done "
-                                        f"({said}), {counts[TrialState.RUNNING]} running", highlight=False,
-                                        soft_wrap=True)
+                                        f"({by_state(trials)}), {running} running", highlight=False, soft_wrap=True)
         elif trials:
             for trial in trials:
                 self._count(trial)
             elsewhere = ""
-            if running := counts[TrialState.RUNNING]:
+            if running:
                 elsewhere = f", {running} running elsewhere or left by a process that stopped (run again)"
             self.progress.console.print(f"Resuming study {self.study!r}: {done} of its {self.n_trials} trials "
-                                        f"done ({said}){elsewhere}; --new-study starts a fresh one",
+                                        f"done ({by_state(trials)}){elsewhere}; --new-study starts a fresh one",
                                         highlight=False, soft_wrap=True)
         self._draw()
 
@@ -145,9 +143,7 @@ def print_summary(result: SearchResult, console: Console) -> None:
     if not console.is_terminal:
         console = Console(file=console.file, width=UNWRAPPED_WIDTH)
     rows = leaderboard(result)
-    ended = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAILED)
-    counts = ", ".join(f"{result.count(s)} {s.value}" for s in ended)
-    console.print(f"\n[bold]{result.study_name}[/]: {len(result.trials)} trials ({counts})")
+    console.print(f"\n[bold]{result.study_name}[/]: {len(result.trials)} trials ({by_state(result.trials)})")
     if not rows:
         console.print(f"[red]No trial completed[/]: {escape(why_none_completed(result.trials))}")
     else:
@@ -196,9 +192,8 @@ def print_studies(found: list[StudySummary], url: str, console: Console) -> None
                             ("ended", "left"), ("best", "right"), ("last trial", "left")):
         table.add_column(column, justify=justify)  # type: ignore[arg-type]
     for study in found:
-        counts = Counter(t.state for t in study.counted)
-        running = counts[TrialState.RUNNING]
-        ended = ", ".join(f"{counts[s]} {s.value}" for s in TrialState if s is not TrialState.RUNNING)
+        running = sum(t.state is TrialState.RUNNING for t in study.counted)
+        ended = by_state(study.counted)
         space = study.plan["space"]
         best = "-" if study.best is None else f"{space['metric']} {shown(study.best)}"
         last = "-" if study.last is None else study.last.strftime("%Y-%m-%d %H:%M")

@@ -94,16 +94,23 @@ def study_names(url: str) -> list[str]:
     return [s.study_name for s in summaries if PLAN in s.user_attrs]
 
 
-def _storage_at(url: str) -> optuna.storages.RDBStorage:
-    """The storage at ``url`` for reading its studies; one that cannot be opened is one line."""
+def _database_url(url: str) -> None:
     if "://" not in url:
         raise HpoError(f"{url!r} is not a database URL (e.g. sqlite:///study.db)", argument="storage")
+
+
+def _storage_at(url: str, **options: Any) -> optuna.storages.RDBStorage:
+    """Optuna's storage at ``url`` (``options``: its heartbeat); one that cannot be opened is one
+    line naming it."""
+    _database_url(url)
     try:
         with _optuna_on_purpose():
-            return optuna.storages.RDBStorage(bounded(url))
+            return optuna.storages.RDBStorage(bounded(url), **options)
     except Exception as error:
-        raise HpoError(f"cannot open {url}: {type(error).__name__}: {error}".splitlines()[0],
-                       argument="storage") from None
+        if (path := sqlite_path(url)) is not None:
+            raise unusable(path, "Optuna study store", error, "storage") from None
+        message = f"cannot open {url}: {type(error).__name__}: {error}"
+        raise HpoError(message.splitlines()[0], argument="storage") from None
 
 
 @dataclass(frozen=True)
@@ -167,8 +174,7 @@ class TrialStore:
     """
 
     def __init__(self, url: str, study_name: str, *, heartbeat_interval: int = 5, grace_period: int = 20) -> None:
-        if "://" not in url:
-            raise HpoError(f"{url!r} is not a database URL (e.g. sqlite:///study.db)", argument="storage")
+        _database_url(url)
         if grace_period <= heartbeat_interval:
             raise ValueError(f"{grace_period=} must exceed {heartbeat_interval=}")
         self.url = url
@@ -206,18 +212,10 @@ class TrialStore:
             if path is not None:
                 writable(path, "storage")
                 create_whole(path, optuna.storages.RDBStorage, "storage")
-            try:
-                with _optuna_on_purpose():
-                    self._storage = optuna.storages.RDBStorage(
-                        bounded(self.url), heartbeat_interval=self.heartbeat_interval, grace_period=self.grace_period
-                    )
-                if path is not None:  # kept locked by another process: one line naming it, whenever it happens
-                    sqlalchemy.event.listen(self._storage.engine, "handle_error", functools.partial(_if_locked, path))
-            except Exception as error:
-                if path is not None:
-                    raise unusable(path, "Optuna study store", error, "storage") from None
-                message = f"cannot open {self.url}: {type(error).__name__}: {error}"
-                raise HpoError(message.splitlines()[0], argument="storage") from None
+            self._storage = _storage_at(self.url, heartbeat_interval=self.heartbeat_interval,
+                                        grace_period=self.grace_period)
+            if path is not None:  # kept locked by another process: one line naming it, whenever it happens
+                sqlalchemy.event.listen(self._storage.engine, "handle_error", functools.partial(_if_locked, path))
         return self._storage
 
     @property

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import enum
 import functools
@@ -320,6 +321,13 @@ class Trial:
         """Whether the trial must stop after its last report (then ``raise hpo.TrialPruned()``),
         as Optuna's ``trial.should_prune()``."""
         return self._stop is not None
+
+
+def by_state(trials: Iterable[TrialRecord]) -> str:
+    """How ``trials`` ended, as every summary says it: ``3 complete, 1 pruned, 0 failed`` (those
+    running aside)."""
+    counts = collections.Counter(t.state for t in trials)
+    return ", ".join(f"{counts[s]} {s.value}" for s in TrialState if s is not TrialState.RUNNING)
 
 
 def shown(value: Any) -> str:
