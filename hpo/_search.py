@@ -76,7 +76,7 @@ class PreparedSearch:
             try:
                 store.open(plan, tracker.identity(), self.objective_fingerprint)
             except BaseException:
-                tracker.abort_search()
+                _stop_early(store, tracker, None)
                 raise
         try:
             loop = TrialLoop(plan, store, tracker, listener=listener, deadline=deadline, clock=self.driver.clock)
@@ -111,7 +111,7 @@ class PreparedSearch:
                            "trials done; run the search again to continue")
             store.record_ending(stopped)
         except BaseException as error:
-            tracker.abort_search(_study_as_it_stands(store, error))
+            _stop_early(store, tracker, error)
             raise
         result = SearchResult(plan.space, trials, plan.study_name, storage=store.url, tracking_uri=tracker.tracking_uri,
                               experiment_id=tracker.experiment_id, experiment=tracker.experiment_name,
@@ -530,6 +530,19 @@ class SpaceWatch(Listeners):
             self.said_population = True
             self.tracker.warn(text)
         super().notice(text)
+
+
+def _stop_early(store: TrialStore, tracker: MlflowTracker, error: BaseException | None) -> None:
+    """A search stopped by ``error``: a study it created and that never started a trial is
+    deleted, with its search run (nothing of it stays behind); otherwise MLflow agrees with the
+    study as it stands and the search run is closed as KILLED."""
+    try:
+        if store.discard_unstarted():
+            tracker.discard_search()
+            return
+    except Exception:  # the storage is what failed: the search run is closed below all the same
+        pass
+    tracker.abort_search(_study_as_it_stands(store, error) if error is not None else [])
 
 
 def _study_as_it_stands(store: TrialStore, error: BaseException) -> list[TrialRecord]:

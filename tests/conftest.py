@@ -15,11 +15,13 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import optuna
 import pytest
 import sqlalchemy
 from mlflow import MlflowClient
 
 from hpo import SearchSpace, TrialPruned
+from hpo.tracking._views import VIEW_TAG_PREFIX
 
 ROOT = Path(__file__).resolve().parents[1]
 # `make test` runs three pytest workers on two cores, each starting searches of its own: with
@@ -111,6 +113,17 @@ def child_runs(tracking_uri: str, parent_run_id: str) -> list:
     return client.search_runs(
         [parent.info.experiment_id], f"tags.`mlflow.parentRunId` = '{parent_run_id}'", max_results=1000
     )
+
+
+def left_behind(stores: dict[str, str], study_name: str, experiment: str) -> list[str]:
+    """What a search of ``study_name`` left in the stores: its study, the runs MLflow shows in
+    ``experiment``, its saved view."""
+    left = [f"study {study_name}"] if study_name in optuna.get_all_study_names(stores["storage"]) else []
+    client = MlflowClient(stores["tracking_uri"])
+    if found := client.get_experiment_by_name(experiment):
+        left += [f"run {run.info.run_name}" for run in client.search_runs([found.experiment_id])]
+        left += [f"view {key}" for key in found.tags if key.startswith(VIEW_TAG_PREFIX)]
+    return left
 
 
 def digits_space(epochs: int = 3, **params: dict) -> SearchSpace:

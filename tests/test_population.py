@@ -16,7 +16,7 @@ from mlflow import MlflowClient
 from torch import nn
 
 import hpo
-from conftest import StopAt, child_runs, digits_space
+from conftest import StopAt, child_runs, digits_space, left_behind
 from hpo import Trial, TrialState
 from hpo.population import OPTIMIZERS, SCHEDULES, Recipe, fit, train_population
 from hpo.strategies import params_key
@@ -433,7 +433,7 @@ def test_what_cannot_stack_is_refused_before_the_first_trial_and_auto_trains_it_
                                            r"'rnn' does not train under torch.func's vmap$"):
         hpo.search(GruObjective(), space, strategy="grid", n_trials=3, population=4, experiment=unique,
                    study_name=unique, evaluate_test=False, **stores)
-    assert not optuna.load_study(study_name=unique, storage=stores["storage"]).trials
+    assert left_behind(stores, unique, unique) == []
 
     notices = []
 
@@ -490,7 +490,7 @@ def test_a_model_that_cannot_be_built_stops_the_search_in_one_line_naming_its_li
                                            r"its population before the first trial\)$"):
         hpo.search(Misnamed(), space, strategy="random", n_trials=4, population="auto", experiment=unique,
                    study_name=unique, evaluate_test=False, **stores)
-    assert not optuna.load_study(study_name=unique, storage=stores["storage"]).trials
+    assert left_behind(stores, unique, unique) == []
 
 
 class FromNumpy(Widths):

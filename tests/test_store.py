@@ -426,3 +426,21 @@ def test_a_process_that_keeps_the_study_lock_is_named_instead_of_waited_for_ever
         holder.kill()
         holder.wait()
     assert len(store.claim(prepared.plan, "here:1")) == 1  # the lock went with its holder
+
+
+def test_only_a_study_this_run_created_and_that_never_started_a_trial_is_discarded(stores, unique):
+    """What a search stopped before its first trial deletes: never a study with a trial, nor one
+    another run opened since (two searches of one study started at once)."""
+    first, second = opened(stores, unique)
+    assert first.store.discard_unstarted()
+    assert unique not in optuna.get_all_study_names(stores["storage"])
+
+    first, second = opened(stores, unique)
+    second.store.open(second.plan, first.tracker.identity())  # another run of the search, at once
+    assert not first.store.discard_unstarted() and not second.store.discard_unstarted()  # the second: session 2
+
+    other = unique + "-claimed"
+    (loop, _) = opened(stores, other)
+    loop.store.claim(loop.plan, "here:1")
+    assert not loop.store.discard_unstarted()
+    assert {unique, other} <= set(optuna.get_all_study_names(stores["storage"]))

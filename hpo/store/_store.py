@@ -283,6 +283,26 @@ class TrialStore:
         self._study = study
         self._mirror = None
 
+    def discard_unstarted(self) -> bool:
+        """Delete the study this run created if it never started a trial and no other run opened
+        it since: a search stopped before its first trial (a model that cannot stack, an objective
+        whose setup fails) leaves no empty study behind. Whether it was deleted."""
+        if self.session != 1:
+            return False
+        with self.locked():
+            try:
+                study_id = self.storage.get_study_id_from_name(self.study_name)
+            except KeyError:
+                return False
+            if (self.storage.get_study_user_attrs(study_id).get(SESSION) != 1
+                    or self.storage.get_all_trials(study_id, deepcopy=False)):
+                return False
+            optuna.delete_study(study_name=self.study_name, storage=self.storage)
+        self._study = self._mirror = None
+        self._known, self._finished = {}, []
+        self.__dict__.pop("_study_id", None)
+        return True
+
     def locked(self) -> Any:
         """The study's lock (``StudyLock``), for what two processes must not do at once."""
         return self._lock

@@ -31,7 +31,7 @@ from hpo.files import (
 )
 from hpo.tracking import _writer
 from hpo.tracking._runs import HasRunId, RunRef, RunWrite, point_default_experiment
-from hpo.tracking._views import log_axis_metric, write_view
+from hpo.tracking._views import delete_view, log_axis_metric, write_view
 from hpo.tracking._writer import Writer
 from hpo.trial import TrialRecord, TrialState, how_it_ended, shown
 
@@ -245,6 +245,7 @@ class MlflowTracker:
         self.writer: Writer  # the background writer of trial runs, made with the client
         self.experiment_id = ""
         self.parent_run_id = ""
+        self.created_search = False  # whether start_search made the parent run (not reopened it)
         self.metric = ""  # the space's, set by start_search: what the trials' runs are ranked by
 
     # -- the search -------------------------------------------------------------------------
@@ -288,6 +289,7 @@ class MlflowTracker:
         tags = {"hpo.study": plan.study_name, "hpo.role": "search", "hpo.budget": str(plan.n_trials)}
         run = self.client.create_run(self.experiment_id, tags=tags, run_name=plan.study_name)
         self.parent_run_id = run.info.run_id
+        self.created_search = True
         params = {
             "space": plan.space.name,
             "strategy": plan.strategy_name,
@@ -388,6 +390,24 @@ class MlflowTracker:
         if trials:
             self.writer.submit(lambda client: self._repair(client, trials))
         self.writer.submit(lambda client: client.set_terminated(run_id, "KILLED"))
+        self.flush()
+
+    def discard_search(self) -> None:
+        """The search stopped before its first trial, in a study it had just created: the parent
+        run it made is deleted (MLflow's delete: out of every view, the store's ``gc`` ends it), and
+        its saved view with it; a parent run it reopened is closed as ``abort_search`` does."""
+        if not self.created_search:
+            self.abort_search()
+            return
+        run_id, experiment_id, key = self.parent_run_id, self.experiment_id, self.view_key
+
+        def delete(client: MlflowClient) -> None:
+            client.set_terminated(run_id, "KILLED")
+            if key:
+                delete_view(client, experiment_id, key)
+            client.delete_run(run_id)
+
+        self.writer.submit(delete)
         self.flush()
 
     def tested_trial(self) -> tuple[int, dict[str, float]] | None:

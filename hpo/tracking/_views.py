@@ -113,3 +113,9 @@ def write_view(client: MlflowClient, experiment_id: str, plan: SearchPlan, paren
                 "state": json.dumps(view_state(plan, parent_run_id, ranking))}
     client.set_experiment_tag(experiment_id, VIEW_TAG_PREFIX + key, json.dumps(envelope))
     return key
+
+
+def delete_view(client: MlflowClient, experiment_id: str, key: str) -> None:
+    """Remove the saved view of ``key`` (``write_view``'s), if the experiment has it."""
+    if VIEW_TAG_PREFIX + key in client.get_experiment(experiment_id).tags:
+        client.delete_experiment_tag(experiment_id, VIEW_TAG_PREFIX + key)
