@@ -71,6 +71,7 @@ def test_studies_lists_each_search_as_its_last_run_counted_it(stores, unique, tm
     assert study.plan["n_trials"] == 3 and len(study.counted) == 3, states
     assert states.count("failed") == 1 and study.best == min(t.value for t in study.counted if t.state.value == "complete")
     assert study.last is not None
+    assert repr(study) == f"<StudySummary {unique!r}: 3 of 3 trials (2 complete, 0 pruned, 1 failed); best {study.best:.4g}>"
 
 
 def test_a_tracking_server_over_http_gets_the_same_layout(mlflow_server, stores, unique):

@@ -128,6 +128,14 @@ def test_one_ranking_orders_every_leaderboard_and_names_the_best():
         assert repr(result) == (f"<SearchResult 's': 7 trials (3 complete, 2 pruned, 1 failed); best trial "
                                 f"{result.best.number}: val_loss {result.best.value}, {{}}>")
     assert repr(SearchResult(space, [], "s")) == "<SearchResult 's': 0 trials (0 complete, 0 pruned, 0 failed); no best trial>"
+    assert result.best_trial is result.best  # Optuna's name for it
+
+
+def test_a_trial_record_prints_without_its_curve_and_traceback():
+    record = TrialRecord(3, {"lr": 0.1}, TrialState.FAILED, curve=[(step, 1.0) for step in range(40)],
+                         traceback="Traceback (most recent call last):\n  ...")
+    assert "curve" not in repr(record) and "Traceback" not in repr(record)
+    assert repr(record).startswith("TrialRecord(number=3, params={'lr': 0.1}, state=<TrialState.FAILED")
 
 
 def test_a_results_trials_make_a_dataframe_as_an_optuna_studys_do():

@@ -149,6 +149,11 @@ class SearchResult:
         return next((t for t in ranking(self.trials, self.space.sign) if t.state is TrialState.COMPLETE), None)
 
     @property
+    def best_trial(self) -> TrialRecord | None:
+        """``best``, by the name Optuna's ``Study`` gives it."""
+        return self.best
+
+    @property
     def best_params(self) -> dict[str, Any]:
         """The best trial's searched parameters (the space's fixed values are in ``fixed``)."""
         return dict(self.best.params) if self.best else {}

@@ -42,7 +42,7 @@ from hpo.store._locks import StudyLock
 from hpo.store._mirror import StudyMirror
 from hpo.store._optuna import End, StudyWrites, study_writes
 from hpo.strategies import WAIT, BaseStrategy, Suggestion, params_key
-from hpo.trial import DONE, WORKER_LOST, Claim, TrialRecord, TrialState, trial_seed
+from hpo.trial import DONE, WORKER_LOST, Claim, TrialRecord, TrialState, by_state, trial_seed
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -125,6 +125,13 @@ class StudySummary:
     best: float | None
     last: datetime.datetime | None
     """When a trial of it last started or ended."""
+
+    def __repr__(self) -> str:
+        """One line, as ``hpo studies`` lists it (the dataclass's own printed its whole plan and
+        every trial)."""
+        best = "no best trial" if self.best is None else f"best {self.best:.4g}"
+        return (f"<StudySummary {self.name!r}: {len(self.counted)} of {self.plan.get('n_trials', '?')} trials "
+                f"({by_state(self.counted)}); {best}>")
 
 
 def study_summaries(url: str) -> list[StudySummary]:

@@ -102,13 +102,13 @@ class TrialRecord:
     """Where it ran: the host for the Optuna driver, the Ray node for the Ray driver."""
     where: str = ""
     """For a trial whose objective raised: the line of the user's code that raised (``file.py:42``)."""
-    traceback: str = ""
+    traceback: str = field(default="", repr=False)
     """For a trial whose objective raised: the traceback."""
     session: int = 0
     """Which run of the search claimed it (each ``hpo search`` of the study is one more)."""
     detail: str = ""
     """For a pruned trial: what the rule saw, and the epoch it stopped at."""
-    curve: list[tuple[int, float]] = field(default_factory=list)
+    curve: list[tuple[int, float]] = field(default_factory=list, repr=False)
     """The space's metric at each step it reported (kept in the study, for the search's report)."""
     run_id: str = ""
     """Its MLflow child run, where the run existed when the trial ended."""
