@@ -196,7 +196,8 @@ def prepare(
         space_path=space_path,
         settings=given,
         objective_fingerprint=fingerprint(function, objective_name),
-        warnings=(*([doubt] if (doubt := direction_doubt(space)) else []), *unknown_parameters(space, objective_name)),
+        warnings=(*([doubt] if (doubt := direction_doubt(space)) else []), *unknown_parameters(space, objective_name),
+                  *([short] if (short := plan.short_of_budget()) else [])),
     )
 
 

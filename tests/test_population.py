@@ -3,6 +3,7 @@ still its own trial. Real training on scikit-learn's digits and MNIST-1D."""
 
 from __future__ import annotations
 
+import io
 import math
 import subprocess
 import sys
@@ -13,12 +14,14 @@ import optuna
 import pytest
 import torch
 from mlflow import MlflowClient
+from rich.console import Console
 from torch import nn
 
 import hpo
 from conftest import StopAt, child_runs, digits_space, left_behind
 from hpo import Trial, TrialState
 from hpo.population import OPTIMIZERS, SCHEDULES, Recipe, fit, train_population
+from hpo.reporting._terminal import progress_shown
 from hpo.strategies import params_key
 from hpo.trial import DivergenceGuard
 from objectives import digits_mlp, mnist1d_cnn
@@ -527,3 +530,24 @@ def test_a_population_smaller_than_asked_says_so_once_with_why(stores, unique):
     said = "population of 3, not 8: the budget had no more trials"
     assert [text for text in notices if text.startswith("population")] == [said]
     assert MlflowClient(stores["tracking_uri"]).get_run(result.parent_run_id).data.tags["hpo.warnings"] == said
+
+
+def test_a_grid_smaller_than_the_budget_says_so_before_the_first_trial(stores, unique):
+    """The budget asks 8 trials of a 3-point grid: said up front, the population's notice names
+    the grid, and the search ends after its 3 points."""
+    notices = []
+
+    class Notices(hpo.SearchListener):
+        def notice(self, text):
+            notices.append(text)
+
+    prepared = hpo.prepare("digits_mlp", digits_space(epochs=1), strategy="grid", n_trials=8, population=4,
+                           experiment=unique, study_name=unique, evaluate_test=False, **stores)
+    assert prepared.plan.runnable_trials == 3
+    with progress_shown(prepared.plan, Console(file=io.StringIO())) as bar:
+        assert bar.progress.tasks[0].total == 3  # the bar is full at the grid's end
+    result = prepared.run(Notices())
+    assert len(result.trials) == 3
+    assert notices == ["warning: digits-test: its grid has 3 points, fewer than the 8 trials of the budget: the search "
+                       "ends after them (more grid values or grid_points widen it)",
+                       "population of 3, not 4: the grid had no more points (3 in all)"]

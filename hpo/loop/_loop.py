@@ -306,8 +306,10 @@ class TrialLoop:
         if self._said_smaller:
             return
         self._said_smaller = True
-        if len(self.store.counted()) >= self.plan.n_trials:
+        if (counted := len(self.store.counted())) >= self.plan.n_trials:
             why = "the budget had no more trials"
+        elif counted >= self.plan.runnable_trials:
+            why = f"the grid had no more points ({self.plan.runnable_trials} in all)"
         elif group := {key: first[key] for key in self.plan.shape_params if key in first}:
             why = f"the strategy had no more trials of its group ({', '.join(f'{k}={v}' for k, v in group.items())})"
         else:

@@ -58,6 +58,20 @@ class SearchPlan:
         """The pruner's name (``none`` when trials run to their end)."""
         return self.pruning.pruner
 
+    @property
+    def runnable_trials(self) -> int:
+        """The trials the search can run: its budget, or what the strategy has where that is
+        fewer (a grid's points)."""
+        most = self.strategy.max_trials(self.space)
+        return self.n_trials if most is None else min(most, self.n_trials)
+
+    def short_of_budget(self) -> str | None:
+        """Why the search will run fewer trials than its budget, where it will."""
+        if (runnable := self.runnable_trials) < self.n_trials:
+            return (f"{self.space.name}: its grid has {runnable} points, fewer than the {self.n_trials} trials of the "
+                    f"budget: the search ends after them (more grid values or grid_points widen it)")
+        return None
+
     def to_json(self) -> dict[str, Any]:
         return {
             "space": self.space.model_dump(mode="json"), "strategy": strategy_spec(self.strategy),

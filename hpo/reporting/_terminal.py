@@ -25,10 +25,11 @@ if TYPE_CHECKING:
 
 
 class ProgressBar(SearchListener):
-    """Trials done, pruned and failed, and the best value so far, while the search runs."""
+    """Trials done, pruned and failed, and the best value so far, while the search runs; full
+    at ``runnable`` trials where the search has fewer than its budget (a grid's points)."""
 
     def __init__(self, progress: Any, n_trials: int, metric: str, direction: str, study: str = "",
-                 joined: bool = False) -> None:
+                 joined: bool = False, runnable: int | None = None) -> None:
         self.progress = progress
         self.n_trials = n_trials
         self.study = study
@@ -38,8 +39,8 @@ class ProgressBar(SearchListener):
         self.sign = direction_sign(direction)
         self.counts = {state: 0 for state in TrialState}
         self.best: float | None = None
-        self.task = progress.add_task("worker" if joined else "search", total=None if joined else n_trials,
-                                      status="")
+        total = None if joined else runnable or n_trials
+        self.task = progress.add_task("worker" if joined else "search", total=total, status="")
 
     def resumed(self, trials: list[TrialRecord]) -> None:
         self.progress.start()
@@ -98,7 +99,7 @@ def progress_shown(plan: SearchPlan, console: Console | None = None, *, joined: 
     progress = Progress(*columns, console=console or Console(stderr=True), transient=False)
     try:
         yield ProgressBar(progress, plan.n_trials, plan.space.metric, plan.space.direction, plan.study_name,
-                          joined=joined)
+                          joined=joined, runnable=plan.runnable_trials)
     finally:
         if progress.live.is_started:  # a search refused before it began leaves its one line alone
             progress.stop()

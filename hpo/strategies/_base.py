@@ -41,6 +41,10 @@ class _Settings:
     def __init__(self, seed: int = 0) -> None:
         self.seed = seed
 
+    def max_trials(self, space: SearchSpace) -> int | None:
+        """The most trials it has for ``space`` in all (a grid's points); None: no end."""
+        return None
+
     def get_params(self) -> dict[str, Any]:
         """The arguments of the constructor, as this strategy was made (scikit-learn's rule:
         each one is stored under its own name)."""

@@ -36,6 +36,9 @@ class GridStrategy(BaseStrategy):
     def __getstate__(self) -> dict[str, Any]:  # the caches are made again where it is unpickled
         return {**self.__dict__, "_planned": None, "_places": {}}
 
+    def max_trials(self, space: SearchSpace) -> int:
+        return len(self.grid(space)[0])
+
     def grid(self, space: SearchSpace) -> tuple[Grid, Shuffle]:
         """The numbered grid of ``space`` and its seeded order (made once per space)."""
         if self._planned is None or self._planned[0] is not space:
