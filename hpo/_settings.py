@@ -39,6 +39,7 @@ _OPTUNA_NAMES = {"TPESampler": "tpe", "RandomSampler": "random", "GridSampler": 
 _OPTUNA_ARGUMENTS = {
     "sampler": f"hpo plans trials with strategy= ({', '.join(NAMES)})",
     "direction": "the space names its metric and direction (`direction: maximize` in its file)",
+    "metric": "the space names its metric and direction (`metric: val_loss` in its file)",
     "directions": "hpo searches one metric: the space names it and its direction",
     "n_jobs": "trials run at once on the driver's workers: driver=hpo.OptunaOptions(workers=N)",
     "callbacks": "pass listener=, an hpo.SearchListener, to hear each trial start and end",
@@ -195,6 +196,8 @@ def parse_population(value: Any) -> int | str:
     """A population size as given (``8``, ``"8"``) made a number, or ``"auto"``."""
     if value == "auto":
         return value
+    if isinstance(value, bool):  # int(True) is 1: population=True would train one trial at a time
+        raise ValueError(f"expected a number or 'auto', got {value!r}")
     try:
         size = int(value)
     except (TypeError, ValueError):

@@ -180,6 +180,7 @@ def test_optunas_own_samplers_and_pruners_are_answered_with_hpos_in_one_line(giv
     ({"sampler": optuna.samplers.TPESampler()}, "hpo plans trials with strategy= (auto, grid, random, "
      "coarse-to-fine, tpe)"),
     ({"direction": "maximize"}, "the space names its metric and direction (`direction: maximize` in its file)"),
+    ({"metric": "accuracy"}, "the space names its metric and direction (`metric: val_loss` in its file)"),
     ({"n_jobs": 4}, "trials run at once on the driver's workers: driver=hpo.OptunaOptions(workers=N)"),
     ({"load_if_exists": True}, "hpo.search resumes its study whenever it exists (new_study=True starts another)"),
 ])

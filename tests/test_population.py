@@ -403,6 +403,8 @@ def test_population_is_refused_where_it_cannot_run(stores, unique):
         hpo.prepare(plain, digits_space(), population=4, **stores)
     with pytest.raises(hpo.HpoError, match="population: expected a number or 'auto', got 'many'"):
         hpo.prepare("digits_mlp", digits_space(), population="many", **stores)
+    with pytest.raises(hpo.HpoError, match="population: expected a number or 'auto', got True"):
+        hpo.prepare("digits_mlp", digits_space(), population=True, **stores)  # int(True) would be 1
     result = hpo.search(plain, digits_space(), strategy="grid", n_trials=3, population="auto", experiment=unique,
                         study_name=unique, evaluate_test=False, **stores)
     assert len(result.trials) == 3  # auto: one at a time for an objective without populations
