@@ -36,10 +36,14 @@ _OPTUNA_NAMES = {"TPESampler": "tpe", "RandomSampler": "random", "GridSampler": 
 """Optuna's samplers and pruners that hpo has under a name of its own."""
 
 
-_OPTUNA_ARGUMENTS = {
-    "sampler": f"hpo plans trials with strategy= ({', '.join(NAMES)})",
+SPACE_FIELDS = {
     "direction": "the space names its metric and direction (`direction: maximize` in its file)",
     "metric": "the space names its metric and direction (`metric: val_loss` in its file)",
+}
+"""What a search is told of, given as a setting (``direction=``, ``--direction``), that its space says."""
+_OPTUNA_ARGUMENTS = {
+    "sampler": f"hpo plans trials with strategy= ({', '.join(NAMES)})",
+    **SPACE_FIELDS,
     "directions": "hpo searches one metric: the space names it and its direction",
     "n_jobs": "trials run at once on the driver's workers: driver=hpo.OptunaOptions(workers=N)",
     "callbacks": "pass listener=, an hpo.SearchListener, to hear each trial start and end",

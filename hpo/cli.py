@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from hpo._errors import HpoError, unknown
-from hpo._settings import SearchSettings, click_type
+from hpo._settings import SPACE_FIELDS, SearchSettings, click_type
 from hpo.drivers import DRIVERS, DriverOptions
 from hpo.trial import Terminated
 
@@ -173,6 +173,8 @@ def _click_line(error: click.ClickException) -> str:
     param = getattr(error, "param", None)
     if type(error) is click.BadParameter and param is not None and param.opts:
         return f"{max(param.opts, key=len)}: {error.message}"
+    if isinstance(error, click.NoSuchOption) and (hint := SPACE_FIELDS.get(error.option_name.lstrip("-"))):
+        return f"{error.option_name}: not a flag: {hint}"  # click's guess for --metric was --trials
     return error.format_message()
 
 

@@ -262,6 +262,20 @@ def test_a_budget_below_what_is_done_runs_nothing_and_a_larger_one_is_said(uniqu
     assert f"Study {unique!r}: its budget goes from 4 to 5 trials" in said
 
 
+@pytest.mark.parametrize(("flag", "field"), [("--direction", "direction: maximize"), ("--metric", "metric: val_loss")])
+def test_the_cli_answers_a_flag_for_what_the_space_says_with_where_it_goes(flag, field, tmp_path):
+    """Before: ``No such option '--metric'. Did you mean '--trials'?``"""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "hpo.cli", "search", "lr_wd", flag, "x"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.strip() == (f"hpo: error: {flag}: not a flag: the space names its metric and direction "
+                                   f"(`{field}` in its file)")
+    assert not (tmp_path / ".hpo").exists()
+
+
 def test_the_cli_refuses_a_timeout_that_is_not_positive(tmp_path):
     import subprocess
     import sys
