@@ -10,12 +10,15 @@ A run's regret is the true value (the mean over the table's seeds) of the config
 picked (its best observed value) minus the table's best true value.
 
 ``hpo``'s strategies run through the interface the trial store calls (one trial at a time,
-every trial so far in the history); its ``tpe`` as the store samples it (Optuna's TPE seeded
-per trial number, with constant liar). Budgets are separate runs, as a user sets them.
+every trial so far in the history); its ``tpe`` and ``gp`` as the store samples them (Optuna's
+sampler seeded per trial number; TPE with constant liar). Budgets are separate runs, as a user
+sets them. ``gp`` fits a Gaussian process for each proposal (about a second at 50 trials on two
+cores), so it runs only where named.
 
     python bench/quality_tabular.py                  # 30 seeds, 20/50/100 trials, ~8 min
     python bench/quality_tabular.py --seeds 3 --budgets 20
     python bench/quality_tabular.py --params 2 --budgets 30   # the first two searched, the rest fixed
+    python bench/quality_tabular.py --seeds 10 --budgets 50 --with-gp   # ~30 min
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from rich.console import Console
 from rich.table import Table
 
 from hpo import SearchSpace, TrialRecord, TrialState
-from hpo.store._store import sampler_seed, suggest
+from hpo.store._store import SAMPLERS, sampler_seed, suggest
 from hpo.strategies import auto_strategy, make_strategy
 
 TABLES = ["naval_propulsion", "parkinsons_telemonitoring", "protein_structure", "slice_localization"]
@@ -110,8 +113,8 @@ class FcnetTable:
 def run_hpo(strategy_name: str, table: FcnetTable, budget: int, seed: int, searched: SearchSpace) -> float:
     """Regret of an hpo strategy's pick after ``budget`` trials."""
     rng = np.random.default_rng([seed, 1])
-    if strategy_name == "tpe":
-        return run_sampler(table, budget, seed, rng, per_trial=True, searched=searched)
+    if strategy_name in SAMPLERS:
+        return run_sampler(table, budget, seed, rng, per_trial=strategy_name, searched=searched)
     strategy = make_strategy(strategy_name, seed, searched)
     history: list[TrialRecord] = []
     while len(history) < budget:
@@ -125,16 +128,16 @@ def run_hpo(strategy_name: str, table: FcnetTable, budget: int, seed: int, searc
     return table.regret(snapped(best.params))
 
 
-def run_sampler(table: FcnetTable, budget: int, seed: int, rng: np.random.Generator, *, per_trial: bool = False,
+def run_sampler(table: FcnetTable, budget: int, seed: int, rng: np.random.Generator, *, per_trial: str = "",
                 random: bool = False, searched: SearchSpace) -> float:
-    """Regret of Optuna's TPE or random sampler: bare (one sampler, seeded once), or as hpo's
-    store samples it (a TPE seeded per trial number, constant liar)."""
+    """Regret of Optuna's TPE or random sampler, bare (one sampler, seeded once); or of the
+    sampler of hpo's strategy ``per_trial`` as hpo's store samples it (seeded per trial number)."""
     sampler: optuna.samplers.BaseSampler = (optuna.samplers.RandomSampler(seed=seed) if random else
                                             optuna.samplers.TPESampler(seed=seed))
     study = optuna.create_study(sampler=sampler)
     for number in range(budget):
         if per_trial:
-            study.sampler = optuna.samplers.TPESampler(seed=sampler_seed(seed, number), constant_liar=True)
+            study.sampler = SAMPLERS[per_trial](sampler_seed(seed, number))
         trial = study.ask()
         params = snapped(suggest(trial, searched))
         study.tell(trial, table.noisy(params, rng))
@@ -148,10 +151,11 @@ def main() -> None:
     parser.add_argument("--tables", nargs="+", default=TABLES, choices=TABLES)
     parser.add_argument("--params", type=int, default=len(SEARCHED_FIRST), choices=range(1, len(SEARCHED_FIRST) + 1),
                         help="search the first N parameters (learning rate, batch size, dropout, width, schedule...)")
+    parser.add_argument("--with-gp", action="store_true", help="also hpo's gp (slow: a GP fitted per proposal)")
     args = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     searched = space(args.params)
-    runners = HPO_STRATEGIES + BARE
+    runners = HPO_STRATEGIES + (["gp"] if args.with_gp else []) + BARE
     regrets: dict[tuple[str, int, str], list[float]] = {}
     for name in args.tables:
         table = FcnetTable(name)
@@ -182,7 +186,8 @@ def main() -> None:
             result.add_row(name, *cells)
         result.add_row("mean rank", *(f"{statistics.mean(ranks[runner]):.2f}" for runner in runners))
         console.print(result)
-    plot = "tabular.png" if args.params == len(SEARCHED_FIRST) else f"tabular-{args.params}-params.png"
+    plot = "tabular" if args.params == len(SEARCHED_FIRST) else f"tabular-{args.params}-params"
+    plot += "-with-gp.png" if args.with_gp else ".png"
     _plot(regrets, args.tables, args.budgets, runners, plot)
     console.print(f"hpo's default strategy (auto) on this space of {len(searched.params)} parameters: "
                   f"{auto_strategy(searched)}")

@@ -233,7 +233,7 @@ def search(
         space: A space name (``"lr_wd"``), a YAML path, a mapping as a space file holds
             (``{"metric": "loss", "direction": "minimize", "params": {...}}``), or a ``SearchSpace``.
         strategy: ``auto`` (default: coarse-to-fine for one or two searched parameters, ``tpe`` for
-            more), ``grid``, ``random``, ``coarse-to-fine`` or ``tpe``, or a strategy.
+            more), ``grid``, ``random``, ``coarse-to-fine``, ``tpe`` or ``gp``, or a strategy.
         n_trials: Trials in the study in all (40); a rerun adds only what is missing.
         driver: ``"optuna"`` (default) or ``"ray"``, or the engine's options:
             ``hpo.OptunaOptions(workers=4)``, ``hpo.RayOptions(gpus_per_trial=0.25)``.

@@ -30,8 +30,8 @@ _OBJECTS: dict[str, tuple[Any, str]] = {
     "driver": (DriverOptions, "hpo.OptunaOptions or hpo.RayOptions"),
 }
 """What each of those fields takes besides a name: the type, and how a line names it."""
-_OPTUNA_NAMES = {"TPESampler": "tpe", "RandomSampler": "random", "GridSampler": "grid", "NopPruner": "none",
-                 "MedianPruner": "median", "SuccessiveHalvingPruner": "successive-halving",
+_OPTUNA_NAMES = {"TPESampler": "tpe", "GPSampler": "gp", "RandomSampler": "random", "GridSampler": "grid",
+                 "NopPruner": "none", "MedianPruner": "median", "SuccessiveHalvingPruner": "successive-halving",
                  "HyperbandPruner": "hyperband"}
 """Optuna's samplers and pruners that hpo has under a name of its own."""
 

@@ -146,14 +146,16 @@ def test_grid_stops_when_every_point_has_run(engine, unique):
     assert sorted(t.params["lr"] for t in result.trials) == [1e-3, 3e-3, 1e-2]
 
 
-def test_tpe_runs_inside_the_bounds(engine, unique):
+@pytest.mark.parametrize("strategy", ["tpe", "gp"])
+def test_sampled_strategies_run_inside_the_bounds(engine, unique, strategy):
+    """Past GP's 10 random trials too."""
     space = hpo.SearchSpace.model_validate(
-        {"name": "tpe", "metric": "loss", "direction": "minimize",
+        {"name": "sampled", "metric": "loss", "direction": "minimize",
          "params": {"lr": {"type": "float", "low": 1e-4, "high": 0.1, "log": True},
                     "units": {"type": "int", "low": 1, "high": 4}}})
-    result = engine(quadratic, space, strategy="tpe", n_trials=8, experiment=unique, study_name=unique)
-    assert len(result.trials) == 8 and all(space.contains(t.params) for t in result.trials)
-    assert result.count(TrialState.COMPLETE) == 8
+    result = engine(quadratic, space, strategy=strategy, n_trials=13, experiment=unique, study_name=unique)
+    assert len(result.trials) == 13 and all(space.contains(t.params) for t in result.trials)
+    assert result.count(TrialState.COMPLETE) == 13
 
 
 def test_coarse_to_fine_tags_stages_and_narrows(engine, stores, unique):

@@ -156,8 +156,10 @@ def test_a_rerun_that_differs_from_the_study_is_refused_naming_the_difference(ch
 @pytest.mark.parametrize(("given", "said"), [
     ({"strategy": optuna.samplers.TPESampler(seed=1)}, "strategy: hpo runs its own strategies, alike on every "
      "driver, not Optuna's TPESampler: pass strategy='tpe' (seeded by seed=...)"),
+    ({"strategy": optuna.samplers.GPSampler(seed=1)}, "strategy: hpo runs its own strategies, alike on every "
+     "driver, not Optuna's GPSampler: pass strategy='gp' (seeded by seed=...)"),
     ({"strategy": optuna.samplers.NSGAIISampler()}, "strategy: hpo runs its own strategies, alike on every driver, "
-     "not Optuna's NSGAIISampler: pass one of auto, grid, random, coarse-to-fine, tpe, or an hpo strategy (a "
+     "not Optuna's NSGAIISampler: pass one of auto, grid, random, coarse-to-fine, tpe, gp, or an hpo strategy (a "
      "subclass of hpo.strategies.BaseStrategy)"),
     ({"pruner": optuna.pruners.MedianPruner(n_warmup_steps=2)}, "pruner: hpo runs its own pruners, alike on every "
      "driver, not Optuna's MedianPruner: pass pruner='median', or hpo.Pruning(pruner='median', warmup_steps=..., "
@@ -167,7 +169,7 @@ def test_a_rerun_that_differs_from_the_study_is_refused_naming_the_difference(ch
     ({"pruner": None}, "pruner: takes a name (none, median, successive-halving, hyperband) or hpo.Pruning, got None"),
     ({"driver": optuna.storages.InMemoryStorage()}, "driver: takes a name (optuna, ray) or hpo.OptunaOptions or "
      "hpo.RayOptions, got InMemoryStorage"),
-], ids=["tpe-sampler", "other-sampler", "median-pruner", "nop-pruner", "none", "storage-as-driver"])
+], ids=["tpe-sampler", "gp-sampler", "other-sampler", "median-pruner", "nop-pruner", "none", "storage-as-driver"])
 def test_optunas_own_samplers_and_pruners_are_answered_with_hpos_in_one_line(given, said, tmp_path):
     """Before, each was refused as ``Input should be a valid string``."""
     with pytest.raises(HpoError) as refused:
@@ -178,7 +180,7 @@ def test_optunas_own_samplers_and_pruners_are_answered_with_hpos_in_one_line(giv
 
 @pytest.mark.parametrize(("given", "said"), [
     ({"sampler": optuna.samplers.TPESampler()}, "hpo plans trials with strategy= (auto, grid, random, "
-     "coarse-to-fine, tpe)"),
+     "coarse-to-fine, tpe, gp)"),
     ({"direction": "maximize"}, "the space names its metric and direction (`direction: maximize` in its file)"),
     ({"metric": "accuracy"}, "the space names its metric and direction (`metric: val_loss` in its file)"),
     ({"n_jobs": 4}, "trials run at once on the driver's workers: driver=hpo.OptunaOptions(workers=N)"),

@@ -283,13 +283,13 @@ def test_the_tpe_samplers_of_consecutive_trials_are_seeded_apart():
     assert sampler_seed(1, 0) not in seeds
 
 
-def tpe_history(stores: dict, name: str, finished: int) -> tuple:
-    """A TPE search over a learning rate, a weight decay and a width, with ``finished``
-    trials complete (value: the distance of log lr from -2.5), and its store."""
+def sampled_history(stores: dict, name: str, finished: int, strategy: str = "tpe") -> tuple:
+    """A search by a sampled strategy (TPE, GP) over a learning rate, a weight decay and a width,
+    with ``finished`` trials complete (value: the distance of log lr from -2.5), and its store."""
     space = digits_space(epochs=2, lr={"type": "float", "low": 1e-4, "high": 1.0, "log": True},
                          weight_decay={"type": "float", "low": 1e-6, "high": 1e-2, "log": True},
                          hidden={"type": "categorical", "choices": [32, 64, 128]})
-    prepared = hpo.prepare(lambda params, trial: 1.0, space, strategy="tpe", n_trials=400, study_name=name,
+    prepared = hpo.prepare(lambda params, trial: 1.0, space, strategy=strategy, n_trials=400, study_name=name,
                            experiment=name, evaluate_test=False, seed=3, **stores)
     store = TrialStore(stores["storage"], name)
     store.open(prepared.plan, {})
@@ -301,16 +301,16 @@ def tpe_history(stores: dict, name: str, finished: int) -> tuple:
 
 
 def asked_of_a_copy(stores: dict, name: str, plan, numbers: range, tmp_path) -> list[dict]:
-    """What Optuna's TPE proposes asked one after another on a copy of the stored study as it is
-    now, each sampler seeded by its trial's number, the width the first one's."""
-    from hpo.store._store import sampler_seed, suggest
+    """What the plan's Optuna sampler proposes asked one after another on a copy of the stored
+    study as it is now, each sampler seeded by its trial's number, the width the first one's."""
+    from hpo.store._store import SAMPLERS, sampler_seed, suggest
 
     copy = tmp_path / f"copy-{numbers.start}.db"
     shutil.copy(stores["storage"].removeprefix("sqlite:///"), copy)
     asked, group = [], None
     study = optuna.load_study(study_name=name, storage=f"sqlite:///{copy}")
     for number in numbers:
-        study.sampler = optuna.samplers.TPESampler(seed=sampler_seed(plan.seed, number), constant_liar=True)
+        study.sampler = SAMPLERS[plan.strategy_name](sampler_seed(plan.seed, number))
         if group:
             with warnings.catch_warnings(category=optuna.exceptions.ExperimentalWarning, action="ignore"):
                 study.sampler = optuna.samplers.PartialFixedSampler(group, study.sampler)
@@ -319,13 +319,15 @@ def asked_of_a_copy(stores: dict, name: str, plan, numbers: range, tmp_path) -> 
     return asked
 
 
-def test_tpe_samples_a_population_as_asking_the_stored_study_one_trial_at_a_time(stores, unique, tmp_path):
-    """The members of a TPE population are what Optuna's TPE proposes asked one after another on
-    the stored study (each seeded by its trial's number, the ones before it running, the width
-    the first one's), though sampled in memory from one read of the study; and so are the next
-    claim's, after trials ended here and elsewhere in every way (complete, pruned with their
-    curves, failed as lost) and another process claimed its own."""
-    plan, store = tpe_history(stores, unique, finished=12)
+@pytest.mark.parametrize("strategy", ["tpe", "gp"])
+def test_a_sampled_population_is_what_asking_the_stored_study_one_trial_at_a_time_gives(stores, unique, tmp_path,
+                                                                                         strategy):
+    """The members of a TPE (or GP) population are what Optuna's sampler proposes asked one after
+    another on the stored study (each seeded by its trial's number, the ones before it running,
+    the width the first one's), though sampled in memory from one read of the study; and so are
+    the next claim's, after trials ended here and elsewhere in every way (complete, pruned with
+    their curves, failed as lost) and another process claimed its own."""
+    plan, store = sampled_history(stores, unique, finished=12, strategy=strategy)
     asked = asked_of_a_copy(stores, unique, plan, range(12, 18), tmp_path)
     claims = store.claim(plan, "here:1", 6, shape=["hidden"])
     assert [c.params for c in claims] == asked
@@ -348,11 +350,12 @@ def test_tpe_samples_a_population_as_asking_the_stored_study_one_trial_at_a_time
         (t.params, t.state, t.values, t.intermediate_values) for t in stored]  # the mirror holds what TPE reads
 
 
-def test_a_tpe_claim_that_fails_leaves_no_sample_behind(stores, unique, tmp_path, monkeypatch):
+@pytest.mark.parametrize("strategy", ["tpe", "gp"])
+def test_a_sampled_claim_that_fails_leaves_no_sample_behind(stores, unique, tmp_path, monkeypatch, strategy):
     """Samples of a claim whose trials were never created (the write failed) would run in the
-    mirror for ever, TPE's constant liar lying about them: the next claim proposes as if they
-    had never been drawn."""
-    plan, store = tpe_history(stores, unique, finished=12)
+    mirror for ever, TPE's constant liar (GP's batch acquisition) counting them: the next claim
+    proposes as if they had never been drawn."""
+    plan, store = sampled_history(stores, unique, finished=12, strategy=strategy)
     store.claim(plan, "here:1", 2, shape=["hidden"])
     writes = store.writes
 
@@ -372,7 +375,7 @@ def test_a_tpe_claim_reads_the_study_once_and_writes_it_once_for_every_64_trials
     each sample asked the stored study, which read every trial again and wrote each parameter:
     a claim of 1024 rows took 256 s on the 2-core machine (now 1 s), holding the study's lock.
     A larger claim takes the lock once for every 64, letting other processes claim between."""
-    plan, store = tpe_history(stores, unique, finished=12)
+    plan, store = sampled_history(stores, unique, finished=12)
     trial_reads = []
     sqlalchemy.event.listen(store.storage.engine, "before_cursor_execute",
                             lambda conn, cursor, statement, *args: trial_reads.append(

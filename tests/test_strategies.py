@@ -10,6 +10,7 @@ import pytest
 from hpo import SearchSpace, TrialRecord, TrialState
 from hpo.spaces import CategoricalParam, IntParam
 from hpo.strategies import (
+    STRATEGIES,
     WAIT,
     BaseStrategy,
     CoarseToFineStrategy,
@@ -270,8 +271,13 @@ class TestCoarseToFineStrategy(StrategySuite):
         assert sorted(params_key(t.params) for t in coarse) == sorted(params_key(p) for p in space.grid(3))
 
 
-def test_tpe_is_delegated_to_the_engine():
-    """TPE is model-based: the engine runs it, so it has no engine-free ``suggest``."""
+def test_model_based_strategies_are_delegated_to_the_engine():
+    """TPE and GP are model-based: the trial store samples them with Optuna's sampler, so they
+    have no engine-free ``suggest``; each has its sampler there."""
+    from hpo.store._store import SAMPLERS
+
+    sampled = [name for name, cls in STRATEGIES.items() if not issubclass(cls, BaseStrategy)]
+    assert sampled == ["tpe", "gp"] == list(SAMPLERS)
     assert not isinstance(TpeStrategy(seed=0), BaseStrategy)
 
 

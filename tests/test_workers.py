@@ -380,11 +380,14 @@ def test_a_grid_under_a_pool_runs_every_point_exactly_once(stores, unique, round
     assert len(result.trials) == 20
 
 
-def test_tpe_under_a_pool_suggests_distinct_configurations(stores, unique):
-    result = hpo.search(lr_only, lr_space(4), strategy="tpe", n_trials=8, driver=hpo.OptunaOptions(workers=2),
+@pytest.mark.parametrize("strategy", ["tpe", "gp"])
+def test_sampled_strategies_under_a_pool_suggest_distinct_configurations(stores, unique, strategy):
+    """Two workers claim at once: each sample sees the other's running trial (past GP's 10
+    random trials too)."""
+    result = hpo.search(lr_only, lr_space(4), strategy=strategy, n_trials=14, driver=hpo.OptunaOptions(workers=2),
                         experiment=unique, study_name=unique, evaluate_test=False, **stores)
     lrs = [t.params["lr"] for t in result.trials]
-    assert len(lrs) == 8 == len(set(lrs))
+    assert len(lrs) == 14 == len(set(lrs))
 
 
 class StopAfter(SearchListener):

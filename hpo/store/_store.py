@@ -10,7 +10,7 @@ import math
 import threading
 import time
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -488,9 +488,10 @@ class TrialStore:
 
     def _sampled(self, plan: SearchPlan, created: int, count: int, like: dict[str, Any] | None,
                  shape: Sequence[str]) -> tuple[list[tuple[Suggestion, None]], dict[str, Any]]:
-        """``count`` configurations that Optuna's TPE samples one after another, each seeded by
-        the number its trial will have, so that workers sampling at the same time draw different
-        ones; each sees the trials sampled before it as running (TPE's constant liar). They are
+        """``count`` configurations that the strategy's Optuna sampler (``SAMPLERS``) samples one
+        after another, each seeded by the number its trial will have, so that workers sampling at
+        the same time draw different ones; each sees the trials sampled before it as running
+        (TPE's constant liar, GP's batch acquisition). They are
         sampled in the study's mirror in memory (``StudyMirror``), brought up to date from one
         read of what changed: asking the stored study re-read its every trial for each sample,
         minutes for a population of a thousand. Trials sampled together share ``like``'s values
@@ -503,8 +504,7 @@ class TrialStore:
             mirror.follow(self.study.get_trials(deepcopy=False))
             sampled: list[tuple[Suggestion, None]] = []
             for number in range(created, created + count):
-                sampler: optuna.samplers.BaseSampler = optuna.samplers.TPESampler(
-                    seed=sampler_seed(plan.seed, number), constant_liar=True)
+                sampler = SAMPLERS[plan.strategy_name](sampler_seed(plan.seed, number))
                 params = suggest(mirror.ask(optuna.samplers.PartialFixedSampler(like, sampler) if like else sampler),
                                  plan.space)
                 sampled.append((Suggestion(params), None))
@@ -681,6 +681,15 @@ def distributions(space: SearchSpace, params: dict[str, Any]) -> dict[str, BaseD
         else:
             found[name] = IntDistribution(param.low, param.high, log=param.log, step=param.step or 1)
     return found
+
+
+SAMPLERS: dict[str, Callable[[int], optuna.samplers.BaseSampler]] = {
+    "tpe": lambda seed: optuna.samplers.TPESampler(seed=seed, constant_liar=True),
+    "gp": lambda seed: optuna.samplers.GPSampler(seed=seed, warn_independent_sampling=False),
+}
+"""The Optuna sampler of each sampled strategy (``hpo.strategies.SamplerStrategy``), made for
+one trial from its seed. GP draws a parameter that a condition leaves out of some trials (a
+momentum only for SGD) at random: it models the parameters every trial has."""
 
 
 def sampler_seed(search_seed: int, number: int) -> int:

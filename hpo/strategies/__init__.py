@@ -1,4 +1,4 @@
-"""Strategies decide what to try next: grid, random, coarse-to-fine (planned here) and TPE
+"""Strategies decide what to try next: grid, random, coarse-to-fine (planned here), TPE and GP
 (sampled by Optuna in the trial store)."""
 
 from __future__ import annotations
@@ -10,13 +10,14 @@ from hpo._errors import HpoError, unknown
 from hpo.spaces import SearchSpace
 from hpo.strategies._base import WAIT, BaseStrategy, SamplerStrategy, Suggestion, params_key
 from hpo.strategies._coarse_to_fine import CoarseToFineStrategy
+from hpo.strategies._gp import GpStrategy
 from hpo.strategies._grid import GridStrategy
 from hpo.strategies._random import RandomStrategy
 from hpo.strategies._tpe import TpeStrategy
 
 Strategy = BaseStrategy | SamplerStrategy
 STRATEGIES: dict[str, type[BaseStrategy] | type[SamplerStrategy]] = {
-    cls.name: cls for cls in (GridStrategy, RandomStrategy, CoarseToFineStrategy, TpeStrategy)
+    cls.name: cls for cls in (GridStrategy, RandomStrategy, CoarseToFineStrategy, TpeStrategy, GpStrategy)
 }
 
 
@@ -74,6 +75,7 @@ __all__ = [
     "WAIT",
     "BaseStrategy",
     "CoarseToFineStrategy",
+    "GpStrategy",
     "GridStrategy",
     "RandomStrategy",
     "SamplerStrategy",
