@@ -22,7 +22,16 @@ from hpo.loop import POPULATION_NOTICE, Listeners, SearchListener
 from hpo.plan import SearchPlan, SearchResult, differences, pruning_for
 from hpo.spaces import SearchSpace, direction_doubt, load_space, resolve_space_path, space_of
 from hpo.strategies import make_strategy
-from hpo.trial import SUGGESTED, WORKER_LOST, Trial, TrialRecord, TrialState, stop_on_signals, trial_seed
+from hpo.trial import (
+    SUGGESTED,
+    WORKER_LOST,
+    Trial,
+    TrialRecord,
+    TrialState,
+    stop_on_signals,
+    trial_seed,
+    trials_text,
+)
 
 if TYPE_CHECKING:
     from hpo.store import StudySummary, TrialStore
@@ -90,10 +99,10 @@ class PreparedSearch:
                 listener.notice(_left_running(lost))
             owed = owed_again(history, store.session)
             if failed := owed["failed"]:
-                listener.notice(f"{_trials(failed)} that failed in an earlier run of study {plan.study_name!r} "
+                listener.notice(f"{trials_text(failed)} that failed in an earlier run of study {plan.study_name!r} "
                                 f"{'runs' if failed == 1 else 'run'} again (the objective may have been fixed since)")
             if interrupted := owed["lost"] - len(lost):  # those lost just now are named above
-                listener.notice(f"{_trials(interrupted)} interrupted or lost in an earlier run of study "
+                listener.notice(f"{trials_text(interrupted)} interrupted or lost in an earlier run of study "
                                 f"{plan.study_name!r} {'runs' if interrupted == 1 else 'run'} again")
             for warning in self.warnings:
                 listener.notice(f"warning: {warning}")
@@ -555,10 +564,6 @@ def _study_as_it_stands(store: TrialStore, error: BaseException) -> list[TrialRe
         return store.trials()
     except Exception:
         return []
-
-
-def _trials(count: int) -> str:
-    return f"{count} trial" if count == 1 else f"{count} trials"
 
 
 def _left_running(lost: list[TrialRecord]) -> str:

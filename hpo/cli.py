@@ -19,7 +19,7 @@ from rich.markup import escape
 from hpo._errors import HpoError, unknown
 from hpo._settings import SPACE_FIELDS, SearchSettings, click_type
 from hpo.drivers import DRIVERS, DriverOptions
-from hpo.trial import Terminated
+from hpo.trial import Terminated, trials_text
 
 console = Console(stderr=True)
 
@@ -163,7 +163,7 @@ def worker(study_name: str, storage: str, population: str, **flags: Any) -> None
                            population=population)
     with progress_shown(joining.plan, console, joined=True) as bar:
         ran = joining.run(bar)
-    console.print(f"hpo worker: ran {ran} trial{'' if ran == 1 else 's'} of {study_name!r}; the budget is claimed",
+    console.print(f"hpo worker: ran {trials_text(ran)} of {study_name!r}; the budget is claimed",
                   soft_wrap=True)
 
 

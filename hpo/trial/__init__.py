@@ -26,6 +26,7 @@ from hpo.trial._trial import (
     run_objective,
     shown,
     trial_seed,
+    trials_text,
 )
 
 __all__ = [
@@ -58,4 +59,5 @@ __all__ = [
     "stop_requested",
     "time_limit",
     "trial_seed",
+    "trials_text",
 ]

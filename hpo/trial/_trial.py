@@ -330,6 +330,11 @@ def by_state(trials: Iterable[TrialRecord]) -> str:
     return ", ".join(f"{counts[s]} {s.value}" for s in TrialState if s is not TrialState.RUNNING)
 
 
+def trials_text(count: int) -> str:
+    """``1 trial``, ``3 trials``."""
+    return f"{count} trial" if count == 1 else f"{count} trials"
+
+
 def shown(value: Any) -> str:
     """A value as tables show it: floats to 4 significant digits (the exact values are in the
     study and ``best_config.json``)."""
