@@ -80,13 +80,16 @@ class PreparedSearch:
             raise HpoError(f"study {plan.study_name!r} is not in {store.url}, but MLflow holds {recorded} trial "
                            "runs of its search: bring the study back, or start a fresh study with new_study "
                            "(--new-study)", argument="storage")
-        with store.locked():  # runs started at once: one search run in MLflow, a session of the study each
-            tracker.start_search(plan, self.space_path)
-            try:
+        started = False
+        try:
+            with store.locked():  # runs started at once: one search run in MLflow, a session of the study each
+                tracker.start_search(plan, self.space_path)
+                started = True
                 store.open(plan, tracker.identity(), self.objective_fingerprint)
-            except BaseException:
+        except BaseException:
+            if started:  # undone outside the lock, which discarding the study takes again
                 _stop_early(store, tracker, None)
-                raise
+            raise
         try:
             loop = TrialLoop(plan, store, tracker, listener=listener, deadline=deadline, clock=self.driver.clock)
             lost = loop.reap()  # trials of a process killed on this machine: known at once

@@ -24,7 +24,7 @@ import sqlalchemy
 from optuna.storages._rdb import models
 
 import hpo
-from conftest import WriteTransactions, child_runs, digits_space, wait_for
+from conftest import WriteTransactions, child_runs, digits_space, left_behind, wait_for
 from hpo import TrialRecord, TrialState
 from hpo.files import holders, process_ended, store_lock, this_process
 from hpo.loop import TrialLoop
@@ -447,3 +447,21 @@ def test_only_a_study_this_run_created_and_that_never_started_a_trial_is_discard
     loop.store.claim(loop.plan, "here:1")
     assert not loop.store.discard_unstarted()
     assert {unique, other} <= set(optuna.get_all_study_names(stores["storage"]))
+
+
+def test_a_study_that_fails_as_it_opens_is_undone_at_once(any_stores, unique, monkeypatch):
+    """The study was created, then writing its plan failed: the undoing takes the study's lock
+    again, which on PostgreSQL is no lock the process already holds (it was undone under it, and
+    waited the lock's whole limit for itself)."""
+    monkeypatch.setattr("hpo.store._locks.STUDY_LOCK_S", 3.0)
+    opened = TrialStore.open
+
+    def fails_after_creating(self, *args, **kwargs):
+        opened(self, *args, **kwargs)
+        raise OSError("the disk is full")
+
+    monkeypatch.setattr(TrialStore, "open", fails_after_creating)
+    with pytest.raises(OSError, match="the disk is full"):
+        hpo.search(lambda params, trial: 1.0, digits_space(epochs=1), strategy="grid", n_trials=2, study_name=unique,
+                   experiment=unique, evaluate_test=False, quiet=True, **any_stores)
+    assert left_behind(any_stores, unique, unique) == []
