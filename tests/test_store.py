@@ -465,3 +465,14 @@ def test_a_study_that_fails_as_it_opens_is_undone_at_once(any_stores, unique, mo
         hpo.search(lambda params, trial: 1.0, digits_space(epochs=1), strategy="grid", n_trials=2, study_name=unique,
                    experiment=unique, evaluate_test=False, quiet=True, **any_stores)
     assert left_behind(any_stores, unique, unique) == []
+
+
+def test_a_gp_claim_holds_the_study_lock_for_8_samples_at_a_time(stores, unique):
+    """A GP sample fits the process again (a quarter second or more): a population of GP trials
+    is claimed 8 at a time, letting other processes claim between, as TPE's is 64 at a time."""
+    plan, store = sampled_history(stores, unique, finished=12, strategy="gp")
+    writes = WriteTransactions(store.storage.engine)
+    claims = store.claim(plan, "here:1", 10, shape=["hidden"])
+    assert [c.number for c in claims] == list(range(12, 22)) and len({c.params["hidden"] for c in claims}) == 1
+    assert len({c.params["lr"] for c in claims}) == 10
+    assert writes.count == 2
