@@ -18,7 +18,7 @@ from mlflow import MlflowClient
 
 import hpo
 import hpo.strategies
-from conftest import child_runs, digits_space, wait_for
+from conftest import child_runs, digits_space, left_behind, wait_for
 from hpo import HpoError, SearchListener, TrialState
 from hpo.dispatch import plan_slots
 from hpo.store import claimed_by, retry_of, to_record
@@ -190,7 +190,7 @@ def test_a_failing_setup_stops_the_search_with_one_error(stores, unique, workers
     with pytest.raises(HpoError, match=r"objective: its setup on cpu failed: FileNotFoundError: data/train\.npy"):
         hpo.search(MissingData(), lr_space(4), strategy="grid", n_trials=4, driver=hpo.OptunaOptions(workers=workers), experiment=unique,
                    study_name=unique, evaluate_test=False, **stores)
-    assert optuna.load_study(study_name=unique, storage=stores["storage"]).trials == []  # nothing ran
+    assert left_behind(stores, unique, unique) == []  # nothing ran, nothing stays
 
 
 def kills_its_worker(params, trial):
