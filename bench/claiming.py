@@ -74,7 +74,7 @@ def bare_asks(folder: Path, done: int, k: int, strategy: str, repeats: int) -> f
     for _ in range(repeats if k == 1 else 1):
         started = time.perf_counter()
         for _ in range(k):
-            study.sampler = SAMPLERS[strategy](sampler_seed(0, len(study.trials)))
+            study.sampler = SAMPLERS[strategy].sampler(sampler_seed(0, len(study.trials)))
             suggest(study.ask(), space)
         times.append(time.perf_counter() - started)
     return statistics.median(times)

@@ -137,7 +137,7 @@ def run_sampler(table: FcnetTable, budget: int, seed: int, rng: np.random.Genera
     study = optuna.create_study(sampler=sampler)
     for number in range(budget):
         if per_trial:
-            study.sampler = SAMPLERS[per_trial](sampler_seed(seed, number))
+            study.sampler = SAMPLERS[per_trial].sampler(sampler_seed(seed, number))
         trial = study.ask()
         params = snapped(suggest(trial, searched))
         study.tell(trial, table.noisy(params, rng))

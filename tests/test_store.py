@@ -310,7 +310,7 @@ def asked_of_a_copy(stores: dict, name: str, plan, numbers: range, tmp_path) -> 
     asked, group = [], None
     study = optuna.load_study(study_name=name, storage=f"sqlite:///{copy}")
     for number in numbers:
-        study.sampler = SAMPLERS[plan.strategy_name](sampler_seed(plan.seed, number))
+        study.sampler = SAMPLERS[plan.strategy_name].sampler(sampler_seed(plan.seed, number))
         if group:
             with warnings.catch_warnings(category=optuna.exceptions.ExperimentalWarning, action="ignore"):
                 study.sampler = optuna.samplers.PartialFixedSampler(group, study.sampler)

@@ -156,11 +156,25 @@ def study_summaries(url: str) -> list[StudySummary]:
     return found
 
 
-SAMPLED_AT_ONCE = {"tpe": 64, "gp": 8}
-"""The most trials each sampled strategy samples under one hold of the study's lock. A TPE
-sample costs its arithmetic over every trial (40 ms with 5,000 done, on the 2-core machine): a
-population of a thousand claimed at once kept the other processes waiting past the lock's
-limit. A GP sample fits the process again (0.3 s with 200 done; 8 took 2.8 s)."""
+@dataclass(frozen=True)
+class Sampled:
+    """How the store samples a sampled strategy (``hpo.strategies.SamplerStrategy``)."""
+
+    sampler: Callable[[int], optuna.samplers.BaseSampler]
+    """Its Optuna sampler, made for one trial from the trial's seed."""
+    at_once: int
+    """The most trials it samples under one hold of the study's lock. A TPE sample costs its
+    arithmetic over every trial (40 ms with 5,000 done, on the 2-core machine): a population of a
+    thousand claimed at once kept the other processes waiting past the lock's limit. A GP sample
+    fits the process again (0.3 s with 200 done; 8 took 2.8 s)."""
+
+
+SAMPLERS = {
+    "tpe": Sampled(lambda seed: optuna.samplers.TPESampler(seed=seed, constant_liar=True), at_once=64),
+    "gp": Sampled(lambda seed: optuna.samplers.GPSampler(seed=seed, warn_independent_sampling=False), at_once=8),
+}
+"""Each sampled strategy's sampling, by its name. GP draws a parameter that a condition leaves
+out of some trials (a momentum only for SGD) at random: it models the parameters every trial has."""
 
 
 class TrialStore:
@@ -466,10 +480,10 @@ class TrialStore:
 
     def _claim_sampled(self, plan: SearchPlan, worker: str, count: int, shape: Sequence[str],
                        like: dict[str, Any] | None) -> list[Claim] | object:
-        """``claim`` for Optuna's sampler: at most ``SAMPLED_AT_ONCE`` of the strategy's trials
-        under each hold of the lock, the group the first one's."""
+        """``claim`` for Optuna's sampler: at most the strategy's ``Sampled.at_once`` trials under
+        each hold of the lock, the group the first one's."""
         claims: list[Claim] = []
-        at_once = SAMPLED_AT_ONCE[plan.strategy_name]
+        at_once = SAMPLERS[plan.strategy_name].at_once
         while len(claims) < count:
             with self._lock:
                 created, records = self._records()
@@ -506,7 +520,7 @@ class TrialStore:
             mirror.follow(self.study.get_trials(deepcopy=False))
             sampled: list[tuple[Suggestion, None]] = []
             for number in range(created, created + count):
-                sampler = SAMPLERS[plan.strategy_name](sampler_seed(plan.seed, number))
+                sampler = SAMPLERS[plan.strategy_name].sampler(sampler_seed(plan.seed, number))
                 params = suggest(mirror.ask(optuna.samplers.PartialFixedSampler(like, sampler) if like else sampler),
                                  plan.space)
                 sampled.append((Suggestion(params), None))
@@ -684,14 +698,6 @@ def distributions(space: SearchSpace, params: dict[str, Any]) -> dict[str, BaseD
             found[name] = IntDistribution(param.low, param.high, log=param.log, step=param.step or 1)
     return found
 
-
-SAMPLERS: dict[str, Callable[[int], optuna.samplers.BaseSampler]] = {
-    "tpe": lambda seed: optuna.samplers.TPESampler(seed=seed, constant_liar=True),
-    "gp": lambda seed: optuna.samplers.GPSampler(seed=seed, warn_independent_sampling=False),
-}
-"""The Optuna sampler of each sampled strategy (``hpo.strategies.SamplerStrategy``), made for
-one trial from its seed. GP draws a parameter that a condition leaves out of some trials (a
-momentum only for SGD) at random: it models the parameters every trial has."""
 
 
 def sampler_seed(search_seed: int, number: int) -> int:
