@@ -22,6 +22,7 @@ def two_node_cluster():
     over the machine's network address, which the tests must not use.
     """
     import ray
+    from ray._private.authentication.authentication_token_setup import ensure_token_if_auth_enabled
     from ray._raylet import Config
     from ray.cluster_utils import Cluster
 
@@ -32,6 +33,9 @@ def two_node_cluster():
     # as hpo reaches a named cluster where a token is at hand.
     before = os.environ.get("RAY_AUTH_MODE")
     enable_token_auth()
+    # A token, made as `ray.init()` makes one for a new local instance where none is at hand (a
+    # fresh machine): Ray's test cluster does not, and its head died for want of one.
+    ensure_token_if_auth_enabled(create_token_if_missing=True)
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
     cluster.add_node(num_cpus=1)
     cluster.wait_for_nodes()
