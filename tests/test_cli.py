@@ -217,3 +217,32 @@ def test_a_storage_that_cannot_be_reached_is_one_line_for_every_command(command,
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
     assert done.stderr.startswith(f"hpo: error: --storage: cannot open {url}: OperationalError: ")
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
+def test_the_progress_line_fits_an_80_column_terminal_by_narrowing_its_bar_never_its_counts():
+    """On an 80-column terminal the line of a 2000-trial search cut its count to ``1222/2…``
+    and its elapsed time to ``0:0…`` to keep Rich's bar at 40 columns."""
+    import io
+
+    from rich.console import Console
+
+    from hpo import TrialRecord, TrialState
+    from hpo.reporting._terminal import progress_shown
+
+    space = {"metric": "val_accuracy", "direction": "maximize",
+             "params": {"lr": {"type": "float", "low": 1e-4, "high": 0.1, "log": True}}}
+    plan = hpo.prepare(lambda params, trial: 0.5, space, n_trials=2000).plan
+    lines = {}
+    for width in (80, 120):
+        console = Console(file=io.StringIO(), width=width)
+        with progress_shown(plan, console) as bar:
+            bar.resumed([])  # the search's stores open: the line is drawn
+            for number in range(1222):
+                state = TrialState.PRUNED if number % 25 == 0 else TrialState.FAILED if number % 100 == 1 else \
+                    TrialState.COMPLETE
+                bar.trial_finished(TrialRecord(number, {"lr": 0.01}, state, 0.9876 if number == 7 else 0.5))
+        (lines[width],) = console.file.getvalue().splitlines()
+    assert len(lines[80]) <= 80 and " 1222/2000 " in lines[80] and lines[80].endswith(" 0:00:00")
+    assert "1160 complete 49 pruned 13 failed  best val_accuracy" in lines[80]
+    assert lines[120].split("━")[0] == "search " and "best val_accuracy 0.9876 0:00:00" in lines[120]
+    assert lines[120].count("━") + lines[120].count("╸") <= 40  # Rich's bar, where there is room for it

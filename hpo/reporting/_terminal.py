@@ -13,7 +13,10 @@ from urllib.parse import quote, urlencode
 
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
+from rich.progress import BarColumn, ProgressColumn, Task
+from rich.progress_bar import ProgressBar as RichBar
+from rich.table import Column, Table
+from rich.text import Text
 
 from hpo.loop import SearchListener
 from hpo.plan import SearchPlan, SearchResult
@@ -91,18 +94,51 @@ def progress_shown(plan: SearchPlan, console: Console | None = None, *, joined: 
     """The progress bar of ``plan``'s search on ``console`` (standard error by default; a live
     widget in a notebook), drawn once the search has opened its stores and said what it resumes;
     ``joined``: a worker's, counting the trials it runs."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    counted = TextColumn("{task.completed:.0f} here") if joined else MofNCompleteColumn()
-    columns = [TextColumn("[bold]{task.description}"), BarColumn(), counted, TextColumn("{task.fields[status]}"),
-               TimeElapsedColumn()]
-    progress = Progress(*columns, console=console or Console(stderr=True), transient=False)
+    console = console or Console(stderr=True)
+    whole = Column(no_wrap=True)  # never cut: the line's room is taken from the bar, then the status's end
+    counted = TextColumn("{task.completed:.0f} here", table_column=whole) if joined else MofNCompleteColumn(
+        table_column=whole)
+    others = [TextColumn("[bold]{task.description}", table_column=whole), counted, _Status(),
+              TimeElapsedColumn(table_column=whole)]
+    bar = _FittedBar(console, others)
+    progress = Progress(*others[:1], bar, *others[1:], console=console, transient=False)
     try:
         yield ProgressBar(progress, plan.n_trials, plan.space.metric, plan.space.direction, plan.study_name,
                           joined=joined, runnable=plan.runnable_trials)
     finally:
         if progress.live.is_started:  # a search refused before it began leaves its one line alone
             progress.stop()
+
+
+class _Status(ProgressColumn):
+    """The trials' counts and the best value: on a line too narrow for it, cut at its end."""
+
+    def render(self, task: Task) -> Text:
+        status = Text.from_markup(task.fields["status"])
+        status.no_wrap, status.overflow = True, "ellipsis"
+        return status
+
+
+class _FittedBar(BarColumn):
+    """A bar of at most ``BAR_WIDTH`` columns that takes only the room the line's other columns
+    leave: an 80-column terminal cut the counts (``122/2…``) and the elapsed time to fit Rich's
+    fixed bar of 40."""
+
+    def __init__(self, console: Console, others: list[ProgressColumn]) -> None:
+        super().__init__(bar_width=BAR_WIDTH, table_column=Column(no_wrap=True))
+        self.console = console
+        self.others = others
+
+    def render(self, task: Task) -> RichBar:
+        used = sum(self.console.measure(column(task)).maximum + 1 for column in self.others)  # one space each
+        self.bar_width = max(1, min(BAR_WIDTH, self.console.width - used))
+        return super().render(task)
+
+
+BAR_WIDTH = 40
+"""Rich's own width for a progress bar, where the line has room for it."""
 
 
 class LeaderboardRow(NamedTuple):
