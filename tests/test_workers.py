@@ -269,29 +269,44 @@ def test_bad_worker_flags_are_refused(kwargs, message):
 
 
 def waits_for_a_second_process(params, trial):
-    """Trains once a process other than its own has started a trial of the search (at most two
-    minutes): a second process joins while trials remain, however slowly it starts."""
+    """Trains once ``HPO_TEST_PROCESSES`` processes (two by default) have started a trial of the
+    search (at most two minutes): a process joins while trials remain, however slowly it starts."""
     folder = Path(os.environ["HPO_TEST_MARKERS"])
     (folder / str(os.getpid())).touch()
     deadline = time.monotonic() + 120
-    while len(list(folder.iterdir())) < 2 and time.monotonic() < deadline:
+    while len(list(folder.iterdir())) < int(os.environ.get("HPO_TEST_PROCESSES", 2)) and time.monotonic() < deadline:
         time.sleep(0.2)
     return digits_mlp(params, trial)
 
 
-def test_hpo_worker_joins_a_running_search_on_postgresql(postgres_url, stores, unique, tmp_path, monkeypatch):
-    monkeypatch.setenv("HPO_TEST_MARKERS", str(tmp_path))
+@pytest.mark.parametrize("workers", [1, 2], ids=["in-process", "worker-pool"])
+def test_hpo_worker_joins_a_running_search_on_postgresql(workers, postgres_url, stores, unique, tmp_path, monkeypatch,
+                                                         capsys):
+    """The search's listener, and so its progress bar, hears of the trials the joined worker
+    ended (the search's bar ended at the trials it ran itself: 1/8 where the worker ran 7), each trial
+    once."""
+    monkeypatch.setenv("HPO_TEST_MARKERS", str(tmp_path / "markers"))
+    monkeypatch.setenv("HPO_TEST_PROCESSES", str(workers + 1))
+    (tmp_path / "markers").mkdir()
     results = {}
     started = threading.Event()
+    here, elsewhere = [], []
 
-    class Started(SearchListener):
+    class Heard(SearchListener):
         def resumed(self, trials) -> None:  # the study exists and holds its plan
             started.set()
 
+        def trial_finished(self, trial) -> None:
+            here.append(trial.number)
+
+        def ended_elsewhere(self, trials) -> None:
+            elsewhere.extend(trial.number for trial in trials)
+
     def search() -> None:
-        results["search"] = hpo.search(waits_for_a_second_process, lr_space(8), strategy="grid", n_trials=8, driver=hpo.OptunaOptions(workers=1),
+        results["search"] = hpo.search(waits_for_a_second_process, lr_space(8), strategy="grid", n_trials=8,
+                                       driver=hpo.OptunaOptions(workers=workers), population=1,
                                        storage=postgres_url, tracking_uri=stores["tracking_uri"], experiment=unique,
-                                       study_name=unique, evaluate_test=False, listener=Started())
+                                       study_name=unique, evaluate_test=False, listener=Heard())
 
     thread = threading.Thread(target=search)
     thread.start()
@@ -313,9 +328,12 @@ def test_hpo_worker_joins_a_running_search_on_postgresql(postgres_url, stores, u
     seen = [(t.number, t.state.name, t.params, t.user_attrs) for t in study.trials]  # what a failure shows
     assert len(study.trials) == 8 and len(set(keys)) == 8, seen  # the budget exactly, no point twice
     assert {t.state.name for t in study.trials} == {"COMPLETE"}
-    assert len({claimed_by(t) for t in study.trials}) == 2
+    assert len({claimed_by(t) for t in study.trials}) == workers + 1
     assert len(results["search"].trials) == 8
     assert len(child_runs(stores["tracking_uri"], results["search"].parent_run_id)) == 8
+    assert len(elsewhere) == ran and sorted(here + elsewhere) == list(range(8)), (here, elsewhere)
+    bar = [line for line in capsys.readouterr().err.splitlines() if line.startswith("search ")]
+    assert bar and " 8/8 8 complete 0 pruned 0 failed" in bar[-1], bar
 
 
 def test_joining_an_unknown_study_is_a_one_line_error_with_the_name_it_is_closest_to(postgres_url, stores, unique):

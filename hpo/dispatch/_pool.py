@@ -137,6 +137,8 @@ class WorkerPool:
         self._replaced: set[int] = set()  # workers killed on purpose: replaced, not counted as dying
         self.max_restarts = 2 * len(slots) if max_restarts is None else max_restarts
         self.context = _forkserver(main)
+        self.started: set[int] = set()
+        """Every worker process it started (their PIDs), those it replaced included."""
 
     def run(self) -> None:
         events = self.context.Queue()
@@ -191,6 +193,7 @@ class WorkerPool:
                                        name=f"hpo-{slot.name}")
         with _main_script_not_rerun():
             process.start()
+        self.started.add(process.pid)
         return process
 
     def _stop(self, processes: list[Any]) -> None:

@@ -17,6 +17,11 @@ class SearchListener:
     def trial_finished(self, trial: TrialRecord) -> None:
         """A trial of this run has ended, whatever its state."""
 
+    def ended_elsewhere(self, trials: list[TrialRecord]) -> None:
+        """These trials of this run of the search ended in a process it did not start (``hpo
+        worker``, another machine), as it learnt of them (at its next claim, or a look while
+        its trials run)."""
+
     def notice(self, text: str) -> None:
         """Something the user should know (a store repaired)."""
 
@@ -42,6 +47,10 @@ class Listeners(SearchListener):
     def trial_finished(self, trial: TrialRecord) -> None:
         for listener in self.listeners:
             listener.trial_finished(trial)
+
+    def ended_elsewhere(self, trials: list[TrialRecord]) -> None:
+        for listener in self.listeners:
+            listener.ended_elsewhere(trials)
 
     def notice(self, text: str) -> None:
         for listener in self.listeners:

@@ -261,11 +261,14 @@ class TrialLoop:
         self.clock = clock
         self.pruner = make_pruner(plan.pruning, plan.space, plan.study_name)
         if self.pruner is not None:
-            self.pruner.refresh = self._look
+            self.pruner.refresh = self.look
         self.running: dict[int, Started] = {}
         """This process's trials that have started and not ended, by number."""
+        self.ours = {worker_name()}
+        """The processes whose trials are this search's own: this one, and a pool's workers."""
+        self._claimed: set[int] = set()
         self._heartbeat = store.heartbeat()
-        self._seen = 0  # how many of the store's ended trials the pruner has taken in
+        self._seen = 0  # how many of the store's ended trials the loop has taken in
         self._said_smaller = False
         self._looked = time.monotonic()
 
@@ -284,11 +287,12 @@ class TrialLoop:
         self.reap()
         shape = self.plan.shape_params if count > 1 or like is not None else ()
         claims = self.store.claim(self.plan, worker, count, shape=shape, like=like)
+        self.take_in_endings()
         if not isinstance(claims, list):
             return claims
+        self._claimed.update(claim.number for claim in claims)
         if like is None and count > 1 and len(claims) < count:
             self._smaller_than_asked(len(claims), count, claims[0].params)
-        self._take_in_endings()
         batch = []
         for claim in claims:
             tags = {"hpo.retry_of": str(claim.retry_of)} if claim.retry_of is not None else None
@@ -394,7 +398,7 @@ class TrialLoop:
             started.run.finish(record, tags)
             self._heartbeat.discard(started.claim.trial_id)
             self.running.pop(started.number, None)
-        self._take_in_endings()
+        self.take_in_endings()
         for record in stored:
             if not record.lost:
                 self.listener.trial_finished(record)
@@ -435,19 +439,27 @@ class TrialLoop:
         """Fail the trials whose heartbeat stopped: their process died."""
         return self.fail(self.store.stale())
 
-    def _take_in_endings(self, look: bool = False) -> None:
+    def take_in_endings(self, look: bool = False) -> None:
         """Show the pruner the trials that ended since it last looked (here, or as the store's
-        claims read them; ``look``: in the study now)."""
+        claims read them; ``look``: in the study now), and the listener those of this run of
+        the search that processes not its own ended."""
+        ended = self.store.finished_since(self._seen, look=look)
+        if not ended:
+            return
+        self._seen += len(ended)
         if self.pruner is not None:
-            ended = self.store.finished_since(self._seen, look=look)
-            self._seen += len(ended)
             self.pruner.ended(ended)
+        elsewhere = [t for t in ended if t.session == self.store.session and t.number not in self._claimed
+                     and t.worker not in self.ours and not t.lost]
+        if elsewhere:
+            self.listener.ended_elsewhere(elsewhere)
 
-    def _look(self) -> None:
-        """A trial running long takes in what other processes ended, every ``LOOK_EVERY_S``."""
+    def look(self) -> None:
+        """Take in what other processes ended, every ``LOOK_EVERY_S`` (a trial running long, a
+        pool's parent)."""
         if time.monotonic() - self._looked >= LOOK_EVERY_S:
             self._looked = time.monotonic()
-            self._take_in_endings(look=True)
+            self.take_in_endings(look=True)
 
 
 def work(

@@ -67,6 +67,13 @@ class ProgressBar(SearchListener):
         self._count(trial)
         self._draw()
 
+    def ended_elsewhere(self, trials: list[TrialRecord]) -> None:
+        """A search's bar counts the study's trials wherever they ran (a worker's, its own)."""
+        if not self.joined:
+            for trial in trials:
+                self._count(trial)
+            self._draw()
+
     def notice(self, text: str) -> None:
         self.progress.console.print(text, highlight=False, soft_wrap=True)
 

@@ -474,9 +474,10 @@ class TrialStore:
         made = self.writes.add_trials(self._study_id, templates)
         for (trial_id, number), (suggestion, _) in zip(made, planned, strict=True):
             self._know(trial_id, OptunaState.RUNNING, TrialRecord(
-                number, suggestion.params, TrialState.RUNNING, stage=suggestion.stage, session=self.session))
-        return [Claim(trial_id, number, suggestion.params, suggestion.stage, trial_seed(plan.seed, number), retry_of)
-                for (trial_id, number), (suggestion, retry_of) in zip(made, planned, strict=True)]
+                number, suggestion.params, TrialState.RUNNING, stage=suggestion.stage, session=self.session,
+                worker=worker))
+        return [Claim(trial_id, number, suggestion.params, suggestion.stage, trial_seed(plan.seed, number), retry_of,
+                      worker) for (trial_id, number), (suggestion, retry_of) in zip(made, planned, strict=True)]
 
     def _claim_sampled(self, plan: SearchPlan, worker: str, count: int, shape: Sequence[str],
                        like: dict[str, Any] | None) -> list[Claim] | object:
@@ -544,7 +545,7 @@ class TrialStore:
             ended_before = self.writes.end(self._held, ends)
             self._held_written()
         stored = [to_record(self.storage.get_trial(claim.trial_id)) if claim.trial_id in ended_before
-                  else replace(record, session=self.session) for claim, record in ended]
+                  else replace(record, session=self.session, worker=claim.worker) for claim, record in ended]
         for (claim, _), record in zip(ended, stored, strict=True):
             if claim.trial_id in self._known:  # as the study holds it now: the next claim need not read it
                 self._know(claim.trial_id, _TELL[record.state], record)
@@ -754,6 +755,7 @@ def to_record(trial: FrozenTrial, run_id: str = "") -> TrialRecord:
         curve=[(int(step), float(value)) for step, value in result.get("curve", [])],
         run_id=result.get("mlflow_run_id", "") or run_id,
         unread=list(result.get("unread", [])),
+        worker=claimed_by(trial) or "",
     )
 
 

@@ -66,6 +66,8 @@ class Claim:
     stage: int
     seed: int
     retry_of: int | None = None
+    worker: str = ""
+    """The process that claimed it (``host:pid``)."""
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -114,6 +116,8 @@ class TrialRecord:
     """Its MLflow child run, where the run existed when the trial ended."""
     unread: list[str] = field(default_factory=list)
     """The parameters (searched or fixed) its objective never read: their values changed nothing."""
+    worker: str = ""
+    """The process that claimed it (``host:pid``), as the study holds it."""
 
     @property
     def finished(self) -> bool:

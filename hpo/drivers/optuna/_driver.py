@@ -51,14 +51,16 @@ class OptunaDriver(Driver):
             return
         payload = cloudpickle.dumps((loop.plan, objective, loop.store, loop.tracker.identity(), population,
                                      loop.deadline))
-        watch = _HangWatch(loop, loop.listener)
-        WorkerPool(
+        watch = _PoolWatch(loop, loop.listener)
+        pool = WorkerPool(
             self.slots, functools.partial(_worker_main, payload, wait_for_others),
             on_event=watch.heard,
             on_lost=lambda pid: loop.fail_worker(worker_name(pid), watch.reason(pid)),
             on_stopped=lambda pid: loop.fail_worker(worker_name(pid), INTERRUPTED),
-            on_tick=watch.tick if loop.plan.trial_timeout else None,
-        ).run()
+            on_tick=watch.tick,
+        )
+        pool.run()
+        watch.look_elsewhere(pool, at_once=True)  # what ended elsewhere after the last look
 
 
 HANG_GRACE_S = 5.0
@@ -66,9 +68,10 @@ HANG_GRACE_S = 5.0
 within the limit, the worker ends the trial itself; a trial hung inside C code cannot be."""
 
 
-class _HangWatch:
-    """The pool's parent side of the time limit: what each worker runs since when, and the
-    worker whose trial hangs past the limit killed and replaced, the trial failed as timeout."""
+class _PoolWatch:
+    """The pool's parent side: the workers' events passed on to the search's listener with what
+    processes outside the pool ended; and for the time limit, what each worker runs since when,
+    the worker whose trial hangs past the limit killed and replaced, the trial failed as timeout."""
 
     def __init__(self, loop: TrialLoop, listener: SearchListener) -> None:
         self.loop = loop
@@ -92,7 +95,10 @@ class _HangWatch:
             self.listener.trial_finished(event.record)
 
     def tick(self, pool: WorkerPool) -> None:
-        limit = (self.loop.plan.trial_timeout or 0) + HANG_GRACE_S
+        self.look_elsewhere(pool)
+        if self.loop.plan.trial_timeout is None:
+            return
+        limit = self.loop.plan.trial_timeout + HANG_GRACE_S
         for pid, since in list(self.since.items()):
             overdue = pid not in self.killed and time.monotonic() - since > limit
             if overdue and (hung := self.loop.store.running(worker_name(pid))):
@@ -101,6 +107,15 @@ class _HangWatch:
                 # trial (as lost: its process has ended) before this one hears it has gone.
                 self.loop.fail(hung, TIMEOUT)
                 pool.replace(pid)
+
+    def look_elsewhere(self, pool: WorkerPool, *, at_once: bool = False) -> None:
+        """Take in the trials of the search that processes other than the pool's ended (``hpo
+        worker``, another machine): the workers' own loops tell only of their own trials."""
+        self.loop.ours.update(worker_name(pid) for pid in pool.started)
+        if at_once:
+            self.loop.take_in_endings(look=True)
+        else:
+            self.loop.look()
 
     def reason(self, pid: int) -> str:
         return TIMEOUT if pid in self.killed else WORKER_LOST
