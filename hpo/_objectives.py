@@ -7,6 +7,7 @@ import hashlib
 import importlib
 import importlib.util
 import inspect
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -91,10 +92,9 @@ def _find(spec: str | Callable[..., Any] | None, default: str | None) -> tuple[C
                 raise HpoError(f"{where}: file not found", argument="objective")
             module = _run_file(path)
         else:
-            module = importlib.import_module(where)
+            module = _import(where)
     except ImportError as error:
-        hint = _as_a_file(where, attr, error)
-        raise HpoError(f"cannot import {where!r}: {error}{hint}", argument="objective") from None
+        raise HpoError(f"cannot import {where!r}: {error}", argument="objective") from None
     objective = getattr(module, attr, None)
     if not callable(objective):
         callables = [name for name, value in vars(module).items() if callable(value) and not name.startswith("_")]
@@ -104,13 +104,27 @@ def _find(spec: str | Callable[..., Any] | None, default: str | None) -> tuple[C
     return objective, name
 
 
-def _as_a_file(module: str, attr: str, error: ImportError) -> str:
-    """A hint where ``module`` is a file of this folder that Python's path does not reach (the
-    ``hpo`` command does not put the current folder on it)."""
-    file = Path(*module.split(".")).with_suffix(".py")
-    if not isinstance(error, ModuleNotFoundError) or error.name != module.split(".")[0] or not file.is_file():
-        return ""
-    return f" — {file} is in this folder, but not on Python's path: name it '{file}:{attr}'"
+def _import(name: str) -> Any:
+    """The module ``name``, found as ``python -m`` finds it: installed, or in the current folder
+    (the ``hpo`` command's own path does not hold it, as no console script's does)."""
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as error:
+        top = name.split(".")[0]
+        here = Path.cwd()
+        if error.name != top or not ((here / f"{top}.py").is_file() or (here / top).is_dir()):
+            raise
+    _on_path(here)
+    return importlib.import_module(name)
+
+
+def _on_path(folder: Path) -> None:
+    """``folder`` first on Python's path, as Python puts a script's own folder, so that the
+    user's modules beside the objective import (in this process, in the pool's workers, which
+    start from its path, and in Ray's actors on this machine, ``objective_folders``)."""
+    if str(folder) not in sys.path:
+        sys.path.insert(0, str(folder))
+        importlib.invalidate_caches()
 
 
 def _run_file(path: Path) -> Any:
@@ -120,6 +134,7 @@ def _run_file(path: Path) -> Any:
         code = compile(path.read_bytes(), str(path), "exec")
     except SyntaxError as error:
         raise HpoError(f"{path}:{error.lineno}: SyntaxError: {error.msg}", argument="objective") from None
+    _on_path(path.resolve().parent)
     module_spec = importlib.util.spec_from_file_location(path.stem, path)
     module = importlib.util.module_from_spec(module_spec)  # type: ignore[arg-type]
     try:

@@ -49,6 +49,20 @@ def ungrouped() -> None:
                 "--dist loadgroup (pytest-xdist#1386); install the range that pyproject.toml pins")
 
 
+@pytest.fixture(autouse=True)
+def users_modules_forgotten() -> Iterator[None]:
+    """A test's objective files put their folder on Python's path and their modules (``mine``,
+    ``helper``) in ``sys.modules``, as in a user's process: gone after the test, so that the next
+    test's ``mine`` is its own."""
+    path, modules = sys.path[:], set(sys.modules)
+    yield
+    sys.path[:] = path
+    temporary = tempfile.gettempdir()
+    for name in set(sys.modules) - modules:
+        if (getattr(sys.modules[name], "__file__", None) or "").startswith(temporary):
+            del sys.modules[name]
+
+
 @pytest.fixture(scope="session", autouse=True)
 def data_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """MNIST-1D is generated once per test session, not once per test."""

@@ -13,6 +13,7 @@ import dataclasses
 import io
 import logging
 import os
+import sys
 
 import pytest
 from mlflow import MlflowClient
@@ -426,6 +427,27 @@ def test_ray_retries_a_trial_whose_actor_died_in_the_same_run(request, stores, u
     runs = {r.data.tags["hpo.trial_number"]: r for r in child_runs(stores["tracking_uri"], result.parent_run_id)}
     assert runs[str(lost[0].number)].info.status == "FAILED"
     assert runs[str(retry[0].number)].data.tags["hpo.retry_of"] == str(lost[0].number)
+
+
+def test_an_objective_a_ray_actor_cannot_load_is_refused_naming_why(request, stores, unique, tmp_path, monkeypatch):
+    """An objective whose module the actors cannot import (a machine of the cluster without the
+    user's file): the line said only that Ray's actor 'died because of an error raised in its
+    creation task', with Ray's place for it, never the error; and the search is discarded."""
+    request.getfixturevalue("ray_local")
+    (tmp_path / "only_here.py").write_text("def scale():\n    return 2.0\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    only_here = __import__("only_here")
+
+    def objective(params, trial):
+        return params["lr"] * only_here.scale()
+
+    monkeypatch.setattr("sys.path", [folder for folder in sys.path if folder != str(tmp_path)])  # not on the actors'
+    with pytest.raises(hpo.HpoError) as refused:
+        hpo.search(objective, digits_space(epochs=1), driver=driver_options("ray"), n_trials=2, experiment=unique,
+                   study_name=unique, home=tmp_path, evaluate_test=False, **stores)
+    assert str(refused.value) == ("objective: its setup ended the Ray actor it ran on (ModuleNotFoundError: No module "
+                                  "named 'only_here')")
+    assert left_behind(stores, unique, unique) == []
 
 
 @pytest.mark.parametrize(("pruner", "sent"), [

@@ -186,8 +186,7 @@ def test_a_script_without_a_main_guard_runs_with_workers_and_loads_no_torch_it_d
 @pytest.mark.parametrize(("name", "line"), [
     ("mine.py:objectiv", "'mine.py' has no callable 'objectiv'; did you mean 'objective'?"),
     ("mine.py:train", "'mine.py' has no callable 'train'"),
-    ("mine:objective", "cannot import 'mine': No module named 'mine' — mine.py is in this folder, but not on "
-                       "Python's path: name it 'mine.py:objective'"),
+    ("mine:objectiv", "'mine' has no callable 'objectiv'; did you mean 'objective'?"),  # beside it, as python -m finds it
     ("mines:objective", "cannot import 'mines': No module named 'mines'"),
 ])
 def test_a_misspelt_objective_name_is_answered_with_the_closest_function(tmp_path, monkeypatch, name, line):
@@ -198,15 +197,47 @@ def test_a_misspelt_objective_name_is_answered_with_the_closest_function(tmp_pat
 
 
 def test_an_objective_named_by_the_space_is_blamed_on_the_space_file(tmp_path):
-    """``objective: mine:objective`` beside mine.py: the ``hpo`` command does not put the folder
-    on Python's path, and its error names the file's field, not a flag the user never gave."""
+    """``objective: mines:objective`` where no module is: the error names the file's field, not a
+    flag the user never gave."""
     folder = user_folder(tmp_path, "def objective(params, trial):\n    return 1.0\n",
-                         SPACE + "objective: mine:objective\n")
+                         SPACE + "objective: mines:objective\n")
     done = hpo_cli(folder, "search", "space.yaml")
     assert done.returncode == 2 and done.stderr.strip().splitlines() == [
-        "hpo: error: space.yaml: objective: cannot import 'mine': No module named 'mine' — mine.py is in this "
-        "folder, but not on Python's path: name it 'mine.py:objective'"]
+        "hpo: error: space.yaml: objective: cannot import 'mines': No module named 'mines'"]
     assert not (folder / ".hpo").exists()
+
+
+HELPER = "def scale():\n    return 2.0\n"
+USES_HELPER = """
+from helper import scale
+
+
+def objective(params, trial):
+    return params["lr"] * scale()
+"""
+
+
+@pytest.mark.parametrize("how", [
+    ["--objective", "experiments/mine.py:objective", "--workers", "1"],
+    ["--objective", "experiments/mine.py:objective", "--workers", "2"],
+    ["--objective", "experiments/mine.py:objective", "--driver", "ray"],
+    ["--objective", "mine:objective", "--workers", "2", "--cwd", "experiments"],
+], ids=["file-in-process", "file-worker-pool", "file-ray", "module-worker-pool"])
+def test_an_objective_imports_the_modules_beside_it_wherever_its_trials_run(tmp_path, how):
+    """``from helper import scale`` in mine.py, beside it: as ``python experiments/mine.py`` and
+    ``python -m mine`` find it, in the search's process, its pool's workers and Ray's actors
+    (whose path held only the current folder). Both ways of naming it said 'No module named'."""
+    folder = tmp_path / "experiments"
+    folder.mkdir()
+    (folder / "mine.py").write_text(USES_HELPER)
+    (folder / "helper.py").write_text(HELPER)
+    (tmp_path / "space.yaml").write_text("\n".join(line for line in SPACE.splitlines() if "weight_decay" not in line))
+    cwd, space = (folder, "../space.yaml") if "--cwd" in how else (tmp_path, "space.yaml")
+    args = [arg for arg in how if arg not in ("--cwd", "experiments")]
+    done = hpo_cli(cwd, "search", space, *args, "--strategy", "grid", "--trials", "4", "--population", "1")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "4 trials (4 complete, 0 pruned, 0 failed)" in done.stdout
+    assert "lr=0.0001\n" in done.stdout and "val_loss 0.0002\n" in done.stdout  # the grid's 4 points, 2 x lr: helper's
 
 
 def test_a_misspelt_key_is_named_as_written(tmp_path):

@@ -178,7 +178,7 @@ class _Actors:
         self.address = named_address(options.address)
         self.remote = ray.remote(TrialRunner).options(num_cpus=options.cpus_per_trial,
                                                       num_gpus=options.gpus_per_trial)
-        self.objective = ray.put(objective)
+        self.objective = [ray.put(objective)]
         self.population = population
         self._said: set[str] = set()
         self.slots = [self._start() for _ in range(driver.slots(ray, loop.plan.n_trials))]
@@ -186,7 +186,7 @@ class _Actors:
         self._claimed_all = False
 
     def _start(self) -> _Slot:
-        return _Slot(self.remote.remote(self.loop.plan, self.objective, self.driver.device))
+        return _Slot(self.remote.remote(self.loop.plan, self.objective, self.driver.device, sys.path))
 
     def run(self) -> None:
         """Set every actor up, then hand out and follow trials until the budget has ended."""
@@ -235,7 +235,10 @@ class _Actors:
             try:
                 error, slot.size, notices = self.ray.get(setup)
             except self.ray.exceptions.RayActorError as died:
-                cause = str(died).strip().splitlines()[0] if str(died).strip() else type(died).__name__
+                said = str(died).strip().splitlines()
+                # an error as the actor started (its objective could not be unpickled) ends its
+                # message, after the place it was raised; Ray's own reason for a death comes first
+                cause = (said[-1] if died.actor_init_failed else said[0]) if said else type(died).__name__
                 raise HpoError(f"its setup ended the Ray actor it ran on ({cause})", argument="objective") from None
             if error is not None:
                 raise error

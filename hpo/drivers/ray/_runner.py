@@ -7,6 +7,7 @@ SQLAlchemy): a fresh actor took three seconds importing them before its first tr
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -67,11 +68,15 @@ class TrialRunner:
     since the last call, waiting up to ``wait_s`` for something the driver must answer or
     finish (reports alone are gathered)."""
 
-    def __init__(self, plan: SearchPlan, objective: Callable[..., Any], device: str) -> None:
+    def __init__(self, plan: SearchPlan, objective: list[Any], device: str, path: list[str]) -> None:
+        """``objective``: its object ref, in a list so that Ray leaves it to this actor to fetch
+        once the search's ``path`` (where the objective's own modules are: its file's folder)
+        is on this process's."""
         import ray
 
+        sys.path[:0] = [folder for folder in path if folder not in sys.path]
         self.plan = plan
-        self.objective = objective
+        self.objective: Callable[..., Any] = ray.get(objective[0])
         self.device = usable_device(device)
         self.node = ray.get_runtime_context().get_node_id()
         self._context: Any = None
