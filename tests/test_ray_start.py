@@ -121,6 +121,18 @@ def test_an_unreachable_cluster_is_refused_in_one_line_before_anything_is_writte
     assert not (tmp_path / ".hpo" / "optuna.db").exists() and not (tmp_path / ".hpo" / "mlflow.db").exists()
 
 
+def test_a_request_no_machine_can_meet_is_refused_in_one_line_leaving_no_study(user_home, tmp_path):
+    """Found once Ray has started, after the progress bar was drawn: its empty bar stood above the
+    error line."""
+    done = subprocess.run([*HPO, "--trials", "2", "--cpus-per-trial", "512"], cwd=tmp_path, env=user_home,
+                          capture_output=True, text=True, timeout=240)
+    assert done.returncode == 2
+    said = ("hpo: error: --cpus-per-trial: no machine of the Ray cluster has 512 CPUs and 0 GPUs for a trial (the "
+            "largest has CPU ")
+    assert [line[:len(said)] for line in done.stderr.strip().splitlines()] == [said], done.stderr
+    assert optuna.get_all_study_names(f"sqlite:///{tmp_path / '.hpo' / 'optuna.db'}") == []
+
+
 def test_without_an_address_a_stale_cluster_file_is_not_joined(user_home, tmp_path):
     """A head that died leaves its address in Ray's temporary folder; a bare ``ray.init()``
     tries to join it (and waited minutes there, in silence)."""

@@ -41,6 +41,7 @@ class ProgressBar(SearchListener):
         self.metric = metric
         self.sign = direction_sign(direction)
         self.counts = {state: 0 for state in TrialState}
+        self.ended_in_this_run = 0
         self.best: float | None = None
         total = None if joined else runnable or n_trials
         self.task = progress.add_task("worker" if joined else "search", total=total, status="")
@@ -64,12 +65,14 @@ class ProgressBar(SearchListener):
         self._draw()
 
     def trial_finished(self, trial: TrialRecord) -> None:
+        self.ended_in_this_run += 1
         self._count(trial)
         self._draw()
 
     def ended_elsewhere(self, trials: list[TrialRecord]) -> None:
         """A search's bar counts the study's trials wherever they ran (a worker's, its own)."""
         if not self.joined:
+            self.ended_in_this_run += len(trials)
             for trial in trials:
                 self._count(trial)
             self._draw()
@@ -111,9 +114,14 @@ def progress_shown(plan: SearchPlan, console: Console | None = None, *, joined: 
               TimeElapsedColumn(table_column=whole)]
     bar = _FittedBar(console, others)
     progress = Progress(*others[:1], bar, *others[1:], console=console, transient=False)
+    shown = ProgressBar(progress, plan.n_trials, plan.space.metric, plan.space.direction, plan.study_name,
+                        joined=joined, runnable=plan.runnable_trials)
     try:
-        yield ProgressBar(progress, plan.n_trials, plan.space.metric, plan.space.direction, plan.study_name,
-                          joined=joined, runnable=plan.runnable_trials)
+        yield shown
+    except BaseException:
+        if not shown.ended_in_this_run:  # stopped before any trial ended: its one line, no empty bar above it
+            progress.live.transient = True
+        raise
     finally:
         if progress.live.is_started:  # a search refused before it began leaves its one line alone
             progress.stop()
