@@ -534,3 +534,27 @@ def test_a_pool_search_killed_leaves_nothing_running_after_a_rerun(tmp_path):
     assert len(runs) == len(trials) and "RUNNING" not in {r.info.status for r in runs}
     assert parent_run(tracking_uri).info.status == "FINISHED"
 
+
+
+def test_a_deleted_mlflow_experiment_is_refused_in_one_line_with_both_ways_back(tmp_path, stores, unique):
+    """Deleted in the MLflow UI (its trash), the experiment broke the next search with MLflow's
+    traceback ('must be in the active state'); the line names what brings it back, and the
+    command it gives does."""
+    quick = lambda params, trial: params["lr"]  # noqa: E731
+    space = hpo.load_space(folder_with(tmp_path) / "space.yaml")
+    options = dict(strategy="grid", study_name=unique, experiment=unique, evaluate_test=False, quiet=True, **stores)
+    hpo.search(quick, space, n_trials=1, **options)
+    client = MlflowClient(stores["tracking_uri"])
+    number = client.get_experiment_by_name(unique).experiment_id
+    client.delete_experiment(number)
+    with pytest.raises(hpo.HpoError) as refused:
+        hpo.search(quick, space, n_trials=2, **options)
+    restore = f"MLFLOW_TRACKING_URI={stores['tracking_uri']} mlflow experiments restore -x {number}"
+    assert str(refused.value) == (
+        f"experiment: MLflow's experiment {unique!r} is deleted: restore it (`{restore}`), delete it for good (`mlflow "
+        f"gc --backend-store-uri {stores['tracking_uri']} --experiment-ids {number}`), or name another")
+    assert len(optuna.load_study(study_name=unique, storage=stores["storage"]).trials) == 1  # nothing written
+    variable, command = restore.split(" ", 1)
+    subprocess.run(command.split(), env={**os.environ, **dict([variable.split("=", 1)])}, check=True,
+                   capture_output=True, executable=str(Path(sys.executable).with_name("mlflow")))
+    assert len(hpo.search(quick, space, n_trials=2, **options).trials) == 2  # back, and the search goes on

@@ -252,7 +252,7 @@ class MlflowTracker:
     def recorded_trials(self, study_name: str) -> int:
         """How many trial runs MLflow holds for the search of ``study_name`` (0 if none)."""
         self._connect()
-        experiment = self.client.get_experiment_by_name(self.experiment_name)
+        experiment = self._experiment()
         if experiment is None:
             return 0
         parent = self._search_run(experiment.experiment_id, study_name)
@@ -499,8 +499,22 @@ class MlflowTracker:
         self.writer.submit(write)
 
     # -- helpers ----------------------------------------------------------------------------
-    def _experiment_id(self) -> str:
+    def _experiment(self) -> Any:
+        """The search's experiment, None where there is none yet; one deleted (in MLflow's
+        trash: MLflow neither writes into it nor makes another of its name) is a user error."""
         experiment = self.client.get_experiment_by_name(self.experiment_name)
+        if experiment is not None and experiment.lifecycle_stage == "deleted":
+            number = experiment.experiment_id
+            restore = f"`MLFLOW_TRACKING_URI={self.tracking_uri} mlflow experiments restore -x {number}`"
+            # a server's trash is emptied where its database is
+            gc = "" if self.tracking_uri.startswith(("http:", "https:")) else (
+                f", delete it for good (`mlflow gc --backend-store-uri {self.tracking_uri} --experiment-ids {number}`)")
+            raise HpoError(f"MLflow's experiment {self.experiment_name!r} is deleted: restore it ({restore}){gc}, or "
+                           "name another", argument="experiment")
+        return experiment
+
+    def _experiment_id(self) -> str:
+        experiment = self._experiment()
         if experiment is not None:
             return experiment.experiment_id
         path = sqlite_path(self.tracking_uri)  # its artifacts go beside it (a file store or a server keeps its own)
