@@ -120,8 +120,8 @@ def _import(name: str) -> Any:
 
 def _on_path(folder: Path) -> None:
     """``folder`` first on Python's path, as Python puts a script's own folder, so that the
-    user's modules beside the objective import (in this process, in the pool's workers, which
-    start from its path, and in Ray's actors on this machine, ``objective_folders``)."""
+    user's modules beside the objective import: in this process, in the pool's workers, which
+    start from its path, and in Ray's actors, which put it first before they load the objective."""
     if str(folder) not in sys.path:
         sys.path.insert(0, str(folder))
         importlib.invalidate_caches()
