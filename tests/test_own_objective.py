@@ -207,6 +207,21 @@ def test_an_objective_named_by_the_space_is_blamed_on_the_space_file(tmp_path):
     assert not (folder / ".hpo").exists()
 
 
+def test_a_file_the_space_names_beside_it_is_said_to_be_there(tmp_path):
+    """``objective: mine.py:objective`` in experiments/space.yaml, run from the folder above: the
+    line said only 'file not found' of a file the user can see beside the space file."""
+    (tmp_path / "experiments").mkdir()
+    folder = user_folder(tmp_path / "experiments", "def objective(params, trial):\n    return 1.0\n",
+                         SPACE + "objective: mine.py:objective\n")
+    done = hpo_cli(tmp_path, "search", "experiments/space.yaml")
+    assert done.returncode == 2 and done.stderr.strip().splitlines() == [
+        "hpo: error: experiments/space.yaml: objective: mine.py: file not found in the current folder; it is beside "
+        "the space file: run from experiments, or name it with objective (--objective) "
+        "'experiments/mine.py:objective'"]
+    assert not (tmp_path / ".hpo").exists() and not (folder / ".hpo").exists()
+    assert hpo_cli(folder, "search", "space.yaml", "--trials", "1").returncode == 0  # as the line says
+
+
 HELPER = "def scale():\n    return 2.0\n"
 USES_HELPER = """
 from helper import scale
