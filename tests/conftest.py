@@ -50,16 +50,17 @@ def ungrouped() -> None:
 
 
 @pytest.fixture(autouse=True)
-def users_modules_forgotten() -> Iterator[None]:
+def users_modules_forgotten(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """A test's objective files put their folder on Python's path and their modules (``mine``,
     ``helper``) in ``sys.modules``, as in a user's process: gone after the test, so that the next
-    test's ``mine`` is its own."""
+    test's ``mine`` is its own. Only folders of the tests' own (Ray adds its vendored packages)."""
     path, modules = sys.path[:], set(sys.modules)
     yield
-    sys.path[:] = path
-    temporary = tempfile.gettempdir()
+    tests = str(tmp_path_factory.getbasetemp())
+    added = tuple(os.path.join(folder, "") for folder in set(sys.path) - set(path) if folder.startswith(tests))
+    sys.path[:] = [folder for folder in sys.path if not folder.startswith(tests)]
     for name in set(sys.modules) - modules:
-        if (getattr(sys.modules[name], "__file__", None) or "").startswith(temporary):
+        if added and (getattr(sys.modules[name], "__file__", None) or "").startswith(added):
             del sys.modules[name]
 
 
