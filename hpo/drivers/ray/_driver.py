@@ -162,6 +162,15 @@ HARD_EXIT_AFTER_S = 20.0
 (Ray ends the process itself a minute after losing the head)."""
 
 
+def _users_path() -> list[str]:
+    """The search's Python path less the interpreter's own folders (its standard library and
+    installed packages, which an actor has as its machine installed them): where the user's
+    modules are, as Ray passes the current folder alone."""
+    interpreter = tuple({sys.prefix, sys.base_prefix, sys.exec_prefix})
+    return [folder for folder in sys.path
+            if folder and not folder.startswith(interpreter) and "site-packages" not in folder]
+
+
 class _Actors:
     """The loop's trials on a set of actors: each idle actor is handed claimed trials (as many
     as it trains at once), each busy one is polled (``exchange``) for what its trials did; a
@@ -186,7 +195,7 @@ class _Actors:
         self._claimed_all = False
 
     def _start(self) -> _Slot:
-        return _Slot(self.remote.remote(self.loop.plan, self.objective, self.driver.device, sys.path))
+        return _Slot(self.remote.remote(self.loop.plan, self.objective, self.driver.device, _users_path()))
 
     def run(self) -> None:
         """Set every actor up, then hand out and follow trials until the budget has ended."""
