@@ -78,13 +78,18 @@ def _find(spec: str | Callable[..., Any] | None, default: str | None) -> tuple[C
     name = spec or default
     if not name:
         raise HpoError("none given and the space names no default 'objective'", argument="objective")
-    if ":" not in name:
+    if ":" not in name and not name.endswith(".py"):
         import objectives
 
         if name not in objectives.NAMES:
             raise HpoError(unknown("objective", name, objectives.NAMES, listed_as="built-in:"), argument="objective")
         return getattr(objectives, name), name
-    where, _, attr = name.rpartition(":")
+    where, _, attr = name.rpartition(":") if ":" in name else (name, ":", "")
+    if not attr:
+        raise HpoError(f"{name!r} names no function: write '{where}:FUNCTION'", argument="objective")
+    if not where:
+        raise HpoError(f"{name!r} names no file or module: write 'FILE.py{name}' or 'MODULE{name}'",
+                       argument="objective")
     try:
         if where.endswith(".py"):
             path = Path(where)

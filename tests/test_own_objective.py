@@ -188,6 +188,8 @@ def test_a_script_without_a_main_guard_runs_with_workers_and_loads_no_torch_it_d
     ("mine.py:train", "'mine.py' has no callable 'train'"),
     ("mine:objectiv", "'mine' has no callable 'objectiv'; did you mean 'objective'?"),  # beside it, as python -m finds it
     ("mines:objective", "cannot import 'mines': No module named 'mines'"),
+    ("mine.py", "'mine.py' names no function: write 'mine.py:FUNCTION'"),  # was: unknown built-in objective
+    (":objective", "':objective' names no file or module: write 'FILE.py:objective' or 'MODULE:objective'"),  # a traceback
 ])
 def test_a_misspelt_objective_name_is_answered_with_the_closest_function(tmp_path, monkeypatch, name, line):
     monkeypatch.chdir(user_folder(tmp_path, "def objective(params, trial):\n    return 1.0\n"))
