@@ -195,6 +195,13 @@ class SearchSettings(BaseModel):
     def _population(cls, value: Any) -> int | str:
         return parse_population(value)
 
+    @field_validator("keep_study")
+    @classmethod
+    def _one_study(cls, keep: bool, info: ValidationInfo) -> bool:
+        if keep and info.data.get("new_study"):
+            raise ValueError("resumes the study, and new_study (--new-study) starts a fresh one: give one of them")
+        return keep
+
 
 def parse_population(value: Any) -> int | str:
     """A population size as given (``8``, ``"8"``) made a number, or ``"auto"``."""

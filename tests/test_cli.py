@@ -246,3 +246,16 @@ def test_the_progress_line_fits_an_80_column_terminal_by_narrowing_its_bar_never
     assert "1160 complete 49 pruned 13 failed  best val_accuracy" in lines[80]
     assert lines[120].split("━")[0] == "search " and "best val_accuracy 0.9876 0:00:00" in lines[120]
     assert lines[120].count("━") + lines[120].count("╸") <= 40  # Rich's bar, where there is room for it
+
+
+def test_new_study_and_keep_study_together_are_refused_in_one_line(tmp_path):
+    """Both were taken, and the search quietly started a fresh study."""
+    with pytest.raises(hpo.HpoError) as refused:
+        hpo.prepare("digits_mlp", "lr_wd", new_study=True, keep_study=True)
+    assert str(refused.value) == ("keep_study: resumes the study, and new_study (--new-study) starts a fresh one: "
+                                  "give one of them")
+    done = subprocess.run([str(Path(sys.executable).with_name("hpo")), "search", "lr_wd", "--new-study",
+                           "--keep-study"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and done.stderr.strip().splitlines() == [
+        "hpo: error: --keep-study: resumes the study, and new_study (--new-study) starts a fresh one: give one of them"]
+    assert not (tmp_path / ".hpo").exists()
