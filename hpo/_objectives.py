@@ -16,10 +16,11 @@ from hpo._errors import HpoError, unknown
 from hpo.trial import raised_at
 
 
-def resolve_objective(spec: str | Callable[..., Any] | None, default: str | None) -> tuple[Callable[..., Any], str]:
+def resolve_objective(spec: str | Callable[..., Any] | None, default: str | None, space_folder: Path | None = None,
+                      ) -> tuple[Callable[..., Any], str]:
     """The objective and the name it is recorded under, checked to be callable as
-    ``objective(params, trial)``."""
-    objective, name = _find(spec, default)
+    ``objective(params, trial)``; ``space_folder``: that of the space file naming ``default``."""
+    objective, name = _find(spec, default, space_folder)
     try:
         inspect.signature(objective).bind(None, None)
     except TypeError:
@@ -68,7 +69,8 @@ def fingerprint(objective: Callable[..., Any], name: str) -> str | None:
     return hashlib.sha256(source).hexdigest()[:12]
 
 
-def _find(spec: str | Callable[..., Any] | None, default: str | None) -> tuple[Callable[..., Any], str]:
+def _find(spec: str | Callable[..., Any] | None, default: str | None, space_folder: Path | None,
+          ) -> tuple[Callable[..., Any], str]:
     if callable(spec):
         name = getattr(spec, "__qualname__", type(spec).__qualname__)
         module = getattr(spec, "__module__", None) or type(spec).__module__
@@ -94,7 +96,8 @@ def _find(spec: str | Callable[..., Any] | None, default: str | None) -> tuple[C
         if where.endswith(".py"):
             path = Path(where)
             if not path.is_file():
-                raise HpoError(f"{where}: file not found", argument="objective")
+                hint = _beside(space_folder, where, attr) if spec is None else ""  # the space file named it
+                raise HpoError(f"{where}: file not found{hint}", argument="objective")
             module = _run_file(path)
         else:
             module = _import(where)
@@ -107,6 +110,15 @@ def _find(spec: str | Callable[..., Any] | None, default: str | None) -> tuple[C
         guess = f"; did you mean {close[0]!r}?" if close else ""
         raise HpoError(f"{where!r} has no callable {attr!r}{guess}", argument="objective")
     return objective, name
+
+
+def _beside(space_folder: Path | None, file: str, function: str) -> str:
+    """Where the space file names a ``file`` not found from the current folder that lies beside
+    the space file: the two ways to run it."""
+    if space_folder is None or not (beside := space_folder / file).is_file():
+        return ""
+    return (f" in the current folder; it is beside the space file: run from {beside.parent}, or name it with "
+            f"objective (--objective) '{beside}:{function}'")
 
 
 def _import(name: str) -> Any:

@@ -170,12 +170,12 @@ def prepare(
     options = driver_options(given.driver)
     planner = make_strategy(given.strategy, given.seed, space)
     try:
-        function, objective_name = resolve_objective(given.objective, space.objective)
+        function, objective_name = resolve_objective(given.objective, space.objective,
+                                                     space_path.parent if space_path else None)
     except HpoError as error:
         if given.objective is not None or not space.objective:
             raise
-        raise HpoError(f"{space_path or 'space'}: objective: {error.message}{_beside(space_path, space.objective)}"
-                       ) from None  # the space named it
+        raise HpoError(f"{space_path or 'space'}: objective: {error.message}") from None  # the space named it
     check_population(given.population, function, objective_name)
     plan = SearchPlan(
         space=space,
@@ -391,19 +391,6 @@ class PreparedJoin:
         finally:
             tracker.flush()
         return counter.count
-
-
-def _beside(space_path: Path | None, objective: str) -> str:
-    """A hint where the space file names a ``file.py:function`` that is not found from the
-    current folder but lies beside the space file."""
-    file, _, function = objective.rpartition(":")
-    if space_path is None or not file.endswith(".py") or Path(file).is_file():
-        return ""
-    beside = space_path.parent / file
-    if not beside.is_file():
-        return ""
-    return (f" in the current folder; it is beside the space file: run from {beside.parent}, or name it with "
-            f"objective (--objective) '{beside}:{function}'")
 
 
 def prepare_join(study_name: str, storage: str, *, driver: str | DriverOptions = "optuna",

@@ -265,8 +265,8 @@ class TrialLoop:
         self.running: dict[int, Started] = {}
         """This process's trials that have started and not ended, by number."""
         self.ours = {worker_name()}
-        """The processes whose trials are this search's own: this one, and a pool's workers."""
-        self._claimed: set[int] = set()
+        """The workers whose trials are this search's own: those this loop claimed for, and a
+        pool's worker processes."""
         self._heartbeat = store.heartbeat()
         self._seen = 0  # how many of the store's ended trials the loop has taken in
         self._said_smaller = False
@@ -287,10 +287,10 @@ class TrialLoop:
         self.reap()
         shape = self.plan.shape_params if count > 1 or like is not None else ()
         claims = self.store.claim(self.plan, worker, count, shape=shape, like=like)
+        self.ours.add(worker)
         self.take_in_endings()
         if not isinstance(claims, list):
             return claims
-        self._claimed.update(claim.number for claim in claims)
         if like is None and count > 1 and len(claims) < count:
             self._smaller_than_asked(len(claims), count, claims[0].params)
         batch = []
@@ -449,8 +449,7 @@ class TrialLoop:
         self._seen += len(ended)
         if self.pruner is not None:
             self.pruner.ended(ended)
-        elsewhere = [t for t in ended if t.session == self.store.session and t.number not in self._claimed
-                     and t.worker not in self.ours and not t.lost]
+        elsewhere = [t for t in ended if t.session == self.store.session and t.worker not in self.ours and not t.lost]
         if elsewhere:
             self.listener.ended_elsewhere(elsewhere)
 

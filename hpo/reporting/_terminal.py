@@ -13,7 +13,7 @@ from urllib.parse import quote, urlencode
 
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, ProgressColumn, Task
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TextColumn, TimeElapsedColumn
 from rich.progress_bar import ProgressBar as RichBar
 from rich.table import Column, Table
 from rich.text import Text
@@ -104,8 +104,6 @@ def progress_shown(plan: SearchPlan, console: Console | None = None, *, joined: 
     """The progress bar of ``plan``'s search on ``console`` (standard error by default; a live
     widget in a notebook), drawn once the search has opened its stores and said what it resumes;
     ``joined``: a worker's, counting the trials it runs."""
-    from rich.progress import MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     console = console or Console(stderr=True)
     whole = Column(no_wrap=True)  # never cut: the line's room is taken from the bar, then the status's end
     counted = TextColumn("{task.completed:.0f} here", table_column=whole) if joined else MofNCompleteColumn(

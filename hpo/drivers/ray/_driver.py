@@ -188,6 +188,7 @@ class _Actors:
         self.remote = ray.remote(TrialRunner).options(num_cpus=options.cpus_per_trial,
                                                       num_gpus=options.gpus_per_trial)
         self.objective = [ray.put(objective)]
+        self.path = _users_path()
         self.population = population
         self._said: set[str] = set()
         self.slots = [self._start() for _ in range(driver.slots(ray, loop.plan.n_trials))]
@@ -195,7 +196,7 @@ class _Actors:
         self._claimed_all = False
 
     def _start(self) -> _Slot:
-        return _Slot(self.remote.remote(self.loop.plan, self.objective, self.driver.device, _users_path()))
+        return _Slot(self.remote.remote(self.loop.plan, self.objective, self.driver.device, self.path))
 
     def run(self) -> None:
         """Set every actor up, then hand out and follow trials until the budget has ended."""
