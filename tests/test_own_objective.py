@@ -234,13 +234,13 @@ def objective(params, trial):
 """
 
 
-@pytest.mark.parametrize("how", [
-    ["--objective", "experiments/mine.py:objective", "--workers", "1"],
-    ["--objective", "experiments/mine.py:objective", "--workers", "2"],
-    ["--objective", "experiments/mine.py:objective", "--driver", "ray"],
-    ["--objective", "mine:objective", "--workers", "2", "--cwd", "experiments"],
+@pytest.mark.parametrize(("run_from", "objective", "where"), [
+    (".", "experiments/mine.py:objective", ["--workers", "1"]),
+    (".", "experiments/mine.py:objective", ["--workers", "2"]),
+    (".", "experiments/mine.py:objective", ["--driver", "ray"]),
+    ("experiments", "mine:objective", ["--workers", "2"]),
 ], ids=["file-in-process", "file-worker-pool", "file-ray", "module-worker-pool"])
-def test_an_objective_imports_the_modules_beside_it_wherever_its_trials_run(tmp_path, how):
+def test_an_objective_imports_the_modules_beside_it_wherever_its_trials_run(tmp_path, run_from, objective, where):
     """``from helper import scale`` in mine.py, beside it: as ``python experiments/mine.py`` and
     ``python -m mine`` find it, in the search's process, its pool's workers and Ray's actors
     (whose path held only the current folder). Both ways of naming it said 'No module named'."""
@@ -249,9 +249,8 @@ def test_an_objective_imports_the_modules_beside_it_wherever_its_trials_run(tmp_
     (folder / "mine.py").write_text(USES_HELPER)
     (folder / "helper.py").write_text(HELPER)
     (tmp_path / "space.yaml").write_text("\n".join(line for line in SPACE.splitlines() if "weight_decay" not in line))
-    cwd, space = (folder, "../space.yaml") if "--cwd" in how else (tmp_path, "space.yaml")
-    args = [arg for arg in how if arg not in ("--cwd", "experiments")]
-    done = hpo_cli(cwd, "search", space, *args, "--strategy", "grid", "--trials", "4", "--population", "1")
+    done = hpo_cli(tmp_path / run_from, "search", str(tmp_path / "space.yaml"), "--objective", objective, *where,
+                   "--strategy", "grid", "--trials", "4", "--population", "1")
     assert done.returncode == 0, done.stderr[-2000:]
     assert "4 trials (4 complete, 0 pruned, 0 failed)" in done.stdout
     assert "lr=0.0001\n" in done.stdout and "val_loss 0.0002\n" in done.stdout  # the grid's 4 points, 2 x lr: helper's
