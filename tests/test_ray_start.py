@@ -108,16 +108,34 @@ def test_a_cluster_started_with_ray_start_runs_the_search(how, ray_head, user_ho
     assert "2 trials (2 complete, 0 pruned, 0 failed)" in done.stdout
 
 
-def test_an_unreachable_cluster_is_refused_in_one_line_before_anything_is_written(user_home, tmp_path):
+@pytest.mark.parametrize("named_by", ["--ray-address", "RAY_ADDRESS"])
+def test_an_unreachable_cluster_is_refused_in_one_line_before_anything_is_written(named_by, user_home, tmp_path):
+    """The line names where the address came from: ``RAY_ADDRESS`` may have been set for another tool."""
     address = f"127.0.0.1:{free_port()}"
+    flags, env = (["--ray-address", address], user_home) if named_by == "--ray-address" else \
+        ([], user_home | {"RAY_ADDRESS": address})
     started = time.monotonic()
-    done = subprocess.run([*HPO, "--trials", "2", "--ray-address", address], cwd=tmp_path, env=user_home,
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run([*HPO, "--trials", "2", *flags], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=120)
     assert time.monotonic() - started < 60
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
-        f"hpo: error: --ray-address: cannot reach a Ray cluster at {address!r}: connection refused (is its head "
+        f"hpo: error: {named_by}: cannot reach a Ray cluster at {address!r}: connection refused (is its head "
         "running? `ray start --head` starts one)"]
+    assert not (tmp_path / ".hpo" / "optuna.db").exists() and not (tmp_path / ".hpo" / "mlflow.db").exists()
+
+
+def test_the_dashboards_address_that_ray_job_submit_takes_is_refused_naming_the_heads_port(user_home, tmp_path):
+    """Ray's job submission has users export ``RAY_ADDRESS=http://HOST:8265``: a search given it
+    said ``name or service not known``, as if the head were down."""
+    address = "http://127.0.0.1:8265"
+    done = subprocess.run(HPO + ["--trials", "2"], cwd=tmp_path, env=user_home | {"RAY_ADDRESS": address},
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        f"hpo: error: RAY_ADDRESS: {address!r} is a web address (Ray's dashboard, which `ray job submit` takes); a "
+        "search joins the cluster at its head's port, as `ray start --head` prints it: `ray start "
+        "--address='HOST:6379'` means HOST:6379"]
     assert not (tmp_path / ".hpo" / "optuna.db").exists() and not (tmp_path / ".hpo" / "mlflow.db").exists()
 
 

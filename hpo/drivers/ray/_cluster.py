@@ -24,6 +24,14 @@ def named_address(address: str | None) -> str | None:
     return address or os.environ.get("RAY_ADDRESS") or None
 
 
+def refusal(message: str, address: str | None) -> HpoError:
+    """A refusal of the named cluster, naming where its address came from: the option
+    (``--ray-address``), or ``RAY_ADDRESS``, which the user may have set for another tool."""
+    if address:
+        return HpoError(message, argument="address")
+    return HpoError(f"RAY_ADDRESS: {message}")
+
+
 def connect(ray: Any, address: str | None) -> None:
     """Attach this process to the named cluster, or start a local instance; one line (an
     ``HpoError`` naming the address and the cause) where the cluster cannot be reached."""
@@ -31,7 +39,7 @@ def connect(ray: Any, address: str | None) -> None:
         return
     named = named_address(address)
     if named is not None:
-        check_reachable(named)
+        check_reachable(named, address)
         use_token_if_any()
     options = {"include_dashboard": False} if named is None else {}
     try:
@@ -39,7 +47,7 @@ def connect(ray: Any, address: str | None) -> None:
                  ignore_reinit_error=True, **options)
     except (ConnectionError, ValueError, RuntimeError) as error:
         cause = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise HpoError(f"cannot reach a Ray cluster at {named!r}: {cause}", argument="address") from None
+        raise refusal(f"cannot reach a Ray cluster at {named!r}: {cause}", address) from None
 
 
 def head_endpoint(address: str) -> tuple[str, int] | None:
@@ -51,12 +59,18 @@ def head_endpoint(address: str) -> tuple[str, int] | None:
     return host.strip("[]"), int(port)
 
 
-def check_reachable(address: str) -> None:
-    """Refuse, in one line and within ``CONNECT_TIMEOUT_S``, an address nothing answers on."""
-    cause = unanswered(address)
+def check_reachable(named: str, option: str | None = None) -> None:
+    """Refuse, in one line and within ``CONNECT_TIMEOUT_S``, an address nothing answers on, or
+    one of the head's web addresses (``http://HOST:8265``, the dashboard, which Ray's job
+    submission reads from ``RAY_ADDRESS``), where a search needs the head's own port."""
+    if named.startswith(("http://", "https://")):
+        raise refusal(f"{named!r} is a web address (Ray's dashboard, which `ray job submit` takes); a search "
+                      "joins the cluster at its head's port, as `ray start --head` prints it: "
+                      "`ray start --address='HOST:6379'` means HOST:6379", option)
+    cause = unanswered(named)
     if cause is not None:
-        raise HpoError(f"cannot reach a Ray cluster at {address!r}: {cause} (is its head running? "
-                       "`ray start --head` starts one)", argument="address")
+        raise refusal(f"cannot reach a Ray cluster at {named!r}: {cause} (is its head running? "
+                      "`ray start --head` starts one)", option)
 
 
 def unanswered(address: str, timeout_s: float = CONNECT_TIMEOUT_S) -> str | None:
