@@ -318,7 +318,13 @@ def report(study_name: str | None = None, storage: str | None = None, out: Path 
 
     url = storage or default_storage_url(home)
     study_name = _known_study(study_name, url, argument=None)  # `hpo report STUDY` takes it as it is, no flag
-    return write_report(TrialStore(url, study_name), out or home / "reports" / study_name)
+    folder = out or home / "reports" / study_name
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise HpoError(f"cannot make the folder {str(folder)!r}: {error.strerror or error}",
+                       argument="out" if out else None) from None
+    return write_report(TrialStore(url, study_name), folder)
 
 
 def studies(storage: str | None = None, *, home: Path = Path(".hpo")) -> list[StudySummary]:

@@ -83,6 +83,13 @@ def test_hpo_report_writes_the_report_from_the_study_alone(pruned_search, tmp_pa
                            capture_output=True, text=True, timeout=120)
     assert wrong.returncode == 2 and f"did you mean {result.study_name!r}" in wrong.stderr
     assert len(wrong.stderr.strip().splitlines()) == 1
+    (tmp_path / "a-file").write_text("")  # a folder that cannot be made: Python's traceback before
+    unwritable = subprocess.run([sys.executable, "-m", "hpo.cli", "report", result.study_name, "--storage", storage,
+                                 "--out", str(tmp_path / "a-file" / "report")], capture_output=True, text=True,
+                                timeout=120)
+    assert unwritable.returncode == 2
+    assert unwritable.stderr.strip().splitlines() == [
+        f"hpo: error: --out: cannot make the folder {str(tmp_path / 'a-file' / 'report')!r}: Not a directory"]
 
 
 def test_the_printed_link_lands_on_the_search_where_its_store_is_served(pruned_search, tmp_path, monkeypatch):
