@@ -135,7 +135,7 @@ class SearchSettings(BaseModel):
         """The settings from keyword arguments; the first thing wrong is one ``HpoError`` naming it."""
         if unknown := [name for name in given if name not in cls.model_fields]:
             close = difflib.get_close_matches(unknown[0], list(cls.model_fields), n=1)
-            option = _engine_option(unknown[0], given[unknown[0]])
+            option = _engine_option(unknown[0], given[unknown[0]]) or cls._flag_named(unknown[0], given[unknown[0]])
             hint = f": {_OPTUNA_ARGUMENTS[unknown[0]]}" if unknown[0] in _OPTUNA_ARGUMENTS else (
                 f": {option}" if option else f"; did you mean {close[0]!r}?" if close else "")
             raise HpoError(f"unexpected keyword argument {unknown[0]!r}{hint}")
@@ -145,6 +145,15 @@ class SearchSettings(BaseModel):
             first = error.errors()[0]
             message = str(first["msg"]).removeprefix("Value error, ")
             raise HpoError(message, argument=str(first["loc"][0])) from None
+
+    @classmethod
+    def _flag_named(cls, name: str, value: Any) -> str | None:
+        """Where a keyword named as a flag reads (``study`` for ``--study``) is another field:
+        ``the flag --study is study_name='x' here``; None where no flag reads so."""
+        for field, flag in cls.flags().items():
+            if flag.removeprefix("--").replace("-", "_") == name != field:
+                return f"the flag {flag} is {field}={value!r} here"
+        return None
 
     @classmethod
     def flags(cls) -> dict[str, str]:

@@ -108,10 +108,13 @@ def test_a_misspelt_keyword_names_the_setting_it_meant_and_writes_nothing(tmp_pa
     ({"workers": 4}, "an option of the optuna driver: driver=hpo.OptunaOptions(workers=4)"),
     ({"ray_address": "head:6379"}, "an option of the ray driver: driver=hpo.RayOptions(address='head:6379')"),
     ({"gpus_per_trial": 0.25}, "an option of the ray driver: driver=hpo.RayOptions(gpus_per_trial=0.25)"),
+    ({"study": "mine"}, "the flag --study is study_name='mine' here"),  # was: did you mean 'new_study'?
+    ({"trials": 10}, "the flag --trials is n_trials=10 here"),
+    ({"test": False}, "the flag --test is evaluate_test=False here"),
 ])
-def test_an_engines_option_given_as_a_keyword_says_where_it_goes(given, said, tmp_path):
-    """The command's flags (--workers, --ray-address) are the engines' options in the API; before,
-    such a keyword was only 'unexpected'."""
+def test_a_flags_name_given_as_a_keyword_says_where_it_goes(given, said, tmp_path):
+    """The command's flags (--workers, --ray-address) are the engines' options in the API, and some
+    are named otherwise there (--study is study_name); before, such a keyword was only 'unexpected'."""
     with pytest.raises(hpo.HpoError) as error:
         hpo.search(lambda params, trial: 0.0, "lr_wd", home=tmp_path / ".hpo", **given)
     assert str(error.value) == f"unexpected keyword argument {next(iter(given))!r}: {said}"

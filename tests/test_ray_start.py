@@ -129,7 +129,7 @@ def test_the_dashboards_address_that_ray_job_submit_takes_is_refused_naming_the_
     """Ray's job submission has users export ``RAY_ADDRESS=http://HOST:8265``: a search given it
     said ``name or service not known``, as if the head were down."""
     address = "http://127.0.0.1:8265"
-    done = subprocess.run(HPO + ["--trials", "2"], cwd=tmp_path, env=user_home | {"RAY_ADDRESS": address},
+    done = subprocess.run([*HPO, "--trials", "2"], cwd=tmp_path, env=user_home | {"RAY_ADDRESS": address},
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
