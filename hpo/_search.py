@@ -20,6 +20,7 @@ from hpo.drivers import Driver, DriverOptions, driver_options
 from hpo.files import StoreLocked
 from hpo.loop import POPULATION_NOTICE, Listeners, SearchListener
 from hpo.plan import SearchPlan, SearchResult, differences, pruning_for
+from hpo.pruning import make_pruner
 from hpo.spaces import SearchSpace, direction_doubt, load_space, resolve_space_path, space_of
 from hpo.strategies import make_strategy
 from hpo.trial import (
@@ -538,10 +539,23 @@ class SpaceWatch(Listeners):
                         f"{its} nothing")
         if fixed:
             said.append(f"fixed {_names(fixed)} never read by the objective (trial {trial.number})")
+        said.extend(self._idle_pruner(trial))
         for text in said:
             warning = f"{self.plan.space.name}: {text}"
             self.notice(f"warning: {warning}")
             self.tracker.warn(warning)
+
+    def _idle_pruner(self, trial: TrialRecord) -> list[str]:
+        """The pruner's warm-up outlasts what the trial reported: it would stop no such trial."""
+        pruner = make_pruner(self.plan.pruning, self.plan.space, self.plan.study_name)
+        if pruner is None or not trial.curve:
+            return []
+        first, last = pruner.rule.first_step, max(step for step, _ in trial.curve)
+        if last >= first:
+            return []
+        return [f"the {pruner.name} pruner judges no trial before step {first} (its warm-up), and trial "
+                f"{trial.number} reported steps up to {last}: it stops no trial that reports as long "
+                "(--warmup-steps, or warmup_steps under the space's pruning:, sets the warm-up)"]
 
     def notice(self, text: str) -> None:
         """Passed on; the first word on populations (smaller than asked, or none) is also kept on

@@ -8,7 +8,9 @@ import random
 
 import optuna
 import pytest
+from mlflow import MlflowClient
 
+import hpo
 from hpo.pruning import Hyperband, Median, Pruner, SuccessiveHalving
 from hpo.spaces import Pruning, SearchSpace
 
@@ -182,3 +184,54 @@ def test_a_rule_that_says_it_cannot_stop_a_report_never_does(rule):
             if verdict is not None:
                 break
     assert skipped and stopped  # both kinds of report happened
+
+
+@pytest.mark.parametrize("rule", [Median(warmup_steps=3, warmup_trials=2),
+                                  SuccessiveHalving(min_resource=2, reduction_factor=3),
+                                  Hyperband(min_resource=1, max_resource=27, reduction_factor=3, study_name="s")],
+                         ids=["median", "successive-halving", "hyperband"])
+def test_a_rules_first_step_is_the_first_it_stops_a_trial_at(rule):
+    from hpo.pruning._pruner import _Group
+
+    table, stopped_at = _Group(), []
+    for number, curve in enumerate(curves(2, 80, 27)):
+        for step, value in enumerate(curve):
+            table.add(number, step, value)
+            if rule.judge(number, step, dict(enumerate(curve[:step + 1])), table) is not None:
+                stopped_at.append(step)
+                break
+    assert min(stopped_at) == rule.first_step
+
+
+class _Notices(hpo.SearchListener):
+    def __init__(self):
+        self.said = []
+
+    def notice(self, text):
+        self.said.append(text)
+
+
+def _three_steps(params, trial):
+    for step in range(3):
+        trial.report(step, loss=params["x"] + 1.0 / (1 + step))
+    return params["x"]
+
+
+@pytest.mark.parametrize("warmup_steps", [3, 2])
+def test_a_warmup_longer_than_the_trials_is_warned_of_once(warmup_steps, stores, unique):
+    """``--warmup-steps 100`` on 25-epoch trials pruned nothing, and nothing said so."""
+    space = {"name": "three", "metric": "loss", "direction": "minimize",
+             "params": {"x": {"type": "float", "low": 0.0, "high": 1.0}}}
+    notices = _Notices()
+    result = hpo.search(_three_steps, space, strategy="random", n_trials=3, pruner="median",
+                        warmup_steps=warmup_steps, warmup_trials=1, study_name=f"{unique}-{warmup_steps}",
+                        experiment=unique, listener=notices, **stores)
+    warning = ("three: the median pruner judges no trial before step 3 (its warm-up), and trial 0 reported steps up "
+               "to 2: it stops no trial that reports as long (--warmup-steps, or warmup_steps under the space's "
+               "pruning:, sets the warm-up)")
+    warned = [text for text in notices.said if "warm-up" in text]
+    tag = MlflowClient(stores["tracking_uri"]).get_run(result.parent_run_id).data.tags.get("hpo.warnings")
+    if warmup_steps == 3:
+        assert (warned, tag) == ([f"warning: {warning}"], warning)
+    else:  # judged at its last step: it can prune
+        assert (warned, tag) == ([], None)

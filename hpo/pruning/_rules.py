@@ -46,6 +46,11 @@ class Rule(abc.ABC):
         table needs reading and no decision waiting for."""
         return True
 
+    @property
+    def first_step(self) -> int:
+        """The first step at which the rule may stop any trial (its warm-up)."""
+        return 0
+
     @abc.abstractmethod
     def judge(self, number: int, step: int, own: Curve, table: StepValues) -> str | None:
         """Why trial ``number`` stops after reporting ``step`` (its values so far: ``own``),
@@ -69,6 +74,10 @@ class Median(Rule):
 
     def may_stop(self, number: int, step: int, before: int) -> bool:
         return step >= self.warmup_steps
+
+    @property
+    def first_step(self) -> int:
+        return self.warmup_steps
 
     def judge(self, number: int, step: int, own: Curve, table: StepValues) -> str | None:
         if not self.may_stop(number, step, -1):
@@ -116,6 +125,10 @@ class SuccessiveHalving(Rule):
 
     def may_stop(self, number: int, step: int, before: int) -> bool:
         return bool(self.crossed(step, before))
+
+    @property
+    def first_step(self) -> int:
+        return self.rung(0)
 
     def judge(self, number: int, step: int, own: Curve, table: StepValues) -> str | None:
         value = own[step]
@@ -165,6 +178,10 @@ class Hyperband(Rule):
 
     def may_stop(self, number: int, step: int, before: int) -> bool:
         return self.brackets[self.bracket(number)].may_stop(number, step, before)
+
+    @property
+    def first_step(self) -> int:
+        return self.brackets[0].first_step
 
     def judge(self, number: int, step: int, own: Curve, table: StepValues) -> str | None:
         return self.brackets[self.bracket(number)].judge(number, step, own, table)
