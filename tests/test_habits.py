@@ -107,6 +107,37 @@ def test_an_optuna_objective_is_pruned_by_the_median_rule(driver, unique, stores
     assert not [t for t in result.trials if t.state is TrialState.FAILED]
 
 
+def _each_step_twice(optuna_order: bool):
+    """Reports each step twice, as an objective reporting per batch under its epoch does."""
+
+    def objective(params, trial):
+        for epoch in range(3):
+            for batch in range(2):
+                loss = params["lr"] + 1.0 / (epoch + 1) + batch
+                trial.report(loss, epoch) if optuna_order else trial.report(epoch, loss=loss)
+        return loss
+
+    return objective
+
+
+@pytest.mark.parametrize("driver", ["optuna", "ray"])
+@pytest.mark.parametrize("optuna_order", [True, False], ids=["optuna-order", "hpo-order"])
+def test_a_step_reported_twice_keeps_its_first_value_as_optuna_does(optuna_order, driver, unique, stores):
+    """The second report of a step broke the study's write with the database's traceback
+    (``UNIQUE constraint failed: trial_intermediate_values``) and the search with it."""
+    options = {} if driver == "optuna" else {"driver": hpo.RayOptions(max_concurrent=1)}
+    result = _search(_each_step_twice(optuna_order), unique, stores, n_trials=2,
+                     pruner=hpo.Pruning(pruner="median", warmup_trials=1, warmup_steps=1), **options)
+    assert result.trials[0].state is TrialState.COMPLETE  # the second may be pruned (hpo's order raises)
+    assert not [t for t in result.trials if t.state is TrialState.FAILED]
+    study = optuna.load_study(study_name=unique, storage=stores["storage"])
+    for trial, record in zip(study.trials, result.trials, strict=True):
+        reached = 3 if record.state is TrialState.COMPLETE else 2
+        firsts = {epoch: record.params["lr"] + 1.0 / (epoch + 1) for epoch in range(reached)}
+        assert trial.intermediate_values == firsts
+        assert record.curve == list(firsts.items())
+
+
 @pytest.mark.parametrize("population", [1, 4])
 def test_the_study_holds_each_trials_curve_without_a_pruner_too(population, unique, stores):
     """Optuna's tools (optuna-dashboard's learning curves, ``trial.intermediate_values``) read the

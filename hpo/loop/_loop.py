@@ -54,6 +54,8 @@ class Started:
     run: TrialRun
     pruning: TrialPruning | None = None
     began: float = field(default_factory=time.perf_counter)
+    reported: set[int] = field(default_factory=set)
+    """The steps whose metric the study holds (or holds back): a step's first value counts."""
 
     @property
     def number(self) -> int:
@@ -327,10 +329,11 @@ class TrialLoop:
 
     def logged(self, started: Started, step: int, values: dict[str, float]) -> None:
         """A report, as the trial's MLflow curves and the study's intermediate values (its metric)
-        show it, with a pruner or without, as Optuna's ``trial.report`` does. The pruner is shown
-        it by the trial's ``pruning``."""
+        show it, with a pruner or without, as Optuna's ``trial.report`` does: a step reported
+        again keeps its first value there. The pruner is shown it by the trial's ``pruning``."""
         started.run.log(step, values)
-        if self.plan.space.metric in values:
+        if self.plan.space.metric in values and step not in started.reported:
+            started.reported.add(step)
             self.store.report(started.claim.trial_id, step, values[self.plan.space.metric])
 
     def run(self, batch: list[Started], objective: Callable[..., Any], *, device: str, context: Any = None,

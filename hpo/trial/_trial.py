@@ -268,8 +268,13 @@ class Trial:
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def curve(self) -> list[tuple[int, float]]:
-        """The space's metric at each step reported so far."""
-        return [(step, values[self._metric]) for step, values in self.history if self._metric in values]
+        """The space's metric at each step reported so far (a step's first value, as the study
+        and the pruner keep it)."""
+        firsts: dict[int, float] = {}
+        for step, values in self.history:
+            if self._metric in values:
+                firsts.setdefault(step, values[self._metric])
+        return list(firsts.items())
 
     def report(self, *args: Any, **metrics: float) -> None:
         """Record metrics for a step (an epoch): ``trial.report(step, val_loss=0.3, ...)``; raises
