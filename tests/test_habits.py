@@ -81,6 +81,9 @@ def test_hpo_order_reports_still_raise_when_pruned():
     lambda t: t.report(1, 0.53),          # hpo's step first, the value without its name
     lambda t: t.report(0.5, 1, loss=2.0),
     lambda t: t.report(),
+    lambda t: t.report(0.5, loss=2.0),   # a step that is no epoch
+    lambda t: t.report(-1, loss=2.0),    # taken before, as Optuna's report refuses it
+    lambda t: t.report(2.0, -1),
 ])
 def test_a_report_in_neither_order_says_the_right_calls(call):
     with pytest.raises(TypeError, match=r"trial\.report\(step, loss=value\).*trial\.report\(value, step\)"):

@@ -291,9 +291,9 @@ class Trial:
             (step,), optuna_order = args, False
         else:
             raise TypeError(self._misreported(args, metrics, ""))
-        if isinstance(step, bool) or not isinstance(step, int | float) or step != int(step):
-            raise TypeError(self._misreported(args, metrics, f"the step must be a whole number (the epoch), got "
-                                                             f"{step!r}; "))
+        if isinstance(step, bool) or not isinstance(step, int | float) or step != int(step) or step < 0:
+            raise TypeError(self._misreported(args, metrics, f"the step must be a whole number from 0 (the epoch), "
+                                                             f"got {step!r}; "))
         self.record(int(step), metrics)
         self._stop = self.verdict()
         if self._stop is not None and not optuna_order:
