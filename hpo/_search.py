@@ -9,7 +9,7 @@ import difflib
 import re
 import warnings
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 
 
 
-@dataclass(frozen=True)
+@dataclass
 class PreparedSearch:
     """A validated search, ready to run: nothing has been written anywhere yet."""
 
@@ -55,6 +55,8 @@ class PreparedSearch:
     objective_fingerprint: str | None = None
     warnings: tuple[str, ...] = ()
     """What looks wrong in the space before any trial ran (a misspelt fixed value)."""
+    ran_on: str = field(default="", init=False)
+    """The study the last ``run`` went on: under ``new_study``, the fresh one's name."""
 
     def run(self, listener: SearchListener | None = None) -> SearchResult:
         """Run the search; Ctrl-C and SIGTERM stop it with its running trials closed as
@@ -72,6 +74,7 @@ class PreparedSearch:
         plan, store, tracker = self.plan, self.store, self.tracker
         if self.settings.new_study:
             plan, store = self._fresh_study(tracker)
+        self.ran_on = plan.study_name
         listener = FailureWatch(SpaceWatch(listener, plan, tracker), plan)
         store.check(plan, self.objective_fingerprint, keep=self.settings.keep_study)
         if store.exists():
@@ -121,7 +124,7 @@ class PreparedSearch:
             stopped = ""
             if loop.out_of_time and len(trials) < plan.n_trials:
                 stopped = (f"timeout: no trial started after {timeout:g} s, {len(trials)} of {plan.n_trials} "
-                           "trials done; run the search again to continue")
+                           f"trials done; run the search again{self._on_its_study()} to continue")
             store.record_ending(stopped)
         except BaseException as error:
             _stop_early(store, tracker, error)
@@ -135,6 +138,19 @@ class PreparedSearch:
         result.report = _write_report(store, tracker, result, run_ids)
         result.tracked = tracker.finish_search(result, store.trials(), result.report and result.report.parent)
         return result
+
+    def _on_its_study(self) -> str:
+        """How a rerun finds the study this run went on, where the same call would start another."""
+        if not self.settings.new_study:
+            return ""
+        return f" on study {self.ran_on!r} (study_name, --study; not new_study, which starts another)"
+
+    def resume_hint(self) -> str:
+        """How the command line resumes the search after this run: the same command, or, where it
+        started a fresh study (``--new-study``, which would start another), one naming it."""
+        if self.settings.new_study and self.ran_on:
+            return f"run it again with --study {self.ran_on} in place of --new-study"
+        return "run the same command again"
 
     def _fresh_study(self, tracker: MlflowTracker) -> tuple[SearchPlan, TrialStore]:
         """The plan and store of the first study name taken neither in the store nor in MLflow:

@@ -117,8 +117,12 @@ def search(space: str, **flags: Any) -> None:
     settings = {name: flags.pop(name) for name in SearchSettings.flags()}
     settings["driver"] = engine_options(_ENGINES, settings["driver"], flags)
     prepared = prepare(space=space, **settings)  # refuse bad input first
-    with progress_shown(prepared.plan, console) as bar:
-        result = prepared.run(bar)
+    try:
+        with progress_shown(prepared.plan, console) as bar:
+            result = prepared.run(bar)
+    except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM: main's line says how to resume
+        stop.resume = prepared.resume_hint()  # type: ignore[attr-defined]
+        raise
     print_summary(result, Console())
 
 
@@ -190,11 +194,12 @@ def main() -> None:
         console.print(f"[red]hpo: error:[/] {escape(_click_line(error))}", highlight=False, soft_wrap=True)
         sys.exit(error.exit_code)
     except (KeyboardInterrupt, click.exceptions.Abort) as stop:  # click turns Ctrl-C into Abort
+        again = getattr(stop, "resume", None) or getattr(stop.__cause__, "resume", "run the same command again")
         if isinstance(stop, Terminated) or isinstance(stop.__cause__, Terminated):
-            console.print("hpo: terminated; its running trials are closed as interrupted: run the same command "
-                          "again to resume", soft_wrap=True)
+            console.print(f"hpo: terminated; its running trials are closed as interrupted: {again} to resume",
+                          soft_wrap=True)
             sys.exit(143)
-        console.print("hpo: interrupted; run the same command again to resume", soft_wrap=True)
+        console.print(f"hpo: interrupted; {again} to resume", soft_wrap=True)
         sys.exit(130)
 
 

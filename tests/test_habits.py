@@ -176,6 +176,21 @@ def test_a_search_wide_timeout_starts_no_trial_after_it_and_a_rerun_continues(dr
     assert store.study.user_attrs["hpo.ended"] == ""
 
 
+def test_a_fresh_study_stopped_by_its_timeout_says_which_study_continues(unique, stores):
+    """Under new_study the same call starts yet another study: 'run the search again' did not continue it."""
+    def slow(params, trial):
+        time.sleep(0.6)
+        return params["lr"]
+
+    _search(slow, unique, stores, n_trials=1)
+    result = _search(slow, unique, stores, n_trials=20, timeout=1.0, new_study=True)
+    assert result.study_name == f"{unique}-2"
+    assert result.stopped.endswith(f"trials done; run the search again on study '{unique}-2' (study_name, --study; "
+                                   "not new_study, which starts another) to continue")
+    again = _search(slow, unique, stores, n_trials=len(result.trials) + 1, study_name=f"{unique}-2")
+    assert len(again.trials) == len(result.trials) + 1
+
+
 @pytest.mark.parametrize(("change", "said"), [
     ({"driver": "ray"}, "driver: study '{name}' ran with optuna, not ray"),
     ({"strategy": "tpe"}, "strategy: study '{name}' ran with random, not tpe"),

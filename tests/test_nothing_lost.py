@@ -66,23 +66,34 @@ def parent_run(tracking_uri: str, experiment: str = "space"):
     return parent
 
 
-def test_sigterm_closes_the_running_trial_as_interrupted_and_exits_143(tmp_path):
+@pytest.mark.parametrize("fresh", [False, True], ids=["resumed", "new-study"])
+def test_sigterm_closes_the_running_trial_as_interrupted_and_exits_143(fresh, tmp_path):
+    """With ``--new-study`` the same command starts yet another study: the line named it before."""
     folder = folder_with(tmp_path)
-    search = subprocess.Popen([HPO, "search", "space.yaml", "--objective", "mine.py:objective", "--trials", "4"],
-                              cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    command = [HPO, "search", "space.yaml", "--objective", "mine.py:objective", "--trials", "4"]
+    search = subprocess.Popen([*command, *(["--new-study"] if fresh else [])], cwd=folder, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
     wait_for(lambda: list(folder.glob("started-*")), what="a trial to start")
     search.send_signal(signal.SIGTERM)  # kill, timeout, Docker, Slurm
     _, stderr = search.communicate(timeout=120)
     assert search.returncode == 143
-    assert stderr.strip().splitlines()[-1] == ("hpo: terminated; its running trials are closed as interrupted: run "
-                                               "the same command again to resume")
+    name = "space-objective-coarse-to-fine-seed0"
+    again = f"run it again with --study {name} in place of --new-study" if fresh else "run the same command again"
+    assert stderr.strip().splitlines()[-1] == f"hpo: terminated; its running trials are closed as interrupted: {again} " \
+                                              "to resume"
     storage, tracking_uri = stores_of(folder)
-    (trial,) = optuna.load_study(study_name="space-objective-coarse-to-fine-seed0", storage=storage).trials
+    (trial,) = optuna.load_study(study_name=name, storage=storage).trials
     assert (trial.state.name, to_record(trial).reason) == ("FAIL", "interrupted")
     parent = parent_run(tracking_uri)
     (run,) = child_runs(tracking_uri, parent.info.run_id)
     assert (run.info.status, run.data.tags["hpo.reason"]) == ("FAILED", "interrupted")
     assert parent.info.status == "KILLED"
+    if fresh:  # as the line says, it resumes that study
+        resumed = subprocess.run([*command, "--study", name], cwd=folder, capture_output=True, text=True, timeout=120,
+                                 env=os.environ | {"HPO_TEST_SLEEP": "0"})
+        assert resumed.returncode == 0, resumed.stderr
+        assert f"1 trial interrupted or lost in an earlier run of study {name!r} runs again" in resumed.stderr
+        assert f"{name}: 4 trials (4 complete, 0 pruned, 0 failed)" in resumed.stdout
 
 
 def test_sigterm_stops_hpo_worker_as_it_stops_a_search(tmp_path):
