@@ -13,11 +13,13 @@ HOST ?= 127.0.0.1
 PORT ?= 5000
 DASHBOARD_PORT ?= 8080
 
+# RAY_ADDRESS reaches hpo as the variable it reads (make exports those given on its command line):
+# as a flag, one exported for another tool (`ray job submit`) was refused by the optuna driver.
 SEARCH_ARGS := $(if $(STRATEGY),--strategy $(STRATEGY)) $(if $(TRIALS),--trials $(TRIALS)) \
 	$(if $(OBJECTIVE),--objective $(OBJECTIVE)) $(if $(PRUNER),--pruner $(PRUNER)) \
 	$(if $(DRIVER),--driver $(DRIVER)) $(if $(SEED),--seed $(SEED)) \
 	$(if $(STORAGE),--storage $(STORAGE)) $(if $(TRACKING_URI),--tracking-uri $(TRACKING_URI)) \
-	$(if $(RAY_ADDRESS),--ray-address $(RAY_ADDRESS)) $(if $(GPUS_PER_TRIAL),--gpus-per-trial $(GPUS_PER_TRIAL)) \
+	$(if $(GPUS_PER_TRIAL),--gpus-per-trial $(GPUS_PER_TRIAL)) \
 	$(if $(CPUS_PER_TRIAL),--cpus-per-trial $(CPUS_PER_TRIAL)) $(if $(WORKERS),--workers $(WORKERS)) \
 	$(if $(GPUS),--gpus $(GPUS)) $(if $(TRIALS_PER_GPU),--trials-per-gpu $(TRIALS_PER_GPU)) \
 	$(if $(POPULATION),--population $(POPULATION)) $(if $(TIMEOUT),--timeout $(TIMEOUT))

@@ -139,6 +139,24 @@ def test_the_dashboards_address_that_ray_job_submit_takes_is_refused_naming_the_
     assert not (tmp_path / ".hpo" / "optuna.db").exists() and not (tmp_path / ".hpo" / "mlflow.db").exists()
 
 
+@pytest.mark.parametrize("driver", ["optuna", "ray"])
+def test_make_search_leaves_ray_address_to_the_ray_driver(driver, user_home, tmp_path):
+    """``make search`` passed a ``RAY_ADDRESS`` exported for another tool as ``--ray-address``, which the
+    optuna driver refused: ``make search SPACE=lr_wd`` failed in such a shell."""
+    address = "http://127.0.0.1:8265" if driver == "optuna" else f"127.0.0.1:{free_port()}"
+    done = subprocess.run(["make", "-s", "-f", str(ROOT / "Makefile"), "-o", str(ROOT / ".venv" / ".installed"),
+                           f"VENV={ROOT / '.venv'}", "search", "SPACE=lr_wd.yaml", "OBJECTIVE=digits_mlp", "TRIALS=1",
+                           "STRATEGY=random", f"DRIVER={driver}"], cwd=tmp_path, env=user_home | {"RAY_ADDRESS": address},
+                          capture_output=True, text=True, timeout=300)
+    if driver == "optuna":
+        assert done.returncode == 0, done.stderr
+        assert "1 trial (1 complete, 0 pruned, 0 failed)" in done.stdout
+    else:  # the driver reads it, and names it
+        assert done.returncode != 0
+        assert done.stderr.splitlines()[0] == (f"hpo: error: RAY_ADDRESS: cannot reach a Ray cluster at {address!r}: "
+                                               "connection refused (is its head running? `ray start --head` starts one)")
+
+
 def test_a_request_no_machine_can_meet_is_refused_in_one_line_leaving_no_study(user_home, tmp_path):
     """Found once Ray has started, after the progress bar was drawn: its empty bar stood above the
     error line."""
