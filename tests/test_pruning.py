@@ -142,7 +142,7 @@ def test_maximised_metrics_are_shown_as_reported():
     first.observe(0, 0.9)
     second = pruner.trial(1, 0)
     second.observe(0, 0.5)
-    assert second.decide(0).detail == "at epoch 0: 0.5 < median 0.9 of 1 trials"
+    assert second.decide(0).detail == "at epoch 0: 0.5 < median 0.9 of 1 trial"
 
 
 def test_the_pruner_of_a_search_follows_its_space():

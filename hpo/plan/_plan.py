@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from hpo.spaces import Pruning, SearchSpace
 from hpo.strategies import Strategy, strategy_from_spec, strategy_spec
-from hpo.trial import TrialRecord, TrialState, by_state, ranking
+from hpo.trial import TrialRecord, TrialState, by_state, ranking, trials_text
 
 if TYPE_CHECKING:
     import pandas
@@ -210,4 +210,4 @@ class SearchResult:
         trial's curve)."""
         best = self.best
         found = f"best trial {best.number}: {self.metric} {best.value:.4g}, {best.params}" if best else "no best trial"
-        return f"<SearchResult {self.study_name!r}: {len(self.trials)} trials ({by_state(self.trials)}); {found}>"
+        return f"<SearchResult {self.study_name!r}: {trials_text(len(self.trials))} ({by_state(self.trials)}); {found}>"

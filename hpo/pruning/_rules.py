@@ -91,7 +91,8 @@ class Median(Rule):
             return None
         best = min(finite) if finite else math.nan
         worse = "<" if self.sign < 0 else ">"
-        return f"at epoch {step}: {self.shown(best)} {worse} median {self.shown(median)} of {len(others)} trials"
+        of = f"{len(others)} trials" if len(others) > 1 else "1 trial"
+        return f"at epoch {step}: {self.shown(best)} {worse} median {self.shown(median)} of {of}"
 
 
 @dataclass(frozen=True)

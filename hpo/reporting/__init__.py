@@ -313,7 +313,8 @@ def _curves(trials: list[TrialRecord], plan: Any, first_step: int, top: int = 5)
         points = _points(t, first_step)
         if points:
             axes.plot(*zip(*points, strict=True), linewidth=1.6, label=f"trial {t.number}: {t.value:.4g}")
-    axes.set(xlabel="epoch", ylabel=space.metric, title=f"the {len(best)} best trials (others in gray, pruned dotted)")
+    which = f"the {len(best)} best trials" if len(best) > 1 else "the best trial"
+    axes.set(xlabel="epoch", ylabel=space.metric, title=f"{which} (others in gray, pruned dotted)")
     if best:
         axes.legend(fontsize="small")
     return axes

@@ -21,7 +21,7 @@ from rich.text import Text
 from hpo.loop import SearchListener
 from hpo.plan import SearchPlan, SearchResult
 from hpo.spaces import direction_sign
-from hpo.trial import TrialRecord, TrialState, by_state, ranking, shown
+from hpo.trial import TrialRecord, TrialState, by_state, ranking, shown, trials_text
 
 if TYPE_CHECKING:
     from hpo.store import StudySummary
@@ -51,15 +51,16 @@ class ProgressBar(SearchListener):
         running = sum(t.state is TrialState.RUNNING for t in trials)
         done = len(trials) - running
         if self.joined:
-            self.progress.console.print(f"Joining study {self.study!r}: {done} of its {self.n_trials} trials done "
-                                        f"({by_state(trials)}), {running} running", highlight=False, soft_wrap=True)
+            self.progress.console.print(f"Joining study {self.study!r}: {done} of its {trials_text(self.n_trials)} "
+                                        f"done ({by_state(trials)}), {running} running", highlight=False,
+                                        soft_wrap=True)
         elif trials:
             for trial in trials:
                 self._count(trial)
             elsewhere = ""
             if running:
                 elsewhere = f", {running} running elsewhere or left by a process that stopped (run again)"
-            self.progress.console.print(f"Resuming study {self.study!r}: {done} of its {self.n_trials} trials "
+            self.progress.console.print(f"Resuming study {self.study!r}: {done} of its {trials_text(self.n_trials)} "
                                         f"done ({by_state(trials)}){elsewhere}; --new-study starts a fresh one",
                                         highlight=False, soft_wrap=True)
         self._draw()
@@ -193,7 +194,7 @@ def print_summary(result: SearchResult, console: Console) -> None:
     if not console.is_terminal:
         console = Console(file=console.file, width=UNWRAPPED_WIDTH)
     rows = leaderboard(result)
-    console.print(f"\n[bold]{result.study_name}[/]: {len(result.trials)} trials ({by_state(result.trials)})")
+    console.print(f"\n[bold]{result.study_name}[/]: {trials_text(len(result.trials))} ({by_state(result.trials)})")
     if not rows:
         console.print(f"[red]No trial completed[/]: {escape(why_none_completed(result.trials))}")
     else:

@@ -42,7 +42,7 @@ from hpo.store._locks import StudyLock
 from hpo.store._mirror import StudyMirror
 from hpo.store._optuna import End, StudyWrites, study_writes
 from hpo.strategies import WAIT, BaseStrategy, Suggestion, params_key
-from hpo.trial import DONE, WORKER_LOST, Claim, TrialRecord, TrialState, by_state, trial_seed
+from hpo.trial import DONE, WORKER_LOST, Claim, TrialRecord, TrialState, by_state, trial_seed, trials_text
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -281,9 +281,9 @@ class TrialStore:
         if keep or objective is None or attrs.get(OBJECTIVE) in (None, objective):
             return
         if n := len(self.trials([OptunaState.COMPLETE, OptunaState.PRUNED])):
-            raise HpoError(f"{plan.objective_name} changed since study {plan.study_name!r} finished {n} trials with "
-                           "it; go on with them with keep_study (--keep-study), or start a fresh study with new_study "
-                           "(--new-study)", argument="objective")
+            raise HpoError(f"{plan.objective_name} changed since study {plan.study_name!r} finished {trials_text(n)} "
+                           "with it; go on with them with keep_study (--keep-study), or start a fresh study with "
+                           "new_study (--new-study)", argument="objective")
 
     def open(self, plan: SearchPlan, tracking: dict[str, str], objective: str | None = None) -> None:
         """Create the study (or reopen it) and save the plan, where its trials are tracked and the
