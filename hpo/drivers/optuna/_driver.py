@@ -3,12 +3,17 @@ with the loop's own pruning."""
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import functools
+import io
+import marshal
 import os
+import pickle
 import time
+import types
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import cloudpickle
 
@@ -49,8 +54,7 @@ class OptunaDriver(Driver):
             work(loop, objective, device=self.device, context=set_up(objective, self.device, loop.listener.notice),
                  wait_for_others=wait_for_others, population=population)
             return
-        payload = cloudpickle.dumps((loop.plan, objective, loop.store, loop.tracker.identity(), population,
-                                     loop.deadline))
+        payload = _dumps((loop.plan, objective, loop.store, loop.tracker.identity(), population, loop.deadline))
         watch = _PoolWatch(loop, loop.listener)
         pool = WorkerPool(
             self.slots, functools.partial(_worker_main, payload, wait_for_others),
@@ -159,6 +163,26 @@ class _QueueListener(SearchListener):
 
     def notice(self, text: str) -> None:
         self.events.put(_Notice(text))
+
+
+def _marshalled(code: types.CodeType) -> tuple[Any, tuple[bytes]]:
+    return marshal.loads, (marshal.dumps(code),)
+
+
+class _FileNamingPickler(cloudpickle.Pickler):
+    """cloudpickle, but the code of functions it sends by value (an objective from ``mine.py`` or a
+    script's ``__main__``) keeps its file's name, which cloudpickle 3.1 replaces with
+    ``<dynamic-code>``: a worker's trial that raises is then named by its line (``mine.py:5``),
+    and its traceback shows the source, as in the search's own process. Code goes as ``marshal``
+    writes it: the workers run the same interpreter."""
+
+    dispatch_table: ClassVar = collections.ChainMap({types.CodeType: _marshalled}, cloudpickle.Pickler.dispatch_table)
+
+
+def _dumps(payload: Any) -> bytes:
+    buffer = io.BytesIO()
+    _FileNamingPickler(buffer, protocol=pickle.HIGHEST_PROTOCOL).dump(payload)
+    return buffer.getvalue()
 
 
 def _worker_main(payload: bytes, wait_for_others: bool, slot: DeviceSlot, events: Any) -> None:
