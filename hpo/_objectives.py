@@ -25,8 +25,12 @@ def resolve_objective(spec: str | Callable[..., Any] | None, default: str | None
         inspect.signature(objective).bind(None, None)
     except TypeError:
         signature = inspect.signature(objective)
-        optuna_style = list(signature.parameters) == ["trial"]  # Optuna's objective(trial)
-        hint = ": hpo passes each trial's parameters first, from the space file" if optuna_style else ""
+        hint = ""
+        if list(signature.parameters) == ["trial"]:  # Optuna's objective(trial)
+            hint = ": hpo passes each trial's parameters first, from the space file"
+        elif list(signature.parameters) == ["config"]:  # Ray Tune's trainable(config)
+            hint = (": hpo passes the trial too, whose trial.report(step, metric=value) takes the place of Ray Tune's "
+                    "tune.report")
         raise HpoError(f"{name}{signature} cannot be called as objective(params, trial){hint}",
                        argument="objective") from None
     except ValueError:  # no signature to read (a builtin): let it be

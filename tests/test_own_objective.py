@@ -49,10 +49,13 @@ def last_line(done: subprocess.CompletedProcess) -> str:
     return done.stderr.strip().splitlines()[-1]
 
 
-def test_every_trial_failing_alike_stops_the_search_with_the_line_that_raised(tmp_path):
+@pytest.mark.parametrize("workers", ["1", "2"], ids=["in-process", "worker-pool"])
+def test_every_trial_failing_alike_stops_the_search_with_the_line_that_raised(workers, tmp_path):
+    """In a pool's workers the objective, sent by value, raised from ``<dynamic-code>`` (cloudpickle
+    3.1's name for code it sends): the line named hpo's own frame, ``_trial.py:179``."""
     folder = user_folder(tmp_path, MISNAMED)
     done = hpo_cli(folder, "search", "space.yaml", "--objective", "mine.py:objective", "--strategy", "grid",
-                   "--trials", "8", "--population", "1")
+                   "--trials", "8", "--population", "1", "--workers", workers)
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert last_line(done) == ("hpo: error: mine.py:5: KeyError: 'learning_rate' — the space has lr, weight_decay "
                                "(the first 3 trials failed so; the search stops)")
@@ -61,6 +64,7 @@ def test_every_trial_failing_alike_stops_the_search_with_the_line_that_raised(tm
     assert len(trials) == 3  # not the whole budget
     records = [to_record(t) for t in trials]
     assert all('params["learning_rate"]' in r.traceback and r.where == "mine.py:5" for r in records)
+    assert all('File "mine.py", line 5' in r.traceback for r in records)
     tracking_uri = f"sqlite:///{folder / '.hpo' / 'mlflow.db'}"
     client = MlflowClient(tracking_uri)
     (parent,) = client.search_runs([client.get_experiment_by_name("space").experiment_id], "tags.`hpo.role` = 'search'")
@@ -74,7 +78,7 @@ def test_every_trial_failing_alike_stops_the_search_with_the_line_that_raised(tm
     # Fixed, the same command goes on: a study of failed trials has no result a changed objective would mix with.
     (folder / "mine.py").write_text(MISNAMED.replace('params["learning_rate"]', 'params["lr"]'))
     fixed = hpo_cli(folder, "search", "space.yaml", "--objective", "mine.py:objective", "--strategy", "grid",
-                    "--trials", "8", "--population", "1")
+                    "--trials", "8", "--population", "1", "--workers", workers)
     assert fixed.returncode == 0, fixed.stderr
     assert "3 trials that failed in an earlier run of study 'space-objective-grid-seed0' run again (the objective " \
         "may have been fixed since)" in fixed.stderr
@@ -123,11 +127,14 @@ def test_sporadic_failures_fail_only_their_trial_and_a_rerun_retries_them(tmp_pa
     [
         ("def objective(params):\n    return 1.0\n",
          "--objective: mine.py:objective(params) cannot be called as objective(params, trial)"),
+        ("def objective(config):\n    return 1.0\n",  # Ray Tune's trainable
+         "--objective: mine.py:objective(config) cannot be called as objective(params, trial): hpo passes the trial "
+         "too, whose trial.report(step, metric=value) takes the place of Ray Tune's tune.report"),
         ("def objective(params, trial)\n    return 1.0\n", "--objective: mine.py:1: SyntaxError: expected ':'"),
         ("import torch\nDATA = torch.load('missing.pt')\n\ndef objective(params, trial):\n    return 1.0\n",
          "--objective: mine.py:2: FileNotFoundError: [Errno 2] No such file or directory: 'missing.pt'"),
     ],
-    ids=["signature", "syntax", "import-time-error"],
+    ids=["signature", "ray-tune-signature", "syntax", "import-time-error"],
 )
 def test_an_objective_that_cannot_run_is_refused_before_anything_is_written(tmp_path, objective, line):
     folder = user_folder(tmp_path, objective)
@@ -150,6 +157,27 @@ def test_a_metric_the_objective_does_not_report_stops_after_the_first_trial(tmp_
     assert last_line(done) == (
         "hpo: error: its reports had no 'loss', which the pruner reads (they had val_loss) — report 'loss', or name "
         "the space's metric after what the objective reports (the first trial failed so; the search stops)")
+
+
+@pytest.mark.parametrize("workers", ["1", "2"], ids=["in-process", "worker-pool"])
+def test_ray_tunes_report_stops_the_search_at_the_first_trial_saying_what_takes_its_place(workers, tmp_path):
+    """Outside Tune, where hpo runs trials, Ray's report drops the metrics with a warning, once a
+    process: the search ran on, its trials complete and their curves empty."""
+    tune_style = """
+    from ray import tune
+
+    def objective(params, trial):
+        for epoch in range(3):
+            tune.report({"val_loss": params["lr"] + 1 / (epoch + 1)})
+        return params["lr"]
+    """
+    folder = user_folder(tmp_path, tune_style)
+    done = hpo_cli(folder, "search", "space.yaml", "--objective", "mine.py:objective", "--strategy", "random",
+                   "--trials", "6", "--workers", workers)
+    assert done.returncode == 2
+    assert last_line(done) == (
+        "hpo: error: mine.py:6: tune.report(...) is Ray Tune's: it drops what it is given outside Tune, where hpo runs "
+        "trials; report with trial.report(step, val_loss=value) (the first trial failed so; the search stops)")
 
 
 def test_a_script_without_a_main_guard_runs_with_workers_and_loads_no_torch_it_does_not_need(tmp_path):

@@ -5,6 +5,7 @@ from hpo.trial._signals import STOP, Terminated, TrialTimeout, stop_on_signals, 
 from hpo.trial._trial import (
     DONE,
     INTERRUPTED,
+    RAY_REPORTED,
     SUGGESTED,
     TIMEOUT,
     WORKER_LOST,
@@ -32,6 +33,7 @@ from hpo.trial._trial import (
 __all__ = [
     "DONE",
     "INTERRUPTED",
+    "RAY_REPORTED",
     "STOP",
     "SUGGESTED",
     "TIMEOUT",

@@ -8,8 +8,10 @@ import enum
 import functools
 import math
 import os
+import re
 import sysconfig
 import traceback
+import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -382,6 +384,19 @@ SUGGESTED = "AttributeError: trial.suggest_"
 """How the reason of a trial that called one begins."""
 
 
+RAY_REPORTED = "tune.report(...) is Ray Tune's"
+"""How the reason of a trial that reported through Ray Tune's ``report`` begins."""
+_RAY_OUTSIDE_TUNE = "`report` is meant to only be called inside a function that is executed by a Tuner"
+"""How Ray warns that its ``report`` was called outside Tune, and drops what it was given."""
+
+
+@functools.cache
+def _ray_reports_raise() -> None:
+    """Ray's report outside Tune (where hpo runs trials) drops the metrics with a warning, once a
+    process: in a process that runs trials, it raises instead, to fail the trial that called it."""
+    warnings.filterwarnings("error", message=re.escape(_RAY_OUTSIDE_TUNE), category=UserWarning)
+
+
 def _suggested(method: str, name: str, *args: Any, **kwargs: Any) -> Any:
     """Raise what a call of Optuna's ``trial.METHOD(name, ...)`` gets from hpo: read
     ``params[name]``, which the space file declares (its entry, written from the call)."""
@@ -412,6 +427,7 @@ def run_objective(objective: Callable[..., Any], params: dict[str, Any], trial: 
     """Call the objective and turn whatever happens into an ``Outcome``. It raises only when the
     search is being stopped from outside (Ctrl-C, SIGTERM): an objective's own
     ``KeyboardInterrupt`` or ``sys.exit()`` fails its trial alone, like any error."""
+    _ray_reports_raise()
     try:
         returned = objective(params, trial)
     except TrialTimeout:
@@ -441,6 +457,10 @@ def ended_by(error: BaseException, trial: Trial, metric: str) -> Outcome:
         return Outcome(TrialState.PRUNED, _best_value(trial, metric), reason=reason, detail=detail)
     if type(error).__name__ == "OutOfMemoryError":
         return Outcome(TrialState.FAILED, reason=CUDA_OOM)
+    if isinstance(error, UserWarning) and str(error).startswith(_RAY_OUTSIDE_TUNE):
+        return Outcome(TrialState.FAILED, reason=f"{RAY_REPORTED}: it drops what it is given outside Tune, where "
+                       f"hpo runs trials; report with trial.report(step, {metric}=value)", where=raised_at(error),
+                       traceback="".join(traceback.format_exception(error)))
     said = str(error)
     reason = f"{type(error).__name__}: {said}" if said else type(error).__name__
     return Outcome(TrialState.FAILED, reason=reason[:500], where=raised_at(error),
