@@ -12,7 +12,6 @@ from collections.abc import Callable
 from typing import Any
 
 import click
-from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 
@@ -58,12 +57,7 @@ def engine_options(engines: dict[str, type[DriverOptions]], driver: str, flags: 
             flag = "--" + key.replace("_", "-")
             takes = ", ".join(options.flags().values())
             raise HpoError(f"{flag}: not an option of the {driver} driver (it takes {takes})")
-    given = {own[key]: value for key, value in flags.items() if value is not None}
-    try:
-        return options(**given)
-    except ValidationError as error:
-        first = error.errors()[0]
-        raise HpoError(f"{options.flags()[str(first['loc'][0])]}: {first['msg']}") from None
+    return options(**{own[key]: value for key, value in flags.items() if value is not None})
 
 
 def _settings_flags(flags: dict[str, str]) -> Callable[[Any], Any]:

@@ -121,6 +121,28 @@ def test_a_flags_name_given_as_a_keyword_says_where_it_goes(given, said, tmp_pat
     assert not (tmp_path / ".hpo").exists()
 
 
+@pytest.mark.parametrize(("made", "said"), [
+    (lambda: hpo.RayOptions(max_concurrent=0), "max_concurrent: must be more than 0, got 0"),
+    (lambda: hpo.RayOptions(gpus_per_trial=-1), "gpus_per_trial: must be at least 0, got -1"),
+    (lambda: hpo.RayOptions(cpus_per_trial="many"), "cpus_per_trial: must be a number, got many"),
+    (lambda: hpo.OptunaOptions(wokers=2), "OptunaOptions: unexpected keyword argument 'wokers'; did you mean 'workers'?"),
+])
+def test_an_engines_options_refuse_a_mistake_in_one_line_naming_the_option(made, said):
+    """Before, pydantic's ValidationError of four lines, with a link, where every other mistake of
+    the API is one ``HpoError``; the command said ``Input should be greater than 0``."""
+    with pytest.raises(hpo.HpoError) as error:
+        made()
+    assert str(error.value) == said
+
+
+def test_an_engines_flag_is_refused_in_hpos_words(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "hpo.cli", "search", "lr_wd", "--driver", "ray", "--max-concurrent",
+                           "0"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert (done.returncode, done.stderr.strip().splitlines()) == (
+        2, ["hpo: error: --max-concurrent: must be more than 0, got 0"])
+    assert not (tmp_path / ".hpo").exists()
+
+
 def test_the_default_strategy_is_coarse_to_fine_for_two_parameters_and_tpe_for_more(tmp_path):
     """What the benchmarks found (docs/benchmarks.md): coarse-to-fine led on learning rate and
     weight decay, TPE on the public tables' three to nine parameters. The study is named after
