@@ -125,9 +125,13 @@ def test_a_flags_name_given_as_a_keyword_says_where_it_goes(given, said, tmp_pat
     (lambda: hpo.RayOptions(max_concurrent=0), "max_concurrent: must be more than 0, got 0"),
     (lambda: hpo.RayOptions(gpus_per_trial=-1), "gpus_per_trial: must be at least 0, got -1"),
     (lambda: hpo.RayOptions(cpus_per_trial="many"), "cpus_per_trial: must be a number, got many"),
-    (lambda: hpo.OptunaOptions(wokers=2), "OptunaOptions: unexpected keyword argument 'wokers'; did you mean 'workers'?"),
+    (lambda: hpo.OptunaOptions(wokers=2), "OptunaOptions: unexpected keyword argument 'wokers' (did you mean "
+                                          "'workers'? its arguments: workers, gpus, trials_per_gpu)"),
+    (lambda: hpo.Pruning(pruner="medain"), "pruner: unknown pruner 'medain' (did you mean 'median'? choose from none, "
+                                           "median, successive-halving, hyperband)"),
+    (lambda: hpo.Pruning(warmup_steps=-1), "warmup_steps: must be at least 0, got -1"),
 ])
-def test_an_engines_options_refuse_a_mistake_in_one_line_naming_the_option(made, said):
+def test_the_apis_option_objects_refuse_a_mistake_in_one_line_naming_the_option(made, said):
     """Before, pydantic's ValidationError of four lines, with a link, where every other mistake of
     the API is one ``HpoError``; the command said ``Input should be greater than 0``."""
     with pytest.raises(hpo.HpoError) as error:

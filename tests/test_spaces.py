@@ -38,7 +38,11 @@ BAD_SPACES = [
     ("condition on unknown value", GOOD.replace("{optimizer: [sgd]}", "{optimizer: [lbfgs]}"), "parameter 'momentum': condition values ['lbfgs']"),
     ("unknown top-level key", GOOD + "budget: 3\n", "unknown key 'budget'"),
     ("a parameter outside params", GOOD + "wd: {type: float, low: 0.0, high: 0.1}\n", "unknown key 'wd' (a parameter: it goes under 'params')"),
-    ("bad direction", GOOD.replace("minimize", "minimise"), "field 'direction'"),
+    ("bad direction", GOOD.replace("minimize", "minimise"),  # was pydantic's "Input should be 'minimize' or ..."
+     "field 'direction': unknown direction 'minimise' (did you mean 'minimize'? choose from minimize, maximize)"),
+    ("unknown pruner", GOOD + "pruning: {pruner: medain}\n",
+     "field 'pruning.pruner': unknown pruner 'medain' (did you mean 'median'? choose from none, median, "
+     "successive-halving, hyperband)"),
     ("missing type", GOOD.replace("type: float, low: 1.0e-4", "low: 1.0e-4"), "parameter 'lr': missing 'type'"),
     ("int bounds not integers", GOOD.replace("{type: float, low: 1.0e-4, high: 0.1, log: true}", "{type: int, low: 1.5, high: 4}"), "parameter 'lr'"),
     ("not yaml", "params: [unclosed", "not valid YAML"),

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import abc
-import difflib
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 
-from hpo._errors import HpoError
+from hpo._errors import OneLineModel
 
 if TYPE_CHECKING:
     from hpo.loop import TrialLoop
@@ -29,7 +28,7 @@ def flags_of(model: type[BaseModel]) -> dict[str, str]:
     return flags
 
 
-class DriverOptions(BaseModel):
+class DriverOptions(OneLineModel):
     """How and where an engine runs trials: one typed, validated object per engine."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -37,23 +36,6 @@ class DriverOptions(BaseModel):
     name: ClassVar[str]
     time_limits: ClassVar[bool] = False
     """Whether the engine ends a trial that runs past ``trial_timeout``."""
-
-    def __init__(self, **given: Any) -> None:
-        """The options given; the first mistake is one ``HpoError`` naming its option
-        (``max_concurrent: must be more than 0, got 0``), as the search's own settings are."""
-        try:
-            super().__init__(**given)
-        except ValidationError as error:
-            first = error.errors()[0]
-            option = str(first["loc"][0])
-            if first["type"] == "extra_forbidden":
-                close = difflib.get_close_matches(option, list(type(self).model_fields), n=1)
-                guess = f"; did you mean {close[0]!r}?" if close else ""
-                raise HpoError(f"{type(self).__name__}: unexpected keyword argument {option!r}{guess}") from None
-            must = {"greater_than": "more than {gt:g}", "greater_than_equal": "at least {ge:g}", "int_parsing": "a "
-                    "whole number", "float_parsing": "a number"}.get(first["type"])
-            said = f"must be {must.format(**first.get('ctx', {}))}, got {first['input']}" if must else first["msg"]
-            raise HpoError(said, argument=option) from None
 
     @classmethod
     def flags(cls) -> dict[str, str]:

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
+
+from hpo._errors import OneLineModel
 
 PRUNERS = ("none", "median", "successive-halving", "hyperband")
 
 
-class Pruning(BaseModel):
+class Pruning(OneLineModel):
     """The pruner and when it may start deciding.
 
     Args:

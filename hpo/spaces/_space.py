@@ -15,7 +15,7 @@ import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from hpo._errors import HpoError, choices_hint
+from hpo._errors import HpoError, choices_hint, unknown
 from hpo.spaces._params import CategoricalParam, Param, Scalar
 from hpo.spaces._pruning import Pruning
 
@@ -219,6 +219,8 @@ def _describe(error: ValidationError) -> str:
                 and "type" in first["input"]:  # a parameter written where the space's own keys go
             message += " (a parameter: it goes under 'params')"
         loc = loc[:-1]
+    elif first["type"] == "literal_error":  # pydantic's 'Input should be ...'
+        message = unknown(loc[-1].replace("_", " "), first["input"], re.findall(r"'([^']*)'", first["ctx"]["expected"]))
     elif first["type"] == "union_tag_invalid":
         message = f"unknown type {first['input'].get('type')!r} (expected float, int or categorical)"
     elif first["type"] == "union_tag_not_found":
