@@ -434,3 +434,38 @@ def test_a_joined_search_continues_the_same_plan(stores, unique):
     assert budgets == [3, 2, 2, 1]  # three stages would be [3, 3, 2]
     stages = [to_record(t).stage for t in sorted(study.trials, key=lambda t: t.number)]
     assert stages == [0, 0, 0, 1, 1, 2, 2, 3]
+
+
+def test_what_a_workers_trial_prints_comes_above_the_progress_bar_on_a_terminal(tmp_path):
+    """Written straight to the terminal, a worker's prints ran into the bar's line
+    (``search ━━━ 0/4 ... 0:00:03epoch 0 lr 0.0081``): they go through the search's process now."""
+    import pty
+    import re
+
+    (tmp_path / "space.yaml").write_text("metric: val_loss\ndirection: minimize\nparams:\n"
+                                         "  lr: {type: float, low: 1.0e-4, high: 0.1, log: true}\n")
+    (tmp_path / "mine.py").write_text("import sys, time\n\ndef objective(params, trial):\n    for epoch in range(3):\n"
+                                      "        print(f'epoch {epoch} of trial {trial.number}')\n"
+                                      "        time.sleep(0.3)\n"
+                                      "    print(f'trial {trial.number} done', file=sys.stderr)\n"
+                                      "    return params['lr']\n")
+    terminal, its_end = pty.openpty()
+    search = subprocess.Popen([str(Path(sys.executable).with_name("hpo")), "search", "space.yaml", "--objective",
+                               "mine.py:objective", "--strategy", "random", "--trials", "4", "--workers", "2"],
+                              cwd=tmp_path, stdin=subprocess.DEVNULL, stdout=its_end, stderr=its_end,
+                              env=os.environ | {"COLUMNS": "120"})
+    os.close(its_end)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(terminal, 65536)
+        except OSError:  # the search ended: its side of the terminal closed
+            break
+        if not chunk:
+            break
+        shown += chunk
+    assert search.wait(timeout=120) == 0
+    lines = re.sub(r"\x1b\[[0-9;?]*[a-zA-Z]", "", shown.decode()).replace("\r", "\n").splitlines()
+    printed = sorted(line for line in lines if "epoch" in line or "done" in line)
+    assert printed == sorted([f"epoch {e} of trial {n}" for e in range(3) for n in range(4)] +
+                             [f"trial {n} done" for n in range(4)])
