@@ -10,7 +10,6 @@ import io
 import marshal
 import os
 import pickle
-import sys
 import time
 import types
 from collections.abc import Callable
@@ -18,7 +17,7 @@ from typing import Any, ClassVar
 
 import cloudpickle
 
-from hpo.dispatch import DeviceSlot, WorkerPool, plan_slots
+from hpo.dispatch import DeviceSlot, WorkerPool, plan_slots, send_printed, write_printed
 from hpo.drivers._base import Driver
 from hpo.drivers.optuna import OptunaOptions
 from hpo.loop import SearchListener, TrialLoop, set_up, work, worker_name
@@ -93,8 +92,8 @@ class _PoolWatch:
                 self.said.add(event.text)
                 self.listener.notice(event.text)
             return
-        if isinstance(event, _Printed):  # through this process's streams, which the progress bar keeps
-            print(event.text, end="", file=sys.stderr if event.stream == "stderr" else sys.stdout, flush=True)
+        if isinstance(event, _Printed):
+            write_printed(event.text, event.stream)
             return
         self.since[event.pid] = time.monotonic()
         if isinstance(event, _Running):
@@ -160,45 +159,6 @@ class _Printed:
     stream: str
 
 
-class _ToParent(io.TextIOBase):
-    """A worker's ``sys.stdout`` or ``sys.stderr``: whole lines go to the parent, which writes them
-    as its own, so that they come above its progress bar (written straight to the terminal, they
-    ran into the bar's line). Writes to the file descriptor (C code) still go straight there."""
-
-    def __init__(self, events: Any, stream: str, original: Any) -> None:
-        super().__init__()
-        self.events, self.stream, self.original = events, stream, original
-        self.pending = ""
-
-    def write(self, text: str) -> int:
-        self.pending += text
-        if "\n" in self.pending:
-            whole, _, self.pending = self.pending.rpartition("\n")
-            self.events.put(_Printed(whole + "\n", self.stream))
-        return len(text)
-
-    def flush(self) -> None:
-        """Lines go whole: a line still being written waits for its end (or the worker's)."""
-
-    def close_line(self) -> None:
-        if self.pending:
-            self.events.put(_Printed(self.pending + "\n", self.stream))
-            self.pending = ""
-
-    @property
-    def encoding(self) -> str:  # type: ignore[override]
-        return getattr(self.original, "encoding", "utf-8")
-
-    def isatty(self) -> bool:
-        return False
-
-    def fileno(self) -> int:
-        return self.original.fileno()
-
-    def writable(self) -> bool:
-        return True
-
-
 class _QueueListener(SearchListener):
     """A worker's listener: every event goes to the parent (its progress bar, the user's
     listener, its watch on time limits)."""
@@ -239,8 +199,7 @@ def _dumps(payload: Any) -> bytes:
 def _worker_main(payload: bytes, wait_for_others: bool, slot: DeviceSlot, events: Any) -> None:
     """A pool worker: the same loop as in-process, warm on its slot; what its code prints goes
     through the parent."""
-    sys.stdout = printed = _ToParent(events, "stdout", sys.stdout)
-    sys.stderr = warned = _ToParent(events, "stderr", sys.stderr)
+    printed, warned = send_printed(lambda text, stream: events.put(_Printed(text, stream)))
     plan, objective, store, tracking, population, deadline = cloudpickle.loads(payload)
     tracker = MlflowTracker.attach(tracking, store.url)
     loop = TrialLoop(plan, store, tracker, listener=_QueueListener(events), deadline=deadline)
