@@ -99,8 +99,8 @@ class PreparedSearch:
             loop = TrialLoop(plan, store, tracker, listener=listener, deadline=deadline, clock=self.driver.clock)
             lost = loop.reap()  # trials of a process killed on this machine: known at once
             if repaired := tracker.repair(store.trials()):
-                listener.notice(f"MLflow: {repaired} trial runs written again from the study (they were missing "
-                                "or left running)")
+                runs = "1 trial run" if repaired == 1 else f"{repaired} trial runs"
+                listener.notice(f"MLflow: {runs} written again from the study (they were missing or left running)")
             history = store.trials()
             listener.resumed(in_budget(history, store.session))
             if lost:
