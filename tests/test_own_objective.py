@@ -259,6 +259,7 @@ from helper import scale
 
 
 def objective(params, trial):
+    print(f"trial {trial.number} scaled by {scale()}")
     return params["lr"] * scale()
 """
 
@@ -272,7 +273,8 @@ def objective(params, trial):
 def test_an_objective_imports_the_modules_beside_it_wherever_its_trials_run(tmp_path, run_from, objective, where):
     """``from helper import scale`` in mine.py, beside it: as ``python experiments/mine.py`` and
     ``python -m mine`` find it, in the search's process, its pool's workers and Ray's actors
-    (whose path held only the current folder). Both ways of naming it said 'No module named'."""
+    (whose path held only the current folder). Both ways of naming it said 'No module named'. What
+    the trials print comes out of the search's process wherever they ran (an actor's went nowhere)."""
     folder = tmp_path / "experiments"
     folder.mkdir()
     (folder / "mine.py").write_text(USES_HELPER)
@@ -283,6 +285,8 @@ def test_an_objective_imports_the_modules_beside_it_wherever_its_trials_run(tmp_
     assert done.returncode == 0, done.stderr[-2000:]
     assert "4 trials (4 complete, 0 pruned, 0 failed)" in done.stdout
     assert "lr=0.0001\n" in done.stdout and "val_loss 0.0002\n" in done.stdout  # the grid's 4 points, 2 x lr: helper's
+    assert sorted(line for line in done.stdout.splitlines() if "scaled by" in line) == [
+        f"trial {number} scaled by 2.0" for number in range(4)]
 
 
 def test_a_misspelt_key_is_named_as_written(tmp_path):

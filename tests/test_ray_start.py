@@ -144,8 +144,9 @@ def test_make_search_leaves_ray_address_to_the_ray_driver(driver, user_home, tmp
     """``make search`` passed a ``RAY_ADDRESS`` exported for another tool as ``--ray-address``, which the
     optuna driver refused: ``make search SPACE=lr_wd`` failed in such a shell."""
     address = "http://127.0.0.1:8265" if driver == "optuna" else f"127.0.0.1:{free_port()}"
+    (tmp_path / "quick.py").write_text("def objective(params, trial):\n    return params['lr']\n")
     done = subprocess.run(["make", "-s", "-f", str(ROOT / "Makefile"), "-o", str(ROOT / ".venv" / ".installed"),
-                           f"VENV={ROOT / '.venv'}", "search", "SPACE=lr_wd.yaml", "OBJECTIVE=digits_mlp", "TRIALS=1",
+                           f"VENV={ROOT / '.venv'}", "search", "SPACE=lr_wd.yaml", "OBJECTIVE=quick.py:objective", "TRIALS=1",
                            "STRATEGY=random", f"DRIVER={driver}"], cwd=tmp_path, env=user_home | {"RAY_ADDRESS": address},
                           capture_output=True, text=True, timeout=300)
     if driver == "optuna":

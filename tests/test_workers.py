@@ -436,11 +436,10 @@ def test_a_joined_search_continues_the_same_plan(stores, unique):
     assert stages == [0, 0, 0, 1, 1, 2, 2, 3]
 
 
-@pytest.mark.parametrize("where", [["--workers", "2"], ["--driver", "ray"]], ids=["worker-pool", "ray"])
-def test_what_a_trial_prints_elsewhere_comes_above_the_progress_bar_on_a_terminal(where, tmp_path):
+def test_what_a_workers_trial_prints_comes_above_the_progress_bar_on_a_terminal(tmp_path):
     """Written straight to the terminal, a pool worker's prints ran into the bar's line
-    (``search ━━━ 0/4 ... 0:00:03epoch 0 lr 0.0081``), and a Ray actor's went nowhere: they go
-    through the search's process now, as a trial's own prints do."""
+    (``search ━━━ 0/4 ... 0:00:03epoch 0 lr 0.0081``): they go through the search's process now,
+    as a trial's own prints do (a Ray actor's alike: ``test_own_objective.py``)."""
     import pty
     import re
 
@@ -453,7 +452,7 @@ def test_what_a_trial_prints_elsewhere_comes_above_the_progress_bar_on_a_termina
                                       "    return params['lr']\n")
     terminal, its_end = pty.openpty()
     search = subprocess.Popen([str(Path(sys.executable).with_name("hpo")), "search", "space.yaml", "--objective",
-                               "mine.py:objective", "--strategy", "random", "--trials", "4", *where],
+                               "mine.py:objective", "--strategy", "random", "--trials", "4", "--workers", "2"],
                               cwd=tmp_path, stdin=subprocess.DEVNULL, stdout=its_end, stderr=its_end,
                               env=os.environ | {"COLUMNS": "120"})
     os.close(its_end)
