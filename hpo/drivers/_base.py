@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
-from hpo._errors import OneLineModel
+from hpo._options import OneLineModel
 
 if TYPE_CHECKING:
     from hpo.loop import TrialLoop

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import ConfigDict, Field
 
-from hpo._errors import OneLineModel
+from hpo._options import OneLineModel
 
 PRUNERS = ("none", "median", "successive-halving", "hyperband")
 
