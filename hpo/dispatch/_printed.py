@@ -6,15 +6,24 @@ from __future__ import annotations
 import io
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 
+@dataclass(frozen=True)
+class Printed:
+    """Whole lines a trial's code wrote to ``stream`` (``stdout`` or ``stderr``), as they travel."""
+
+    text: str
+    stream: str
+
+
 class PrintedLines(io.TextIOBase):
-    """A process's ``sys.stdout`` or ``sys.stderr`` whose whole lines go to ``send(text, stream)``
+    """A process's ``sys.stdout`` or ``sys.stderr`` whose whole lines go to ``send`` (a ``Printed``)
     (written straight to the terminal, they ran into the progress bar's line). Writes to the
     file descriptor (C code) still go where they went."""
 
-    def __init__(self, send: Callable[[str, str], None], stream: str, original: Any) -> None:
+    def __init__(self, send: Callable[[Printed], None], stream: str, original: Any) -> None:
         super().__init__()
         self.send, self.stream, self.original = send, stream, original
         self.pending = ""
@@ -23,7 +32,7 @@ class PrintedLines(io.TextIOBase):
         self.pending += text
         if "\n" in self.pending:
             whole, _, self.pending = self.pending.rpartition("\n")
-            self.send(whole + "\n", self.stream)
+            self.send(Printed(whole + "\n", self.stream))
         return len(text)
 
     def flush(self) -> None:
@@ -31,7 +40,7 @@ class PrintedLines(io.TextIOBase):
 
     def close_line(self) -> None:
         if self.pending:
-            self.send(self.pending + "\n", self.stream)
+            self.send(Printed(self.pending + "\n", self.stream))
             self.pending = ""
 
     @property
@@ -48,14 +57,14 @@ class PrintedLines(io.TextIOBase):
         return True
 
 
-def send_printed(send: Callable[[str, str], None]) -> tuple[PrintedLines, PrintedLines]:
+def send_printed(send: Callable[[Printed], None]) -> tuple[PrintedLines, PrintedLines]:
     """This process's ``sys.stdout`` and ``sys.stderr`` sent on through ``send``."""
     sys.stdout = printed = PrintedLines(send, "stdout", sys.stdout)
     sys.stderr = warned = PrintedLines(send, "stderr", sys.stderr)
     return printed, warned
 
 
-def write_printed(text: str, stream: str) -> None:
+def write_printed(printed: Printed) -> None:
     """Write what another process printed as this one's own (through the progress bar's hold on
     this process's streams, where one is shown)."""
-    print(text, end="", file=sys.stderr if stream == "stderr" else sys.stdout, flush=True)
+    print(printed.text, end="", file=sys.stderr if printed.stream == "stderr" else sys.stdout, flush=True)

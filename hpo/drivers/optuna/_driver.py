@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 
 import cloudpickle
 
-from hpo.dispatch import DeviceSlot, WorkerPool, plan_slots, send_printed, write_printed
+from hpo.dispatch import DeviceSlot, Printed, WorkerPool, plan_slots, send_printed, write_printed
 from hpo.drivers._base import Driver
 from hpo.drivers.optuna import OptunaOptions
 from hpo.loop import SearchListener, TrialLoop, set_up, work, worker_name
@@ -92,8 +92,8 @@ class _PoolWatch:
                 self.said.add(event.text)
                 self.listener.notice(event.text)
             return
-        if isinstance(event, _Printed):
-            write_printed(event.text, event.stream)
+        if isinstance(event, Printed):
+            write_printed(event)
             return
         self.since[event.pid] = time.monotonic()
         if isinstance(event, _Running):
@@ -151,14 +151,6 @@ class _Notice:
     text: str
 
 
-@dataclasses.dataclass(frozen=True)
-class _Printed:
-    """What a worker's Python code wrote to ``sys.stdout`` or ``sys.stderr``: whole lines."""
-
-    text: str
-    stream: str
-
-
 class _QueueListener(SearchListener):
     """A worker's listener: every event goes to the parent (its progress bar, the user's
     listener, its watch on time limits)."""
@@ -199,7 +191,7 @@ def _dumps(payload: Any) -> bytes:
 def _worker_main(payload: bytes, wait_for_others: bool, slot: DeviceSlot, events: Any) -> None:
     """A pool worker: the same loop as in-process, warm on its slot; what its code prints goes
     through the parent."""
-    printed, warned = send_printed(lambda text, stream: events.put(_Printed(text, stream)))
+    printed, warned = send_printed(events.put)
     plan, objective, store, tracking, population, deadline = cloudpickle.loads(payload)
     tracker = MlflowTracker.attach(tracking, store.url)
     loop = TrialLoop(plan, store, tracker, listener=_QueueListener(events), deadline=deadline)

@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from hpo._errors import HpoError
-from hpo.dispatch import write_printed
+from hpo.dispatch import Printed, write_printed
 from hpo.drivers._base import Driver
 from hpo.drivers.ray import RayOptions
 from hpo.drivers.ray._cluster import HeadWatch, connect, named_address, unanswered, use_token_if_any
-from hpo.drivers.ray._runner import Asked, Ended, Event, Printed, Reported, TrialRunner, Verdict, Wanted
+from hpo.drivers.ray._runner import Asked, Ended, Event, Reported, TrialRunner, Verdict, Wanted
 from hpo.loop import SETUP_SAID_AFTER_S, Started, TrialLoop, worker_name
 from hpo.store import DONE
 from hpo.strategies import WAIT
@@ -310,7 +310,7 @@ class _Actors:
 
         for event in events:
             if isinstance(event, Printed):  # a trial's print, above the progress bar
-                write_printed(event.text, event.stream)
+                write_printed(event)
                 continue
             if isinstance(event, Wanted):  # a population's refill, of its group
                 finish()

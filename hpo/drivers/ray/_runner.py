@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hpo._errors import HpoError
-from hpo.dispatch import send_printed, usable_device
+from hpo.dispatch import Printed, send_printed, usable_device
 from hpo.loop import SearchListener, make_trial, population_size, population_tags, run_population, run_trial, set_up
 from hpo.plan import SearchPlan
 from hpo.pruning import Rule, make_pruner
@@ -57,14 +57,6 @@ class Ended:
     tags: dict[str, str] | None = None
 
 
-@dataclass(frozen=True)
-class Printed:
-    """A whole line the actor's trials printed, on ``stream`` (``stdout`` or ``stderr``)."""
-
-    text: str
-    stream: str
-
-
 Event = Reported | Asked | Wanted | Ended | Printed
 Verdict = tuple[str, str] | None
 """A pruning decision as it travels: the rule's name and what it saw, or None to go on."""
@@ -91,7 +83,7 @@ class TrialRunner:
         self._changed = threading.Condition()
         self._events: list[Event] = []
         self._urgent = False  # an event waits for an answer, or a trial ended
-        send_printed(lambda text, stream: self._say(Printed(text, stream)))  # Ray keeps them from the driver
+        send_printed(self._say)  # Ray keeps an actor's prints from the driver
         self._todo: list[list[Claim]] = []
         self._verdicts: dict[tuple[int, int], Verdict] = {}
         self._granted: list[Claim] | None = None
