@@ -13,6 +13,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+from hpo.trial import trials_text
+
 Curve = Mapping[int, float]
 """A trial's values by step, signed so that lower is better (NaN where it reported one)."""
 
@@ -91,8 +93,7 @@ class Median(Rule):
             return None
         best = min(finite) if finite else math.nan
         worse = "<" if self.sign < 0 else ">"
-        of = f"{len(others)} trials" if len(others) > 1 else "1 trial"
-        return f"at epoch {step}: {self.shown(best)} {worse} median {self.shown(median)} of {of}"
+        return f"at epoch {step}: {self.shown(best)} {worse} median {self.shown(median)} of {trials_text(len(others))}"
 
 
 @dataclass(frozen=True)
