@@ -3,10 +3,14 @@ that are resumed only as they ran."""
 
 from __future__ import annotations
 
+import re
 import time
+import warnings
 
+import numpy as np
 import optuna
 import pytest
+import torch
 import yaml
 from mlflow import MlflowClient
 
@@ -88,6 +92,29 @@ def test_hpo_order_reports_still_raise_when_pruned():
 def test_a_report_in_neither_order_says_the_right_calls(call):
     with pytest.raises(TypeError, match=r"trial\.report\(step, loss=value\).*trial\.report\(value, step\)"):
         call(Trial(0, seed=0, metric="loss"))
+
+
+def test_a_tensor_metric_is_taken_as_its_number_without_pytorchs_warning():
+    """``trial.report(epoch, val_loss=total / n)`` where ``total`` summed losses that still hold
+    their graph: the value is the number, and PyTorch's grad warning no longer names hpo's line."""
+    loss = torch.tensor(0.25, requires_grad=True) * 2
+    trial = Trial(0, seed=0, metric="loss")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        trial.report(0, loss=loss)
+        outcome = run_objective(lambda p, t: loss, {}, trial, "loss")
+    assert trial.history == [(0, {"loss": 0.5})] and (outcome.state, outcome.value) == (TrialState.COMPLETE, 0.5)
+
+
+@pytest.mark.parametrize(("value", "shown"), [(torch.tensor([0.5, 0.6]), "<Tensor of shape (2,)>"),
+                                              (np.zeros((3, 2)), "<ndarray of shape (3, 2)>"), (None, "None")])
+def test_a_metric_that_is_not_one_number_is_named_in_the_report_call(value, shown):
+    """It was the conversion's own error (``only one element tensors can be converted...``),
+    naming neither the call nor the metric."""
+    with pytest.raises(TypeError, match=rf"^trial\.report\(0, val_loss={re.escape(shown)}\): val_loss is not one number; "):
+        Trial(0, seed=0, metric="val_loss").report(0, val_loss=value)
+    outcome = run_objective(lambda p, t: value, {}, Trial(0, seed=0, metric="val_loss"), "val_loss")
+    assert outcome.reason == f"objective returned a non-number: {shown}"
 
 
 def test_optunas_own_trial_pruned_is_recorded_as_pruned():

@@ -296,7 +296,13 @@ class Trial:
         if isinstance(step, bool) or not isinstance(step, int | float) or step != int(step) or step < 0:
             raise TypeError(self._misreported(args, metrics, f"the step must be a whole number from 0 (the epoch), "
                                                              f"got {step!r}; "))
-        self.record(int(step), metrics)
+        values = {}
+        for name, value in metrics.items():
+            try:
+                values[name] = as_number(value)
+            except (TypeError, ValueError):
+                raise TypeError(self._misreported(args, metrics, f"{name} is not one number; ")) from None
+        self.record(int(step), values)
         self._stop = self.verdict()
         if self._stop is not None and not optuna_order:
             raise self._stop
@@ -324,7 +330,7 @@ class Trial:
         return None
 
     def _misreported(self, args: tuple[Any, ...], metrics: Mapping[str, Any], why: str) -> str:
-        given = ", ".join([*map(repr, args), *(f"{k}={v!r}" for k, v in metrics.items())])
+        given = ", ".join([*map(described, args), *(f"{k}={described(v)}" for k, v in metrics.items())])
         return (f"trial.report({given}): {why}call trial.report(step, {self._metric or 'loss'}=value), or Optuna's "
                 "trial.report(value, step)")
 
@@ -485,6 +491,22 @@ def raised_at(error: BaseException) -> str:
     return f"{name}:{frame.lineno}"
 
 
+def as_number(value: Any) -> float:
+    """A reported or returned metric as a float: a Python or NumPy number, or a tensor of one value
+    (detached first: one that still holds its graph converts without PyTorch's warning)."""
+    if callable(getattr(value, "detach", None)):
+        value = value.detach()
+    return float(value)
+
+
+def described(value: Any) -> str:
+    """``repr(value)`` on one line; an array or tensor of several values by its type and shape."""
+    shape = getattr(value, "shape", ())
+    if len(shape) > 0:
+        return f"<{type(value).__name__} of shape {tuple(shape)}>"
+    return " ".join(repr(value).split())
+
+
 def outcome_of(returned: Any, trial: Trial, metric: str) -> Outcome:
     """The outcome of what an objective returned: the metric, or a dict holding it. Where a
     pruner reads the trial's reports, they must have held the metric."""
@@ -496,9 +518,9 @@ def outcome_of(returned: Any, trial: Trial, metric: str) -> Outcome:
     if metric not in metrics:
         return Outcome(TrialState.FAILED, reason=f"objective returned no {metric!r}")
     try:
-        metrics = {name: float(value) for name, value in metrics.items()}
+        metrics = {name: as_number(value) for name, value in metrics.items()}
     except (TypeError, ValueError):
-        return Outcome(TrialState.FAILED, reason=f"objective returned a non-number: {returned!r}"[:500])
+        return Outcome(TrialState.FAILED, reason=f"objective returned a non-number: {described(returned)}"[:500])
     value = metrics[metric]
     if not math.isfinite(value):
         if trial._guard is not None:
