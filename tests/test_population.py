@@ -160,6 +160,34 @@ def test_batch_norm_trains_in_populations_each_member_with_its_own_statistics(ex
         assert_same_curves(curve, curves[number])
 
 
+def regression_recipe(trial: Trial) -> Recipe:
+    """A regression of my own: targets of shape (n, 1), mean squared error, no accuracy."""
+    x = torch.randn(300, 4, generator=torch.Generator().manual_seed(0))
+    y = (x**2).sum(1, keepdim=True)
+
+    def build(params):
+        return nn.Sequential(nn.Linear(4, 16), nn.LayerNorm(16), nn.GELU(), nn.Linear(16, 1))
+
+    return Recipe(build, (x[:250], y[:250]), (x[250:], y[250:]), loss=nn.functional.mse_loss, accuracy=False)
+
+
+def test_a_regression_recipe_trains_alone_and_in_populations(exact):
+    """Its members were scored for accuracy all the same: ``argmax`` against targets of shape
+    (n, 1) failed every trial, alone too, at hpo's own line (``_train.py:514: RuntimeError: The
+    size of tensor a (4) must match the size of tensor b (500)``)."""
+    base = {"optimizer": "adamw", "epochs": 3, "dropout": 0.0, "batch_size": 50, "patience": 100}
+    params = [{**base, **member} for member in MEMBERS]
+    curves: list[list] = [[] for _ in params]
+    trials = [trial(n, curves[n]) for n in range(3)]
+    outcomes = train_population(regression_recipe(trials[0]), list(zip(params, trials, strict=True)), "val_loss")
+    assert [o.state for o in outcomes] == [TrialState.COMPLETE] * 3
+    for number in range(3):
+        curve: list = []
+        fit(regression_recipe(trials[0]), params[number], trial(number, curve))
+        assert_same_curves(curve, curves[number])
+        assert [sorted(metrics) for _, metrics in curve] == [["train_loss", "val_loss"]] * 4
+
+
 def test_a_convolutional_population_reproduces_its_members_trained_alone(exact):
     base = {"optimizer": "adamw", "schedule": "cosine", "epochs": 2, "dropout": 0.0, "batch_size": 64}
     params = [{**base, **member} for member in MEMBERS]

@@ -511,7 +511,8 @@ class _Training:
                 xs, ys = x[start : start + rows], y[start : start + rows]
                 outputs = population.outputs(xs, shared=True)
                 losses = losses + _losses(self.recipe.loss, outputs, ys.expand(len(outputs), *ys.shape)) * len(ys)
-                correct = correct + (outputs.argmax(dim=-1) == ys).sum(dim=-1)
+                if self.recipe.accuracy:
+                    correct = correct + (outputs.argmax(dim=-1) == ys).sum(dim=-1)
         return losses / len(y), correct / len(y)
 
     def _report(self, population: _Population, train_loss: Tensor) -> None:
