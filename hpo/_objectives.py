@@ -26,7 +26,11 @@ def resolve_objective(spec: str | Callable[..., Any] | None, default: str | None
     except TypeError:
         signature = inspect.signature(objective)
         hint = ""
-        if list(signature.parameters) == ["trial"]:  # Optuna's objective(trial)
+        if inspect.isclass(objective):  # its objects are the objectives, as the README's CancerMLP()
+            made = f"{objective.__name__}()"
+            hint = (f": it is a class; name an object of it, such as objective = {made} at the module's end"
+                    if isinstance(spec, str) else f": it is a class; pass an object of it, {made}")
+        elif list(signature.parameters) == ["trial"]:  # Optuna's objective(trial)
             hint = ": hpo passes each trial's parameters first, from the space file"
         elif list(signature.parameters) == ["config"]:  # Ray Tune's trainable(config)
             hint = (": hpo passes the trial too, whose trial.report(step, metric=value) takes the place of Ray Tune's "

@@ -327,6 +327,21 @@ def test_an_optuna_objective_of_the_trial_alone_is_told_where_parameters_come_fr
                                        "each trial's parameters first, from the space file")
 
 
+def test_a_class_of_objectives_is_told_to_pass_one_of_its_objects(tmp_path):
+    """As Ray Tune takes a Trainable class: hpo takes an object, and says so rather than only
+    that ``Objective()`` cannot be called as ``objective(params, trial)``."""
+
+    class Objective:
+        def __call__(self, params, trial):
+            return params["lr"]
+
+    with pytest.raises(HpoError) as refused:
+        hpo.search(Objective, SPACE, home=tmp_path, n_trials=2)
+    assert str(refused.value).endswith(".Objective() cannot be called as objective(params, trial): it is a class; "
+                                       "pass an object of it, Objective()")
+    assert not tmp_path.joinpath("optuna.db").exists()
+
+
 def test_a_budget_below_what_is_done_runs_nothing_and_a_larger_one_is_said(unique, stores):
     first = _search(_lr, unique, stores, n_trials=4)
     with pytest.raises(HpoError, match=r"n_trials: study '\w+' has 4 trials done, more than 2: nothing to run"):

@@ -126,11 +126,14 @@ def test_sporadic_failures_fail_only_their_trial_and_a_rerun_retries_them(tmp_pa
         ("def objective(config):\n    return 1.0\n",  # Ray Tune's trainable
          "--objective: mine.py:objective(config) cannot be called as objective(params, trial): hpo passes the trial "
          "too, whose trial.report(step, metric=value) takes the place of Ray Tune's tune.report"),
+        ("class Objective:\n    def __call__(self, params, trial):\n        return 1.0\n\nobjective = Objective\n",
+         "--objective: mine.py:objective() cannot be called as objective(params, trial): it is a class; name an "
+         "object of it, such as objective = Objective() at the module's end"),
         ("def objective(params, trial)\n    return 1.0\n", "--objective: mine.py:1: SyntaxError: expected ':'"),
         ("import torch\nDATA = torch.load('missing.pt')\n\ndef objective(params, trial):\n    return 1.0\n",
          "--objective: mine.py:2: FileNotFoundError: [Errno 2] No such file or directory: 'missing.pt'"),
     ],
-    ids=["signature", "ray-tune-signature", "syntax", "import-time-error"],
+    ids=["signature", "ray-tune-signature", "class", "syntax", "import-time-error"],
 )
 def test_an_objective_that_cannot_run_is_refused_before_anything_is_written(tmp_path, objective, line):
     folder = user_folder(tmp_path, objective)
