@@ -456,7 +456,7 @@ def _check_resume(store: TrialStore, plan: SearchPlan, listener: SearchListener)
         argument, was, now = changed[0]
         raise HpoError(f"study {plan.study_name!r} ran with {was}, not {now}: resume it as it ran, or start "
                        "another study with new_study (--new-study) or study_name (--study)", argument=argument)
-    done = sum(t.finished and not t.lost for t in store.trials())
+    done = sum(t.finished for t in store.in_next_run())
     if done > plan.n_trials:
         raise HpoError(f"study {plan.study_name!r} has {done} trials done, more than {plan.n_trials}: nothing to "
                        f"run; a budget above {done} extends it", argument="n_trials")
@@ -494,6 +494,13 @@ class FailureWatch(Listeners):
         self.plan = plan
         self.first = min(first, plan.n_trials)
         self.failed: list[TrialRecord] | None = []  # None once a trial did not fail like the others
+
+    def resumed(self, trials: list[TrialRecord]) -> None:
+        """A study resumed with trials that completed (or were pruned) is known not to fail every
+        trial: its first trials now are often the configurations that failed before, run again."""
+        super().resumed(trials)
+        if any(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials):
+            self.failed = None
 
     def trial_finished(self, trial: TrialRecord) -> None:
         super().trial_finished(trial)

@@ -36,6 +36,14 @@ boom_at_002.test = digits_mlp.test
 boom_at_002.step_zero_untrained = True  # digits_mlp's step 0 is its untrained model
 
 
+def fails_until_fixed(params, trial):
+    """Fails above a learning rate of 0.01 until the file ``params["fixed_when"]`` exists (a bug
+    the user then fixes, the objective's source unchanged)."""
+    if params["lr"] > 0.01 and not os.path.exists(params["fixed_when"]):
+        raise RuntimeError("diverges above 0.01 for now")
+    return params["lr"]
+
+
 def quadratic(params, trial):
     for step in range(3):
         trial.report(step, loss=(params["lr"] - 0.01) ** 2 + 1 / (step + 1))

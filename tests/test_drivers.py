@@ -32,6 +32,7 @@ from predictable import (
     SlowSetup,
     Warm,
     boom_at_002,
+    fails_until_fixed,
     killed_once,
     late,
     plateau,
@@ -222,6 +223,31 @@ def test_a_trial_lost_with_its_process_is_failed_and_planned_again(engine, store
     assert lost.info.status == "FAILED" and lost.data.tags["hpo.reason"] == "worker lost"
     retry = next(r for r in runs if r.data.tags["hpo.trial_number"] == "3")
     assert retry.data.tags["hpo.retry_of"] == "2"
+
+
+def test_configurations_that_failed_between_completed_ones_run_again_in_their_own_places(engine, unique, tmp_path):
+    """Random search draws trial i from ``(seed, i)``, and a rerun counted i from the trials left
+    in the budget: those that failed before a completed one did not run again, while completed
+    ones were drawn a second time. Nor does a rerun whose first trials fail again stop the search
+    (the study has completed trials), or the next one refuse a budget that retries filled."""
+    space = hpo.SearchSpace.model_validate({
+        "name": "fails", "metric": "loss", "direction": "minimize",
+        "params": {"lr": {"type": "float", "low": 1e-3, "high": 0.1, "log": True}},
+        "fixed": {"fixed_when": str(tmp_path / "fixed")}})
+    options = dict(strategy="random", n_trials=8, study_name=unique, experiment=unique, evaluate_test=False)
+    first = engine(fails_until_fixed, space, **options)
+    drawn = sorted(params_key(t.params) for t in first.trials)
+    failed = [t.number for t in first.trials if t.state is TrialState.FAILED]
+    assert failed and min(failed) < max(t.number for t in first.trials if t.state is TrialState.COMPLETE)
+
+    again = engine(fails_until_fixed, space, **options)  # not fixed yet: each fails again, and the search goes on
+    assert sorted(params_key(t.params) for t in again.trials) == drawn
+    assert sum(t.state is TrialState.FAILED for t in again.trials) == len(failed)
+
+    (tmp_path / "fixed").touch()
+    fixed = engine(fails_until_fixed, space, **options)
+    assert [t.state for t in fixed.trials] == [TrialState.COMPLETE] * 8
+    assert sorted(params_key(t.params) for t in fixed.trials) == drawn  # the same eight, each once
 
 
 def test_the_cli_progress_bar_hears_every_trial(engine, unique):

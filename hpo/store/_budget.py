@@ -34,8 +34,14 @@ def owed_again(trials: Iterable[TrialRecord], session: int) -> Counter[str]:
     """The configurations of earlier runs than ``session`` that run again in it, by why: ``failed``
     (the objective may have been fixed since) and ``lost`` (with their process or to Ctrl-C);
     each once, as its latest trial ended. They take no place in the budget yet."""
+    return Counter("lost" if t.lost else "failed" for t in retried(trials, session))
+
+
+def retried(trials: Iterable[TrialRecord], session: int) -> list[TrialRecord]:
+    """The latest try of each configuration that runs again (see ``in_budget``) and has not yet,
+    oldest first: a claim runs them before anything new, each in its own place."""
     trials = sorted(trials, key=lambda t: t.number)
     kept = {params_key(t.params) for t in in_budget(trials, session)}
     latest = {params_key(t.params): t for t in trials
               if t.state is TrialState.FAILED and (t.lost or t.session < session)}
-    return Counter("lost" if t.lost else "failed" for key, t in latest.items() if key not in kept)
+    return sorted((t for key, t in latest.items() if key not in kept), key=lambda t: t.number)

@@ -37,11 +37,11 @@ from hpo.files import (
 )
 from hpo.plan import SearchPlan
 from hpo.spaces import CategoricalParam, FloatParam, SearchSpace
-from hpo.store._budget import in_budget
+from hpo.store._budget import in_budget, retried
 from hpo.store._locks import StudyLock
 from hpo.store._mirror import StudyMirror
 from hpo.store._optuna import End, StudyWrites, study_writes
-from hpo.strategies import WAIT, BaseStrategy, Suggestion, params_key
+from hpo.strategies import WAIT, BaseStrategy, Suggestion
 from hpo.trial import DONE, WORKER_LOST, Claim, TrialRecord, TrialState, by_state, trial_seed, trials_text
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -378,6 +378,11 @@ class TrialStore:
         """The trials that take a place in the budget (see ``in_budget``)."""
         return in_budget(self.trials(), self.session)
 
+    def in_next_run(self) -> list[TrialRecord]:
+        """The trials that take a place in the budget of the search's next run (``open`` starts it):
+        those that failed in the runs so far make way for their configurations."""
+        return in_budget(self.trials(), int(self.study.user_attrs.get(SESSION, 0)) + 1)
+
     def unfinished(self) -> bool:
         return bool(self._running_claims())
 
@@ -393,11 +398,10 @@ class TrialStore:
         with self._lock:
             created, records = self._records()
             history = in_budget(records, self.session)
-            counted = {t.number for t in history}  # the rest, lost or failed in an earlier run, are retried
-            lost = {params_key(r.params): r.number for r in records if r.number not in counted}
+            again = retried(records, self.session)  # lost, or failed in an earlier run
             planned: list[tuple[Suggestion, int | None]] = []
             while len(planned) < count:
-                step = self._next(plan, history, lost, like)
+                step = self._next(plan, history, again, like)
                 if not isinstance(step, tuple):
                     if planned:
                         break
@@ -443,13 +447,21 @@ class TrialStore:
             self._records()
         return self._finished[seen:]
 
-    def _next(self, plan: SearchPlan, history: list[TrialRecord], lost: dict[str, int],
+    def _next(self, plan: SearchPlan, history: list[TrialRecord], again: list[TrialRecord],
               like: dict[str, Any] | None = None) -> tuple[Suggestion, int | None] | Suggestion | object:
-        """The strategy's next trial after ``history`` (the trials in the budget), sharing
-        ``like``'s values where given: its suggestion, and the ``lost`` trial (by configuration)
-        it runs again; else ``WAIT`` or ``DONE``."""
+        """The next trial after ``history`` (the trials in the budget), sharing ``like``'s values
+        where given: the first configuration that runs ``again`` (taken from it), with the trial it
+        runs again, before the strategy's next suggestion; else ``WAIT`` or ``DONE``.
+
+        A configuration runs again in its own place: left to the strategy, one that failed before
+        the trials that completed was drawn again only by chance (random search draws trial i from
+        ``(seed, i)``, and i would count the completed trials after it), while those were drawn twice."""
         if len(history) >= plan.n_trials:
             return DONE
+        for i, trial in enumerate(again):
+            if like is None or all(trial.params.get(name) == value for name, value in like.items()):
+                del again[i]
+                return Suggestion(dict(trial.params), trial.stage), trial.number
         assert isinstance(plan.strategy, BaseStrategy)
         suggestion = (plan.strategy.suggest(plan.space, history, plan.n_trials) if like is None else
                       plan.strategy.suggest_like(plan.space, history, plan.n_trials, like))
@@ -457,7 +469,7 @@ class TrialStore:
             return DONE
         if suggestion is WAIT:
             return WAIT
-        return suggestion, lost.get(params_key(suggestion.params))
+        return suggestion, None
 
     def _start(self, plan: SearchPlan, planned: list[tuple[Suggestion, int | None]], worker: str) -> list[Claim]:
         """The trials, each with its parameters, stage and owner, created in one transaction."""
