@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import math
+import threading
 
 import pytest
 
@@ -56,6 +57,8 @@ def _trial(guard=True):
         (lambda p, t: {"accuracy": 0.9}, TrialState.FAILED, "objective returned no 'loss'"),
         (lambda p, t: 1 / 0, TrialState.FAILED, "ZeroDivisionError: division by zero"),
         (lambda p, t: "high", TrialState.FAILED, "objective returned a non-number: 'high'"),
+        (lambda p, t: {"loss": 0.5, "lock": threading.Lock()}, TrialState.FAILED,  # every trial's reason alike
+         "objective returned a non-number: 'lock': <_thread.lock>"),
         (lambda p, t: math.nan, TrialState.PRUNED, "diverged"),
     ],
 )

@@ -500,11 +500,14 @@ def as_number(value: Any) -> float:
 
 
 def described(value: Any) -> str:
-    """``repr(value)`` on one line; an array or tensor of several values by its type and shape."""
+    """``repr(value)`` on one line; an array or tensor of several values by its type and shape,
+    an object whose ``repr`` holds its address by its type (so that trials failing alike say so
+    alike)."""
     shape = getattr(value, "shape", ())
     if len(shape) > 0:
         return f"<{type(value).__name__} of shape {tuple(shape)}>"
-    return " ".join(repr(value).split())
+    shown = " ".join(repr(value).split())
+    return f"<{type(value).__module__}.{type(value).__qualname__}>" if " at 0x" in shown else shown
 
 
 def outcome_of(returned: Any, trial: Trial, metric: str) -> Outcome:
@@ -517,10 +520,14 @@ def outcome_of(returned: Any, trial: Trial, metric: str) -> Outcome:
     metrics = dict(returned) if isinstance(returned, Mapping) else {metric: returned}
     if metric not in metrics:
         return Outcome(TrialState.FAILED, reason=f"objective returned no {metric!r}")
-    try:
-        metrics = {name: as_number(value) for name, value in metrics.items()}
-    except (TypeError, ValueError):
-        return Outcome(TrialState.FAILED, reason=f"objective returned a non-number: {described(returned)}"[:500])
+    numbers = {}
+    for name, value in metrics.items():
+        try:
+            numbers[name] = as_number(value)
+        except (TypeError, ValueError):
+            shown = f"{name!r}: {described(value)}" if isinstance(returned, Mapping) else described(value)
+            return Outcome(TrialState.FAILED, reason=f"objective returned a non-number: {shown}"[:500])
+    metrics = numbers
     value = metrics[metric]
     if not math.isfinite(value):
         if trial._guard is not None:
