@@ -225,16 +225,19 @@ def test_a_trial_lost_with_its_process_is_failed_and_planned_again(engine, store
     assert retry.data.tags["hpo.retry_of"] == "2"
 
 
-def test_configurations_that_failed_between_completed_ones_run_again_in_their_own_places(engine, unique, tmp_path):
+@pytest.mark.parametrize("strategy", ["random", "tpe"])
+def test_configurations_that_failed_between_completed_ones_run_again_in_their_own_places(engine, unique, tmp_path,
+                                                                                         strategy):
     """Random search draws trial i from ``(seed, i)``, and a rerun counted i from the trials left
     in the budget: those that failed before a completed one did not run again, while completed
-    ones were drawn a second time. Nor does a rerun whose first trials fail again stop the search
-    (the study has completed trials), or the next one refuse a budget that retries filled."""
+    ones were drawn a second time; TPE sampled new ones in their place. Nor does a rerun whose
+    first trials fail again stop the search (the study has completed trials), or the next one
+    refuse a budget that retries filled."""
     space = hpo.SearchSpace.model_validate({
         "name": "fails", "metric": "loss", "direction": "minimize",
         "params": {"lr": {"type": "float", "low": 1e-3, "high": 0.1, "log": True}},
         "fixed": {"fixed_when": str(tmp_path / "fixed")}})
-    options = dict(strategy="random", n_trials=8, study_name=unique, experiment=unique, evaluate_test=False)
+    options = dict(strategy=strategy, n_trials=8, study_name=unique, experiment=unique, evaluate_test=False)
     first = engine(fails_until_fixed, space, **options)
     drawn = sorted(params_key(t.params) for t in first.trials)
     failed = [t.number for t in first.trials if t.state is TrialState.FAILED]

@@ -503,6 +503,10 @@ class TrialStore:
                 budget = plan.n_trials - len(in_budget(records, self.session))
                 if budget <= 0:
                     break
+                again, like = self._again(records, min(count - len(claims), budget), like, shape)
+                if again:  # before anything is sampled, which sees them running
+                    claims += self._start(plan, again, worker)
+                    continue
                 try:
                     sampled, like = self._sampled(plan, created, min(count - len(claims), budget, at_once),
                                                   like, shape)
@@ -514,6 +518,20 @@ class TrialStore:
                 self._mirror.created([claim.number for claim in started])
                 claims += started
         return claims or DONE
+
+    def _again(self, records: list[TrialRecord], count: int, like: dict[str, Any] | None, shape: Sequence[str],
+               ) -> tuple[list[tuple[Suggestion, int | None]], dict[str, Any] | None]:
+        """Up to ``count`` configurations that run again (see ``retried``), sharing ``like``'s
+        values of ``shape``, else the first one's; and the values they share."""
+        again: list[tuple[Suggestion, int | None]] = []
+        for trial in retried(records, self.session):
+            if len(again) == count:
+                break
+            if like is None and shape:
+                like = {k: v for k, v in trial.params.items() if k in shape}
+            if like is None or all(trial.params.get(name) == value for name, value in like.items()):
+                again.append((Suggestion(dict(trial.params), trial.stage), trial.number))
+        return again, like
 
     def _sampled(self, plan: SearchPlan, created: int, count: int, like: dict[str, Any] | None,
                  shape: Sequence[str]) -> tuple[list[tuple[Suggestion, None]], dict[str, Any]]:
