@@ -81,6 +81,19 @@ def test_two_cpu_workers_run_exactly_the_budget_with_warm_setup(stores, unique, 
     assert len(child_runs(stores["tracking_uri"], result.parent_run_id)) == 8
 
 
+def test_a_pool_starts_no_more_workers_than_the_budget_has_trials_left(stores, unique, tmp_path):
+    """``--workers 64`` for two trials started 64 processes, each importing torch and setting up
+    (on a GPU, a CUDA context each); so did a study extended by one trial."""
+    log = tmp_path / "setup.log"
+    options = dict(strategy="random", driver=hpo.OptunaOptions(workers=4, gpus="none"), experiment=unique,
+                   study_name=unique, evaluate_test=False, **stores)
+    hpo.search(WarmObjective(log), lr_space(20), n_trials=2, **options)
+    assert len(log.read_text().split()) == 2
+    extended = hpo.search(WarmObjective(log), lr_space(20), n_trials=3, **options)
+    assert len(log.read_text().split()) == 3 and len(extended.trials) == 3
+    assert len(plan_slots(4, gpus="none", at_most=2)) == 2 and len(plan_slots("auto", gpus="none", at_most=1)) == 1
+
+
 def test_no_grid_point_runs_twice_with_several_workers(stores, unique):
     result = hpo.search("digits_mlp", lr_space(6), strategy="grid", n_trials=20, driver=hpo.OptunaOptions(workers=2),
                         experiment=unique, study_name=unique, evaluate_test=False, **stores)

@@ -68,19 +68,21 @@ def visible_gpus() -> int:
     return torch.cuda.device_count()
 
 
-def plan_slots(workers: str | int = "auto", gpus: str | None = None, trials_per_gpu: int = 1) -> list[DeviceSlot]:
-    """Slots for ``workers`` workers: K per GPU on the GPUs named (``"all"``, ``"0,2"``), or on
-    every GPU there is; CPU slots when there is none, their threads sharing the cores."""
+def plan_slots(workers: str | int = "auto", gpus: str | None = None, trials_per_gpu: int = 1,
+               at_most: int | None = None) -> list[DeviceSlot]:
+    """Slots for ``workers`` workers (``at_most`` of them: a budget's trials left): K per GPU on
+    the GPUs named (``"all"``, ``"0,2"``), or on every GPU there is; CPU slots when there is
+    none, their threads sharing the cores."""
     if trials_per_gpu < 1:
         raise HpoError(f"must be at least 1, got {trials_per_gpu}", argument="trials_per_gpu")
     count = _workers(workers)
     cores = os.cpu_count() or 1
     ids = _gpu_ids(gpus)
     if not ids:
-        count = count or max(1, cores // 2)
+        count = min(count or max(1, cores // 2), at_most or count or cores)
         return [DeviceSlot(f"cpu/{i}", None, None, max(1, cores // count)) for i in range(count)]
     slots = [(gpu, k) for k in range(trials_per_gpu) for gpu in ids]  # spread over GPUs first
-    count = count or len(slots)
+    count = min(count or len(slots), at_most or count or len(slots))
     inherited = os.environ.get("CUDA_VISIBLE_DEVICES")
     names = inherited.split(",") if inherited else [str(i) for i in range(max(ids) + 1)]
     return [

@@ -56,8 +56,10 @@ class OptunaDriver(Driver):
             return
         payload = _dumps((loop.plan, objective, loop.store, loop.tracker.identity(), population, loop.deadline))
         watch = _PoolWatch(loop, loop.listener)
+        left = loop.plan.n_trials - len(loop.store.counted())  # no more workers than trials to run: each starts
+        slots = plan_slots(self.options.workers, self.options.gpus, self.options.trials_per_gpu, at_most=max(1, left))
         pool = WorkerPool(
-            self.slots, functools.partial(_worker_main, payload, wait_for_others),
+            slots, functools.partial(_worker_main, payload, wait_for_others),
             on_event=watch.heard,
             on_lost=lambda pid: loop.fail_worker(worker_name(pid), watch.reason(pid)),
             on_stopped=lambda pid: loop.fail_worker(worker_name(pid), INTERRUPTED),
