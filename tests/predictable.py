@@ -44,6 +44,20 @@ def fails_until_fixed(params, trial):
     return params["lr"]
 
 
+class SetupLog:
+    """``quadratic``, with a setup that leaves a line per call (per worker, per Ray actor) in ``log``."""
+
+    def __init__(self, log: str) -> None:
+        self.log = log
+
+    def setup(self, device):
+        with open(self.log, "a") as log:
+            log.write(f"{os.getpid()}\n")
+
+    def __call__(self, params, trial):
+        return quadratic(params, trial)
+
+
 def quadratic(params, trial):
     for step in range(3):
         trial.report(step, loss=(params["lr"] - 0.01) ** 2 + 1 / (step + 1))

@@ -29,6 +29,7 @@ from predictable import (
     SCRIPTED,
     ListStrategy,
     MissingData,
+    SetupLog,
     SlowSetup,
     Warm,
     boom_at_002,
@@ -456,6 +457,20 @@ def test_ray_retries_a_trial_whose_actor_died_in_the_same_run(request, stores, u
     runs = {r.data.tags["hpo.trial_number"]: r for r in child_runs(stores["tracking_uri"], result.parent_run_id)}
     assert runs[str(lost[0].number)].info.status == "FAILED"
     assert runs[str(retry[0].number)].data.tags["hpo.retry_of"] == str(lost[0].number)
+
+
+def test_ray_starts_no_more_actors_than_the_budget_has_trials_left(request, stores, unique, tmp_path):
+    """A study extended by one trial started an actor for every trial the cluster held at once."""
+    request.getfixturevalue("ray_local")
+    log = tmp_path / "setup.log"
+    space = hpo.SearchSpace.model_validate({"name": "q", "metric": "loss", "direction": "minimize",
+                                            "params": {"lr": {"type": "float", "low": 1e-3, "high": 0.1}}})
+    options = dict(strategy="random", driver=driver_options("ray"), experiment=unique, study_name=unique,
+                   home=tmp_path, evaluate_test=False, **stores)
+    hpo.search(SetupLog(str(log)), space, n_trials=2, **options)
+    assert len(log.read_text().split()) == 2  # two at once: the cluster has two CPUs
+    hpo.search(SetupLog(str(log)), space, n_trials=3, **options)
+    assert len(log.read_text().split()) == 3
 
 
 def test_an_objective_a_ray_actor_cannot_load_is_refused_naming_why(request, stores, unique, tmp_path, monkeypatch):

@@ -102,7 +102,7 @@ class RayDriver(Driver):
 
     def slots(self, ray: Any, n_trials: int) -> int:
         """How many trials run at once: as many as the cluster's CPUs and GPUs hold at each
-        trial's request (at most ``max_concurrent``, and the budget); a request no machine of
+        trial's request (at most ``max_concurrent``, and the trials left); a request no machine of
         the cluster can meet is refused in one line."""
         per_trial = {"CPU": self.options.cpus_per_trial, "GPU": self.options.gpus_per_trial}
         nodes = [node["Resources"] for node in ray.nodes() if node.get("Alive")]
@@ -192,7 +192,8 @@ class _Actors:
         self.path = _users_path()
         self.population = population
         self._said: set[str] = set()
-        self.slots = [self._start() for _ in range(driver.slots(ray, loop.plan.n_trials))]
+        left = loop.plan.n_trials - len(loop.store.counted())  # a study extended by one trial: one actor
+        self.slots = [self._start() for _ in range(driver.slots(ray, max(1, left)))]
         self._ask_at = 0.0  # when the store may be asked for a trial again
         self._claimed_all = False
 
