@@ -458,10 +458,8 @@ class TrialStore:
         ``(seed, i)``, and i would count the completed trials after it), while those were drawn twice."""
         if len(history) >= plan.n_trials:
             return DONE
-        for i, trial in enumerate(again):
-            if like is None or all(trial.params.get(name) == value for name, value in like.items()):
-                del again[i]
-                return Suggestion(dict(trial.params), trial.stage), trial.number
+        if (retry := _take_again(again, like)) is not None:
+            return retry
         assert isinstance(plan.strategy, BaseStrategy)
         suggestion = (plan.strategy.suggest(plan.space, history, plan.n_trials) if like is None else
                       plan.strategy.suggest_like(plan.space, history, plan.n_trials, like))
@@ -523,14 +521,12 @@ class TrialStore:
                ) -> tuple[list[tuple[Suggestion, int | None]], dict[str, Any] | None]:
         """Up to ``count`` configurations that run again (see ``retried``), sharing ``like``'s
         values of ``shape``, else the first one's; and the values they share."""
+        owed = retried(records, self.session)
+        if like is None and shape and owed:
+            like = {k: v for k, v in owed[0].params.items() if k in shape}
         again: list[tuple[Suggestion, int | None]] = []
-        for trial in retried(records, self.session):
-            if len(again) == count:
-                break
-            if like is None and shape:
-                like = {k: v for k, v in trial.params.items() if k in shape}
-            if like is None or all(trial.params.get(name) == value for name, value in like.items()):
-                again.append((Suggestion(dict(trial.params), trial.stage), trial.number))
+        while len(again) < count and (retry := _take_again(owed, like)) is not None:
+            again.append(retry)
         return again, like
 
     def _sampled(self, plan: SearchPlan, created: int, count: int, like: dict[str, Any] | None,
@@ -665,6 +661,16 @@ class TrialStore:
     @functools.cached_property
     def _study_id(self) -> int:
         return self.storage.get_study_id_from_name(self.study_name)
+
+
+def _take_again(owed: list[TrialRecord], like: dict[str, Any] | None) -> tuple[Suggestion, int | None] | None:
+    """The first of the ``owed`` configurations that shares ``like``'s values, taken from them:
+    as a suggestion, with the trial it runs again."""
+    for i, trial in enumerate(owed):
+        if like is None or all(trial.params.get(name) == value for name, value in like.items()):
+            del owed[i]
+            return Suggestion(dict(trial.params), trial.stage), trial.number
+    return None
 
 
 def _if_locked(path: Path, context: Any) -> None:
