@@ -148,17 +148,25 @@ def studies(storage: str | None) -> None:
 
 
 @cli.command()
-@click.option("--study", "study_name", required=True, help="The study of a running search (see its summary).")
-@click.option("--storage", required=True, help="The search's trial store (postgresql://... for many machines).")
+@click.argument("study", required=False)
+@click.option("--study", "study_name", help="The study of a running search, as STUDY (`hpo studies` lists them).")
+@click.option("--storage", help="The search's trial store: postgresql://... for many machines [default: "
+                                "sqlite:///.hpo/optuna.db, on this one].")
 @_settings_flags({"population": "--population"})
 @_engine_flags({"optuna": _ENGINES["optuna"]})
-def worker(study_name: str, storage: str, population: str, **flags: Any) -> None:
-    """Join a running search from this machine: draw trials from the same budget."""
+def worker(study: str | None, study_name: str | None, storage: str | None, population: str, **flags: Any) -> None:
+    """Join the running search of STUDY from this machine: draw trials from the same budget."""
+    from pathlib import Path
+
     from hpo._search import prepare_join
     from hpo.reporting._terminal import progress_shown
+    from hpo.store import default_storage_url
 
-    joining = prepare_join(study_name, storage, driver=engine_options(_ENGINES, "optuna", flags),
-                           population=population)
+    study_name = study_name or study
+    if study_name is None:
+        raise HpoError("hpo worker STUDY: name the study of a running search (hpo studies lists them)")
+    joining = prepare_join(study_name, storage or default_storage_url(Path(".hpo")),
+                           driver=engine_options(_ENGINES, "optuna", flags), population=population)
     with progress_shown(joining.plan, console, joined=True) as bar:
         ran = joining.run(bar)
     console.print(f"hpo worker: ran {trials_text(ran)} of {study_name!r}; the budget is claimed",

@@ -47,6 +47,15 @@ def test_search_command_prints_progress_leaderboard_best_and_test_score(tmp_path
     assert [cell.strip() for cell in row.strip("│ ").split("│")][:5] == [
         "tiny-digits_mlp-grid-seed0", "tiny", "grid", "3/3", "3 complete, 0 pruned, 0 failed"]
     assert f"val_loss {hpo.studies(home=tmp_path / '.hpo')[0].best:.4g}" in row
+    # A worker beside it on this machine: the study as the argument, the store the default (they were two
+    # required flags: `hpo worker STUDY` said only "Missing option '--study'").
+    joined = subprocess.run([str(hpo_bin), "worker", "tiny-digits_mlp-grid-seed0"], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=120)
+    assert joined.returncode == 0, joined.stderr
+    assert "hpo worker: ran 0 trials of 'tiny-digits_mlp-grid-seed0'; the budget is claimed" in joined.stderr
+    unnamed = subprocess.run([str(hpo_bin), "worker"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert (unnamed.returncode, unnamed.stderr) == (2, "hpo: error: hpo worker STUDY: name the study of a running "
+                                                       "search (hpo studies lists them)\n")
 
 
 def test_studies_lists_each_search_as_its_last_run_counted_it(stores, unique, tmp_path):
