@@ -147,17 +147,24 @@ def batch_norm_recipe(trial: Trial) -> Recipe:
     return Recipe(build, (splits.x_train, splits.y_train), (splits.x_val, splits.y_val))
 
 
-def test_batch_norm_trains_in_populations_each_member_with_its_own_statistics(exact):
-    base = {"optimizer": "adamw", "epochs": 3, "dropout": 0.0, "batch_size": 64, "patience": 100}
+def recipe_against_its_twins(recipe_of, base: dict) -> list[list]:
+    """Each member's curve, trained in a population by the recipe ``recipe_of(trial)`` returns,
+    checked against its solo twin's (``fit``: plain torch, no vmap)."""
     params = [{**base, **member} for member in MEMBERS]
     curves: list[list] = [[] for _ in params]
     trials = [trial(n, curves[n]) for n in range(3)]
-    outcomes = train_population(batch_norm_recipe(trials[0]), list(zip(params, trials, strict=True)), "val_loss")
+    outcomes = train_population(recipe_of(trials[0]), list(zip(params, trials, strict=True)), "val_loss")
     assert [o.state for o in outcomes] == [TrialState.COMPLETE] * 3
     for number in range(3):
         curve: list = []
-        fit(batch_norm_recipe(trials[0]), params[number], trial(number, curve))  # alone: plain torch, no vmap
+        fit(recipe_of(trials[0]), params[number], trial(number, curve))
         assert_same_curves(curve, curves[number])
+    return curves
+
+
+def test_batch_norm_trains_in_populations_each_member_with_its_own_statistics(exact):
+    recipe_against_its_twins(batch_norm_recipe, {"optimizer": "adamw", "epochs": 3, "dropout": 0.0, "batch_size": 64,
+                                                 "patience": 100})
 
 
 def regression_recipe(trial: Trial) -> Recipe:
@@ -175,17 +182,9 @@ def test_a_regression_recipe_trains_alone_and_in_populations(exact):
     """Its members were scored for accuracy all the same: ``argmax`` against targets of shape
     (n, 1) failed every trial, alone too, at hpo's own line (``_train.py:514: RuntimeError: The
     size of tensor a (4) must match the size of tensor b (500)``)."""
-    base = {"optimizer": "adamw", "epochs": 3, "dropout": 0.0, "batch_size": 50, "patience": 100}
-    params = [{**base, **member} for member in MEMBERS]
-    curves: list[list] = [[] for _ in params]
-    trials = [trial(n, curves[n]) for n in range(3)]
-    outcomes = train_population(regression_recipe(trials[0]), list(zip(params, trials, strict=True)), "val_loss")
-    assert [o.state for o in outcomes] == [TrialState.COMPLETE] * 3
-    for number in range(3):
-        curve: list = []
-        fit(regression_recipe(trials[0]), params[number], trial(number, curve))
-        assert_same_curves(curve, curves[number])
-        assert [sorted(metrics) for _, metrics in curve] == [["train_loss", "val_loss"]] * 4
+    curves = recipe_against_its_twins(regression_recipe, {"optimizer": "adamw", "epochs": 3, "dropout": 0.0,
+                                                          "batch_size": 50, "patience": 100})
+    assert [[sorted(metrics) for _, metrics in curve] for curve in curves] == [[["train_loss", "val_loss"]] * 4] * 3
 
 
 def test_a_convolutional_population_reproduces_its_members_trained_alone(exact):
