@@ -42,6 +42,15 @@ def choices_hint(name: str, choices: Iterable[str], listed_as: str) -> str:
     close, then all of them."""
     choices = list(choices)
     close = difflib.get_close_matches(name, choices, n=1)
+    if not close and len(started := [c for c in choices if c.startswith(str(name)) and name]) == 1:
+        close = started  # 'min' for minimize, 'succ' for successive-halving
     guess = f"did you mean {close[0]!r}? " if close else ""
     return f"({guess}{listed_as} {', '.join(choices)})"
 
+
+def yaml_scalar(value: Any) -> str:
+    """``value`` as YAML reads it back (``1.0e-05``: PyYAML takes ``1e-05`` for a string)."""
+    if isinstance(value, float) and "e" in repr(value) and "." not in repr(value).split("e")[0]:
+        mantissa, exponent = repr(value).split("e")
+        return f"{mantissa}.0e{exponent}"
+    return "null" if value is None else str(value).lower() if isinstance(value, bool) else repr(value)

@@ -44,6 +44,19 @@ BAD_SPACES = [
      "field 'pruning.pruner': unknown pruner 'medain' (did you mean 'median'? choose from none, median, "
      "successive-halving, hyperband)"),
     ("missing type", GOOD.replace("type: float, low: 1.0e-4", "low: 1.0e-4"), "parameter 'lr': missing 'type'"),
+    ("a list of values", GOOD.replace("{type: categorical, choices: [sgd, adam]}", "[sgd, adam]"),
+     "parameter 'optimizer': a list of values is not an entry: write optimizer: {type: categorical, choices: "
+     "['sgd', 'adam']}"),  # was pydantic's "Input should be a valid dictionary or object to extract fields from"
+    ("one value", GOOD.replace("{type: categorical, choices: [sgd, adam]}", "adam"),
+     "parameter 'optimizer': one value is not searched: put it under 'fixed' (optimizer: 'adam')"),
+    ("no params", GOOD.split("params:")[0], "field 'params': missing: the parameters to search, such as params: "
+     "{lr: {type: float, low: 1.0e-4, high: 0.1, log: true}}"),  # was pydantic's "Field required"
+    ("Ray Tune's mode", GOOD.replace("direction: minimize", "mode: min"),
+     "unknown key 'mode' (Ray Tune's: write direction: minimize, or maximize)"),
+    ("a direction cut short", GOOD.replace("direction: minimize", "direction: min"),
+     "field 'direction': unknown direction 'min' (did you mean 'minimize'? choose from minimize, maximize)"),
+    ("Ray Tune's name for a type", GOOD.replace("type: float, low: 1.0e-4", "type: loguniform, low: 1.0e-4"),
+     "parameter 'lr': unknown type 'loguniform' (did you mean float with log: true? expected float, int or categorical)"),
     ("int bounds not integers", GOOD.replace("{type: float, low: 1.0e-4, high: 0.1, log: true}", "{type: int, low: 1.5, high: 4}"), "parameter 'lr'"),
     ("not yaml", "params: [unclosed", "not valid YAML"),
     ("not a mapping", "- 1\n- 2\n", "expected a mapping"),
@@ -88,6 +101,50 @@ def test_a_space_mapping_runs_as_its_file_does_and_anything_else_is_refused_in_o
         hpo.prepare(lambda params, trial: 0.0, ["lr"], home=tmp_path / "other")
     assert str(error.value) == ("space: takes a space's name, a YAML path, a mapping as a space file holds or a "
                                 "SearchSpace, got list")
+
+
+def _tune_and_optuna_values():
+    import optuna
+    from ray import tune
+
+    return [
+        (tune.loguniform(1e-4, 0.1), "tune.loguniform is Ray Tune's: write lr: {type: float, low: 0.0001, high: 0.1, "
+                                     "log: true}"),
+        (tune.randint(1, 10), "tune.randint is Ray Tune's: write lr: {type: int, low: 1, high: 9}"),  # its high excluded
+        (tune.qrandint(0, 10, 2), "tune.qrandint is Ray Tune's: write lr: {type: int, low: 0, high: 10, step: 2}"),
+        (tune.quniform(0.0, 1.0, 0.1), "tune.quniform is Ray Tune's: write lr: {type: float, low: 0.0, high: 1.0, "
+                                       "step: 0.1}"),
+        (tune.choice(["adam", "sgd"]), "tune.choice is Ray Tune's: write lr: {type: categorical, choices: ['adam', "
+                                       "'sgd']}"),
+        (tune.grid_search([0.1, 0.01]), "tune.grid_search is Ray Tune's: write lr: {type: categorical, choices: [0.1, "
+                                        "0.01]}"),
+        (tune.randn(), "tune.randn is Ray Tune's: a space file gives each parameter bounds: write lr: {type: float, "
+                       "low: ..., high: ...}"),
+        (optuna.distributions.FloatDistribution(1e-5, 0.1, log=True), "optuna.distributions.FloatDistribution is "
+         "Optuna's: write lr: {type: float, low: 1.0e-05, high: 0.1, log: true}"),
+        (optuna.distributions.IntDistribution(16, 512, step=16), "optuna.distributions.IntDistribution is Optuna's: "
+         "write lr: {type: int, low: 16, high: 512, step: 16}"),
+    ]
+
+
+def test_ray_tunes_and_optunas_parameters_are_answered_with_the_entry_that_says_the_same(tmp_path):
+    """A Ray Tune ``param_space`` or Optuna's distributions, brought along: the entry to write,
+    from their own values (was "unknown key 'lr'", or pydantic's "Input should be a valid
+    dictionary"); the entries written are valid and the same distribution."""
+    for value, said in _tune_and_optuna_values():
+        with pytest.raises(HpoError) as error:
+            hpo.prepare(lambda params, trial: 0.0, {"metric": "loss", "direction": "minimize", "params": {"lr": value}},
+                        home=tmp_path)
+        assert str(error.value) == f"space: parameter 'lr': {said}"
+        if "..." not in said:
+            hpo.SearchSpace.model_validate({"name": "s", "metric": "loss", "direction": "minimize",
+                                            "params": yaml.safe_load(said.split("write ")[1])})
+    with pytest.raises(HpoError) as error:  # the param_space itself given as the space
+        hpo.prepare(lambda params, trial: 0.0, {"lr": _tune_and_optuna_values()[0][0]}, home=tmp_path)
+    assert str(error.value) == ("space: 'lr' is a parameter, under 'params' beside the space's 'metric' and "
+                                "'direction': tune.loguniform is Ray Tune's: write lr: {type: float, low: 0.0001, "
+                                "high: 0.1, log: true}")
+    assert not list(tmp_path.iterdir())
 
 
 @pytest.mark.parametrize(

@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from hpo._errors import HpoError, choices_hint, unknown
+from hpo.spaces._foreign import foreign_entry
 from hpo.spaces._params import CategoricalParam, Param, Scalar
 from hpo.spaces._pruning import Pruning
 
@@ -200,6 +201,15 @@ def space_of(data: Any, *, label: str = "space", name: str = "space") -> SearchS
     raises ``HpoError`` naming ``label`` (the file) and the parameter."""
     if not isinstance(data, Mapping):
         raise HpoError(f"{label}: expected a mapping with 'metric', 'direction' and 'params'")
+    params = data.get("params")
+    for param, value in (params.items() if isinstance(params, Mapping) else ()):
+        if said := foreign_entry(param, value):
+            raise HpoError(f"{label}: parameter {param!r}: {said}")
+    if "params" not in data:  # a Ray Tune param_space, or Optuna's distributions, given as the space
+        for param, value in data.items():
+            if said := foreign_entry(param, value, bare=False):
+                raise HpoError(f"{label}: {param!r} is a parameter, under 'params' beside the space's 'metric' and "
+                               f"'direction': {said}")
     try:
         return SearchSpace.model_validate({"name": name, **data})
     except ValidationError as error:
@@ -214,7 +224,8 @@ def _describe(error: ValidationError) -> str:
     loc = [str(part) for part in first["loc"]]
     message = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
-        message = f"unknown key {loc[-1]!r}{_closest(loc[-1], _valid_keys(loc[:-1]))}"
+        message = f"unknown key {loc[-1]!r}{_FOREIGN_KEYS.get(loc[-1], '') if len(loc) == 1 else ''}"
+        message += "" if message.endswith(")") else _closest(loc[-1], _valid_keys(loc[:-1]))
         if len(loc) == 1 and not message.endswith("?)") and isinstance(first["input"], Mapping) \
                 and "type" in first["input"]:  # a parameter written where the space's own keys go
             message += " (a parameter: it goes under 'params')"
@@ -222,9 +233,15 @@ def _describe(error: ValidationError) -> str:
     elif first["type"] == "literal_error":  # pydantic's 'Input should be ...'
         message = unknown(loc[-1].replace("_", " "), first["input"], re.findall(r"'([^']*)'", first["ctx"]["expected"]))
     elif first["type"] == "union_tag_invalid":
-        message = f"unknown type {first['input'].get('type')!r} (expected float, int or categorical)"
+        given = first["input"].get("type")
+        word = str(given).lower().removeprefix("tune.").removeprefix("suggest_")
+        meant = _TYPES_MEANT.get(word) or next(iter(difflib.get_close_matches(word, _TYPES, n=1)), None)
+        message = f"unknown type {given!r} ({f'did you mean {meant}? ' if meant else ''}expected {_TYPES_LISTED})"
+    elif first["type"] == "missing":  # pydantic's 'Field required'
+        message = "missing" + (": the parameters to search, such as params: {lr: {type: float, low: 1.0e-4, "
+                               "high: 0.1, log: true}}" if loc == ["params"] else "")
     elif first["type"] == "union_tag_not_found":
-        message = "missing 'type' (float, int or categorical)"
+        message = f"missing 'type' ({_TYPES_LISTED})"
     if len(loc) >= 2 and loc[0] == "params":
         where = f"parameter {loc[1]!r}"
         rest = [part for part in loc[2:] if part not in ("float", "int", "categorical")]
@@ -232,6 +249,27 @@ def _describe(error: ValidationError) -> str:
             where += f" field {'.'.join(rest)!r}"
         return f"{where}: {message}"
     return f"field {'.'.join(loc)!r}: {message}" if loc else message
+
+
+_TYPES = ["float", "int", "categorical"]
+_TYPES_LISTED = "float, int or categorical"
+_TYPES_MEANT = {"uniform": "float", "loguniform": "float with log: true", "quniform": "float with a step",
+                "randint": "int", "lograndint": "int with log: true", "integer": "int", "choice": "categorical",
+                "categories": "categorical", "str": "categorical", "bool": "categorical", "double": "float",
+                "real": "float"}
+"""Types a space may be written with elsewhere (Ray Tune's functions, Optuna's suggestions), and hpo's."""
+
+_FOREIGN_KEYS = {
+    "mode": " (Ray Tune's: write direction: minimize, or maximize)",
+    "num_samples": " (Ray Tune's: the budget is the --trials flag, n_trials=)",
+    "n_trials": " (the budget is the --trials flag, n_trials=)",
+    "search_alg": " (Ray Tune's: the strategy is the --strategy flag, strategy=)",
+    "sampler": " (Optuna's: the strategy is the --strategy flag, strategy=)",
+    "scheduler": " (Ray Tune's: the pruner goes under 'pruning', or the --pruner flag)",
+    "param_space": " (Ray Tune's: the parameters go under 'params')",
+    "config": " (the parameters go under 'params')",
+}
+"""What a space written with Ray Tune's or Optuna's habits holds where a space's own keys go."""
 
 
 def _valid_keys(loc: list[str]) -> list[str]:

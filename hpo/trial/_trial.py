@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from hpo._errors import yaml_scalar
 from hpo.trial._signals import TrialTimeout, stop_requested
 
 CUDA_OOM = "cuda_oom"
@@ -410,23 +411,16 @@ def _suggested(method: str, name: str, *args: Any, **kwargs: Any) -> Any:
     if method == "suggest_discrete_uniform":
         given["step"] = given.pop("q", given.get("step"))
     if method == "suggest_categorical":
-        entry = f"{{type: categorical, choices: [{', '.join(_yaml(c) for c in given.get('choices', ()))}]}}"
+        entry = f"{{type: categorical, choices: [{', '.join(yaml_scalar(c) for c in given.get('choices', ()))}]}}"
     else:
         kind = "int" if method == "suggest_int" else "float"
-        bounds = "".join(f", {key}: {_yaml(given[key])}" for key in ("low", "high", "step")
+        bounds = "".join(f", {key}: {yaml_scalar(given[key])}" for key in ("low", "high", "step")
                          if given.get(key) is not None)
         log = given.get("log") or method == "suggest_loguniform"
         entry = f"{{type: {kind}{bounds}{', log: true' if log else ''}}}"
     raise AttributeError(f"trial.{method}({name!r}, ...) is Optuna's: hpo draws each trial's parameters from the "
                          f"space, so read params[{name!r}] (its entry in the space file: {name}: {entry})")
 
-
-def _yaml(value: Any) -> str:
-    """``value`` as YAML reads it back (``1.0e-05``: PyYAML takes ``1e-05`` for a string)."""
-    if isinstance(value, float) and "e" in repr(value) and "." not in repr(value).split("e")[0]:
-        mantissa, exponent = repr(value).split("e")
-        return f"{mantissa}.0e{exponent}"
-    return "null" if value is None else str(value).lower() if isinstance(value, bool) else repr(value)
 
 
 def run_objective(objective: Callable[..., Any], params: dict[str, Any], trial: Trial, metric: str) -> Outcome:
