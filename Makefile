@@ -24,6 +24,22 @@ SEARCH_ARGS := $(if $(STRATEGY),--strategy $(STRATEGY)) $(if $(TRIALS),--trials 
 	$(if $(GPUS),--gpus $(GPUS)) $(if $(TRIALS_PER_GPU),--trials-per-gpu $(TRIALS_PER_GPU)) \
 	$(if $(POPULATION),--population $(POPULATION)) $(if $(TIMEOUT),--timeout $(TIMEOUT))
 
+# A variable given on the command line close to one this Makefile reads is a misspelling, refused in
+# one line (`make search TRIAL=10` ran the default 40 trials, without a word); any other is left to
+# the tools, as the environment variable make exports.
+READ_VARS := PYTHON VENV BIN STAMP TORCH SPACE HOST PORT DASHBOARD_PORT STRATEGY TRIALS OBJECTIVE PRUNER DRIVER \
+	SEED STORAGE TRACKING_URI GPUS_PER_TRIAL CPUS_PER_TRIAL WORKERS GPUS TRIALS_PER_GPU POPULATION TIMEOUT \
+	RAY_ADDRESS STUDY TEST_WORKERS PYTEST_ARGS SEARCH_ARGS
+UNREAD_VARS := $(filter-out $(READ_VARS),$(foreach v,$(.VARIABLES),$(if $(filter command line,$(origin $(v))),$(v))))
+ifneq ($(UNREAD_VARS),)
+MISSPELT := $(shell $(PYTHON) -c "import difflib, sys; read = sys.argv[1].split(); \
+	print(next((f'{v} is not a variable of this Makefile (did you mean {m[0]}?)' for v in sys.argv[2:] \
+	if (m := difflib.get_close_matches(v, read, n=1, cutoff=0.75))), ''))" "$(READ_VARS)" $(UNREAD_VARS))
+ifneq ($(MISSPELT),)
+$(error $(MISSPELT))
+endif
+endif
+
 .PHONY: install postgresql chromium search report dashboard test lint ui bench bench-gpu bench-quality clean
 
 install: $(STAMP)

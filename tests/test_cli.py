@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +13,7 @@ import pytest
 from mlflow import MlflowClient
 
 import hpo
-from conftest import child_runs, digits_space
+from conftest import ROOT, child_runs, digits_space
 
 SPACE = """
 metric: val_loss
@@ -297,3 +298,19 @@ def test_new_study_and_keep_study_together_are_refused_in_one_line(tmp_path):
     assert done.returncode == 2 and done.stderr.strip().splitlines() == [
         "hpo: error: --keep-study: resumes the study, and new_study (--new-study) starts a fresh one: give one of them"]
     assert not (tmp_path / ".hpo").exists()
+
+
+def test_make_refuses_a_misspelt_variable_in_one_line_and_passes_others_on():
+    """``make search TRIAL=10`` ran the default 40 trials, without a word."""
+
+    def make(*args):
+        return subprocess.run(["make", "-n", "-o", ".venv/.installed", "search", *args], cwd=ROOT, capture_output=True,
+                              text=True, timeout=60)
+
+    misspelt = make("TRIAL=10")
+    assert misspelt.returncode == 2
+    (line,) = misspelt.stderr.strip().splitlines()
+    assert re.fullmatch(r"Makefile:\d+: \*\*\* TRIAL is not a variable of this Makefile \(did you mean TRIALS\?\)\.  Stop\.",
+                        line), line
+    passed_on = make("TRIALS=10", "OMP_NUM_THREADS=2")  # an environment variable for the tools
+    assert passed_on.returncode == 0 and "--trials 10" in passed_on.stdout
