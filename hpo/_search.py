@@ -24,6 +24,7 @@ from hpo.pruning import make_pruner
 from hpo.spaces import SearchSpace, direction_doubt, load_space, resolve_space_path, space_of
 from hpo.strategies import make_strategy
 from hpo.trial import (
+    OPTUNAS,
     RAY_REPORTED,
     SUGGESTED,
     WORKER_LOST,
@@ -510,7 +511,7 @@ class FailureWatch(Listeners):
             self.failed = None
             return
         self.failed.append(trial)
-        if len(self.failed) >= self.first or trial.reason.startswith(("its reports had no", SUGGESTED, RAY_REPORTED)):
+        if len(self.failed) >= self.first or trial.reason.startswith(("its reports had no", OPTUNAS, RAY_REPORTED)):
             raise HpoError(self.explain(trial))
 
     def explain(self, trial: TrialRecord) -> str:

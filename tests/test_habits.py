@@ -316,6 +316,27 @@ def test_a_suggest_call_writes_the_space_entry_that_yaml_reads_back_as_asked(cal
     hpo.SearchSpace.model_validate({"name": "s", "metric": "loss", "direction": "minimize", "params": {name: spec}})
 
 
+def _sets_a_user_attr(params, trial):
+    trial.set_user_attr("epochs_run", 12)
+    return params["lr"]
+
+
+def test_optunas_trial_attributes_stop_the_search_at_the_first_trial_saying_where_hpo_has_them(tmp_path, unique):
+    """``trial.set_user_attr``, ``trial.params``, ``trial.study``: each trial failed with ``'Trial'
+    object has no attribute 'set_user_attr'``, three of them before the search stopped."""
+    with pytest.raises(HpoError) as refused:
+        hpo.search(_sets_a_user_attr, SPACE, home=tmp_path, n_trials=4, study_name=unique, quiet=True)
+    assert str(refused.value).endswith(
+        "AttributeError: trial.set_user_attr is Optuna's: hpo keeps the numbers an objective returns beside its "
+        "metric (return {'val_loss': loss, 'epochs': 12}), in the study and on the trial's MLflow run (the first "
+        "trial failed so; the search stops)")
+    assert len(hpo.prepare(_sets_a_user_attr, SPACE, home=tmp_path, study_name=unique).store.trials()) == 1
+    with pytest.raises(AttributeError, match=r"^trial\.params is Optuna's: hpo passes them first, as "
+                                             r"objective\(params, trial\)$"):
+        Trial(0, seed=0).params  # noqa: B018
+    assert getattr(Trial(0, seed=0), "study", None) is None  # still an AttributeError, for getattr and hasattr
+
+
 def test_an_optuna_objective_of_the_trial_alone_is_told_where_parameters_come_from(tmp_path):
     def objective(trial):
         return trial.suggest_float("lr", 1e-3, 1.0)

@@ -5,6 +5,7 @@ from hpo.trial._signals import STOP, Terminated, TrialTimeout, stop_on_signals, 
 from hpo.trial._trial import (
     DONE,
     INTERRUPTED,
+    OPTUNAS,
     RAY_REPORTED,
     SUGGESTED,
     TIMEOUT,
@@ -33,6 +34,7 @@ from hpo.trial._trial import (
 __all__ = [
     "DONE",
     "INTERRUPTED",
+    "OPTUNAS",
     "RAY_REPORTED",
     "STOP",
     "SUGGESTED",

@@ -268,6 +268,8 @@ class Trial:
         saying where hpo's parameters come from, with the space file's entry for the one asked."""
         if name in _SUGGEST:
             return functools.partial(_suggested, name)
+        if name in _OPTUNAS:
+            raise AttributeError(f"trial.{name} is Optuna's: {_OPTUNAS[name]}")
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def curve(self) -> list[tuple[int, float]]:
@@ -389,6 +391,17 @@ _SUGGEST = {"suggest_float": ("low", "high", "step", "log"), "suggest_int": ("lo
 """Optuna's ``trial.suggest_*`` methods, each with its arguments after the name, in order."""
 SUGGESTED = "AttributeError: trial.suggest_"
 """How the reason of a trial that called one begins."""
+_KEPT = ("hpo keeps the numbers an objective returns beside its metric (return {'val_loss': loss, 'epochs': 12}), in "
+         "the study and on the trial's MLflow run")
+_OPTUNAS = {"params": "hpo passes them first, as objective(params, trial)",
+            "distributions": "the space file declares each parameter's", "set_user_attr": _KEPT, "user_attrs": _KEPT,
+            "set_system_attr": _KEPT, "study": "hpo.search runs it, and returns its result (result.study_name, "
+                                               "result.storage for optuna.load_study)"}
+"""What an Optuna objective reads or calls on its trial besides ``suggest_*`` and ``report``, and
+where hpo has it."""
+OPTUNAS = "AttributeError: trial."
+"""How the reason of a trial that used one of Optuna's trial attributes (``suggest_*`` included)
+begins: every trial would fail so."""
 
 
 RAY_REPORTED = "tune.report(...) is Ray Tune's"
