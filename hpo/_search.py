@@ -26,6 +26,7 @@ from hpo.strategies import make_strategy
 from hpo.trial import (
     OPTUNAS,
     RAY_REPORTED,
+    RAY_TRAIN_REPORTED,
     SUGGESTED,
     WORKER_LOST,
     Trial,
@@ -484,6 +485,10 @@ def _test_once(function: Any, best: TrialRecord, tracker: MlflowTracker, plan: S
     return scores
 
 
+EVERY_TRIAL_WOULD = ("its reports had no", OPTUNAS, RAY_REPORTED, RAY_TRAIN_REPORTED)
+"""How the reasons of a failure every trial would repeat begin: the search stops at the first."""
+
+
 class FailureWatch(Listeners):
     """Stops a search whose first trials all fail the same way: every trial would (a misnamed
     parameter, a metric the objective does not return), and the budget would go on it. One line
@@ -511,7 +516,7 @@ class FailureWatch(Listeners):
             self.failed = None
             return
         self.failed.append(trial)
-        if len(self.failed) >= self.first or trial.reason.startswith(("its reports had no", OPTUNAS, RAY_REPORTED)):
+        if len(self.failed) >= self.first or trial.reason.startswith(EVERY_TRIAL_WOULD):
             raise HpoError(self.explain(trial))
 
     def explain(self, trial: TrialRecord) -> str:

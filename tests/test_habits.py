@@ -117,6 +117,23 @@ def test_a_metric_that_is_not_one_number_is_named_in_the_report_call(value, show
     assert outcome.reason == f"objective returned a non-number: {shown}"
 
 
+def test_ray_trains_report_fails_the_trial_saying_what_takes_its_place():
+    """``ray.train.report`` (Tune's report in Ray's newer examples) raises outside Ray Train's
+    trainers, in Ray's words only; the search went on to three failures before it stopped."""
+    import ray.train
+
+    from hpo._search import EVERY_TRIAL_WOULD
+
+    def objective(params, trial):
+        ray.train.report({"loss": 0.5})
+        return 0.5
+
+    outcome = run_objective(objective, {}, Trial(0, seed=0, metric="loss"), "loss")
+    assert outcome.reason == ("ray.train.report(...) is Ray Train's: it runs only under Ray Train's trainer.fit(), "
+                              "not where hpo runs trials; report with trial.report(step, loss=value)")
+    assert outcome.where.startswith("tests/test_habits.py:") and outcome.reason.startswith(EVERY_TRIAL_WOULD)
+
+
 def test_optunas_own_trial_pruned_is_recorded_as_pruned():
     def objective(params, trial):
         trial.report(1, loss=0.5)

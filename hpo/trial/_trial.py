@@ -406,6 +406,11 @@ begins: every trial would fail so."""
 
 RAY_REPORTED = "tune.report(...) is Ray Tune's"
 """How the reason of a trial that reported through Ray Tune's ``report`` begins."""
+RAY_TRAIN_REPORTED = "ray.train.report(...) is Ray Train's"
+"""How the reason of a trial that reported through Ray Train's ``report`` (Tune's, in Ray's newer
+examples) begins."""
+_RAY_OUTSIDE_TRAIN = "`report` cannot be used outside of a Ray Train training function"
+"""How Ray Train refuses its ``report`` outside its trainers."""
 _RAY_OUTSIDE_TUNE = "`report` is meant to only be called inside a function that is executed by a Tuner"
 """How Ray warns that its ``report`` was called outside Tune, and drops what it was given."""
 
@@ -474,6 +479,10 @@ def ended_by(error: BaseException, trial: Trial, metric: str) -> Outcome:
         return Outcome(TrialState.FAILED, reason=f"{RAY_REPORTED}: it drops what it is given outside Tune, where "
                        f"hpo runs trials; report with trial.report(step, {metric}=value)", where=raised_at(error),
                        traceback="".join(traceback.format_exception(error)))
+    if isinstance(error, RuntimeError) and str(error).startswith(_RAY_OUTSIDE_TRAIN):
+        return Outcome(TrialState.FAILED, reason=f"{RAY_TRAIN_REPORTED}: it runs only under Ray Train's trainer.fit(), "
+                       f"not where hpo runs trials; report with trial.report(step, {metric}=value)",
+                       where=raised_at(error), traceback="".join(traceback.format_exception(error)))
     said = str(error)
     reason = f"{type(error).__name__}: {said}" if said else type(error).__name__
     return Outcome(TrialState.FAILED, reason=reason[:500], where=raised_at(error),
