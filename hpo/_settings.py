@@ -178,6 +178,17 @@ class SearchSettings(BaseModel):
             raise ValueError(unknown(str(info.field_name), value, choices))
         return value
 
+    @field_validator("n_trials", "seed", mode="before")
+    @classmethod
+    def _given(cls, value: Any, info: ValidationInfo) -> Any:
+        """Optuna's ``None`` for either (trials until the timeout; an unseeded sampler), said in hpo's terms."""
+        if value is None:
+            raise ValueError({"n_trials": "must be a number of trials, got None: Optuna's n_trials=None runs until "
+                                          "its timeout, hpo's budget is trials (timeout= bounds its time too)",
+                              "seed": "must be a whole number, got None: hpo seeds every search, so that the same "
+                                      "seed gives the same trials"}[str(info.field_name)])
+        return value
+
     @field_validator("n_trials")
     @classmethod
     def _at_least_one(cls, value: int) -> int:

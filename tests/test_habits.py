@@ -290,6 +290,20 @@ def test_optunas_own_arguments_are_answered_with_what_takes_their_place(given, s
     assert not list(tmp_path.iterdir())  # nothing written
 
 
+@pytest.mark.parametrize(("given", "said"), [
+    ({"n_trials": None, "timeout": 600}, "n_trials: must be a number of trials, got None: Optuna's n_trials=None runs "
+     "until its timeout, hpo's budget is trials (timeout= bounds its time too)"),
+    ({"seed": None}, "seed: must be a whole number, got None: hpo seeds every search, so that the same seed gives the "
+     "same trials"),
+])
+def test_optunas_none_for_the_budget_or_the_seed_is_answered_in_hpos_terms(given, said, tmp_path):
+    """Before, pydantic's ``Input should be a valid integer``."""
+    with pytest.raises(HpoError) as refused:
+        hpo.search(_lr, SPACE, home=tmp_path, **({"n_trials": 2} | given))
+    assert str(refused.value) == said
+    assert not list(tmp_path.iterdir())
+
+
 def _suggests(params, trial):
     """An Optuna objective's body, brought along: its parameters asked of the trial."""
     lr = trial.suggest_float("lr", 1e-3, 1.0, log=True)
