@@ -41,7 +41,9 @@ def retried(trials: Iterable[TrialRecord], session: int) -> list[TrialRecord]:
     """The latest try of each configuration that runs again (see ``in_budget``) and has not yet,
     oldest first: a claim runs them before anything new, each in its own place."""
     trials = sorted(trials, key=lambda t: t.number)
-    kept = {params_key(t.params) for t in in_budget(trials, session)}
     latest = {params_key(t.params): t for t in trials
               if t.state is TrialState.FAILED and (t.lost or t.session < session)}
+    if not latest:  # as most claims find: the budget's own configurations are not keyed
+        return []
+    kept = {params_key(t.params) for t in in_budget(trials, session)}
     return sorted((t for key, t in latest.items() if key not in kept), key=lambda t: t.number)
