@@ -307,6 +307,11 @@ class TrialLoop:
         self.listener.running([started.number for started in batch])
         return batch
 
+    def trials_left(self) -> int:
+        """Trials the budget has yet to start (at least one): no driver needs more workers or
+        actors than that, each of which sets the objective up."""
+        return max(1, self.plan.n_trials - len(self.store.counted()))
+
     def _smaller_than_asked(self, got: int, asked: int, first: dict[str, Any]) -> None:
         """Say once why a population starts with fewer rows than asked."""
         if self._said_smaller:

@@ -56,8 +56,8 @@ class OptunaDriver(Driver):
             return
         payload = _dumps((loop.plan, objective, loop.store, loop.tracker.identity(), population, loop.deadline))
         watch = _PoolWatch(loop, loop.listener)
-        left = loop.plan.n_trials - len(loop.store.counted())  # no more workers than trials to run: each starts
-        slots = plan_slots(self.options.workers, self.options.gpus, self.options.trials_per_gpu, at_most=max(1, left))
+        slots = plan_slots(self.options.workers, self.options.gpus, self.options.trials_per_gpu,
+                           at_most=loop.trials_left())
         pool = WorkerPool(
             slots, functools.partial(_worker_main, payload, wait_for_others),
             on_event=watch.heard,

@@ -192,8 +192,7 @@ class _Actors:
         self.path = _users_path()
         self.population = population
         self._said: set[str] = set()
-        left = loop.plan.n_trials - len(loop.store.counted())  # a study extended by one trial: one actor
-        self.slots = [self._start() for _ in range(driver.slots(ray, max(1, left)))]
+        self.slots = [self._start() for _ in range(driver.slots(ray, loop.trials_left()))]
         self._ask_at = 0.0  # when the store may be asked for a trial again
         self._claimed_all = False
 
