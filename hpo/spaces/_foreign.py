@@ -32,10 +32,16 @@ def foreign_entry(name: str, value: Any, *, bare: bool = True) -> str | None:
     return None
 
 
-def _tune_call(value: Any) -> str:
+def _tune_sampler(value: Any) -> tuple[Any, bool, str]:
+    """A Ray Tune value's sampler, whether it is quantized, and the class name of the sampler
+    underneath (``_Uniform``, ``_LogUniform``, ``_Normal``)."""
     sampler = getattr(value, "sampler", None)
     quantized = type(sampler).__name__ == "Quantized"
-    inner = type(sampler.sampler if quantized else sampler).__name__
+    return sampler, quantized, type(sampler.sampler if quantized else sampler).__name__
+
+
+def _tune_call(value: Any) -> str:
+    _, quantized, inner = _tune_sampler(value)
     kind = type(value).__name__
     name = {"Categorical": "choice", "Function": "sample_from"}.get(kind) or _TUNE_CALLS.get((kind, inner),
                                                                                            kind.lower())
@@ -46,9 +52,7 @@ def _tune_entry(name: str, value: Any) -> str:
     kind = type(value).__name__
     if kind == "Categorical":
         return f"write {name}: {_categorical(value.categories)}"
-    sampler = getattr(value, "sampler", None)
-    quantized = type(sampler).__name__ == "Quantized"
-    inner = type(sampler.sampler if quantized else sampler).__name__
+    sampler, quantized, inner = _tune_sampler(value)
     if kind not in ("Float", "Integer") or inner not in ("_Uniform", "_LogUniform"):
         return f"a space file gives each parameter bounds: write {name}: {{type: float, low: ..., high: ...}}"
     low, high = value.lower, value.upper
