@@ -7,6 +7,8 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import re
+import shutil
+import tempfile
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -327,7 +329,8 @@ def report(study_name: str | None = None, storage: str | None = None, out: Path 
            home: Path = Path(".hpo")) -> Path:
     """Write the report of a past search (plots, ranked leaderboard, one HTML page) from its study
     alone, offline; returns the page's path. ``study_name`` defaults to the storage's newest study,
-    ``out`` to ``HOME/reports/STUDY``.
+    ``out`` to ``HOME/reports/STUDY``: a folder for the page, its plots and ``leaderboard.csv``,
+    or a ``.html`` file (not a folder already) for the page alone: its plots are inside.
 
     Example:
         >>> hpo.report("lr_wd-mnist1d_mlp-coarse-to-fine-seed0")  # doctest: +SKIP
@@ -338,13 +341,18 @@ def report(study_name: str | None = None, storage: str | None = None, out: Path 
 
     url = storage or default_storage_url(home)
     study_name = _known_study(study_name, url, argument=None)  # `hpo report STUDY` takes it as it is, no flag
-    folder = out or home / "reports" / study_name
+    page = out if out is not None and out.suffix.lower() in (".html", ".htm") and not out.is_dir() else None
+    folder = (page.parent if page else out) or home / "reports" / study_name
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise HpoError(f"cannot make the folder {str(folder)!r}: {error.strerror or error}",
                        argument="out" if out else None) from None
-    return write_report(TrialStore(url, study_name), folder)
+    if page is None:
+        return write_report(TrialStore(url, study_name), folder)
+    with tempfile.TemporaryDirectory(dir=folder, prefix=".hpo-report-") as drawn:
+        shutil.move(write_report(TrialStore(url, study_name), Path(drawn)), page)
+    return page
 
 
 def studies(storage: str | None = None, *, home: Path = Path(".hpo")) -> list[StudySummary]:

@@ -123,7 +123,8 @@ def search(space: str, **flags: Any) -> None:
 @cli.command()
 @click.argument("study", required=False)
 @click.option("--storage", help="The search's trial store [default: sqlite:///.hpo/optuna.db].")
-@click.option("--out", type=click.Path(file_okay=False), help="Folder for the report [default: .hpo/reports/STUDY].")
+@click.option("--out", type=click.Path(), help="A folder for the page, its plots and leaderboard.csv, or a .html "
+                                                "file for the page alone [default: .hpo/reports/STUDY].")
 def report(study: str | None, storage: str | None, out: str | None) -> None:
     """Write the report of a past search (STUDY, or the newest) from its study: plots, ranked
     leaderboard and one self-contained HTML page. Offline: no MLflow needed."""

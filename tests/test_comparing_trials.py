@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import itertools
+import os
 import shutil
 import socket
 import subprocess
@@ -79,6 +80,12 @@ def test_hpo_report_writes_the_report_from_the_study_alone(pruned_search, tmp_pa
     assert page.count("data:image/png;base64,") >= 3  # self-contained
     for trial in result.trials:
         assert f"<td>{trial.state.value}</td>" in page
+    for name in ("page.html", "page.html"):  # a file named .html is the page alone, written again where it is
+        alone = subprocess.run([sys.executable, "-m", "hpo.cli", "report", result.study_name, "--storage", storage,
+                                "--out", str(tmp_path / "pages" / name)], capture_output=True, text=True, timeout=120)
+        assert alone.returncode == 0, alone.stderr
+    assert (tmp_path / "pages" / "page.html").read_text().count("data:image/png;base64,") >= 3
+    assert os.listdir(tmp_path / "pages") == ["page.html"]  # its plots inside it, none beside it
     wrong = subprocess.run([sys.executable, "-m", "hpo.cli", "report", result.study_name[:-1], "--storage", storage],
                            capture_output=True, text=True, timeout=120)
     assert wrong.returncode == 2 and f"did you mean {result.study_name!r}" in wrong.stderr
