@@ -266,6 +266,21 @@ def test_gpu_slots_spread_over_the_gpus_and_pin_through_the_inherited_device_lis
     assert pinned.device == "cuda:0"  # the only GPU that worker sees
 
 
+def test_trials_per_gpu_without_a_gpu_says_where_the_trials_run(stores, unique, tmp_path):
+    """It was silent: four trials per GPU asked, one trial at a time on the CPU given."""
+    said = []
+
+    class Notices(SearchListener):
+        def notice(self, text):
+            said.append(text)
+
+    hpo.search(lambda params, trial: params["lr"], lr_space(2), strategy="grid", n_trials=2, experiment=unique,
+               study_name=unique, home=tmp_path, evaluate_test=False, listener=Notices(), **stores,
+               driver=hpo.OptunaOptions(gpus="none", workers=1, trials_per_gpu=4))
+    assert said[:1] == ["--trials-per-gpu 4: no GPU named (--gpus none), so trials run on the CPU, 1 trial at a time "
+                    "(--workers)"]
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [

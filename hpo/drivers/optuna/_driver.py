@@ -22,7 +22,7 @@ from hpo.drivers._base import Driver
 from hpo.drivers.optuna import OptunaOptions
 from hpo.loop import SearchListener, TrialLoop, set_up, work, worker_name
 from hpo.tracking import MlflowTracker
-from hpo.trial import INTERRUPTED, TIMEOUT, WORKER_LOST, TrialRecord
+from hpo.trial import INTERRUPTED, TIMEOUT, WORKER_LOST, TrialRecord, trials_text
 
 
 class OptunaDriver(Driver):
@@ -50,6 +50,10 @@ class OptunaDriver(Driver):
 
     def _serve(self, loop: TrialLoop, objective: Callable[..., Any], *, population: int | str,
                wait_for_others: bool) -> None:
+        if (shared := self.options.trials_per_gpu) > 1 and all(slot.gpu is None for slot in self.slots):
+            loop.listener.notice(f"--trials-per-gpu {shared}: no GPU "
+                                 f"{'named (--gpus none)' if self.options.gpus == 'none' else 'on this machine'}, "
+                                 f"so trials run on the CPU, {trials_text(len(self.slots))} at a time (--workers)")
         if len(self.slots) == 1:
             work(loop, objective, device=self.device, context=set_up(objective, self.device, loop.listener.notice),
                  wait_for_others=wait_for_others, population=population)
