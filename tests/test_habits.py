@@ -154,6 +154,27 @@ def test_an_optuna_objective_is_pruned_by_the_median_rule(driver, unique, stores
     assert not [t for t in result.trials if t.state is TrialState.FAILED]
 
 
+def test_the_result_answers_what_an_optuna_user_reads_on_a_study_after_optimize(unique, stores):
+    """``study.direction``, ``get_trials(states=...)``, a trial's ``intermediate_values`` and
+    ``duration`` were AttributeErrors; ``user_attrs`` one with no word of where hpo keeps them."""
+    pruning = hpo.Pruning(pruner="median", warmup_trials=1, warmup_steps=1)
+    result = _search(_optuna_style(), unique, stores, pruner=pruning, n_trials=5)
+    study = optuna.load_study(study_name=unique, storage=stores["storage"])
+    assert result.direction == study.direction.name.lower() == "minimize"
+    for state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED):
+        ours = result.get_trials(deepcopy=False, states=(state,))
+        assert [t.number for t in ours] == [t.number for t in study.get_trials(states=(state,))] != []
+        assert [t.intermediate_values for t in ours] == [t.intermediate_values for t in study.get_trials(states=(state,))]
+    assert result.get_trials(states=[TrialState.PRUNED]) == result.get_trials(states=[optuna.trial.TrialState.PRUNED])
+    assert result.get_trials() == result.trials
+    assert all(abs(t.duration.total_seconds() - t.duration_s) < 1e-6 and t.duration_s > 0 for t in result.trials)
+    with pytest.raises(ValueError, match=r"states: .*WAITING.* is not a trial state of a finished search"):
+        result.get_trials(states=[optuna.trial.TrialState.WAITING])
+    with pytest.raises(AttributeError, match=r"^trial.user_attrs is Optuna's: .* are in trial.metrics$"):
+        result.best_trial.user_attrs  # noqa: B018
+    assert not hasattr(result.best_trial, "anything_else")
+
+
 def _each_step_twice(optuna_order: bool):
     """Reports each step twice, as an objective reporting per batch under its epoch does."""
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -124,6 +125,10 @@ def pruning_for(space: SearchSpace, pruner: str | Pruning, warmup_steps: int | N
     return space.pruning.model_copy(update={k: v for k, v in overrides.items() if v is not None})
 
 
+_OPTUNA_STATES = {**{state.name: state for state in TrialState}, "FAIL": TrialState.FAILED}
+"""hpo's trial states by their names in Optuna's ``TrialState`` (its ``WAITING`` has none here)."""
+
+
 @dataclass
 class SearchResult:
     """The trials of a search's budget, its best one, and the best one's test score.
@@ -185,6 +190,25 @@ class SearchResult:
     @property
     def best_value(self) -> float:
         return self.best.value if self.best and self.best.value is not None else math.nan
+
+    @property
+    def direction(self) -> str:
+        """``"minimize"`` or ``"maximize"``: the space's, as Optuna's ``Study.direction``."""
+        return self.space.direction
+
+    def get_trials(self, deepcopy: bool = True, states: Iterable[Any] | None = None) -> list[TrialRecord]:
+        """``trials``, only those in ``states`` where given, as Optuna's ``Study.get_trials``: hpo's
+        ``TrialState`` or Optuna's (``FAIL`` is ``FAILED``). Records are frozen: ``deepcopy`` changes nothing."""
+        if states is None:
+            return list(self.trials)
+        wanted = {state if isinstance(state, TrialState) else _OPTUNA_STATES.get(getattr(state, "name", None))
+                  for state in states}
+        if None in wanted:
+            unknown = next(s for s in states if not isinstance(s, TrialState) and getattr(s, "name", None)
+                           not in _OPTUNA_STATES)
+            raise ValueError(f"states: {unknown!r} is not a trial state of a finished search (hpo.TrialState: "
+                             f"{', '.join(s.name for s in TrialState)})")
+        return [t for t in self.trials if t.state in wanted]
 
     def count(self, state: TrialState) -> int:
         return sum(t.state is state for t in self.trials)

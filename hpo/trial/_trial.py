@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import datetime
 import enum
 import functools
 import math
@@ -130,6 +131,22 @@ class TrialRecord:
     def lost(self) -> bool:
         """Lost with its process or to Ctrl-C: its configuration is owed another run."""
         return self.state is TrialState.FAILED and self.reason in (INTERRUPTED, WORKER_LOST)
+
+    @property
+    def intermediate_values(self) -> dict[int, float]:
+        """``curve`` by step, as Optuna's ``FrozenTrial.intermediate_values``."""
+        return dict(self.curve)
+
+    @property
+    def duration(self) -> datetime.timedelta:
+        """``duration_s``, as Optuna's ``FrozenTrial.duration``."""
+        return datetime.timedelta(seconds=self.duration_s)
+
+    def __getattr__(self, name: str) -> Any:
+        """Optuna's trial attributes hpo keeps elsewhere: where (only missing attributes come here)."""
+        if name in _RECORDED:
+            raise AttributeError(f"trial.{name} is Optuna's: {_RECORDED[name]}")
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def to_json(self) -> dict[str, Any]:
         return {**dataclasses.asdict(self), "state": self.state.value}
@@ -399,6 +416,12 @@ _OPTUNAS = {"params": "hpo passes them first, as objective(params, trial)",
                                                "result.storage for optuna.load_study)"}
 """What an Optuna objective reads or calls on its trial besides ``suggest_*`` and ``report``, and
 where hpo has it."""
+_RECORDED = {"user_attrs": "the numbers its objective returned beside the metric are in trial.metrics",
+             "system_attrs": "the numbers its objective returned beside the metric are in trial.metrics",
+             "datetime_start": "trial.duration is kept; each trial's MLflow run (trial.run_id) has its start and end",
+             "datetime_complete": "trial.duration is kept; each trial's MLflow run (trial.run_id) has its start and end",
+             "distributions": "the space file declares each parameter's (result.space.params)"}
+"""What an Optuna user reads on a finished trial that hpo keeps another way, and where."""
 OPTUNAS = "AttributeError: trial."
 """How the reason of a trial that used one of Optuna's trial attributes (``suggest_*`` included)
 begins: every trial would fail so."""
