@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import base64
 import csv
+import hashlib
 import html
 import io
 import itertools
+import json
 import math
 import warnings
 from collections.abc import Mapping, Sequence
@@ -78,14 +80,42 @@ def write_report(store: TrialStore, out: Path, *, run_ids: Mapping[int, str] | N
     plan = SearchPlan.from_json(saved_plan)
     first_step = 1 if tracking.get("untrained_step_zero") == "True" else 0  # step 0 untrained: left out
     trials = [t for t in store.trials() if t.finished]
+    test_metrics = test_metrics or store.tested()
     space = plan.space
     rows = ranked(trials, space.direction, run_ids)
+    drawn_from = _inputs(saved_plan, tracking, [(row.record.to_json(), row.run_id) for row in rows], test_metrics)
+    if _drawn_already(out, drawn_from):
+        return out / "report.html"
     out.mkdir(parents=True, exist_ok=True)
+    (out / DRAWN_FROM).unlink(missing_ok=True)
     (out / "leaderboard.csv").write_text(leaderboard_csv(rows, space.metric))
     plots = _plots(store, trials, plan, out, first_step)
-    page = _html(plan, rows, plots, test_metrics or store.tested())
+    page = _html(plan, rows, plots, test_metrics)
     (out / "report.html").write_text(page, encoding="utf-8")
+    files = ["report.html", "leaderboard.csv", *(path.name for path in plots.values())]
+    (out / DRAWN_FROM).write_text(json.dumps({"inputs": drawn_from, "files": files}))
     return out / "report.html"
+
+
+DRAWN_FROM = ".drawn-from.json"
+"""Beside a report: what it was drawn from (a digest) and its files. A rerun of a search with
+nothing left to run, or ``hpo report`` again, keeps the report (a second and more to draw) where
+the study, its runs and this module are as they were and no file of it is gone."""
+
+
+def _inputs(*parts: Any) -> str:
+    """A digest of what a report is drawn from, this module's code included."""
+    digest = hashlib.sha256(Path(__file__).read_bytes())
+    digest.update(json.dumps(parts, sort_keys=True, default=repr).encode())
+    return digest.hexdigest()
+
+
+def _drawn_already(out: Path, inputs: str) -> bool:
+    try:
+        drawn = json.loads((out / DRAWN_FROM).read_text())
+        return drawn["inputs"] == inputs and all((out / name).is_file() for name in drawn["files"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
 
 
 # -- plots ------------------------------------------------------------------------------------
