@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 
 from hpo._errors import HpoError, unknown
 from hpo.drivers import DRIVERS, DriverOptions, flags_of
-from hpo.spaces import PRUNERS, Pruning
+from hpo.spaces import PRUNERS, Pruning, Seconds
 from hpo.strategies import AUTO, NAMES, Strategy
 
 DEFAULT_SPACE = "lr_wd"
@@ -120,12 +120,12 @@ class SearchSettings(BaseModel):
         "auto", description="Trials trained together as one stacked model: N, or auto (32 on a CPU, fewer where "
                             "the budget would try a batch size or width under four times, one at a time where "
                             "the objective or the driver cannot)")
-    trial_timeout: float | None = Field(
-        None, description="Seconds a trial may run before it fails as timeout [default: the space's timeout, "
-                          "or none]")
-    timeout: float | None = Field(
-        None, description="Seconds after which no new trial starts; running ones finish, and the same command "
-                          "continues the search [default: none]")
+    trial_timeout: Seconds | None = Field(
+        None, description="Time a trial may run before it fails as timeout, in seconds or as 30m, 2h "
+                          "[default: the space's timeout, or none]")
+    timeout: Seconds | None = Field(
+        None, description="Time after which no new trial starts, in seconds or as 30m, 2h, 1h30m; running ones "
+                          "finish, and the same command continues the search [default: none]")
     new_study: bool = Field(False, description="Start a fresh study (NAME-2, NAME-3...) instead of resuming one")
     keep_study: bool = Field(False, description="Resume the study though the objective changed since it ran")
     home: Path = Field(Path(".hpo"), description="The folder of the default stores", **_flag(None))
@@ -236,6 +236,11 @@ def parse_population(value: Any) -> int | str:
     if size < 1:
         raise ValueError(f"must be at least 1, got {size}")
     return size
+
+
+def is_duration(name: str) -> bool:
+    """Whether the field is a duration (``Seconds``: ``90``, ``30m``, ``2h``)."""
+    return Seconds in typing.get_args(SearchSettings.model_fields[name].annotation)
 
 
 def click_type(name: str) -> type | None:

@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from hpo._errors import HpoError, unknown
-from hpo._settings import SPACE_FIELDS, SearchSettings, click_type
+from hpo._settings import SPACE_FIELDS, SearchSettings, click_type, is_duration
 from hpo.drivers import DRIVERS, DriverOptions
 from hpo.trial import Terminated, trials_text
 
@@ -75,7 +75,7 @@ def _settings_flags(flags: dict[str, str]) -> Callable[[Any], Any]:
                 option = click.option(flag, name, is_flag=True, default=False, help=f"{field.description}.")
             else:
                 option = click.option(flag, name, type=kind, default=field.default, show_default=shown,
-                                      help=f"{field.description}.")
+                                      metavar="DURATION" if is_duration(name) else None, help=f"{field.description}.")
             command = option(command)
         return command
 

@@ -11,7 +11,9 @@ import yaml
 import hpo
 from conftest import ROOT
 from hpo import HpoError, load_space
+from hpo._settings import SearchSettings
 from hpo.cli import main
+from hpo.spaces._space import seconds as in_seconds
 
 GOOD = """
 metric: val_loss
@@ -242,7 +244,9 @@ def test_cli_refuses_a_bad_space_with_one_line_exit_2_and_writes_nothing(tmp_pat
         (["--objective", "nowhere.py:f"], "--objective: nowhere.py: file not found"),
         (["--trials", "0"], "--trials: must be at least 1"),
         (["--trials", "many"], "--trials: 'many' is not a valid integer"),
-        (["--timeout", "5x"], "--timeout: '5x' is not a valid float"),
+        (["--timeout", "5x"], "--timeout: expected seconds or a duration like 90s, 30m, 2h or 1h30m, got '5x'"),
+        (["--trial-timeout", "1h30"], "--trial-timeout: expected seconds or a duration like 90s, 30m, 2h or 1h30m"),
+        (["--timeout", "0m"], "--timeout: must be more than 0 seconds, got 0.0"),
         (["--driver", "dask"], "--driver: unknown driver 'dask'"),
         (["--pruner", "medain"], "--pruner: unknown pruner 'medain' (did you mean 'median'? choose from none, median,"),
         (["--strategy", "coarse_to_fine"], "--strategy: unknown strategy 'coarse_to_fine' (did you mean 'coarse-to-fine'?"),
@@ -260,6 +264,19 @@ def test_cli_refuses_bad_flags_before_writing_anything(tmp_path, monkeypatch, ca
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"hpo: error: {message}")
     assert not (tmp_path / ".hpo").exists()
+
+
+@pytest.mark.parametrize(("given", "seconds"), [
+    ("600", 600.0), (" 90s", 90.0), ("30m", 1800.0), ("2h", 7200.0), ("1h30m", 5400.0), ("1h 30min", 5400.0),
+    ("1.5d", 129600.0), ("2H", 7200.0), (45, 45), (0.5, 0.5),
+])
+def test_a_time_is_taken_in_seconds_or_in_units_as_people_write_it(given, seconds):
+    """``--timeout 2h`` was refused (``'2h' is not a valid float``)."""
+    assert in_seconds(given) == seconds
+    assert SearchSettings.of(timeout=given, trial_timeout=given).timeout == seconds
+    space = hpo.SearchSpace.model_validate({"name": "s", "metric": "loss", "direction": "minimize", "timeout": given,
+                                            "params": {"lr": {"type": "float", "low": 0.1, "high": 1.0}}})
+    assert space.timeout == seconds
 
 
 @pytest.mark.parametrize(("metric", "direction", "wanted"), [

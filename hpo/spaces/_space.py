@@ -9,16 +9,39 @@ import json
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from hpo._errors import HpoError, choices_hint, unknown
 from hpo.spaces._foreign import foreign_entry
 from hpo.spaces._params import CategoricalParam, Param, Scalar
 from hpo.spaces._pruning import Pruning
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*(d|h|min|m|sec|s)\s*")
+_UNIT_S = {"d": 86400, "h": 3600, "min": 60, "m": 60, "sec": 1, "s": 1}
+
+
+def seconds(value: Any) -> Any:
+    """A duration in seconds: a number as it is, text as a number (``600``) or in units (``90s``,
+    ``30m``, ``2h``, ``1h30m``, ``1.5d``); anything else is refused, saying what is taken."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip().lower()
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    parts = list(_DURATION_PART.finditer(text))
+    if not parts or "".join(part.group(0) for part in parts) != text:
+        raise ValueError(f"expected seconds or a duration like 90s, 30m, 2h or 1h30m, got {value!r}")
+    return sum(float(number) * _UNIT_S[unit] for number, unit in (part.groups() for part in parts))
+
+
+Seconds = Annotated[float, BeforeValidator(seconds)]
+"""A duration, given in seconds or in units (``30m``), kept in seconds."""
 
 
 class SearchSpace(BaseModel):
@@ -43,8 +66,9 @@ class SearchSpace(BaseModel):
     """Values passed to the objective as they are, never searched (epochs, model width...)."""
     pruning: Pruning = Field(default_factory=Pruning)
     """The pruner's warm-up for this space's trials (the pruner itself is chosen per search)."""
-    timeout: float | None = Field(None, gt=0)
-    """Seconds a trial may run; one over it fails as ``timeout`` (``--trial-timeout`` overrides)."""
+    timeout: Seconds | None = Field(None, gt=0)
+    """Seconds a trial may run (``90``, or ``30m``, ``2h``); one over it fails as ``timeout``
+    (``--trial-timeout`` overrides)."""
 
     @property
     def sign(self) -> int:

@@ -416,10 +416,9 @@ _OPTUNAS = {"params": "hpo passes them first, as objective(params, trial)",
                                                "result.storage for optuna.load_study)"}
 """What an Optuna objective reads or calls on its trial besides ``suggest_*`` and ``report``, and
 where hpo has it."""
-_RECORDED = {"user_attrs": "the numbers its objective returned beside the metric are in trial.metrics",
-             "system_attrs": "the numbers its objective returned beside the metric are in trial.metrics",
-             "datetime_start": "trial.duration is kept; each trial's MLflow run (trial.run_id) has its start and end",
-             "datetime_complete": "trial.duration is kept; each trial's MLflow run (trial.run_id) has its start and end",
+_RETURNED = "the numbers its objective returned beside the metric are in trial.metrics"
+_TIMED = "trial.duration is kept; each trial's MLflow run (trial.run_id) has its start and end"
+_RECORDED = {"user_attrs": _RETURNED, "system_attrs": _RETURNED, "datetime_start": _TIMED, "datetime_complete": _TIMED,
              "distributions": "the space file declares each parameter's (result.space.params)"}
 """What an Optuna user reads on a finished trial that hpo keeps another way, and where."""
 OPTUNAS = "AttributeError: trial."
