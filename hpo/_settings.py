@@ -52,6 +52,28 @@ _OPTUNA_ARGUMENTS = {
     "load_if_exists": "hpo.search resumes its study whenever it exists (new_study=True starts another)",
 }
 """What takes the place of the arguments of Optuna's ``create_study`` and ``optimize``."""
+_RAY_TUNE_ARGUMENTS = {
+    "num_samples": "the budget is n_trials= (--trials)",
+    "mode": "the space names its metric and direction (`direction: minimize` in its file)",
+    "param_space": "the space is hpo.search's second argument: a space file's path, or its mapping",
+    "config": "the space is hpo.search's second argument: a space file's path, or its mapping",
+    "search_alg": f"hpo plans trials with strategy= ({', '.join(NAMES)})",
+    "scheduler": "hpo stops trials with pruner= (median, successive-halving, hyperband), alike on every driver",
+    "time_budget_s": "timeout= bounds the search's time (seconds, or '2h'): no trial starts after it",
+    "stop": "a trial trains the epochs its objective runs (the space's fixed epochs); pruner= stops laggards",
+    "resources_per_trial": "driver=hpo.RayOptions(cpus_per_trial=..., gpus_per_trial=...)",
+    "max_concurrent_trials": "driver=hpo.RayOptions(max_concurrent=N)",
+    "tune_config": "hpo.search takes its settings itself: n_trials=, strategy=, pruner=, timeout=",
+    "run_config": "hpo.search takes its settings itself: study_name=, home=, storage=, tracking_uri=",
+    "storage_path": "home= holds the default stores (.hpo/); storage= and tracking_uri= name others",
+    "local_dir": "home= holds the default stores (.hpo/); storage= and tracking_uri= name others",
+    "name": "study_name= names the search's study",
+    "resume": "hpo.search resumes its study whenever it exists (new_study=True starts another)",
+    "verbose": "quiet=True shows nothing; summary=True prints the leaderboard at the end",
+}
+"""What takes the place of the arguments of Ray Tune's ``tune.run`` and ``Tuner`` (its
+``TuneConfig`` and ``RunConfig``)."""
+_FOREIGN_ARGUMENTS = {**_RAY_TUNE_ARGUMENTS, **_OPTUNA_ARGUMENTS}
 
 
 def _engine_option(name: str, value: Any) -> str | None:
@@ -136,7 +158,7 @@ class SearchSettings(BaseModel):
         if unknown := [name for name in given if name not in cls.model_fields]:
             close = difflib.get_close_matches(unknown[0], list(cls.model_fields), n=1)
             option = _engine_option(unknown[0], given[unknown[0]]) or cls._flag_named(unknown[0], given[unknown[0]])
-            hint = f": {_OPTUNA_ARGUMENTS[unknown[0]]}" if unknown[0] in _OPTUNA_ARGUMENTS else (
+            hint = f": {_FOREIGN_ARGUMENTS[unknown[0]]}" if unknown[0] in _FOREIGN_ARGUMENTS else (
                 f": {option}" if option else f"; did you mean {close[0]!r}?" if close else "")
             raise HpoError(f"unexpected keyword argument {unknown[0]!r}{hint}")
         try:

@@ -302,9 +302,18 @@ def test_optunas_own_samplers_and_pruners_are_answered_with_hpos_in_one_line(giv
     ({"metric": "accuracy"}, "the space names its metric and direction (`metric: val_loss` in its file)"),
     ({"n_jobs": 4}, "trials run at once on the driver's workers: driver=hpo.OptunaOptions(workers=N)"),
     ({"load_if_exists": True}, "hpo.search resumes its study whenever it exists (new_study=True starts another)"),
+    ({"num_samples": 20}, "the budget is n_trials= (--trials)"),  # Ray Tune's, below
+    ({"mode": "min"}, "the space names its metric and direction (`direction: minimize` in its file)"),
+    ({"scheduler": object()}, "hpo stops trials with pruner= (median, successive-halving, hyperband), alike on "
+                              "every driver"),
+    ({"resources_per_trial": {"gpu": 1}}, "driver=hpo.RayOptions(cpus_per_trial=..., gpus_per_trial=...)"),
+    ({"max_concurrent_trials": 4}, "driver=hpo.RayOptions(max_concurrent=N)"),
+    ({"time_budget_s": 600}, "timeout= bounds the search's time (seconds, or '2h'): no trial starts after it"),
+    ({"param_space": {"lr": 0.1}}, "the space is hpo.search's second argument: a space file's path, or its mapping"),
 ])
-def test_optunas_own_arguments_are_answered_with_what_takes_their_place(given, said, tmp_path):
-    """Before, each was refused as an unexpected keyword argument, and nothing more."""
+def test_optunas_and_ray_tunes_own_arguments_are_answered_with_what_takes_their_place(given, said, tmp_path):
+    """Before, each was refused as an unexpected keyword argument, and nothing more (Ray Tune's
+    ``time_budget_s`` with ``did you mean 'timeout'?``)."""
     with pytest.raises(HpoError) as refused:
         hpo.search(_lr, SPACE, home=tmp_path, n_trials=2, **given)
     assert str(refused.value) == f"unexpected keyword argument {next(iter(given))!r}: {said}"
