@@ -140,7 +140,8 @@ class PreparedSearch:
         if self.settings.evaluate_test and result.best is not None and hasattr(self.objective, "test"):
             result.test_metrics = _test_once(self.objective, result.best, tracker, plan, self.driver.device)
             store.record_test(result.test_metrics)
-        result.report = _write_report(store, tracker, result, run_ids)
+        if self.settings.report:
+            result.report = _write_report(store, tracker, result, run_ids)
         result.tracked = tracker.finish_search(result, store.trials(), result.report and result.report.parent)
         return result
 
@@ -283,11 +284,12 @@ def search(
         study_name: Names the study; a search with the same name resumes it.
         divergence_guard: End a trial whose loss turns NaN or explodes (pruned, "diverged").
         evaluate_test: Score the best configuration once with the objective's ``test``.
+        report: Write the search's report as it ends (``result.report``; ``hpo.report`` writes it later).
         home: The folder of the default stores (``.hpo``).
         new_study: Start a fresh study (the name followed by -2, -3...) instead of resuming one.
         keep_study: Resume the study even though the objective's source changed since it ran.
-        trial_timeout: Seconds a trial may run before it fails as ``timeout`` [the space's ``timeout``].
-        timeout: Seconds after which no new trial starts (running ones finish, the study says why it
+        trial_timeout: Seconds (or ``"30m"``) a trial may run before it fails as ``timeout`` [the space's ``timeout``].
+        timeout: Seconds (or ``"2h"``) after which no new trial starts (running ones finish, the study says why it
             ended); running the search again continues it.
         population: Trials trained together as one stacked model, where the objective offers
             it (``population(params, trial)``, as the built-in ones do); ``"auto"`` (default)

@@ -148,6 +148,8 @@ class SearchSettings(BaseModel):
     timeout: Seconds | None = Field(
         None, description="Time after which no new trial starts, in seconds or as 30m, 2h, 1h30m; running ones "
                           "finish, and the same command continues the search [default: none]")
+    report: bool = Field(True, description="Write the search's report as it ends: plots, leaderboard, one HTML "
+                                           "page (a second or so; hpo report writes it later)")
     new_study: bool = Field(False, description="Start a fresh study (NAME-2, NAME-3...) instead of resuming one")
     keep_study: bool = Field(False, description="Resume the study though the objective changed since it ran")
     home: Path = Field(Path(".hpo"), description="The folder of the default stores", **_flag(None))

@@ -17,7 +17,7 @@ import pytest
 from mlflow import MlflowClient
 
 import hpo
-from conftest import ROOT, child_runs, pruned_grid_search
+from conftest import ROOT, child_runs, digits_space, pruned_grid_search
 from hpo.reporting._terminal import mlflow_pointer
 
 
@@ -67,6 +67,7 @@ def test_the_search_run_names_its_best_run_and_ranks_every_trial(pruned_search):
     assert {row["state"] for row in board} == {"complete", "pruned"}
     shipped = {f.path for f in client.list_artifacts(result.parent_run_id, "report")}
     assert {"report/report.html", "report/history.png", "report/curves.png", "report/slice.png"} <= shipped
+    assert not [path for path in shipped if path.startswith("report/.")]  # the digest of what it was drawn from
 
 
 def test_hpo_report_writes_the_report_from_the_study_alone(pruned_search, tmp_path):
@@ -195,6 +196,18 @@ def test_a_rerun_with_nothing_new_keeps_the_report_and_anything_new_draws_it_aga
     assert "<td>4</td>" in first.read_text()
     hpo.report(unique, stores["storage"], first.parent)  # the same again from the study alone: kept
     assert "<td>4</td>" in first.read_text()
+
+
+def test_a_search_without_its_report_draws_nothing_and_says_how_to_draw_it(stores, unique, tmp_path):
+    result = hpo.search(lambda params, trial: params["lr"], digits_space(epochs=1), strategy="grid", n_trials=2,
+                        study_name=unique, experiment=unique, evaluate_test=False, quiet=True, home=tmp_path,
+                        report=False, **stores)
+    assert result.report is None and not (tmp_path / "reports").exists()
+    client = MlflowClient(stores["tracking_uri"])
+    assert [a.path for a in client.list_artifacts(result.parent_run_id)] == ["best_config.json", "space.json"]
+    note = client.get_run(result.parent_run_id).data.tags["mlflow.note.content"]
+    assert note.endswith(f"every trial ranked, with plots: `hpo report {unique}`.")
+    assert hpo.report(unique, stores["storage"], tmp_path / "later").name == "report.html"
 
 
 def test_a_report_of_many_parameters_draws_their_slices_in_rows_the_page_shows_at_full_size(stores, unique, tmp_path):

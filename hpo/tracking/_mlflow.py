@@ -547,7 +547,8 @@ def _summary(client: MlflowClient, run_id: str, result: SearchResult, run_ids: M
         if trial.finished:
             counts[trial.state.value] += 1
     metrics = {f"trials_{state}": n for state, n in counts.items()}
-    tags = {"mlflow.note.content": _description(result, counts, run_ids), "hpo.ended": result.stopped}
+    tags = {"mlflow.note.content": _description(result, counts, run_ids, report is not None),
+            "hpo.ended": result.stopped}
     if result.best is not None:
         metrics[f"best_{result.metric}"] = result.best.value
         client.log_dict(run_id, _best_config(result), "best_config.json")
@@ -558,12 +559,12 @@ def _summary(client: MlflowClient, run_id: str, result: SearchResult, run_ids: M
     client.log_batch(run_id, metrics=[Metric(k, float(v), _now_ms(), 0) for k, v in metrics.items()],
                      tags=[RunTag(k, v) for k, v in tags.items()])
     if report is not None:
-        for path in sorted(report.iterdir()):
+        for path in sorted(p for p in report.iterdir() if not p.name.startswith(".")):  # not its .drawn-from.json
             client.log_artifact(run_id, str(path), None if path.suffix == ".csv" else "report")
     client.set_terminated(run_id, "FINISHED")
 
 
-def _description(result: SearchResult, counts: Mapping[str, int], run_ids: Mapping[int, str]) -> str:
+def _description(result: SearchResult, counts: Mapping[str, int], run_ids: Mapping[int, str], report: bool) -> str:
     """The parent run's description, in markdown: what the search found."""
     lines = [f"**{result.study_name}**: " + ", ".join(f"{n} {state}" for state, n in counts.items()) + "."]
     best = result.best
@@ -579,7 +580,8 @@ def _description(result: SearchResult, counts: Mapping[str, int], run_ids: Mappi
     if result.test_metrics:
         lines.append("Test (evaluated once, best configuration): "
                      + ", ".join(f"{k} **{v:.4g}**" for k, v in result.test_metrics.items()) + ".")
-    lines.append("Exact values: `best_config.json`; every trial ranked: `leaderboard.csv`; plots: `report/`.")
+    lines.append("Exact values: `best_config.json`; every trial ranked: `leaderboard.csv`; plots: `report/`." if report
+                 else f"Exact values: `best_config.json`; every trial ranked, with plots: `hpo report {result.study_name}`.")
     return "\n\n".join(lines)
 
 
