@@ -78,9 +78,11 @@ def engine(request, stores, tmp_path):
     if name == "ray":
         request.getfixturevalue("ray_local")
 
-    def run(objective, space, listener=None, sequential=False, store=None, **options):
+    def run(objective, space, listener=None, sequential=False, store=None, report=False, **options):
+        """The search's report is drawn where a test looks at it (``report=True``): it is a
+        third of a short search's time, and its own tests are in test_comparing_trials.py."""
         prepared = hpo.prepare(objective, space, driver=driver_options(name, sequential), home=tmp_path, **stores,
-                               **options)
+                               report=report, **options)
         if store is not None:  # a store with other heartbeat settings
             prepared = dataclasses.replace(prepared, store=store)
         return prepared.run(listener)
@@ -94,7 +96,7 @@ def test_every_ending_is_recorded_and_the_search_goes_on(engine, stores, unique)
     configs += [{"lr": 1e-6}, {"lr": 40.0}, {"lr": 0.02}, {"lr": 4e-3}]  # stalls, diverges, raises, completes
     space = digits_space(epochs=4, lr={"type": "float", "low": 1e-6, "high": 50.0, "log": True})
     result = engine(boom_at_002, space, strategy=ListStrategy(configs), n_trials=20, pruner="median",
-                    experiment=unique, study_name=unique, sequential=True)
+                    experiment=unique, study_name=unique, sequential=True, report=True)
     states = [(t.state.value, t.reason) for t in result.trials]
     assert states == [("complete", "")] * 5 + [("pruned", "median"), ("pruned", "diverged"),
                                                ("failed", "RuntimeError: boom"), ("complete", "")]

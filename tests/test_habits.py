@@ -38,7 +38,7 @@ def _ray_shut_down_after():
 
 def _search(objective, unique, stores, **options):
     options = {"strategy": "random", "n_trials": 4, "study_name": unique, "experiment": unique,
-               "evaluate_test": False, "population": 1, **options}
+               "evaluate_test": False, "population": 1, "report": False, **options}
     return hpo.search(objective, SPACE, **stores, **options)
 
 
