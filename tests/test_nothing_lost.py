@@ -206,7 +206,8 @@ def test_workers_die_with_their_search(tmp_path):
 def test_the_first_run_makes_its_stores_whole_even_when_killed_or_run_twice_at_once(tmp_path):
     quick = "def objective(params, trial):\n    return params['lr']\n"
     folder = folder_with(tmp_path, quick)
-    args = [HPO, "search", "space.yaml", "--objective", "mine.py:objective", "--strategy", "grid", "--trials", "4"]
+    args = [HPO, "search", "space.yaml", "--objective", "mine.py:objective", "--strategy", "grid", "--trials", "4",
+            "--no-report"]  # ten searches; their reports are not what this is about
     # Killed while the first run creates its stores: the folder appears after the imports (4-8 s),
     # MLflow's store some 20 ms later, the study's within half a second (timed on this machine).
     for delay in (0.02, 0.15, 0.4, 0.8):
