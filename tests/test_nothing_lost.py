@@ -133,7 +133,7 @@ def raises_its_own(params, trial):
 
 def test_an_objectives_own_keyboard_interrupt_or_exit_fails_only_its_trial(tmp_path, stores, unique):
     space = hpo.load_space(folder_with(tmp_path) / "space.yaml")
-    result = hpo.search(raises_its_own, space, strategy="grid", n_trials=4, study_name=unique, experiment=unique,
+    result = hpo.search(raises_its_own, space, strategy="grid", report=False, n_trials=4, study_name=unique, experiment=unique,
                         evaluate_test=False, **stores)
     outcomes = sorted((t.params["lr"], t.state.value, t.reason) for t in result.trials)
     assert outcomes == [(0.0001, "complete", ""), (0.001, "complete", ""), (0.01, "failed", "SystemExit: 3"),
@@ -150,7 +150,7 @@ def hangs_on_the_largest_rate(params, trial):
 def test_a_trial_over_its_time_limit_fails_as_timeout_and_the_search_goes_on(tmp_path, stores, unique, workers):
     space = hpo.load_space(folder_with(tmp_path) / "space.yaml")
     started = time.monotonic()
-    result = hpo.search(hangs_on_the_largest_rate, space, strategy="grid", n_trials=4, trial_timeout=2,
+    result = hpo.search(hangs_on_the_largest_rate, space, strategy="grid", report=False, n_trials=4, trial_timeout=2,
                         driver=hpo.OptunaOptions(workers=workers), study_name=unique, experiment=unique,
                         evaluate_test=False, **stores)
     assert time.monotonic() - started < 60
@@ -248,7 +248,7 @@ def test_a_tracking_uri_that_cannot_serve_is_refused_in_one_line_within_a_minute
     nothing_on = f"http://127.0.0.1:{free_port()}"
     started = time.monotonic()
     with pytest.raises(hpo.HpoError) as refused:
-        hpo.search(quick, space, tracking_uri=nothing_on, home=tmp_path / "a", n_trials=2)
+        hpo.search(quick, space, tracking_uri=nothing_on, home=tmp_path / "a", report=False, n_trials=2)
     assert time.monotonic() - started < 60
     assert str(refused.value) == (f"tracking_uri: cannot reach the MLflow tracking server at {nothing_on!r}: "
                                   "connection refused (is it running? `mlflow server` starts one)")
@@ -258,7 +258,7 @@ def test_a_tracking_uri_that_cannot_serve_is_refused_in_one_line_within_a_minute
     not_mlflow = f"http://127.0.0.1:{web.server_address[1]}"
     try:
         with pytest.raises(hpo.HpoError) as refused:
-            hpo.search(quick, space, tracking_uri=not_mlflow, home=tmp_path / "b", n_trials=2)
+            hpo.search(quick, space, tracking_uri=not_mlflow, home=tmp_path / "b", report=False, n_trials=2)
     finally:
         web.shutdown()
     said = str(refused.value)
@@ -269,12 +269,12 @@ def test_a_tracking_uri_that_cannot_serve_is_refused_in_one_line_within_a_minute
     with silent_port() as port:  # takes the connection, never answers (MLflow waits 120 s, seven times)
         wedged = f"http://127.0.0.1:{port}"
         with pytest.raises(hpo.HpoError) as refused:
-            hpo.search(quick, space, tracking_uri=wedged, home=tmp_path / "d", n_trials=2)
+            hpo.search(quick, space, tracking_uri=wedged, home=tmp_path / "d", report=False, n_trials=2)
     assert str(refused.value) == (f"tracking_uri: cannot reach the MLflow tracking server at {wedged!r}: no answer "
                                   "in time (is it running? `mlflow server` starts one)")
 
     with pytest.raises(hpo.HpoError) as refused:
-        hpo.search(quick, space, tracking_uri="mlruns", home=tmp_path / "c", n_trials=2)
+        hpo.search(quick, space, tracking_uri="mlruns", home=tmp_path / "c", report=False, n_trials=2)
     assert str(refused.value) == ("tracking_uri: 'mlruns' is not a database or tracking server URI (e.g. "
                                   "sqlite:///mlflow.db, or http://host:5000 for a server)")
     assert not [home for home in "abcd" if (tmp_path / home).exists()]  # nothing written, not even the folder
@@ -291,11 +291,11 @@ def test_a_database_that_takes_the_connection_and_never_answers_is_given_up_in_o
         url = f"postgresql://hpo@127.0.0.1:{port}/hpo"
         started = time.monotonic()
         with pytest.raises(hpo.HpoError) as refused:
-            hpo.search(quick, space, storage=url, home=tmp_path / "a", n_trials=2)
+            hpo.search(quick, space, storage=url, home=tmp_path / "a", report=False, n_trials=2)
         assert str(refused.value).startswith(f"storage: cannot open {url}: OperationalError: ")
         assert "timeout expired" in str(refused.value)
         with pytest.raises(hpo.HpoError) as refused:
-            hpo.search(quick, space, tracking_uri=url, home=tmp_path / "b", n_trials=2)
+            hpo.search(quick, space, tracking_uri=url, home=tmp_path / "b", report=False, n_trials=2)
         assert str(refused.value).startswith(f"tracking_uri: cannot reach the MLflow store at {url!r} (")
         assert "timeout expired" in str(refused.value)
         assert time.monotonic() - started < 30
@@ -402,7 +402,7 @@ def test_artifacts_of_a_sqlite_tracked_search_live_beside_its_store(tmp_path, un
     elsewhere.mkdir()
     store = tmp_path / "tracking" / "mlflow.db"
     result = hpo.search(lambda params, trial: params["lr"], hpo.load_space(folder_with(tmp_path) / "space.yaml"),
-                        strategy="grid", n_trials=2, study_name=unique, experiment=unique, evaluate_test=False,
+                        strategy="grid", report=False, n_trials=2, study_name=unique, experiment=unique, evaluate_test=False,
                         tracking_uri=f"sqlite:///{store}", home=elsewhere)
     client = MlflowClient(f"sqlite:///{store}")
     location = client.get_experiment(result.experiment_id).artifact_location
@@ -444,7 +444,7 @@ def test_a_tracking_server_outage_delays_mlflow_never_training(tmp_path, stores,
                 restarted.append(start_mlflow_server(port, tmp_path / "server.db", tmp_path / "artifacts"))
 
     try:
-        result = hpo.search(steady, space, strategy="grid", n_trials=8, tracking_uri=url, storage=stores["storage"],
+        result = hpo.search(steady, space, strategy="grid", report=False, n_trials=8, tracking_uri=url, storage=stores["storage"],
                             study_name=unique, experiment=unique, evaluate_test=False, listener=Outage())
         assert result.tracked  # written once the server was back
         assert [t.state.value for t in result.trials] == ["complete"] * 8
@@ -555,12 +555,12 @@ def test_a_deleted_mlflow_experiment_is_refused_in_one_line_with_both_ways_back(
     quick = lambda params, trial: params["lr"]  # noqa: E731
     space = hpo.load_space(folder_with(tmp_path) / "space.yaml")
     options = dict(strategy="grid", study_name=unique, experiment=unique, evaluate_test=False, quiet=True, **stores)
-    hpo.search(quick, space, n_trials=1, **options)
+    hpo.search(quick, space, report=False, n_trials=1, **options)
     client = MlflowClient(stores["tracking_uri"])
     number = client.get_experiment_by_name(unique).experiment_id
     client.delete_experiment(number)
     with pytest.raises(hpo.HpoError) as refused:
-        hpo.search(quick, space, n_trials=2, **options)
+        hpo.search(quick, space, report=False, n_trials=2, **options)
     restore = f"MLFLOW_TRACKING_URI={stores['tracking_uri']} mlflow experiments restore -x {number}"
     assert str(refused.value) == (
         f"experiment: MLflow's experiment {unique!r} is deleted: restore it (`{restore}`), delete it for good (`mlflow "
@@ -569,4 +569,4 @@ def test_a_deleted_mlflow_experiment_is_refused_in_one_line_with_both_ways_back(
     variable, command = restore.split(" ", 1)
     subprocess.run(command.split(), env={**os.environ, **dict([variable.split("=", 1)])}, check=True,
                    capture_output=True, executable=str(Path(sys.executable).with_name("mlflow")))
-    assert len(hpo.search(quick, space, n_trials=2, **options).trials) == 2  # back, and the search goes on
+    assert len(hpo.search(quick, space, report=False, n_trials=2, **options).trials) == 2  # back, and the search goes on

@@ -223,7 +223,7 @@ def test_a_warmup_longer_than_the_trials_is_warned_of_once(warmup_steps, stores,
     space = {"name": "three", "metric": "loss", "direction": "minimize",
              "params": {"x": {"type": "float", "low": 0.0, "high": 1.0}}}
     notices = _Notices()
-    result = hpo.search(_three_steps, space, strategy="random", n_trials=3, pruner="median",
+    result = hpo.search(_three_steps, space, strategy="random", report=False, n_trials=3, pruner="median",
                         warmup_steps=warmup_steps, warmup_trials=1, study_name=f"{unique}-{warmup_steps}",
                         experiment=unique, listener=notices, **stores)
     warning = ("three: the median pruner judges no trial before step 3 (its warm-up), and trial 0 reported steps up "

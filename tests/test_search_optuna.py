@@ -31,7 +31,7 @@ def objective(params, trial):
         time.sleep(600)  # killed here, mid-trial
     return 1.0 / params["lr"]
 
-prepared = hpo.prepare(objective, digits_space(epochs=1), strategy="grid", n_trials=3, study_name={name!r},
+prepared = hpo.prepare(objective, digits_space(epochs=1), strategy="grid", report=False, n_trials=3, study_name={name!r},
                        experiment={name!r}, storage={storage!r}, tracking_uri={tracking_uri!r}, evaluate_test=False)
 store = TrialStore({storage!r}, {name!r}, heartbeat_interval=1, grace_period=2)
 dataclasses.replace(prepared, store=store).run()
@@ -63,7 +63,7 @@ def test_a_killed_search_resumes_and_its_lost_trial_is_recorded_once(tmp_path, s
         return 1.0 / params["lr"]
 
     # At once: its process ran on this machine and has ended (its heartbeat has 20 s to go stale).
-    result = hpo.search(objective, digits_space(epochs=1), strategy="grid", n_trials=3, study_name=unique,
+    result = hpo.search(objective, digits_space(epochs=1), strategy="grid", report=False, n_trials=3, study_name=unique,
                         experiment=unique, evaluate_test=False, keep_study=True, listener=(heard := Notices()), **stores)
     # MLflow may first be repaired, where the killed process had not yet written trial 0's end.
     said = [text for text in heard.said if not text.startswith("MLflow: ")]
@@ -113,7 +113,7 @@ def test_a_trial_that_only_looked_stale_is_not_failed(stores, unique):
     """A stalled machine, or a clock stepped forward, makes a live trial's heartbeat look old;
     it beats again before the second look, while a dead trial's never does."""
     store = TrialStore(stores["storage"], unique, heartbeat_interval=1, grace_period=3)
-    prepared = hpo.prepare(lambda params, trial: 1.0, digits_space(epochs=1), strategy="grid", n_trials=3,
+    prepared = hpo.prepare(lambda params, trial: 1.0, digits_space(epochs=1), strategy="grid", report=False, n_trials=3,
                            study_name=unique, experiment=unique, evaluate_test=False, **stores)
     prepared.tracker.start_search(prepared.plan, None)
     store.open(prepared.plan, prepared.tracker.identity())

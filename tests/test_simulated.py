@@ -64,7 +64,7 @@ def test_one_virtual_worker_prunes_as_the_optuna_driver(stores, unique, tmp_path
     objective = ReplayedCurves(RECORDED["records"], "val_loss")
     simulated = search(objective, stores, unique, workers=1, strategy="random", n_trials=16, pruner=pruner,
                        warmup_trials=2)
-    real = hpo.search(run_to_end(objective), SPACE, strategy="random", n_trials=16, pruner=pruner, warmup_trials=2,
+    real = hpo.search(run_to_end(objective), SPACE, strategy="random", report=False, n_trials=16, pruner=pruner, warmup_trials=2,
                       driver=hpo.OptunaOptions(workers=1), study_name=unique, experiment=f"{unique}-real",
                       evaluate_test=False, quiet=True, home=tmp_path, tracking_uri=stores["tracking_uri"],
                       storage=f"sqlite:///{tmp_path / 'optuna.db'}")
@@ -96,7 +96,7 @@ def test_a_population_asked_of_the_simulation_is_said_to_be_one_trial_a_worker(s
 
     heard = Notices()
     result = hpo.search("digits_mlp", digits_space(epochs=1), driver=SimulatedOptions(workers=2), strategy="random",
-                        n_trials=2, population=4, listener=heard, study_name=unique, experiment=unique,
+                        report=False, n_trials=2, population=4, listener=heard, study_name=unique, experiment=unique,
                         evaluate_test=False, quiet=True, **stores)
     assert len(result.trials) == 2
     assert heard.said == ["population none: the simulated driver runs one trial a virtual worker "

@@ -33,7 +33,7 @@ from hpo.store import TrialStore
 
 def opened(stores: dict, name: str, processes: int = 2) -> list[TrialLoop]:
     """A started search and one trial loop per process, each with its own store connection."""
-    prepared = hpo.prepare(lambda params, trial: 1.0, digits_space(epochs=1), strategy="grid", n_trials=3,
+    prepared = hpo.prepare(lambda params, trial: 1.0, digits_space(epochs=1), strategy="grid", report=False, n_trials=3,
                            study_name=name, experiment=name, evaluate_test=False, **stores)
     prepared.tracker.start_search(prepared.plan, None)
     loops = [TrialLoop(prepared.plan, TrialStore(stores["storage"], name, heartbeat_interval=1, grace_period=2),
@@ -164,7 +164,7 @@ def test_a_plain_postgresql_url_opens_as_the_readme_writes_it(postgres_url, stor
     """``--storage postgresql://USER@HOST/DB``: SQLAlchemy 2.1 opens it with psycopg 3, which
     hpo did not install (``ImportError: Failed to import DB access module``)."""
     plain = postgres_url.replace("postgresql+psycopg2://", "postgresql://")
-    result = hpo.search(lambda params, trial: params["lr"], digits_space(epochs=1), strategy="grid", n_trials=2,
+    result = hpo.search(lambda params, trial: params["lr"], digits_space(epochs=1), strategy="grid", report=False, n_trials=2,
                         storage=plain, tracking_uri=stores["tracking_uri"], study_name=unique, experiment=unique,
                         evaluate_test=False, quiet=True)
     assert [t.state for t in result.trials] == [TrialState.COMPLETE] * 2
@@ -176,7 +176,7 @@ def test_the_reports_of_an_epoch_that_came_late_are_still_written_together(store
     """The reports' clock starts at the first value held back, not at the last write: after a
     long epoch, its members' reports wait for one another (the first was written alone)."""
     monkeypatch.setattr("hpo.store._store.REPORTS_EVERY_S", 0.2)
-    prepared = hpo.prepare(lambda params, trial: 1.0, digits_space(epochs=2), strategy="random", n_trials=4,
+    prepared = hpo.prepare(lambda params, trial: 1.0, digits_space(epochs=2), strategy="random", report=False, n_trials=4,
                            study_name=unique, experiment=unique, evaluate_test=False, **stores)
     store = TrialStore(stores["storage"], unique)
     store.open(prepared.plan, {})
@@ -200,7 +200,7 @@ def test_a_population_is_claimed_reported_and_ended_in_one_write_each(any_stores
     numbers, parameters, distributions, NaN and infinite reports, states, values — but for a
     trial another process failed as lost meanwhile, which keeps that verdict and no reports."""
     space = {"lr": {"type": "float", "low": 1e-4, "high": 0.05, "log": True, "grid": [1e-3, 2e-3, 3e-3, 1e-2]}}
-    prepared = hpo.prepare(lambda params, trial: 1.0, digits_space(epochs=2, **space), strategy="grid", n_trials=4,
+    prepared = hpo.prepare(lambda params, trial: 1.0, digits_space(epochs=2, **space), strategy="grid", report=False, n_trials=4,
                            study_name=unique, experiment=unique, evaluate_test=False, **any_stores)
     store = TrialStore(any_stores["storage"], unique)
     store.open(prepared.plan, {})
@@ -243,7 +243,7 @@ def test_a_claim_reads_again_only_the_trials_that_changed(stores, unique):
     trial for trial."""
     space = {"lr": {"type": "float", "low": 1e-4, "high": 0.05, "log": True}}
     prepared = hpo.prepare(lambda params, trial: 1.0, digits_space(epochs=2, **space), strategy="random",
-                           n_trials=40, study_name=unique, experiment=unique, evaluate_test=False, **stores)
+                           report=False, n_trials=40, study_name=unique, experiment=unique, evaluate_test=False, **stores)
     here, there = (TrialStore(stores["storage"], unique) for _ in range(2))
     here.open(prepared.plan, {})
     running = [claim for _ in range(16) for claim in here.claim(prepared.plan, "here:1")]
@@ -289,7 +289,7 @@ def sampled_history(stores: dict, name: str, finished: int, strategy: str = "tpe
     space = digits_space(epochs=2, lr={"type": "float", "low": 1e-4, "high": 1.0, "log": True},
                          weight_decay={"type": "float", "low": 1e-6, "high": 1e-2, "log": True},
                          hidden={"type": "categorical", "choices": [32, 64, 128]})
-    prepared = hpo.prepare(lambda params, trial: 1.0, space, strategy=strategy, n_trials=400, study_name=name,
+    prepared = hpo.prepare(lambda params, trial: 1.0, space, strategy=strategy, report=False, n_trials=400, study_name=name,
                            experiment=name, evaluate_test=False, seed=3, **stores)
     store = TrialStore(stores["storage"], name)
     store.open(prepared.plan, {})
@@ -402,7 +402,7 @@ def test_a_process_that_keeps_the_study_lock_is_named_instead_of_waited_for_ever
     monkeypatch.setattr("hpo.store._locks.SAID_AFTER_S", 0.5)
     caplog.set_level("WARNING", logger="hpo")
     url = any_stores["storage"]
-    prepared = hpo.prepare(lambda params, trial: 1.0, digits_space(epochs=1), strategy="random", n_trials=4,
+    prepared = hpo.prepare(lambda params, trial: 1.0, digits_space(epochs=1), strategy="random", report=False, n_trials=4,
                            study_name=unique, experiment=unique, evaluate_test=False, **any_stores)
     store = TrialStore(url, unique)
     store.open(prepared.plan, {})
@@ -462,7 +462,7 @@ def test_a_study_that_fails_as_it_opens_is_undone_at_once(any_stores, unique, mo
 
     monkeypatch.setattr(TrialStore, "open", fails_after_creating)
     with pytest.raises(OSError, match="the disk is full"):
-        hpo.search(lambda params, trial: 1.0, digits_space(epochs=1), strategy="grid", n_trials=2, study_name=unique,
+        hpo.search(lambda params, trial: 1.0, digits_space(epochs=1), strategy="grid", report=False, n_trials=2, study_name=unique,
                    experiment=unique, evaluate_test=False, quiet=True, **any_stores)
     assert left_behind(any_stores, unique, unique) == []
 

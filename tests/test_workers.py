@@ -69,7 +69,7 @@ def lr_space(points: int) -> hpo.SearchSpace:
 def test_two_cpu_workers_run_exactly_the_budget_with_warm_setup(stores, unique, tmp_path):
     log = tmp_path / "setup.log"
     heard = Heard()
-    result = hpo.search(WarmObjective(log, workers=2), lr_space(20), strategy="random", n_trials=8,
+    result = hpo.search(WarmObjective(log, workers=2), lr_space(20), strategy="random", report=False, n_trials=8,
                         driver=hpo.OptunaOptions(workers=2),
                         experiment=unique, study_name=unique, evaluate_test=False, listener=heard, **stores)
     study = optuna.load_study(study_name=unique, storage=stores["storage"])
@@ -87,15 +87,15 @@ def test_a_pool_starts_no_more_workers_than_the_budget_has_trials_left(stores, u
     log = tmp_path / "setup.log"
     options = dict(strategy="random", driver=hpo.OptunaOptions(workers=4, gpus="none"), experiment=unique,
                    study_name=unique, evaluate_test=False, **stores)
-    hpo.search(WarmObjective(log), lr_space(20), n_trials=2, **options)
+    hpo.search(WarmObjective(log), lr_space(20), report=False, n_trials=2, **options)
     assert len(log.read_text().split()) == 2
-    extended = hpo.search(WarmObjective(log), lr_space(20), n_trials=3, **options)
+    extended = hpo.search(WarmObjective(log), lr_space(20), report=False, n_trials=3, **options)
     assert len(log.read_text().split()) == 3 and len(extended.trials) == 3
     assert len(plan_slots(4, gpus="none", at_most=2)) == 2 and len(plan_slots("auto", gpus="none", at_most=1)) == 1
 
 
 def test_no_grid_point_runs_twice_with_several_workers(stores, unique):
-    result = hpo.search("digits_mlp", lr_space(6), strategy="grid", n_trials=20, driver=hpo.OptunaOptions(workers=2),
+    result = hpo.search("digits_mlp", lr_space(6), strategy="grid", report=False, n_trials=20, driver=hpo.OptunaOptions(workers=2),
                         experiment=unique, study_name=unique, evaluate_test=False, **stores)
     keys = [params_key(t.params) for t in result.trials]
     assert len(keys) == 6 == len(set(keys))
@@ -130,7 +130,7 @@ def test_a_worker_killed_mid_trial_loses_no_trial(stores, unique, tmp_path, monk
 
     killer = threading.Thread(target=kill_when_marked)
     killer.start()
-    result = hpo.search(killed_once, lr_space(4), strategy="grid", n_trials=4, driver=hpo.OptunaOptions(workers=2),
+    result = hpo.search(killed_once, lr_space(4), strategy="grid", report=False, n_trials=4, driver=hpo.OptunaOptions(workers=2),
                         experiment=unique, study_name=unique, evaluate_test=False, **stores)
     killer.join()
 
@@ -201,7 +201,7 @@ class MissingData:
 @pytest.mark.parametrize("workers", [1, 2])
 def test_a_failing_setup_stops_the_search_with_one_error(stores, unique, workers):
     with pytest.raises(HpoError, match=r"objective: its setup on cpu failed: FileNotFoundError: data/train\.npy"):
-        hpo.search(MissingData(), lr_space(4), strategy="grid", n_trials=4, driver=hpo.OptunaOptions(workers=workers), experiment=unique,
+        hpo.search(MissingData(), lr_space(4), strategy="grid", report=False, n_trials=4, driver=hpo.OptunaOptions(workers=workers), experiment=unique,
                    study_name=unique, evaluate_test=False, **stores)
     assert left_behind(stores, unique, unique) == []  # nothing ran, nothing stays
 
@@ -212,7 +212,7 @@ def kills_its_worker(params, trial):
 
 def test_workers_that_keep_dying_stop_the_search_with_every_trial_closed(stores, unique):
     with pytest.raises(HpoError, match=r"workers: workers keep dying \(5 so far, the last killed by SIGKILL\)"):
-        hpo.search(kills_its_worker, lr_space(4), strategy="grid", n_trials=4, driver=hpo.OptunaOptions(workers=2), experiment=unique,
+        hpo.search(kills_its_worker, lr_space(4), strategy="grid", report=False, n_trials=4, driver=hpo.OptunaOptions(workers=2), experiment=unique,
                    study_name=unique, evaluate_test=False, **stores)
     trials = optuna.load_study(study_name=unique, storage=stores["storage"]).trials
     assert {t.state.name for t in trials} == {"FAIL"}
@@ -223,7 +223,7 @@ def test_workers_that_keep_dying_stop_the_search_with_every_trial_closed(stores,
 
 
 def test_out_of_memory_fails_the_trial_and_the_worker_goes_on(stores, unique):
-    result = hpo.search(oom_on_small_lr, lr_space(4), strategy="grid", n_trials=4, driver=hpo.OptunaOptions(workers=2),
+    result = hpo.search(oom_on_small_lr, lr_space(4), strategy="grid", report=False, n_trials=4, driver=hpo.OptunaOptions(workers=2),
                         experiment=unique, study_name=unique, evaluate_test=False, **stores)
     reasons = sorted((t.params["lr"] < 5e-3, t.state.value, t.reason) for t in result.trials)
     assert reasons == [(False, "complete", "")] * 2 + [(True, "failed", "cuda_oom")] * 2
@@ -274,7 +274,7 @@ def test_trials_per_gpu_without_a_gpu_says_where_the_trials_run(stores, unique, 
         def notice(self, text):
             said.append(text)
 
-    hpo.search(lambda params, trial: params["lr"], lr_space(2), strategy="grid", n_trials=2, experiment=unique,
+    hpo.search(lambda params, trial: params["lr"], lr_space(2), strategy="grid", report=False, n_trials=2, experiment=unique,
                study_name=unique, home=tmp_path, evaluate_test=False, listener=Notices(), **stores,
                driver=hpo.OptunaOptions(gpus="none", workers=1, trials_per_gpu=4))
     assert said[:1] == ["--trials-per-gpu 4: no GPU named (--gpus none), so trials run on the CPU, 1 trial at a time "
@@ -331,7 +331,7 @@ def test_hpo_worker_joins_a_running_search_on_postgresql(workers, postgres_url, 
             elsewhere.extend(trial.number for trial in trials)
 
     def search() -> None:
-        results["search"] = hpo.search(waits_for_a_second_process, lr_space(8), strategy="grid", n_trials=8,
+        results["search"] = hpo.search(waits_for_a_second_process, lr_space(8), strategy="grid", report=False, n_trials=8,
                                        driver=hpo.OptunaOptions(workers=workers), population=1,
                                        storage=postgres_url, tracking_uri=stores["tracking_uri"], experiment=unique,
                                        study_name=unique, evaluate_test=False, listener=Heard())
@@ -365,7 +365,7 @@ def test_hpo_worker_joins_a_running_search_on_postgresql(workers, postgres_url, 
 
 
 def test_joining_an_unknown_study_is_a_one_line_error_with_the_name_it_is_closest_to(postgres_url, stores, unique):
-    hpo.search(lambda params, trial: params["lr"], digits_space(epochs=1), strategy="grid", n_trials=1,
+    hpo.search(lambda params, trial: params["lr"], digits_space(epochs=1), strategy="grid", report=False, n_trials=1,
                storage=postgres_url, tracking_uri=stores["tracking_uri"], study_name=f"{unique}-seed0",
                experiment=unique, evaluate_test=False, quiet=True)
     with pytest.raises(HpoError) as error:
@@ -383,7 +383,7 @@ def test_a_coarse_to_fine_stage_starts_when_the_stage_before_has_finished(stores
     space = hpo.SearchSpace.model_validate(
         {"name": "c2f", "metric": "loss", "direction": "minimize",
          "params": {"lr": {"type": "float", "low": 1e-5, "high": 1.0, "log": True}}})
-    hpo.search(slow_quadratic, space, strategy="coarse-to-fine", n_trials=9, driver=hpo.OptunaOptions(workers=2), experiment=unique,
+    hpo.search(slow_quadratic, space, strategy="coarse-to-fine", report=False, n_trials=9, driver=hpo.OptunaOptions(workers=2), experiment=unique,
                study_name=unique, evaluate_test=False, **stores)
     study = optuna.load_study(study_name=unique, storage=stores["storage"])
     stages = {}
@@ -408,7 +408,7 @@ def test_each_searchs_workers_see_its_environment_as_the_search_starts(stores, u
     for value in (1.5, 2.5):
         monkeypatch.setenv("HPO_TEST_VALUE", str(value))
         name = f"{unique}-{value}"
-        result = hpo.search(value_from_environment, lr_space(2), strategy="grid", n_trials=2,
+        result = hpo.search(value_from_environment, lr_space(2), strategy="grid", report=False, n_trials=2,
                             driver=hpo.OptunaOptions(workers=2), experiment=name, study_name=name,
                             evaluate_test=False, **stores)
         assert [t.value for t in result.trials] == [value, value]
@@ -419,7 +419,7 @@ def test_a_grid_under_a_pool_runs_every_point_exactly_once(stores, unique, round
     """Workers claiming at the same moment: the parameters are fixed in the same transaction
     that starts the trial, so no worker sees a trial without them and hands its point out again."""
     space = lr_space(20)
-    result = hpo.search(lr_only, space, strategy="grid", n_trials=20, driver=hpo.OptunaOptions(workers=2),
+    result = hpo.search(lr_only, space, strategy="grid", report=False, n_trials=20, driver=hpo.OptunaOptions(workers=2),
                         experiment=unique, study_name=unique, evaluate_test=False, **stores)
     study = optuna.load_study(study_name=unique, storage=stores["storage"])
     assert sorted(params_key(t.params) for t in study.trials) == sorted(params_key(p) for p in space.grid())
@@ -430,7 +430,7 @@ def test_a_grid_under_a_pool_runs_every_point_exactly_once(stores, unique, round
 def test_sampled_strategies_under_a_pool_suggest_distinct_configurations(stores, unique, strategy):
     """Two workers claim at once: each sample sees the other's running trial (past GP's 10
     random trials too)."""
-    result = hpo.search(lr_only, lr_space(4), strategy=strategy, n_trials=14, driver=hpo.OptunaOptions(workers=2),
+    result = hpo.search(lr_only, lr_space(4), strategy=strategy, report=False, n_trials=14, driver=hpo.OptunaOptions(workers=2),
                         experiment=unique, study_name=unique, evaluate_test=False, **stores)
     lrs = [t.params["lr"] for t in result.trials]
     assert len(lrs) == 14 == len(set(lrs))
@@ -453,7 +453,7 @@ def test_a_joined_search_continues_the_same_plan(stores, unique):
     strategy = hpo.strategies.CoarseToFineStrategy(seed=0, stages=4)
     space = lr_space(3)
     with pytest.raises(KeyboardInterrupt):
-        hpo.search("digits_mlp", space, strategy=strategy, n_trials=8, experiment=unique, study_name=unique,
+        hpo.search("digits_mlp", space, strategy=strategy, report=False, n_trials=8, experiment=unique, study_name=unique,
                    evaluate_test=False, listener=StopAfter(3), **stores)
     ran = hpo.join(unique, stores["storage"], driver=hpo.OptunaOptions(workers=1))
     assert ran == 5
