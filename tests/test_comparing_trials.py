@@ -144,20 +144,27 @@ def _with_uri(result, uri: str):
     return dataclasses.replace(result, tracking_uri=uri)
 
 
+TWO_PARAMS = hpo.SearchSpace.model_validate({
+    "name": "two", "metric": "loss", "direction": "minimize",
+    "params": {"lr": {"type": "float", "low": 1e-4, "high": 0.1, "log": True},
+               "momentum": {"type": "float", "low": 0.5, "high": 0.99}}})
+
+
+def two_params_report(n_trials: int, stores: dict[str, str], unique: str, home: Path) -> Path:
+    """The report of a random search of ``TWO_PARAMS`` on two simulated workers, ``n_trials`` in all."""
+    from hpo.drivers.simulated import SimulatedOptions
+
+    return hpo.search(lambda params, trial: params["lr"] * params["momentum"], TWO_PARAMS, strategy="random",
+                      n_trials=n_trials, driver=SimulatedOptions(workers=2), study_name=unique, experiment=unique,
+                      evaluate_test=False, quiet=True, home=home, **stores).report
+
+
 def test_importances_are_drawn_once_the_best_tenth_holds_two_trials(stores, unique, tmp_path):
     """PED-ANOVA from one best trial would rank noise: the report says so until there are enough."""
-    from hpo.drivers.simulated import SimulatedOptions
     from hpo.reporting import IMPORTANCE_MIN_TRIALS
 
-    space = hpo.SearchSpace.model_validate({
-        "name": "two", "metric": "loss", "direction": "minimize",
-        "params": {"lr": {"type": "float", "low": 1e-4, "high": 0.1, "log": True},
-                   "momentum": {"type": "float", "low": 0.5, "high": 0.99}}})
-
     def search(n_trials: int) -> Path:
-        return hpo.search(lambda params, trial: params["lr"] * params["momentum"], space, strategy="random",
-                          n_trials=n_trials, driver=SimulatedOptions(workers=2), study_name=unique,
-                          experiment=unique, evaluate_test=False, quiet=True, home=tmp_path, **stores).report
+        return two_params_report(n_trials, stores, unique, tmp_path)
 
     few = search(IMPORTANCE_MIN_TRIALS - 1)
     assert (few.parent / "parallel.png").exists() and not (few.parent / "importances.png").exists()
@@ -171,17 +178,9 @@ def test_importances_are_drawn_once_the_best_tenth_holds_two_trials(stores, uniq
 def test_a_rerun_with_nothing_new_keeps_the_report_and_anything_new_draws_it_again(stores, unique, tmp_path):
     """Drawing is most of a rerun of a finished search (1.5 of 4 s): it draws again only where
     the study has changed or a file of the report is gone."""
-    from hpo.drivers.simulated import SimulatedOptions
-
-    space = hpo.SearchSpace.model_validate({
-        "name": "two", "metric": "loss", "direction": "minimize",
-        "params": {"lr": {"type": "float", "low": 1e-4, "high": 0.1, "log": True},
-                   "momentum": {"type": "float", "low": 0.5, "high": 0.99}}})
 
     def search(n_trials: int) -> Path:
-        return hpo.search(lambda params, trial: params["lr"] * params["momentum"], space, strategy="random",
-                          n_trials=n_trials, driver=SimulatedOptions(workers=2), study_name=unique,
-                          experiment=unique, evaluate_test=False, quiet=True, home=tmp_path, **stores).report
+        return two_params_report(n_trials, stores, unique, tmp_path)
 
     def drawn(page: Path) -> dict[str, int]:
         return {path.name: path.stat().st_mtime_ns for path in page.parent.iterdir()}
