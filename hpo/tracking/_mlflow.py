@@ -580,8 +580,9 @@ def _description(result: SearchResult, counts: Mapping[str, int], run_ids: Mappi
     if result.test_metrics:
         lines.append("Test (evaluated once, best configuration): "
                      + ", ".join(f"{k} **{v:.4g}**" for k, v in result.test_metrics.items()) + ".")
-    lines.append("Exact values: `best_config.json`; every trial ranked: `leaderboard.csv`; plots: `report/`." if report
-                 else f"Exact values: `best_config.json`; every trial ranked, with plots: `hpo report {result.study_name}`.")
+    ranked = "every trial ranked: `leaderboard.csv`; plots: `report/`" if report else (
+        f"every trial ranked, with plots: `hpo report {result.study_name}`")
+    lines.append(f"Exact values: `best_config.json`; {ranked}.")
     return "\n\n".join(lines)
 
 
