@@ -156,7 +156,8 @@ def test_an_optuna_objective_is_pruned_by_the_median_rule(driver, unique, stores
 
 def test_the_result_answers_what_an_optuna_user_reads_on_a_study_after_optimize(unique, stores):
     """``study.direction``, ``get_trials(states=...)``, a trial's ``intermediate_values`` and
-    ``duration`` were AttributeErrors; ``user_attrs`` one with no word of where hpo keeps them."""
+    ``duration`` were AttributeErrors, ``trials_dataframe(attrs=...)`` a TypeError; ``user_attrs``
+    one with no word of where hpo keeps them."""
     pruning = hpo.Pruning(pruner="median", warmup_trials=1, warmup_steps=1)
     result = _search(_optuna_style(), unique, stores, pruner=pruning, n_trials=5)
     study = optuna.load_study(study_name=unique, storage=stores["storage"])
@@ -167,6 +168,11 @@ def test_the_result_answers_what_an_optuna_user_reads_on_a_study_after_optimize(
         assert [t.intermediate_values for t in ours] == [t.intermediate_values for t in study.get_trials(states=(state,))]
     assert result.get_trials(states=[TrialState.PRUNED]) == result.get_trials(states=[optuna.trial.TrialState.PRUNED])
     assert result.get_trials() == result.trials
+    attrs = ("number", "value", "params")
+    ours, theirs = result.trials_dataframe(attrs=attrs), study.trials_dataframe(attrs=attrs)
+    assert list(ours.columns) == ["number", "value", "params_lr"] and (ours.to_numpy() == theirs.to_numpy()).all()
+    with pytest.raises(ValueError, match=r"^attrs: no column 'user_attrs' here \(the columns: number, value, "):
+        result.trials_dataframe(attrs=("number", "user_attrs"))
     assert all(abs(t.duration.total_seconds() - t.duration_s) < 1e-6 and t.duration_s > 0 for t in result.trials)
     with pytest.raises(ValueError, match=r"states: .*WAITING.* is not a trial state of a finished search"):
         result.get_trials(states=[optuna.trial.TrialState.WAITING])

@@ -125,6 +125,8 @@ def pruning_for(space: SearchSpace, pruner: str | Pruning, warmup_steps: int | N
     return space.pruning.model_copy(update={k: v for k, v in overrides.items() if v is not None})
 
 
+_COLUMNS = ("number", "value", "state", "duration", "params", "metrics", "stage", "reason", "run_id")
+"""The column groups of ``SearchResult.trials_dataframe``."""
 _OPTUNA_STATES = {**{state.name: state for state in TrialState}, "FAIL": TrialState.FAILED}
 """hpo's trial states by their names in Optuna's ``TrialState`` (its ``WAITING`` has none here)."""
 
@@ -213,12 +215,21 @@ class SearchResult:
     def count(self, state: TrialState) -> int:
         return sum(t.state is state for t in self.trials)
 
-    def trials_dataframe(self) -> pandas.DataFrame:
+    def trials_dataframe(self, attrs: Iterable[str] | None = None) -> pandas.DataFrame:
         """The trials as a table, one row each, as Optuna's ``Study.trials_dataframe``: ``number``,
         ``value``, ``state``, ``duration``, ``params_NAME`` for each searched parameter (empty
         where a condition left it out), ``metrics_NAME`` for each metric the trials ended with
-        (the best epoch's), ``stage``, ``reason`` (how it ended) and the trial's MLflow ``run_id``."""
+        (the best epoch's), ``stage``, ``reason`` (how it ended) and the trial's MLflow ``run_id``;
+        only the columns of ``attrs`` where given (``("number", "value", "params")``)."""
         import pandas
+
+        if attrs is not None:
+            attrs = list(attrs)
+            if missing := [name for name in attrs if name not in _COLUMNS]:
+                raise ValueError(f"attrs: no column {missing[0]!r} here (the columns: {', '.join(_COLUMNS)})")
+            table = self.trials_dataframe()
+            return table[[column for column in table.columns
+                          if column in attrs or column.startswith(tuple(f"{name}_" for name in attrs))]]
 
         params = sorted({name for t in self.trials for name in t.params})
         metrics = sorted({name for t in self.trials for name in t.metrics})
