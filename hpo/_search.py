@@ -327,8 +327,8 @@ def search(
     return result
 
 
-def report(study_name: str | None = None, storage: str | None = None, out: Path | None = None, *,
-           home: Path = Path(".hpo")) -> Path:
+def report(study_name: str | None = None, storage: str | None = None, out: str | Path | None = None, *,
+           home: str | Path = Path(".hpo")) -> Path:
     """Write the report of a past search (plots, ranked leaderboard, one HTML page) from its study
     alone, offline; returns the page's path. ``study_name`` defaults to the storage's newest study,
     ``out`` to ``HOME/reports/STUDY``: a folder for the page, its plots and ``leaderboard.csv``,
@@ -341,6 +341,7 @@ def report(study_name: str | None = None, storage: str | None = None, out: Path 
     from hpo.reporting import write_report
     from hpo.store import TrialStore, default_storage_url
 
+    home, out = Path(home), None if out is None else Path(out)
     url = storage or default_storage_url(home)
     study_name = _known_study(study_name, url, argument=None)  # `hpo report STUDY` takes it as it is, no flag
     page = out if out is not None and out.suffix.lower() in (".html", ".htm") and not out.is_dir() else None
@@ -357,12 +358,12 @@ def report(study_name: str | None = None, storage: str | None = None, out: Path 
     return page
 
 
-def studies(storage: str | None = None, *, home: Path = Path(".hpo")) -> list[StudySummary]:
+def studies(storage: str | None = None, *, home: str | Path = Path(".hpo")) -> list[StudySummary]:
     """The searches' studies in ``storage`` (by default ``HOME/optuna.db``), oldest first: each
     one's plan as saved, the trials its budget counts, its best value and last activity."""
     from hpo.store import default_storage_url, study_summaries
 
-    url = storage or default_storage_url(home)
+    url = storage or default_storage_url(Path(home))
     if not (found := study_summaries(url)):
         raise HpoError(f"no study in {url}: run a search first", argument="storage")
     return found

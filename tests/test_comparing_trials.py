@@ -206,7 +206,10 @@ def test_a_search_without_its_report_draws_nothing_and_says_how_to_draw_it(store
     assert [a.path for a in client.list_artifacts(result.parent_run_id)] == ["best_config.json", "space.json"]
     note = client.get_run(result.parent_run_id).data.tags["mlflow.note.content"]
     assert note.endswith(f"every trial ranked, with plots: `hpo report {unique}`.")
-    assert hpo.report(unique, stores["storage"], tmp_path / "later").name == "report.html"
+    assert hpo.report(unique, stores["storage"], str(tmp_path / "later")).name == "report.html"  # a str as a Path
+    assert hpo.report(unique, stores["storage"], str(tmp_path / "page.html")).is_file()
+    with pytest.raises(hpo.HpoError, match=f"no study in sqlite:///{tmp_path}/optuna.db: run a search first"):
+        hpo.studies(home=str(tmp_path))  # a str for the home, as search takes it
 
 
 def test_a_report_of_many_parameters_draws_their_slices_in_rows_the_page_shows_at_full_size(stores, unique, tmp_path):
