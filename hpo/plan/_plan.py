@@ -203,13 +203,13 @@ class SearchResult:
         ``TrialState`` or Optuna's (``FAIL`` is ``FAILED``). Records are frozen: ``deepcopy`` changes nothing."""
         if states is None:
             return list(self.trials)
-        wanted = {state if isinstance(state, TrialState) else _OPTUNA_STATES.get(getattr(state, "name", None))
-                  for state in states}
-        if None in wanted:
-            unknown = next(s for s in states if not isinstance(s, TrialState) and getattr(s, "name", None)
-                           not in _OPTUNA_STATES)
-            raise ValueError(f"states: {unknown!r} is not a trial state of a finished search (hpo.TrialState: "
-                             f"{', '.join(s.name for s in TrialState)})")
+        wanted = set()
+        for state in states:
+            ours = state if isinstance(state, TrialState) else _OPTUNA_STATES.get(getattr(state, "name", None))
+            if ours is None:
+                raise ValueError(f"states: {state!r} is not a trial state of a finished search (hpo.TrialState: "
+                                 f"{', '.join(s.name for s in TrialState)})")
+            wanted.add(ours)
         return [t for t in self.trials if t.state in wanted]
 
     def count(self, state: TrialState) -> int:
