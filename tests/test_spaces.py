@@ -247,6 +247,7 @@ def test_cli_refuses_a_bad_space_with_one_line_exit_2_and_writes_nothing(tmp_pat
         (["--timeout", "5x"], "--timeout: expected seconds or a duration like 90s, 30m, 2h or 1h30m, got '5x'"),
         (["--trial-timeout", "1h30"], "--trial-timeout: expected seconds or a duration like 90s, 30m, 2h or 1h30m"),
         (["--timeout", "0m"], "--timeout: must be more than 0 seconds, got 0.0"),
+        (["--trial-timeout", "inf"], "--trial-timeout: expected a finite number of seconds, got inf"),
         (["--driver", "dask"], "--driver: unknown driver 'dask'"),
         (["--pruner", "medain"], "--pruner: unknown pruner 'medain' (did you mean 'median'? choose from none, median,"),
         (["--strategy", "coarse_to_fine"], "--strategy: unknown strategy 'coarse_to_fine' (did you mean 'coarse-to-fine'?"),

@@ -6,6 +6,7 @@ import difflib
 import hashlib
 import importlib.resources
 import json
+import math
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -27,17 +28,20 @@ _UNIT_S = {"d": 86400, "h": 3600, "min": 60, "m": 60, "sec": 1, "s": 1}
 def seconds(value: Any) -> Any:
     """A duration in seconds: a number as it is, text as a number (``600``) or in units (``90s``,
     ``30m``, ``2h``, ``1h30m``, ``1.5d``); anything else is refused, saying what is taken."""
-    if not isinstance(value, str):
-        return value
-    text = value.strip().lower()
-    try:
-        return float(text)
-    except ValueError:
-        pass
-    parts = list(_DURATION_PART.finditer(text))
-    if not parts or "".join(part.group(0) for part in parts) != text:
-        raise ValueError(f"expected seconds or a duration like 90s, 30m, 2h or 1h30m, got {value!r}")
-    return sum(float(number) * _UNIT_S[unit] for number, unit in (part.groups() for part in parts))
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        return value  # pydantic's own refusal names the type
+    if isinstance(value, str):
+        text = value.strip().lower()
+        parts = list(_DURATION_PART.finditer(text))
+        try:
+            value = float(text)
+        except ValueError:
+            if not parts or "".join(part.group(0) for part in parts) != text:
+                raise ValueError(f"expected seconds or a duration like 90s, 30m, 2h or 1h30m, got {value!r}") from None
+            value = sum(float(number) * _UNIT_S[unit] for number, unit in (part.groups() for part in parts))
+    if not math.isfinite(value):
+        raise ValueError(f"expected a finite number of seconds, got {value}")
+    return value
 
 
 Seconds = Annotated[float, BeforeValidator(seconds)]
