@@ -324,7 +324,7 @@ def test_a_member_that_goes_nan_is_pruned_as_diverged_and_the_others_finish(exac
 def test_a_search_with_populations_keeps_every_trial_its_own(stores, unique):
     space = digits_space(epochs=3, lr={"type": "float", "low": 1e-4, "high": 0.1, "log": True, "grid_points": 6},
                          weight_decay={"type": "float", "low": 1e-6, "high": 1e-2, "log": True, "grid": [1e-5, 1e-3]})
-    result = hpo.search("digits_mlp", space, strategy="grid", n_trials=12, population=8, pruner="median",
+    result = hpo.search("digits_mlp", space, strategy="grid", report=False, n_trials=12, population=8, pruner="median",
                         experiment=unique, study_name=unique, evaluate_test=False, **stores)
     study = optuna.load_study(study_name=unique, storage=stores["storage"])
     assert len(study.trials) == 12 == len({params_key(t.params) for t in study.trials})  # budget exact, points unique
@@ -350,7 +350,7 @@ def test_a_small_budget_still_draws_its_batch_size_more_than_once(stores, unique
         "name": "batch", "metric": "val_loss", "direction": "minimize", "objective": "digits_mlp", "fixed": {"epochs": 2},
         "params": {"lr": {"type": "float", "low": 1e-4, "high": 0.05, "log": True},
                    "batch_size": {"type": "int", "low": 32, "high": 256, "log": True}}})
-    result = hpo.search("digits_mlp", space, strategy="random", n_trials=n_trials, population=4, experiment=unique,
+    result = hpo.search("digits_mlp", space, strategy="random", report=False, n_trials=n_trials, population=4, experiment=unique,
                         study_name=unique, evaluate_test=False, **stores)
     assert len(result.trials) == n_trials
     groups: dict[str, set] = {}
@@ -376,7 +376,7 @@ def test_auto_keeps_populations_small_enough_for_a_budget_to_try_several_batch_s
         def notice(self, text):
             notices.append(text)
 
-    result = hpo.search("digits_mlp", BATCH_SPACE, strategy="random", n_trials=24, population="auto",
+    result = hpo.search("digits_mlp", BATCH_SPACE, strategy="random", report=False, n_trials=24, population="auto",
                         driver=hpo.OptunaOptions(workers=workers), listener=Notices(), experiment=unique,
                         study_name=unique, evaluate_test=False, **stores)
     assert len(result.trials) == 24
@@ -432,7 +432,7 @@ def test_population_is_refused_where_it_cannot_run(stores, unique):
         hpo.prepare("digits_mlp", digits_space(), population="many", **stores)
     with pytest.raises(hpo.HpoError, match="population: expected a number or 'auto', got True"):
         hpo.prepare("digits_mlp", digits_space(), population=True, **stores)  # int(True) would be 1
-    result = hpo.search(plain, digits_space(), strategy="grid", n_trials=3, population="auto", experiment=unique,
+    result = hpo.search(plain, digits_space(), strategy="grid", report=False, n_trials=3, population="auto", experiment=unique,
                         study_name=unique, evaluate_test=False, **stores)
     assert len(result.trials) == 3  # auto: one at a time for an objective without populations
 
@@ -463,7 +463,7 @@ def test_what_cannot_stack_is_refused_before_the_first_trial_and_auto_trains_it_
     space = digits_space(epochs=1)
     with pytest.raises(hpo.HpoError, match=r"^population: objective '.*' cannot train populations: its GRU layer "
                                            r"'rnn' does not train under torch.func's vmap$"):
-        hpo.search(GruObjective(), space, strategy="grid", n_trials=3, population=4, experiment=unique,
+        hpo.search(GruObjective(), space, strategy="grid", report=False, n_trials=3, population=4, experiment=unique,
                    study_name=unique, evaluate_test=False, **stores)
     assert left_behind(stores, unique, unique) == []
 
@@ -473,7 +473,7 @@ def test_what_cannot_stack_is_refused_before_the_first_trial_and_auto_trains_it_
         def notice(self, text):
             notices.append(text)
 
-    result = hpo.search(GruObjective(), space, strategy="grid", n_trials=3, population="auto", listener=Notices(),
+    result = hpo.search(GruObjective(), space, strategy="grid", report=False, n_trials=3, population="auto", listener=Notices(),
                         experiment=unique + "auto", study_name=unique + "auto", evaluate_test=False, **stores)
     assert [t.state for t in result.trials] == [TrialState.COMPLETE] * 3
     assert notices == ["population auto trains one trial at a time: its GRU layer 'rnn' does not train under "
@@ -502,7 +502,7 @@ def test_a_model_built_from_searched_parameters_trains_in_populations(stores, un
     objective whose model reads a searched width stopped the search with a KeyError."""
     space = digits_space(epochs=1, hidden={"type": "int", "low": 8, "high": 32, "grid": [8, 32]},
                          dropout={"type": "float", "low": 0.0, "high": 0.5, "grid": [0.0, 0.2]})
-    result = hpo.search(Widths(), space, strategy="grid", n_trials=4, population=2, experiment=unique,
+    result = hpo.search(Widths(), space, strategy="grid", report=False, n_trials=4, population=2, experiment=unique,
                         study_name=unique, evaluate_test=False, **stores)
     assert [t.state for t in result.trials] == [TrialState.COMPLETE] * 4
     groups: dict[str, set] = {}
@@ -520,7 +520,7 @@ def test_a_model_that_cannot_be_built_stops_the_search_in_one_line_naming_its_li
     space = digits_space(epochs=1, hidden={"type": "int", "low": 8, "high": 32})
     with pytest.raises(hpo.HpoError, match=r"^objective: (tests/)?test_population.py:\d+: KeyError: 'width' \(checking "
                                            r"its population before the first trial\)$"):
-        hpo.search(Misnamed(), space, strategy="random", n_trials=4, population="auto", experiment=unique,
+        hpo.search(Misnamed(), space, strategy="random", report=False, n_trials=4, population="auto", experiment=unique,
                    study_name=unique, evaluate_test=False, **stores)
     assert left_behind(stores, unique, unique) == []
 
@@ -537,7 +537,7 @@ def test_data_that_is_not_tensors_is_refused_in_one_line_naming_the_objectives_l
     space = digits_space(epochs=1, hidden={"type": "int", "low": 8, "high": 32})
     with pytest.raises(hpo.HpoError, match=r"^objective: (tests/)?test_population.py:\d+: TypeError: Recipe: train "
                                            r"inputs must be a torch.Tensor, got numpy.ndarray \(torch.as_tensor"):
-        hpo.search(FromNumpy(), space, strategy="random", n_trials=4, population=2, experiment=unique,
+        hpo.search(FromNumpy(), space, strategy="random", report=False, n_trials=4, population=2, experiment=unique,
                    study_name=unique, evaluate_test=False, **stores)
     x, y = torch.zeros(4, 2), torch.zeros(3, dtype=torch.long)
     with pytest.raises(ValueError, match=r"^Recipe: validation has 4 inputs but 3 targets$"):
@@ -553,7 +553,7 @@ def test_a_population_smaller_than_asked_says_so_once_with_why(stores, unique):
         def notice(self, text):
             notices.append(text)
 
-    result = hpo.search("digits_mlp", digits_space(epochs=1), strategy="grid", n_trials=3, population=8,
+    result = hpo.search("digits_mlp", digits_space(epochs=1), strategy="grid", report=False, n_trials=3, population=8,
                         listener=Notices(), experiment=unique, study_name=unique, evaluate_test=False, **stores)
     assert len(result.trials) == 3
     said = "population of 3, not 8: the budget had no more trials"
