@@ -63,8 +63,8 @@ dashboard: $(STAMP)
 	$(BIN)/python -m pip install -qq --disable-pip-version-check -e '.[dashboard]'
 	$(BIN)/optuna-dashboard $(or $(STORAGE),sqlite:///$(CURDIR)/.hpo/optuna.db) --host $(HOST) --port $(DASHBOARD_PORT)
 
-# Three test processes on two cores (most tests wait on processes, servers and sockets), the
-# Ray tests on one of them (tests/conftest.py).
+# Three test processes on two cores, the Ray tests on one of them (tests/conftest.py): the suite is
+# CPU-bound, and three beat two (670 s) and four (809 s) on the AMD host (docs/benchmarks.md).
 TEST_WORKERS ?= 3
 
 test: $(STAMP) postgresql chromium
