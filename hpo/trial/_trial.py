@@ -144,9 +144,7 @@ class TrialRecord:
 
     def __getattr__(self, name: str) -> Any:
         """Optuna's trial attributes hpo keeps elsewhere: where (only missing attributes come here)."""
-        if name in _RECORDED:
-            raise AttributeError(f"trial.{name} is Optuna's: {_RECORDED[name]}")
-        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        raise _not_here(self, name, _RECORDED)
 
     def to_json(self) -> dict[str, Any]:
         return {**dataclasses.asdict(self), "state": self.state.value}
@@ -285,9 +283,7 @@ class Trial:
         saying where hpo's parameters come from, with the space file's entry for the one asked."""
         if name in _SUGGEST:
             return functools.partial(_suggested, name)
-        if name in _OPTUNAS:
-            raise AttributeError(f"trial.{name} is Optuna's: {_OPTUNAS[name]}")
-        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        raise _not_here(self, name, _OPTUNAS)
 
     def curve(self) -> list[tuple[int, float]]:
         """The space's metric at each step reported so far (a step's first value, as the study
@@ -421,6 +417,16 @@ _TIMED = "trial.duration is kept; each trial's MLflow run (trial.run_id) has its
 _RECORDED = {"user_attrs": _RETURNED, "system_attrs": _RETURNED, "datetime_start": _TIMED, "datetime_complete": _TIMED,
              "distributions": "the space file declares each parameter's (result.space.params)"}
 """What an Optuna user reads on a finished trial that hpo keeps another way, and where."""
+
+
+def _not_here(owner: object, name: str, optunas: Mapping[str, str]) -> AttributeError:
+    """The error for an attribute ``owner`` lacks: where hpo keeps it, for one of Optuna's
+    (``optunas``), else Python's own words."""
+    if name in optunas:
+        return AttributeError(f"trial.{name} is Optuna's: {optunas[name]}")
+    return AttributeError(f"{type(owner).__name__!r} object has no attribute {name!r}")
+
+
 OPTUNAS = "AttributeError: trial."
 """How the reason of a trial that used one of Optuna's trial attributes (``suggest_*`` included)
 begins: every trial would fail so."""
