@@ -52,12 +52,14 @@ _OPTUNA_ARGUMENTS = {
     "load_if_exists": "hpo.search resumes its study whenever it exists (new_study=True starts another)",
 }
 """What takes the place of the arguments of Optuna's ``create_study`` and ``optimize``."""
+_SPACE_ARGUMENT = "the space is hpo.search's second argument: a space file's path, or its mapping"
+_STORES = "home= holds the default stores (.hpo/); storage= and tracking_uri= name others"
 _RAY_TUNE_ARGUMENTS = {
     "num_samples": "the budget is n_trials= (--trials)",
     "mode": "the space names its metric and direction (`direction: minimize` in its file)",
-    "param_space": "the space is hpo.search's second argument: a space file's path, or its mapping",
-    "config": "the space is hpo.search's second argument: a space file's path, or its mapping",
-    "search_alg": f"hpo plans trials with strategy= ({', '.join(NAMES)})",
+    "param_space": _SPACE_ARGUMENT,
+    "config": _SPACE_ARGUMENT,
+    "search_alg": _OPTUNA_ARGUMENTS["sampler"],
     "scheduler": "hpo stops trials with pruner= (median, successive-halving, hyperband), alike on every driver",
     "time_budget_s": "timeout= bounds the search's time (seconds, or '2h'): no trial starts after it",
     "stop": "a trial trains the epochs its objective runs (the space's fixed epochs); pruner= stops laggards",
@@ -65,10 +67,10 @@ _RAY_TUNE_ARGUMENTS = {
     "max_concurrent_trials": "driver=hpo.RayOptions(max_concurrent=N)",
     "tune_config": "hpo.search takes its settings itself: n_trials=, strategy=, pruner=, timeout=",
     "run_config": "hpo.search takes its settings itself: study_name=, home=, storage=, tracking_uri=",
-    "storage_path": "home= holds the default stores (.hpo/); storage= and tracking_uri= name others",
-    "local_dir": "home= holds the default stores (.hpo/); storage= and tracking_uri= name others",
+    "storage_path": _STORES,
+    "local_dir": _STORES,
     "name": "study_name= names the search's study",
-    "resume": "hpo.search resumes its study whenever it exists (new_study=True starts another)",
+    "resume": _OPTUNA_ARGUMENTS["load_if_exists"],
     "verbose": "quiet=True shows nothing; summary=True prints the leaderboard at the end",
 }
 """What takes the place of the arguments of Ray Tune's ``tune.run`` and ``Tuner`` (its
