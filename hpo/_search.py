@@ -351,10 +351,11 @@ def report(study_name: str | None = None, storage: str | None = None, out: str |
     except OSError as error:
         raise HpoError(f"cannot make the folder {str(folder)!r}: {error.strerror or error}",
                        argument="out" if out else None) from None
+    store = TrialStore(url, study_name)
     if page is None:
-        return write_report(TrialStore(url, study_name), folder)
+        return write_report(store, folder)
     with tempfile.TemporaryDirectory(dir=folder, prefix=".hpo-report-") as drawn:
-        shutil.move(write_report(TrialStore(url, study_name), Path(drawn)), page)
+        shutil.move(write_report(store, Path(drawn)), page)
     return page
 
 

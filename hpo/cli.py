@@ -128,11 +128,9 @@ def search(space: str, **flags: Any) -> None:
 def report(study: str | None, storage: str | None, out: str | None) -> None:
     """Write the report of a past search (STUDY, or the newest) from its study: plots, ranked
     leaderboard and one self-contained HTML page. Offline: no MLflow needed."""
-    from pathlib import Path
-
     from hpo._search import report as write
 
-    console.print(f"Report: {write(study, storage, Path(out) if out else None)}", soft_wrap=True, highlight=False)
+    console.print(f"Report: {write(study, storage, out)}", soft_wrap=True, highlight=False)
 
 
 @cli.command()
