@@ -32,10 +32,10 @@ def seconds(value: Any) -> Any:
         return value  # pydantic's own refusal names the type
     if isinstance(value, str):
         text = value.strip().lower()
-        parts = list(_DURATION_PART.finditer(text))
         try:
             value = float(text)
         except ValueError:
+            parts = list(_DURATION_PART.finditer(text))
             if not parts or "".join(part.group(0) for part in parts) != text:
                 raise ValueError(f"expected seconds or a duration like 90s, 30m, 2h or 1h30m, got {value!r}") from None
             value = sum(float(number) * _UNIT_S[unit] for number, unit in (part.groups() for part in parts))
